@@ -1,0 +1,315 @@
+"""Find channel units in a traced graph: run the channel rules, then group elements into units.
+
+Each rule (see ``rules.py``) maps the channel ids of an op's inputs to its outputs, unions
+elements that must be pruned together and records *slots*: the input or output channels of a
+layer (or the channel dim of a parameter) as a sequence of elements. After the union-find,
+elements that always appear side by side in the same order in every slot form a unit, so
+concatenations and splits give sub-range units, and grouped layers give repeated blocks.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .channel_space import CONST, NONE, ChannelSpace, compress, varying_dims
+from .tracing import Node, TensorRef, TracedGraph
+
+
+class UnprunableChannelsWarning(UserWarning):
+    """An op without a channel rule touched channels, which are therefore not prunable."""
+
+
+@dataclass
+class Slot:
+    """Channels of one layer side (or of one parameter dim) as a 1-D sequence of elements."""
+
+    name: str
+    is_output: bool
+    ids: torch.Tensor
+    order: int
+    param_dim: int | None = None  # set for parameter slots (class tokens, layer scales...)
+
+
+@dataclass
+class ChannelItem:
+    """One contiguous range of a layer's channels that belongs to a unit."""
+
+    name: str
+    start: int
+    end: int
+    is_output_channel: bool
+    expand_ratio: int = 1
+    param_dim: int | None = None
+
+    def config(self) -> dict[str, Any]:
+        cfg = {
+            "name": self.name, "start": self.start, "end": self.end,
+            "expand_ratio": self.expand_ratio, "is_output_channel": self.is_output_channel,
+        }
+        if self.param_dim is not None:
+            cfg["param_dim"] = self.param_dim
+        return cfg
+
+
+@dataclass
+class UnitSpec:
+    """A unit found by the analysis: its size, repeats, channel items and why it is fixed."""
+
+    num_channels: int
+    repeats: int
+    output_related: list[ChannelItem] = field(default_factory=list)
+    input_related: list[ChannelItem] = field(default_factory=list)
+    fixed_reasons: list[str] = field(default_factory=list)
+    order: int = 0
+
+    @property
+    def name(self) -> str:
+        first = (self.output_related or self.input_related)[0]
+        return f"{first.name}_{(first.start, first.end)}_{self.num_channels}"
+
+    @property
+    def is_prunable(self) -> bool:
+        return not self.fixed_reasons and self.num_channels // self.repeats > 1
+
+
+class AnalysisContext:
+    """What a channel rule sees: ids of tensors, fresh elements, unions, fixes and slots."""
+
+    def __init__(self, graph: TracedGraph, modules: dict[str, nn.Module]) -> None:
+        self.graph = graph
+        self.modules = modules
+        self.space = ChannelSpace()
+        self.ids: dict[int, torch.Tensor] = {}
+        self.slots: list[Slot] = []
+        self.param_ids: dict[str, tuple[torch.Tensor, tuple[int, ...]]] = {}
+        self.layer_out: dict[str, torch.Tensor] = {}  # output elements of each layer (reuse)
+        self.unknown_ops: list[tuple[str, str]] = []
+        self.node: Node | None = None
+
+    # -- ids of tensors -------------------------------------------------------------------
+    def get(self, ref: TensorRef) -> torch.Tensor:
+        """Compressed ids of a tensor; parameters get elements of their own on first use."""
+        ids = self.ids.get(ref.handle)
+        if ids is None:
+            if ref.param is not None and ref.param in self.param_ids:
+                ids = self.param_ids[ref.param][0]
+            elif ref.param is not None and _is_float_param(self.modules, ref.param):
+                n = math.prod(ref.shape)
+                ids = compress(self.space.fresh(n).reshape(ref.shape))
+                self.param_ids[ref.param] = (ids, ref.shape)
+            else:
+                ids = torch.full([1] * len(ref.shape), CONST, dtype=torch.long)
+            self.ids[ref.handle] = ids
+        return ids
+
+    def set(self, ref: TensorRef, ids: torch.Tensor) -> None:
+        self.ids[ref.handle] = compress(ids)
+
+    def full(self, ref: TensorRef) -> torch.Tensor:
+        return self.get(ref).expand(ref.shape).contiguous()
+
+    def along(self, ids1d: torch.Tensor, ndim: int, dim: int) -> torch.Tensor:
+        """Place 1-D ids along ``dim`` of an ``ndim``-d id tensor."""
+        shape = [1] * ndim
+        shape[dim] = ids1d.numel()
+        return ids1d.reshape(shape)
+
+    # -- what rules do --------------------------------------------------------------------
+    def describe(self) -> str:
+        node = self.node
+        if node is None:
+            return "model"
+        if node.kind == "module":
+            return f"{type(node.target).__name__} {node.name!r}"
+        return f"{node.name!r} in {node.scope or 'the model'!r}"
+
+    def fix(self, ids: torch.Tensor, reason: str) -> None:
+        self.space.fix(ids, reason)
+
+    def fix_inputs(self, node: Node, reason: str) -> None:
+        for ref in node.input_refs():
+            self.fix(self.get(ref), reason)
+
+    def read(self, ref: TensorRef, dim: int, reason: str = "derived from a model input") -> torch.Tensor:
+        """Elements of the channel dim ``dim`` as read by a layer (other dims share them)."""
+        dim = dim % len(ref.shape)
+        size = ref.shape[dim]
+        ids = self.get(ref)
+        if ids.shape[dim] == 1 and size > 1:
+            ids = ids.expand(*[size if d == dim else s for d, s in enumerate(ids.shape)])
+        cols = ids.movedim(dim, 0).reshape(size, -1)
+        valid = cols >= 0
+        has = valid.any(dim=1)
+        first = torch.where(valid, cols, torch.iinfo(torch.long).max).min(dim=1).values
+        rows = torch.where(has, first, NONE)
+        missing = ~has
+        if bool(missing.any()):
+            new = self.space.fresh(int(missing.sum()))
+            self.fix(new, reason)
+            rows = rows.clone()
+            rows[missing] = new
+            if not bool(has.any()):  # a source tensor: every reader shares these elements
+                self.set(ref, self.along(rows, len(ref.shape), dim))
+        self.space.union(rows.unsqueeze(1).expand_as(cols), cols)
+        partial = has & (~valid).any(dim=1)
+        if bool(partial.any()):
+            self.fix(rows[partial], f"mixed with constant data at {self.describe()}")
+        return rows
+
+    def write(self, ref: TensorRef, dim: int, ids1d: torch.Tensor) -> None:
+        dim = dim % len(ref.shape)
+        self.set(ref, self.along(ids1d, len(ref.shape), dim))
+
+    def fresh_layer_output(self, layer: str, n: int) -> torch.Tensor:
+        """Output elements of a layer; a layer called again reuses its elements."""
+        if layer not in self.layer_out:
+            self.layer_out[layer] = self.space.fresh(n)
+        return self.layer_out[layer]
+
+    def slot(self, name: str, is_output: bool, ids1d: torch.Tensor, param_dim: int | None = None) -> None:
+        self.slots.append(Slot(name, is_output, ids1d, len(self.slots), param_dim))
+
+    def unknown(self, node: Node) -> None:
+        """No rule: fix every element the op touches and give its outputs no structure."""
+        touched = [self.get(r) for r in node.input_refs()]
+        if any(bool((t >= 0).any()) for t in touched):
+            reason = f"no channel rule for {self.describe()}"
+            for t in touched:
+                self.fix(t, reason)
+            self.unknown_ops.append((node.name, node.scope))
+        for ref in node.output_refs():
+            self.set(ref, torch.full([1] * len(ref.shape), CONST, dtype=torch.long))
+
+
+def _is_float_param(modules: dict[str, nn.Module], qualname: str) -> bool:
+    owner, _, attr = qualname.rpartition(".")
+    module = modules.get(owner)
+    tensor = None if module is None else getattr(module, attr, None)
+    return isinstance(tensor, nn.Parameter)
+
+
+class ChannelAnalyzer:
+    """Runs the rule table over a traced graph and returns the units it finds."""
+
+    def __init__(self, rules: Any) -> None:
+        self.rules = rules
+
+    def analyze(self, graph: TracedGraph) -> tuple[list[UnitSpec], AnalysisContext]:
+        ctx = AnalysisContext(graph, graph.modules)
+        for node in graph.nodes:
+            ctx.node = node
+            self.rules.apply(ctx, node)
+        ctx.node = None
+        for ref in graph.outputs:
+            ctx.fix(ctx.get(ref), "model output")
+        roots = ctx.space.resolve()
+        units = build_units(ctx, roots)
+        _warn_unknown(ctx, units)
+        return units, ctx
+
+
+def _param_slots(ctx: AnalysisContext, roots: np.ndarray) -> None:
+    """Parameters used by functional ops: sliceable when their elements vary along one dim."""
+    for name, (ids, shape) in ctx.param_ids.items():
+        full = torch.from_numpy(roots[ids.expand(shape).reshape(-1).numpy()]).reshape(shape)
+        dims = varying_dims(compress(full))
+        if len(dims) == 1:
+            dim = dims[0]
+            line = ids.expand(shape).movedim(dim, 0).reshape(shape[dim], -1)[:, 0]
+            ctx.slot(name, True, line, param_dim=dim)
+        elif len(dims) > 1:
+            ctx.fix(ids, f"parameter {name!r} mixes channels along several dims")
+
+
+def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
+    _param_slots(ctx, roots)
+    reasons = ctx.space.fixed_reasons()
+    # 1. each slot as a sequence of roots, consecutive repeats folded into an expand ratio
+    seqs: list[tuple[Slot, np.ndarray, int]] = []
+    for slot in ctx.slots:
+        r = roots[slot.ids.numpy()]
+        change = np.flatnonzero(np.diff(r)) + 1
+        starts = np.concatenate([[0], change])
+        lengths = np.diff(np.concatenate([starts, [len(r)]]))
+        expand = int(lengths[0]) if len(set(lengths.tolist())) == 1 else 1
+        seq = r[::expand] if expand > 1 else r
+        seqs.append((slot, seq, expand))
+    # 2. link a -> b when every occurrence of a is followed by b and every b preceded by a
+    a_parts, b_parts = [], []
+    for _, seq, _ in seqs:
+        a_parts.append(np.concatenate([[-1], seq]))
+        b_parts.append(np.concatenate([seq, [-1]]))
+    pairs = np.unique(np.stack([np.concatenate(a_parts), np.concatenate(b_parts)], 1), axis=0)
+    n = len(roots)
+    nsucc = np.bincount(pairs[:, 0][pairs[:, 0] >= 0], minlength=n)
+    npred = np.bincount(pairs[:, 1][pairs[:, 1] >= 0], minlength=n)
+    inner = pairs[(pairs[:, 0] >= 0) & (pairs[:, 1] >= 0) & (pairs[:, 0] != pairs[:, 1])]
+    linked = inner[(nsucc[inner[:, 0]] == 1) & (npred[inner[:, 1]] == 1)]
+    nxt = dict(zip(linked[:, 0].tolist(), linked[:, 1].tolist()))
+    has_prev = set(nxt.values())
+    chain_of: dict[int, tuple[int, int]] = {}  # root -> (chain index, position)
+    chains: list[list[int]] = []
+    for root in np.unique(np.concatenate([s for _, s, _ in seqs])).tolist():
+        if root in has_prev:
+            continue
+        chain = [root]
+        while chain[-1] in nxt:
+            chain.append(nxt[chain[-1]])
+        for pos, r in enumerate(chain):
+            chain_of[r] = (len(chains), pos)
+        chains.append(chain)
+    # 3. decompose every slot into runs of chain occurrences
+    runs: dict[int, list[tuple[Slot, int, int, int]]] = {}  # chain -> (slot, start, count, expand)
+    for slot, seq, expand in seqs:
+        p, seq_list = 0, seq.tolist()
+        while p < len(seq_list):
+            c, _ = chain_of[seq_list[p]]
+            length = len(chains[c])
+            count = 1
+            while p + (count + 1) * length <= len(seq_list) and seq_list[p + count * length] == chains[c][0]:
+                count += 1
+            runs.setdefault(c, []).append((slot, p, count, expand))
+            p += count * length
+    # 4. one unit per chain
+    units = []
+    for c, chain in enumerate(chains):
+        chain_runs = runs.get(c, [])
+        if not chain_runs:
+            continue
+        repeats = math.gcd(*[count for _, _, count, _ in chain_runs])
+        spec = UnitSpec(num_channels=len(chain) * repeats, repeats=repeats)
+        spec.order = min(slot.order for slot, _, _, _ in chain_runs)
+        for slot, start, count, expand in sorted(chain_runs, key=lambda x: (x[0].order, x[1])):
+            item = ChannelItem(
+                slot.name, start * expand, (start + count * len(chain)) * expand,
+                slot.is_output, expand, slot.param_dim,
+            )
+            (spec.output_related if slot.is_output else spec.input_related).append(item)
+        for root in chain:
+            for reason in reasons.get(root, []):
+                if reason not in spec.fixed_reasons:
+                    spec.fixed_reasons.append(reason)
+        units.append(spec)
+    units.sort(key=lambda u: u.order)
+    return units
+
+
+def _warn_unknown(ctx: AnalysisContext, units: list[UnitSpec]) -> None:
+    for op, scope in dict.fromkeys(ctx.unknown_ops):
+        tag = f"{op!r} in {scope or 'the model'!r}"
+        layers = sorted({
+            item.name for u in units if any(tag in r for r in u.fixed_reasons)
+            for item in u.output_related + u.input_related
+        })
+        warnings.warn(
+            f"no channel rule for op {tag}: the channels it touches are not prunable"
+            + (f" (layers: {', '.join(layers)})" if layers else ""),
+            UnprunableChannelsWarning,
+            stacklevel=3,
+        )

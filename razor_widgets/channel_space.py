@@ -1,0 +1,93 @@
+"""Channel elements: ids for every channel a tensor carries, a union-find over them, and fixes.
+
+Every channel of every traced tensor is an integer *element*. A tensor's ids are an int64
+tensor broadcastable to the tensor's shape (size 1 along dims where the ids do not vary), so a
+feature map ``[N, C, H, W]`` has ids of shape ``[1, C, 1, 1]``. Two special values:
+
+* ``NONE`` (-1): no channel structure (attention scores, say): never couples to anything;
+* ``CONST`` (-2): data we cannot resize (model inputs, constants made in forward): an element
+  that meets it becomes fixed (non-prunable).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+NONE = -1
+CONST = -2
+
+
+def compress(ids: torch.Tensor) -> torch.Tensor:
+    """Shrink every dim along which the ids are constant to size 1."""
+    for dim in range(ids.dim()):
+        if ids.shape[dim] > 1 and bool((ids == ids.narrow(dim, 0, 1)).all()):
+            ids = ids.narrow(dim, 0, 1)
+    return ids.contiguous()
+
+
+def varying_dims(ids: torch.Tensor) -> list[int]:
+    return [d for d in range(ids.dim()) if ids.shape[d] > 1]
+
+
+@dataclass
+class ChannelSpace:
+    """Allocates element ids, records unions and fixed elements, then resolves roots."""
+
+    count: int = 0
+    _pairs: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    _fixed: list[tuple[torch.Tensor, str]] = field(default_factory=list)
+    roots: np.ndarray | None = None
+
+    def fresh(self, n: int) -> torch.Tensor:
+        ids = torch.arange(self.count, self.count + n, dtype=torch.long)
+        self.count += n
+        return ids
+
+    def union(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """Union elements pairwise where both are elements (>= 0)."""
+        a, b = torch.broadcast_tensors(a, b)
+        a, b = a.reshape(-1), b.reshape(-1)
+        keep = (a >= 0) & (b >= 0) & (a != b)
+        if bool(keep.any()):
+            self._pairs.append((a[keep], b[keep]))
+
+    def fix(self, ids: torch.Tensor, reason: str) -> None:
+        ids = ids.reshape(-1)
+        ids = ids[ids >= 0]
+        if ids.numel():
+            self._fixed.append((torch.unique(ids), reason))
+
+    # -- resolution -----------------------------------------------------------------------
+    def resolve(self) -> np.ndarray:
+        """Compute the root (smallest element) of every element's set."""
+        labels = np.arange(self.count, dtype=np.int64)
+        if self._pairs:
+            a = torch.cat([p[0] for p in self._pairs]).numpy()
+            b = torch.cat([p[1] for p in self._pairs]).numpy()
+            while True:
+                la, lb = labels[a], labels[b]
+                if np.array_equal(la, lb):
+                    break
+                low = np.minimum(la, lb)
+                np.minimum.at(labels, la, low)
+                np.minimum.at(labels, lb, low)
+                while True:  # pointer jumping until every label is a root
+                    nxt = labels[labels]
+                    if np.array_equal(nxt, labels):
+                        break
+                    labels = nxt
+        self.roots = labels
+        return labels
+
+    def fixed_reasons(self) -> dict[int, list[str]]:
+        """Reasons per root for every root that holds a fixed element."""
+        assert self.roots is not None
+        reasons: dict[int, list[str]] = {}
+        for ids, reason in self._fixed:
+            for root in np.unique(self.roots[ids.numpy()]).tolist():
+                bucket = reasons.setdefault(root, [])
+                if reason not in bucket:
+                    bucket.append(reason)
+        return reasons

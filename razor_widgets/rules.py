@@ -1,0 +1,432 @@
+"""The channel rules: one table that says, per op, how channels flow from inputs to outputs.
+
+A rule gets the analysis context and the recorded node. Four kinds cover almost everything:
+
+* ``passthrough``: elementwise in one tensor (activations, dropout, casts);
+* ``elementwise``: several tensors broadcast together; channels at the same place are one;
+* ``movement``: data moves but is not mixed (view, permute, cat, split, getitem...): the op is
+  replayed on the id tensor itself, so every index and shape argument is handled exactly;
+* ``layer``: modules with weights, which read their input channels and write fresh output
+  channels (or couple both, as norms and depthwise convs do).
+
+Anything not in the table makes the channels it touches non-prunable, with a warning.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten, tree_map
+
+from .analysis import AnalysisContext
+from .channel_space import CONST, NONE, compress, varying_dims
+from .tracing import Node, TensorRef
+
+Rule = Callable[[AnalysisContext, Node], None]
+
+
+def _first_ref(node: Node) -> TensorRef:
+    return node.input_refs()[0]
+
+
+# -- generic rules ----------------------------------------------------------------------------
+def passthrough(ctx: AnalysisContext, node: Node) -> None:
+    ids = ctx.get(_first_ref(node))
+    for ref in node.output_refs():
+        ctx.set(ref, ids if ids.dim() == len(ref.shape) else ids.expand(ref.shape))
+
+
+def creation(ctx: AnalysisContext, node: Node) -> None:
+    for ref in node.output_refs():
+        ctx.set(ref, torch.full([1] * len(ref.shape), CONST, dtype=torch.long))
+
+
+def elementwise(ctx: AnalysisContext, node: Node) -> None:
+    """Broadcast operands together: channels at the same position are one set of channels."""
+    out = node.output_refs()[0]
+    refs = [r for r in node.input_refs() if len(r.shape) <= len(out.shape)]
+    ids = [ctx.get(r) for r in refs]
+    ids = [i.reshape((1,) * (len(out.shape) - i.dim()) + tuple(i.shape)) for i in ids]
+    shapes = [(1,) * (len(out.shape) - len(r.shape)) + tuple(r.shape) for r in refs]
+    vary = {d for i in ids for d in varying_dims(i)}
+    part = [i for i, s in zip(ids, shapes) if all(s[d] == out.shape[d] for d in vary)]
+    if not part:
+        ctx.set(out, torch.full([1] * len(out.shape), CONST, dtype=torch.long))
+        return
+    shape = torch.broadcast_shapes(*[tuple(i.shape) for i in part])
+    stack = torch.stack([i.expand(shape) for i in part])
+    valid = stack >= 0
+    any_valid = valid.any(0)
+    rep = torch.where(valid, stack, torch.iinfo(torch.long).max).min(0).values
+    rep = torch.where(any_valid, rep, torch.where((stack == NONE).any(0), NONE, CONST))
+    for layer in stack:
+        ctx.space.union(rep, layer)
+    mixed = any_valid & (~valid).any(0)
+    if bool(mixed.any()):
+        ctx.fix(rep[mixed], f"mixed with constant data at {ctx.describe()}")
+    ctx.set(out, rep)
+
+
+def _swap_refs(ctx: AnalysisContext, tree):
+    """Float tensors become their id tensors; integer and bool tensors (indices) keep values."""
+
+    def swap(x):
+        if not isinstance(x, TensorRef):
+            return x
+        return ctx.full(x) if x.is_float else ctx.graph.values[x.handle]
+
+    return tree_map(swap, tree)
+
+
+def movement(ctx: AnalysisContext, node: Node) -> None:
+    """Replay the op on the id tensors: exact for every shape and index argument."""
+    if not _first_ref(node).is_float:  # index arithmetic, not data: no channels
+        return creation(ctx, node)
+    args = _swap_refs(ctx, node.args)
+    kwargs = _swap_refs(ctx, node.kwargs)
+    if node.name == "pad":
+        if len(args) > 3:
+            args = (*args[:3], CONST, *args[4:])
+        else:
+            kwargs["value"] = CONST
+    try:
+        out = node.target(*args, **kwargs)
+    except Exception:  # the op does not accept int64 tensors: no rule after all
+        return ctx.unknown(node)
+    if node.name == "__setitem__":
+        ctx.set(node.args[0], args[0])
+        return
+    out_leaves, _ = tree_flatten(out)
+    refs = node.output_refs()
+    out_ids = [x for x in out_leaves if isinstance(x, torch.Tensor)]
+    for ref, ids in zip(refs, out_ids):
+        ids = compress(ids)
+        if node.name in RESHAPES:
+            vary = varying_dims(ids)
+            if len(vary) > 1:  # a channel dim split in several: keep all but the innermost whole
+                inner = vary[-1]
+                lines = ids.movedim(inner, -1).reshape(-1, ids.shape[inner])
+                ctx.space.union(lines[:1].expand_as(lines), lines)
+        ctx.set(ref, ids)
+
+
+def reduction(ctx: AnalysisContext, node: Node) -> None:
+    """Reductions and softmax: fine across non-channel dims, no rule across channel dims."""
+    src = _first_ref(node)
+    ids = ctx.get(src)
+    dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+    if node.name in ("softmax", "log_softmax") and dims is None:
+        dims = node.kwargs.get("dim")
+    ndim = len(src.shape)
+    if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+        dims = list(range(ndim))
+    dims = [d % ndim for d in ([dims] if isinstance(dims, int) else dims)]
+    if any(ids.shape[d] > 1 for d in dims):
+        return ctx.unknown(node)
+    if node.name in ("softmax", "log_softmax", "cumsum", "cumprod"):
+        return passthrough(ctx, node)
+    keepdim = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 and isinstance(node.args[2], bool) else False)
+    out = ids
+    for d in sorted(dims, reverse=True):
+        if not keepdim:
+            out = out.squeeze(d)
+    for ref in node.output_refs():
+        ctx.set(ref, out if out.dim() == len(ref.shape) else out.reshape([1] * len(ref.shape)))
+
+
+def pooling(ctx: AnalysisContext, node: Node, spatial: int) -> None:
+    src = _first_ref(node)
+    ids = ctx.get(src)
+    if any(ids.shape[d] > 1 for d in range(ids.dim() - spatial, ids.dim())):
+        return ctx.unknown(node)
+    passthrough(ctx, node)
+
+
+def matmul(ctx: AnalysisContext, node: Node) -> None:
+    """``a @ b``: a's last dim meets b's second-to-last; output takes the side that varies."""
+    a_ref, b_ref = node.input_refs()[:2]
+    out = node.output_refs()[0]
+    if len(a_ref.shape) < 2 or len(b_ref.shape) < 2:
+        return ctx.unknown(node)
+    a, b = ctx.full(a_ref), ctx.full(b_ref)
+    a_const_rows = bool((a == a[..., :1, :]).all())  # a's ids do not change along n
+    b_const_cols = bool((b == b[..., :, :1]).all())  # b's ids do not change along m
+    a_k, b_k = a[..., :1, :], b[..., :, :1].transpose(-1, -2)
+    if a_const_rows and b_const_cols:
+        ctx.space.union(*torch.broadcast_tensors(a_k, b_k))
+        if bool(((a_k >= 0) & (b_k < 0)).any() or ((b_k >= 0) & (a_k < 0)).any()):
+            ctx.fix(torch.cat([a_k.reshape(-1), b_k.reshape(-1)]), f"contracted with constant data at {ctx.describe()}")
+    elif bool((a_k >= 0).any() or (b_k >= 0).any()):
+        ctx.fix(a, f"channels contracted by {ctx.describe()}")
+        ctx.fix(b, f"channels contracted by {ctx.describe()}")
+    a_rows = a[..., :, :1]  # ids along n (constant along k when a_k is)
+    b_cols = b[..., :1, :]
+    a_has = bool((a_rows >= 0).any()) and bool((a == a_rows).all())
+    b_has = bool((b_cols >= 0).any()) and bool((b == b_cols).all())
+    if a_has and b_has:
+        ctx.fix(a, f"two channel dims meet in {ctx.describe()}")
+        ctx.fix(b, f"two channel dims meet in {ctx.describe()}")
+        ctx.set(out, torch.full([1] * len(out.shape), CONST, dtype=torch.long))
+    elif b_has:
+        ctx.set(out, _bcast_out(b_cols, a, b, out, side="b"))
+    elif a_has:
+        ctx.set(out, _bcast_out(a_rows, a, b, out, side="a"))
+    else:
+        ctx.set(out, torch.full([1] * len(out.shape), NONE, dtype=torch.long))
+
+
+def _bcast_out(line: torch.Tensor, a: torch.Tensor, b: torch.Tensor, out: TensorRef, side: str) -> torch.Tensor:
+    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    shape = (*batch, 1, line.shape[-1]) if side == "b" else (*batch, line.shape[-2], 1)
+    ids = line.expand(*line.shape[:-2], *shape[-2:]) if line.dim() > 2 else line
+    ids = torch.broadcast_to(ids, shape)
+    return ids.reshape((1,) * (len(out.shape) - ids.dim()) + tuple(ids.shape))
+
+
+def sdpa(ctx: AnalysisContext, node: Node) -> None:
+    """``scaled_dot_product_attention``: q and k meet over the head dim, v passes to the output.
+
+    The scale is derived from q's size, so pruning the q/k head dim would change it: those
+    channels stay fixed; v's channels are free.
+    """
+    q, k, v = node.input_refs()[:3]
+    qi, ki = ctx.get(q), ctx.get(k)
+    reason = f"the attention scale of {ctx.describe()} depends on the head dim"
+    ctx.fix(qi, reason)
+    ctx.fix(ki, reason)
+    ctx.set(node.output_refs()[0], ctx.get(v))
+
+
+# -- layers -------------------------------------------------------------------------------------
+def _channel_dim(ref: TensorRef, batched_ndim: int) -> int:
+    return 1 if len(ref.shape) == batched_ndim else 0
+
+
+def conv_like(ctx: AnalysisContext, name: str, x: TensorRef, out: TensorRef, spatial: int,
+              in_channels: int, out_channels: int, groups: int) -> None:
+    dim = _channel_dim(x, spatial + 2)
+    ids_in = ctx.read(x, dim)
+    if groups == 1:
+        ids_out = ctx.fresh_layer_output(name, out_channels)
+    elif groups == in_channels == out_channels:  # depthwise: each channel is its own group
+        ids_out = ids_in
+    else:  # grouped: the same position in every group is pruned together
+        _group_union(ctx, ids_in, groups)
+        ids_out = ctx.fresh_layer_output(name, out_channels)
+        _group_union(ctx, ids_out, groups)
+    ctx.slot(name, False, ids_in)
+    ctx.slot(name, True, ids_out)
+    ctx.write(out, dim, ids_out)
+
+
+def _group_union(ctx: AnalysisContext, ids: torch.Tensor, groups: int) -> None:
+    blocks = ids.reshape(groups, -1)
+    ctx.space.union(blocks[:1].expand_as(blocks), blocks)
+
+
+def conv_module(ctx: AnalysisContext, node: Node) -> None:
+    m = node.target
+    conv_like(ctx, node.name, _first_ref(node), node.output_refs()[0], len(m.kernel_size),
+              m.in_channels, m.out_channels, m.groups)
+
+
+def linear_module(ctx: AnalysisContext, node: Node) -> None:
+    x, out = _first_ref(node), node.output_refs()[0]
+    ids_in = ctx.read(x, -1)
+    ids_out = ctx.fresh_layer_output(node.name, node.target.out_features)
+    ctx.slot(node.name, False, ids_in)
+    ctx.slot(node.name, True, ids_out)
+    ctx.write(out, -1, ids_out)
+
+
+def norm_module(ctx: AnalysisContext, node: Node) -> None:
+    """Batch/instance norms: per channel, input and output channels are the same."""
+    m = node.target
+    x, out = _first_ref(node), node.output_refs()[0]
+    spatial = {nn.BatchNorm1d: 1, nn.InstanceNorm1d: 1}.get(type(m), None)
+    batched = (spatial or (3 if isinstance(m, (nn.BatchNorm3d, nn.InstanceNorm3d)) else 2)) + 2
+    dim = 1 if len(x.shape) >= 2 and (len(x.shape) == batched or isinstance(m, nn.BatchNorm1d)) else 0
+    _coupled(ctx, node.name, x, out, dim)
+
+
+def _coupled(ctx: AnalysisContext, name: str, x: TensorRef, out: TensorRef, dim: int, groups: int = 1) -> None:
+    ids = ctx.read(x, dim)
+    if groups > 1:
+        _group_union(ctx, ids, groups)
+    ctx.slot(name, False, ids)
+    ctx.slot(name, True, ids)
+    ctx.write(out, dim, ids)
+
+
+def layer_norm_module(ctx: AnalysisContext, node: Node) -> None:
+    m = node.target
+    if len(m.normalized_shape) != 1:
+        return ctx.unknown(node)
+    _coupled(ctx, node.name, _first_ref(node), node.output_refs()[0], -1)
+
+
+def group_norm_module(ctx: AnalysisContext, node: Node) -> None:
+    m = node.target
+    _coupled(ctx, node.name, _first_ref(node), node.output_refs()[0], 1, groups=m.num_groups)
+
+
+def mha_module(ctx: AnalysisContext, node: Node) -> None:
+    """``nn.MultiheadAttention``: inputs, q/k/v projections and output share one width (embed_dim);
+    each head keeps the same positions, so ``embed_dim % num_heads == 0`` by construction."""
+    m: nn.MultiheadAttention = node.target
+    refs = node.input_refs()[:3]
+    out = node.output_refs()[0]
+    if not m._qkv_same_embed_dim or m.bias_k is not None:
+        return ctx.unknown(node)
+    dim = -1 if m.batch_first or len(refs[0].shape) == 2 else 2
+    ids = ctx.read(refs[0], dim)
+    for ref in refs[1:]:
+        ctx.space.union(ids, ctx.read(ref, dim))
+    _group_union(ctx, ids, m.num_heads)
+    ctx.slot(node.name, False, ids)
+    ctx.slot(node.name, True, ids)
+    ctx.write(out, dim, ids)
+    for extra in node.output_refs()[1:]:
+        ctx.set(extra, torch.full([1] * len(extra.shape), NONE, dtype=torch.long))
+
+
+# -- functional layers that use a module's parameters -----------------------------------------
+def _owner(ref: TensorRef | None, ctx: AnalysisContext) -> str | None:
+    if ref is None or ref.param is None:
+        return None
+    owner = ref.param.rpartition(".")[0]
+    return owner if owner in ctx.modules else None
+
+
+def _param_arg(node: Node, index: int, key: str) -> TensorRef | None:
+    value = node.args[index] if len(node.args) > index else node.kwargs.get(key)
+    return value if isinstance(value, TensorRef) else None
+
+
+def functional_linear(ctx: AnalysisContext, node: Node) -> None:
+    weight = _param_arg(node, 1, "weight")
+    owner = _owner(weight, ctx)
+    if owner is None or not isinstance(ctx.modules[owner], nn.Linear):
+        return ctx.unknown(node)
+    x, out = _first_ref(node), node.output_refs()[0]
+    ids_in = ctx.read(x, -1)
+    ids_out = ctx.fresh_layer_output(owner, weight.shape[0])
+    ctx.slot(owner, False, ids_in)
+    ctx.slot(owner, True, ids_out)
+    ctx.write(out, -1, ids_out)
+
+
+def functional_conv(ctx: AnalysisContext, node: Node) -> None:
+    weight = _param_arg(node, 1, "weight")
+    owner = _owner(weight, ctx)
+    if owner is None or not isinstance(ctx.modules[owner], nn.modules.conv._ConvNd):
+        return ctx.unknown(node)
+    m = ctx.modules[owner]
+    conv_like(ctx, owner, _first_ref(node), node.output_refs()[0], len(m.kernel_size),
+              m.in_channels, m.out_channels, m.groups)
+
+
+def functional_layer_norm(ctx: AnalysisContext, node: Node) -> None:
+    weight = _param_arg(node, 2, "weight")
+    owner = _owner(weight, ctx)
+    shape = node.args[1] if len(node.args) > 1 else node.kwargs.get("normalized_shape")
+    if owner is None or not isinstance(ctx.modules[owner], nn.LayerNorm) or len(shape) != 1:
+        return ctx.unknown(node)
+    _coupled(ctx, owner, _first_ref(node), node.output_refs()[0], -1)
+
+
+# -- the table ----------------------------------------------------------------------------------
+PASSTHROUGH = {
+    "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "gelu", "silu", "silu_", "sigmoid",
+    "sigmoid_", "tanh", "tanh_", "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_",
+    "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "celu", "mish", "softplus", "softsign",
+    "logsigmoid", "dropout", "dropout_", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
+    "feature_alpha_dropout", "clone", "contiguous", "detach", "float", "half", "double",
+    "bfloat16", "to", "type", "type_as", "abs", "neg", "exp", "log", "sqrt", "rsqrt", "square",
+    "sin", "cos", "erf", "reciprocal", "sign", "clamp", "clamp_", "clamp_min", "clamp_max",
+    "requires_grad_", "__neg__", "pow", "__pow__", "stochastic_depth", "identity",
+}
+ELEMENTWISE = {
+    "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "true_divide",
+    "floor_divide", "remainder", "maximum", "minimum", "where", "addcmul", "lerp", "masked_fill",
+    "masked_fill_", "__add__", "__radd__", "__iadd__", "__sub__", "__rsub__", "__isub__",
+    "__mul__", "__rmul__", "__imul__", "__truediv__", "__rtruediv__", "__itruediv__", "eq", "ne",
+    "gt", "lt", "ge", "le", "__eq__", "__ne__", "__gt__", "__lt__", "__ge__", "__le__",
+    "__and__", "__or__", "logical_and", "logical_or", "copy_",
+}
+RESHAPES = {"view", "reshape", "flatten", "unflatten", "view_as", "reshape_as"}
+MOVEMENT = RESHAPES | {
+    "permute", "transpose", "t", "swapaxes", "movedim", "squeeze", "unsqueeze", "__getitem__",
+    "narrow", "select", "index_select", "chunk", "split", "tensor_split", "unbind", "cat",
+    "concat", "concatenate", "stack", "expand", "expand_as", "repeat", "roll", "flip", "pad",
+    "__setitem__", "channel_shuffle", "pixel_shuffle", "pixel_unshuffle", "split_with_sizes",
+}
+CREATION = {
+    "zeros", "ones", "empty", "full", "arange", "rand", "randn", "randint", "zeros_like",
+    "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "new_zeros", "new_ones",
+    "new_full", "new_empty", "new_tensor", "tensor", "as_tensor", "linspace", "eye",
+    "bernoulli", "bernoulli_", "normal_", "uniform_", "fill_", "zero_", "div_scalar",
+}
+REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "softmax", "log_softmax",
+              "logsumexp", "prod", "cumsum", "cumprod"}
+POOLING = {
+    "max_pool1d": 1, "avg_pool1d": 1, "adaptive_avg_pool1d": 1, "adaptive_max_pool1d": 1,
+    "max_pool2d": 2, "avg_pool2d": 2, "adaptive_avg_pool2d": 2, "adaptive_max_pool2d": 2,
+    "max_pool3d": 3, "avg_pool3d": 3, "adaptive_avg_pool3d": 3, "adaptive_max_pool3d": 3,
+    "interpolate": 0, "upsample": 0, "max_pool2d_with_indices": 2,
+}
+FUNCTIONAL_LAYERS: dict[str, Rule] = {
+    "linear": functional_linear, "conv1d": functional_conv, "conv2d": functional_conv,
+    "conv3d": functional_conv, "layer_norm": functional_layer_norm,
+    "matmul": matmul, "__matmul__": matmul, "bmm": matmul, "mm": matmul,
+    "scaled_dot_product_attention": sdpa,
+}
+MODULE_RULES: dict[type, Rule] = {
+    nn.Conv1d: conv_module, nn.Conv2d: conv_module, nn.Conv3d: conv_module,
+    nn.Linear: linear_module,
+    nn.BatchNorm1d: norm_module, nn.BatchNorm2d: norm_module, nn.BatchNorm3d: norm_module,
+    nn.InstanceNorm1d: norm_module, nn.InstanceNorm2d: norm_module, nn.InstanceNorm3d: norm_module,
+    nn.LayerNorm: layer_norm_module, nn.GroupNorm: group_norm_module,
+    nn.MultiheadAttention: mha_module,
+}
+
+
+def module_rule(module: nn.Module) -> Rule | None:
+    """The rule of a layer type, also for subclasses that keep the base class's forward."""
+    for base in type(module).__mro__:
+        if base in MODULE_RULES:
+            return MODULE_RULES[base] if type(module).forward is base.forward else None
+    return None
+
+
+class RuleTable:
+    """Dispatch a recorded node to its rule."""
+
+    def is_leaf(self, module: nn.Module) -> bool:
+        return module_rule(module) is not None
+
+    def apply(self, ctx: AnalysisContext, node: Node) -> None:
+        if node.kind == "module":
+            return module_rule(node.target)(ctx, node)
+        name = node.name
+        if not node.input_refs():
+            return creation(ctx, node)
+        if name in FUNCTIONAL_LAYERS:
+            return FUNCTIONAL_LAYERS[name](ctx, node)
+        if name in PASSTHROUGH:
+            return passthrough(ctx, node)
+        if name in ELEMENTWISE:
+            return elementwise(ctx, node)
+        if name in MOVEMENT:
+            return movement(ctx, node)
+        if name in CREATION:
+            return creation(ctx, node)
+        if name in REDUCTIONS:
+            return reduction(ctx, node)
+        if name in POOLING:
+            return pooling(ctx, node, POOLING[name] or len(_first_ref(node).shape) - 2)
+        return ctx.unknown(node)
+
+
+RULES = RuleTable()

@@ -1,0 +1,218 @@
+"""Record one concrete forward pass as a graph of ops on tensors.
+
+Leaf modules (the layer types that have a channel rule) are recorded as one node each; every
+other torch function call is recorded through a ``TorchFunctionMode``. The trace runs on a
+real forward, so Python control flow, tuple/dict outputs and modules called several times all
+work. Buffers and the RNG state are restored afterwards: tracing never changes the model.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils.weak import WeakIdKeyDictionary
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """A tensor seen during the trace: its handle and its concrete shape."""
+
+    handle: int
+    shape: tuple[int, ...]
+    param: str | None = None  # qualified name when the tensor is a parameter or buffer
+    is_float: bool = True
+
+
+@dataclass
+class Node:
+    """One recorded call: a leaf module (``kind='module'``) or a torch function."""
+
+    index: int
+    kind: str
+    target: Any
+    name: str  # module path for modules, function name for functions
+    scope: str  # path of the module whose forward made the call
+    args: tuple
+    kwargs: dict
+    outputs: Any
+
+    def input_refs(self) -> list[TensorRef]:
+        leaves, _ = tree_flatten((self.args, self.kwargs))
+        return [x for x in leaves if isinstance(x, TensorRef)]
+
+    def output_refs(self) -> list[TensorRef]:
+        leaves, _ = tree_flatten(self.outputs)
+        return [x for x in leaves if isinstance(x, TensorRef)]
+
+
+@dataclass
+class TracedGraph:
+    """The recorded forward: nodes in execution order, inputs and outputs as tensor refs."""
+
+    nodes: list[Node]
+    inputs: list[TensorRef]
+    outputs: list[TensorRef]
+    modules: dict[str, nn.Module]
+    unreached: list[str] = field(default_factory=list)
+    values: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+class _Recorder(TorchFunctionMode):
+    def __init__(self, tracer: Tracer) -> None:
+        super().__init__()
+        self.tracer = tracer
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tracer = self.tracer
+        if tracer.leaf_depth:
+            return func(*args, **kwargs)
+        in_args, in_kwargs = tracer.refs(args), tracer.refs(kwargs)
+        out = func(*args, **kwargs)
+        name = getattr(func, "__name__", str(func))
+        if name == "__get__" or (out is None and name != "__setitem__"):
+            return out
+        leaves, _ = tree_flatten(out)
+        if name != "__setitem__" and not any(isinstance(x, torch.Tensor) for x in leaves):
+            return out
+        tracer.record("function", func, name, in_args, in_kwargs, out)
+        return out
+
+
+class Tracer:
+    """Trace a model with concrete inputs; ``is_leaf(module)`` decides which modules are nodes."""
+
+    def __init__(self, is_leaf: Callable[[nn.Module], bool]) -> None:
+        self.is_leaf = is_leaf
+        self._handles: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self._alive: list[torch.Tensor] = []
+        self._param_names: dict[int, str] = {}
+        self.values: dict[int, torch.Tensor] = {}
+        self.nodes: list[Node] = []
+        self.leaf_depth = 0
+        self._scope: list[str] = [""]
+        self._called: set[str] = set()
+
+    # -- tensor handles -------------------------------------------------------------------
+    def ref(self, tensor: torch.Tensor) -> TensorRef:
+        handle = self._handles.get(tensor)
+        if handle is None:
+            handle = len(self._alive)
+            self._handles[tensor] = handle
+            self._alive.append(tensor)  # keeps ids unique for the whole trace
+            if not (tensor.is_floating_point() or tensor.is_complex()):
+                self.values[handle] = tensor  # indices and masks: rules need their values
+        return TensorRef(
+            handle, tuple(tensor.shape), self._param_names.get(id(tensor)),
+            tensor.is_floating_point() or tensor.is_complex(),
+        )
+
+    def refs(self, tree: Any) -> Any:
+        return tree_map(lambda x: self.ref(x) if isinstance(x, torch.Tensor) else x, tree)
+
+    def record(self, kind: str, target: Any, name: str, args: Any, kwargs: Any, out: Any) -> None:
+        outputs = self.refs(out)
+        self.nodes.append(
+            Node(len(self.nodes), kind, target, name, self._scope[-1], args, kwargs, outputs)
+        )
+
+    # -- the trace ------------------------------------------------------------------------
+    def trace(self, model: nn.Module, example_inputs: Any) -> TracedGraph:
+        modules = dict(model.named_modules())
+        names = {id(m): n for n, m in modules.items()}
+        for qualname, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            self._param_names[id(tensor)] = qualname
+        hooks = []
+        pending: dict[int, list] = {}
+
+        def pre_hook(module, args, kwargs):
+            name = names[id(module)]
+            self._called.add(name)
+            leaf = not self.leaf_depth and self.is_leaf(module) and module is not model
+            if leaf:
+                pending.setdefault(id(module), []).append((self.refs(args), self.refs(kwargs)))
+                self.leaf_depth += 1
+            elif self.leaf_depth:
+                self.leaf_depth += 1
+            else:
+                self._scope.append(name)
+            module._rw_trace_leaf = leaf  # noqa: SLF001 (removed after the trace)
+
+        def post_hook(module, args, kwargs, out):
+            if self.leaf_depth:
+                self.leaf_depth -= 1
+                if module.__dict__.get("_rw_trace_leaf"):
+                    in_args, in_kwargs = pending[id(module)].pop()
+                    self.record("module", module, names[id(module)], in_args, in_kwargs, out)
+            else:
+                self._scope.pop()
+            return None
+
+        for module in modules.values():
+            hooks.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+            hooks.append(module.register_forward_hook(post_hook, with_kwargs=True))
+        state = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()
+                 if not isinstance(v, nn.Parameter)}
+        args, kwargs = _split_inputs(example_inputs)
+        try:
+            with torch.random.fork_rng(devices=[]), torch.no_grad(), _Recorder(self):
+                inputs = self.refs((args, kwargs))
+                out = model(*args, **kwargs)
+        finally:
+            for h in hooks:
+                h.remove()
+            for module in modules.values():
+                module.__dict__.pop("_rw_trace_leaf", None)
+            with torch.no_grad():
+                for key, value in model.state_dict(keep_vars=True).items():
+                    if key in state:
+                        value.copy_(state[key])
+        input_refs = [x for x in tree_flatten(inputs)[0] if isinstance(x, TensorRef)]
+        output_refs = [x for x in tree_flatten(self.refs(out))[0] if isinstance(x, TensorRef)]
+        if not output_refs:
+            raise TypeError(
+                f"the model's output holds no tensor ({type(out).__name__}); "
+                "expected a tensor or a tuple, list or dict of tensors"
+            )
+        unreached = [n for n in modules if n and n not in self._called
+                     and not any(n.startswith(c + ".") for c in self._called if self.is_leaf(modules[c]))]
+        graph = TracedGraph(self.nodes, input_refs, output_refs, modules, unreached, self.values)
+        self._alive.clear()
+        return graph
+
+
+def _split_inputs(example_inputs: Any) -> tuple[tuple, dict]:
+    if isinstance(example_inputs, dict):
+        return (), dict(example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs), {}
+    return (example_inputs,), {}
+
+
+def make_example_inputs(demo_input: Any) -> Any:
+    """Turn a shape such as ``(1, 3, 224, 224)`` into a random tensor; tensors pass through."""
+    if isinstance(demo_input, torch.Tensor):
+        return demo_input
+    if isinstance(demo_input, dict) and "shape" in demo_input:
+        return torch.randn(*demo_input["shape"])
+    if isinstance(demo_input, (tuple, list)) and all(isinstance(d, int) for d in demo_input):
+        return torch.randn(*demo_input)
+    return demo_input
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Temporarily put a model in eval mode, restoring each module's own flag afterwards."""
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
