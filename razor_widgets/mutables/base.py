@@ -1,0 +1,49 @@
+"""BaseMutable: the searchable part of a model, with a current choice that can be fixed."""
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Any
+
+from torch import nn
+
+
+class BaseMutable(nn.Module):
+    """A module-level switch: ``current_choice`` selects what it does; ``fix_chosen`` freezes it."""
+
+    def __init__(self, alias: str | None = None, init_cfg: dict | None = None) -> None:
+        super().__init__()
+        self.alias = alias
+        self.init_cfg = init_cfg
+        self._is_fixed = False
+        self._current_choice: Any = None
+
+    @property
+    def current_choice(self) -> Any:
+        return self._current_choice
+
+    @current_choice.setter
+    def current_choice(self, choice: Any) -> None:
+        self._current_choice = choice
+
+    @property
+    def is_fixed(self) -> bool:
+        return self._is_fixed
+
+    @is_fixed.setter
+    def is_fixed(self, is_fixed: bool) -> None:
+        if self._is_fixed and not is_fixed:
+            raise AttributeError(f"{type(self).__name__} is fixed and cannot be unfixed")
+        self._is_fixed = is_fixed
+
+    @abstractmethod
+    def fix_chosen(self, chosen: Any) -> None:
+        """Freeze the mutable at ``chosen``."""
+
+    @abstractmethod
+    def dump_chosen(self) -> Any:
+        """What ``fix_chosen`` needs to rebuild the current state."""
+
+    @property
+    @abstractmethod
+    def num_choices(self) -> int:
+        """How many choices there are."""

@@ -1,0 +1,194 @@
+"""Mutable channels: each turns a choice into a boolean mask over a layer's channels."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..registry import MODELS
+from .base import BaseMutable
+
+
+class BaseMutableChannel(BaseMutable):
+    """A channel mask of length ``num_channels``; ``activated_channels`` counts kept channels."""
+
+    def __init__(self, num_channels: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.name = ""
+        self.num_channels = int(num_channels)
+
+    @property
+    def current_mask(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def activated_channels(self) -> int:
+        return int(self.current_mask.sum())
+
+    def fix_chosen(self, chosen: Any = None) -> None:
+        if chosen is not None:
+            self.current_choice = chosen
+        self.is_fixed = True
+
+    def dump_chosen(self) -> Any:
+        return self.current_choice
+
+    @property
+    def num_choices(self) -> int:
+        return 1
+
+    def expand_mutable_channel(self, expand_ratio: int) -> DerivedMutableChannel:
+        """Each channel repeated ``expand_ratio`` times (a flatten before a linear layer)."""
+        return DerivedMutableChannel(self, expand_ratio=expand_ratio)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(name={self.name}, num_channels={self.num_channels}, "
+                f"activated_channels={self.activated_channels})")
+
+
+@MODELS.register_module()
+class SimpleMutableChannel(BaseMutableChannel):
+    """The choice is the mask itself (a bool tensor), so any subset of channels can be kept."""
+
+    def __init__(self, num_channels: int, **kwargs: Any) -> None:
+        super().__init__(num_channels, **kwargs)
+        self._mask = torch.ones(self.num_channels, dtype=torch.bool)
+
+    @property
+    def current_choice(self) -> torch.Tensor:
+        return self._mask.clone()
+
+    @current_choice.setter
+    def current_choice(self, choice: torch.Tensor) -> None:
+        mask = torch.as_tensor(choice, dtype=torch.bool).reshape(-1)
+        if mask.numel() != self.num_channels or not bool(mask.any()):
+            raise ValueError(
+                f"a mask for {self.num_channels} channels with at least one kept is needed, "
+                f"got {mask.numel()} entries with {int(mask.sum())} kept")
+        self._mask = mask.clone()
+
+    @property
+    def current_mask(self) -> torch.Tensor:
+        return self._mask
+
+
+@MODELS.register_module()
+class SquentialMutableChannel(BaseMutableChannel):
+    """Keeps a prefix of the channels; the choice is a number ('number') or a ratio ('ratio')."""
+
+    def __init__(self, num_channels: int, choice_mode: str = "number", **kwargs: Any) -> None:
+        super().__init__(num_channels, **kwargs)
+        if choice_mode not in ("number", "ratio"):
+            raise ValueError(f"choice_mode must be 'number' or 'ratio', got {choice_mode!r}")
+        self.choice_mode = choice_mode
+        self._kept = self.num_channels
+
+    @property
+    def is_num_mode(self) -> bool:
+        return self.choice_mode == "number"
+
+    @property
+    def current_choice(self) -> int | float:
+        return self._kept if self.is_num_mode else self._kept / self.num_channels
+
+    @current_choice.setter
+    def current_choice(self, choice: int | float) -> None:
+        kept = int(choice) if self.is_num_mode else round(float(choice) * self.num_channels)
+        if not 1 <= kept <= self.num_channels:
+            raise ValueError(f"choice {choice!r} keeps {kept} of {self.num_channels} channels")
+        self._kept = kept
+
+    @property
+    def current_mask(self) -> torch.Tensor:
+        mask = torch.zeros(self.num_channels, dtype=torch.bool)
+        mask[: self._kept] = True
+        return mask
+
+
+SequentialMutableChannel = SquentialMutableChannel
+MODELS.register_module("SequentialMutableChannel", module=SquentialMutableChannel)
+
+
+class DerivedMutableChannel(BaseMutableChannel):
+    """A mask made from another mutable channel's: tiled ``repeat`` times, each entry expanded."""
+
+    def __init__(self, source: BaseMutableChannel, expand_ratio: int = 1, repeat: int = 1) -> None:
+        super().__init__(source.num_channels * expand_ratio * repeat)
+        self.source = [source]  # a list, so the source is not registered as a submodule
+        self.expand_ratio = expand_ratio
+        self.repeat = repeat
+
+    @property
+    def source_mutable(self) -> BaseMutableChannel:
+        return self.source[0]
+
+    @property
+    def current_choice(self) -> Any:
+        return self.source_mutable.current_choice
+
+    @current_choice.setter
+    def current_choice(self, choice: Any) -> None:
+        raise AttributeError("a derived mutable channel follows its source; set the source")
+
+    @property
+    def current_mask(self) -> torch.Tensor:
+        mask = self.source_mutable.current_mask
+        if self.repeat > 1:
+            mask = mask.repeat(self.repeat)
+        if self.expand_ratio > 1:
+            mask = mask.repeat_interleave(self.expand_ratio)
+        return mask
+
+
+@MODELS.register_module()
+class MutableChannelContainer(BaseMutableChannel):
+    """The mask of one side of a dynamic op, assembled from the mutables of its channel ranges."""
+
+    def __init__(self, num_channels: int, **kwargs: Any) -> None:
+        super().__init__(num_channels, **kwargs)
+        self.mutable_channels: dict[tuple[int, int], BaseMutableChannel] = {}
+
+    @property
+    def current_choice(self) -> torch.Tensor:
+        return self.current_mask
+
+    @current_choice.setter
+    def current_choice(self, choice: Any) -> None:
+        raise AttributeError("a container's mask follows its registered mutable channels")
+
+    def register_mutable(self, mutable: BaseMutableChannel, start: int, end: int) -> None:
+        if not 0 <= start < end <= self.num_channels:
+            raise ValueError(f"range ({start}, {end}) is outside {self.num_channels} channels")
+        if end - start != mutable.num_channels:
+            raise ValueError(
+                f"range ({start}, {end}) has {end - start} channels, "
+                f"the mutable has {mutable.num_channels}")
+        self.mutable_channels[(start, end)] = mutable
+
+    @property
+    def current_mask(self) -> torch.Tensor:
+        mask = torch.ones(self.num_channels, dtype=torch.bool)
+        for (start, end), mutable in self.mutable_channels.items():
+            mask[start:end] = mutable.current_mask
+        return mask
+
+    @property
+    def is_full(self) -> bool:
+        return all(bool(m.current_mask.all()) for m in self.mutable_channels.values())
+
+    @staticmethod
+    def register_mutable_channel_to_module(
+        module: Any, mutable: BaseMutableChannel, is_to_output_channel: bool = True,
+        start: int = 0, end: int = -1,
+    ) -> None:
+        """Register ``mutable`` for channels ``start:end`` of a dynamic op's input or output."""
+        attr = "out_channels" if is_to_output_channel else "in_channels"
+        container = module.get_mutable_attr(attr)
+        if container is None:
+            raise ValueError(f"{type(module).__name__} has no mutable container for {attr}")
+        end = start + mutable.num_channels if end == -1 else end
+        container.register_mutable(mutable, start, end)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(num_channels={self.num_channels}, "
+                f"activated_channels={self.activated_channels})")

@@ -1,0 +1,391 @@
+"""Channel units: the channels of several layers that are pruned together, by one choice."""
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..registry import MODELS
+from .base import BaseMutable
+from .mutable_channel import (
+    BaseMutableChannel,
+    DerivedMutableChannel,
+    MutableChannelContainer,
+    SimpleMutableChannel,
+)
+
+
+class Channel:
+    """A range of one layer's input or output channels (or of one parameter's dim)."""
+
+    def __init__(self, name: str, module: nn.Module | None, index: tuple[int, int],
+                 is_output_channel: bool = True, expand_ratio: int = 1,
+                 param_dim: int | None = None) -> None:
+        self.name = name
+        self.module = module
+        self.start, self.end = index
+        self.is_output_channel = is_output_channel
+        self.expand_ratio = expand_ratio
+        self.param_dim = param_dim
+
+    @property
+    def num_channels(self) -> int:
+        return self.end - self.start
+
+    def config_template(self) -> dict[str, Any]:
+        cfg = {"name": self.name, "start": self.start, "end": self.end,
+               "expand_ratio": self.expand_ratio, "is_output_channel": self.is_output_channel}
+        if self.param_dim is not None:
+            cfg["param_dim"] = self.param_dim
+        return cfg
+
+    def __repr__(self) -> str:
+        side = "out" if self.is_output_channel else "in"
+        return f"Channel({self.name}, {side}, ({self.start}, {self.end}), expand={self.expand_ratio})"
+
+
+def make_divisible(value: float, divisor: int, min_value: int | None = None,
+                   min_ratio: float = 0.9) -> int:
+    """Round to a multiple of ``divisor`` without losing more than ``1 - min_ratio`` of value."""
+    min_value = divisor if min_value is None else min_value
+    new = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new < min_ratio * value:
+        new += divisor
+    return new
+
+
+class ChannelUnit(BaseMutable):
+    """Layers whose channels must be pruned together: ``output_related`` and ``input_related``.
+
+    A unit of ``num_channels`` channels may be made of ``repeats`` identical blocks (the groups of
+    a grouped convolution, the heads of an attention layer): a choice then keeps the same
+    positions in every block.
+    """
+
+    def __init__(self, num_channels: int, **kwargs: Any) -> None:
+        super().__init__(**{k: v for k, v in kwargs.items() if k in ("alias", "init_cfg")})
+        self.num_channels = int(num_channels)
+        self.repeats = 1
+        self.name: Any = ""
+        self.output_related: list[Channel] = []
+        self.input_related: list[Channel] = []
+        self.fixed_reasons: list[str] = []
+
+    def add_output_related(self, channel: Channel) -> None:
+        self.output_related.append(channel)
+
+    def add_input_related(self, channel: Channel) -> None:
+        self.input_related.append(channel)
+
+    @property
+    def channels(self) -> list[Channel]:
+        return self.output_related + self.input_related
+
+    def config_template_channels(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {
+            "input_related": [c.config_template() for c in self.input_related],
+            "output_related": [c.config_template() for c in self.output_related],
+        }
+        if self.repeats > 1:
+            cfg["repeats"] = self.repeats
+        return cfg
+
+    def extra_repr(self) -> str:
+        return f"name={self.name}, num_channels={self.num_channels}"
+
+
+class MutableChannelUnit(ChannelUnit):
+    """A unit with a choice: how many (and, for some types, which) channels it keeps."""
+
+    def __init__(self, num_channels: int, **kwargs: Any) -> None:
+        super().__init__(num_channels, **kwargs)
+        self.mutable_channel: BaseMutableChannel = SimpleMutableChannel(self.num_channels)
+        self._from_predefined = False
+
+    # -- state ----------------------------------------------------------------------------
+    @property
+    def base_channels(self) -> int:
+        return self.num_channels // self.repeats
+
+    @property
+    def is_mutable(self) -> bool:
+        return not self.fixed_reasons and self.base_channels > 1
+
+    @property
+    def current_mask(self) -> torch.Tensor:
+        return self.mutable_channel.current_mask
+
+    @property
+    def activated_channels(self) -> int:
+        return int(self.current_mask.sum())
+
+    @property
+    def init_args(self) -> dict[str, Any]:
+        return {"num_channels": self.num_channels}
+
+    def config_template(self, with_init_args: bool = False, with_channels: bool = False) -> dict:
+        cfg: dict[str, Any] = {}
+        if with_init_args:
+            cfg["init_args"] = dict(self.init_args)
+        if with_channels:
+            cfg["channels"] = self.config_template_channels()
+        cfg["choice"] = self.current_choice
+        return cfg
+
+    # -- choices --------------------------------------------------------------------------
+    def validate_choice(self, choice: Any) -> Any:
+        """Return the normalised choice, or raise ValueError naming this unit."""
+        raise NotImplementedError
+
+    def _set_kept(self, kept_per_block: int) -> None:
+        mask = torch.zeros(self.base_channels, dtype=torch.bool)
+        mask[self._order()[:kept_per_block]] = True
+        self.mutable_channel.current_choice = mask.repeat(self.repeats)
+
+    def _order(self) -> torch.Tensor:
+        """Channel positions in the order they are kept (a prefix by default)."""
+        return torch.arange(self.base_channels)
+
+    def fix_chosen(self, chosen: Any = None) -> None:
+        if chosen is not None:
+            self.current_choice = chosen
+        self.is_fixed = True
+
+    def dump_chosen(self) -> Any:
+        return self.current_choice
+
+    @property
+    def num_choices(self) -> int:
+        return self.base_channels
+
+    # -- preparing the model --------------------------------------------------------------
+    def prepare_for_pruning(self, model: nn.Module) -> None:
+        """Register this unit's mask with the dynamic ops of every layer it touches."""
+        for channel in self.channels:
+            module = channel.module
+            if channel.param_dim is not None or module is None:
+                continue
+            attr = "out_channels" if channel.is_output_channel else "in_channels"
+            container = module.get_mutable_attr(attr)
+            span = channel.end - channel.start
+            repeat = span // (channel.expand_ratio * self.num_channels)
+            derived = DerivedMutableChannel(self.mutable_channel, channel.expand_ratio, repeat)
+            container.register_mutable(derived, channel.start, channel.end)
+
+    def channel_mask(self, channel: Channel) -> torch.Tensor:
+        """This unit's mask as seen by one of its channel ranges (tiled and expanded)."""
+        span = channel.end - channel.start
+        mask = self.current_mask.repeat(span // (channel.expand_ratio * self.num_channels))
+        return mask.repeat_interleave(channel.expand_ratio) if channel.expand_ratio > 1 else mask
+
+    @classmethod
+    def init_from_mutable_channel(cls, mutable_channel: BaseMutableChannel) -> MutableChannelUnit:
+        mode = getattr(mutable_channel, "choice_mode", None)
+        unit = cls(mutable_channel.num_channels, **({"choice_mode": mode} if mode else {}))
+        unit.mutable_channel = mutable_channel
+        unit._from_predefined = True
+        return unit
+
+    @staticmethod
+    def _register_channel_container(model: nn.Module, container_class: type) -> None:
+        """Make sure every dynamic op of ``model`` has containers for both sides."""
+        for module in model.modules():
+            if hasattr(module, "get_mutable_attr") and "mutable_attrs" not in module._modules:
+                module._init_mutable_attrs()
+
+
+@MODELS.register_module()
+class SequentialMutableChannelUnit(MutableChannelUnit):
+    """Keeps a prefix of the channels; the choice is a ratio or a number of channels."""
+
+    def __init__(self, num_channels: int, choice_mode: str = "ratio", divisor: int = 1,
+                 min_value: int = 1, min_ratio: float = 0.9, **kwargs: Any) -> None:
+        super().__init__(num_channels, **kwargs)
+        if choice_mode not in ("ratio", "number"):
+            raise ValueError(f"choice_mode must be 'ratio' or 'number', got {choice_mode!r}")
+        self.choice_mode = choice_mode
+        self.divisor = int(divisor)
+        self.min_value = int(min_value)
+        self.min_ratio = float(min_ratio)
+
+    @property
+    def is_num_mode(self) -> bool:
+        return self.choice_mode == "number"
+
+    @property
+    def init_args(self) -> dict[str, Any]:
+        return {"num_channels": self.num_channels, "choice_mode": self.choice_mode,
+                "divisor": self.divisor, "min_value": self.min_value, "min_ratio": self.min_ratio}
+
+    def _kept_per_block(self, choice: Any) -> int:
+        """How many positions per block a valid choice keeps."""
+        if self.is_num_mode:
+            return int(choice) // self.repeats
+        base = self.base_channels
+        return min(base, max(1, make_divisible(float(choice) * base, self.divisor,
+                                               self.min_value, self.min_ratio)))
+
+    def validate_choice(self, choice: Any) -> Any:
+        name = self.name
+        if isinstance(choice, bool) or not isinstance(choice, (int, float)):
+            if isinstance(choice, torch.Tensor) and choice.numel() == 1:
+                choice = choice.item()
+            else:
+                raise TypeError(f"unit {name!r}: a choice is a number, got {type(choice).__name__}")
+        if self.is_num_mode:
+            if float(choice) != int(choice):
+                raise ValueError(f"unit {name!r} counts channels: {choice!r} is not a whole number")
+            choice = int(choice)
+            step = self.repeats * (self.divisor if choice != self.num_channels else 1)
+            if not 1 <= choice <= self.num_channels or choice % step:
+                raise ValueError(
+                    f"unit {name!r}: {choice} channels is not a valid choice; "
+                    f"choose a multiple of {self.repeats * self.divisor} in [1, {self.num_channels}]")
+            return choice
+        choice = float(choice)
+        if not 0.0 < choice <= 1.0:
+            raise ValueError(f"unit {name!r}: ratio {choice!r} is outside (0, 1]")
+        return choice
+
+    @property
+    def current_choice(self) -> int | float:
+        if self._from_predefined and hasattr(self.mutable_channel, "choice_mode"):
+            return self.mutable_channel.current_choice
+        kept = self.activated_channels
+        return kept if self.is_num_mode else kept / self.num_channels
+
+    @current_choice.setter
+    def current_choice(self, choice: Any) -> None:
+        choice = self.validate_choice(choice)
+        if self._from_predefined:
+            self.mutable_channel.current_choice = choice
+            return
+        self._set_kept(self._kept_per_block(choice))
+
+    def _choice_of(self, kept_per_block: int) -> int | float:
+        kept = kept_per_block * self.repeats
+        return kept if self.is_num_mode else kept / self.num_channels
+
+    @property
+    def max_choice(self) -> int | float:
+        return self._choice_of(self.base_channels)
+
+    @property
+    def min_choice(self) -> int | float:
+        base = self.base_channels
+        low = min(base, max(1, make_divisible(1, self.divisor, self.min_value, self.min_ratio)))
+        return self._choice_of(low)
+
+    def sample_choice(self) -> int | float:
+        base = self.base_channels
+        kept = make_divisible(random.randint(1, base), self.divisor, self.min_value, self.min_ratio)
+        return self._choice_of(min(base, max(1, kept)))
+
+
+MODELS.register_module("SequentialChannelUnit", module=SequentialMutableChannelUnit)
+
+
+@MODELS.register_module()
+class L1MutableChannelUnit(SequentialMutableChannelUnit):
+    """Keeps the channels whose weights have the largest L1 norm (any subset, not a prefix)."""
+
+    def __init__(self, num_channels: int, choice_mode: str = "ratio", divisor: int = 1,
+                 min_value: int = 1, min_ratio: float = 0.9, **kwargs: Any) -> None:
+        super().__init__(num_channels, choice_mode, divisor, min_value, min_ratio, **kwargs)
+
+    def _order(self) -> torch.Tensor:
+        importance = self.importance()
+        return torch.argsort(-importance, stable=True)
+
+    def importance(self) -> torch.Tensor:
+        """L1 norm per channel position of the writing layers' weights (else the readers')."""
+        for related in (self.output_related, self.input_related):
+            total = torch.zeros(self.base_channels, dtype=torch.float64)
+            found = False
+            for channel in related:
+                norms = _l1_norms(channel)
+                if norms is None:
+                    continue
+                norms = norms.reshape(-1, channel.expand_ratio).sum(1)
+                total += norms.reshape(-1, self.base_channels).sum(0)
+                found = True
+            if found:
+                return total
+        return torch.zeros(self.base_channels, dtype=torch.float64)
+
+
+def _l1_norms(channel: Channel) -> torch.Tensor | None:
+    module = channel.module
+    if module is None or channel.param_dim is not None:
+        return None
+    params = module.__dict__.get("_parameters", {})
+    weight = params.get("weight")
+    if weight is None or weight.dim() < 2 or isinstance(module, nn.MultiheadAttention):
+        return None
+    w = weight.detach().to(torch.float64).abs()
+    if channel.is_output_channel:
+        norms = w.reshape(w.shape[0], -1).sum(1)
+    else:
+        groups = getattr(module, "groups", 1)
+        if groups != 1:
+            return None
+        norms = w.transpose(0, 1).reshape(w.shape[1], -1).sum(1)
+    return norms[channel.start:channel.end]
+
+
+MODELS.register_module(["L1ChannelUnit"], module=L1MutableChannelUnit)
+
+
+@MODELS.register_module()
+class OneShotMutableChannelUnit(SequentialMutableChannelUnit):
+    """A unit whose choice is one of ``candidate_choices`` (ratios or numbers)."""
+
+    def __init__(self, num_channels: int, candidate_choices: list | None = None,
+                 choice_mode: str = "ratio", divisor: int = 1, min_value: int = 1,
+                 min_ratio: float = 0.9, **kwargs: Any) -> None:
+        super().__init__(num_channels, choice_mode, divisor, min_value, min_ratio, **kwargs)
+        default = [1.0] if choice_mode == "ratio" else [num_channels]
+        self.candidate_choices = list(candidate_choices or default)
+
+    @property
+    def init_args(self) -> dict[str, Any]:
+        return {**super().init_args, "candidate_choices": list(self.candidate_choices)}
+
+    def sample_choice(self) -> int | float:
+        return random.choice(self.candidate_choices)
+
+    @property
+    def max_choice(self) -> int | float:
+        return max(self.candidate_choices)
+
+    @property
+    def min_choice(self) -> int | float:
+        return min(self.candidate_choices)
+
+    @property
+    def num_choices(self) -> int:
+        return len(self.candidate_choices)
+
+
+@MODELS.register_module()
+class SlimmableChannelUnit(OneShotMutableChannelUnit):
+    """A one-shot unit in number mode whose candidates line up with the subnets of a
+    slimmable network: subnet ``i`` takes every unit's ``i``-th candidate."""
+
+    def __init__(self, num_channels: int, candidate_choices: list | None = None,
+                 choice_mode: str = "number", divisor: int = 1, min_value: int = 1,
+                 min_ratio: float = 0.9, **kwargs: Any) -> None:
+        super().__init__(num_channels, candidate_choices, choice_mode, divisor, min_value,
+                         min_ratio, **kwargs)
+
+    def alter_candidates_of_current_choice(self, index: int) -> None:
+        self.current_choice = self.candidate_choices[index]
+
+
+__all__ = [
+    "Channel", "ChannelUnit", "MutableChannelUnit", "SequentialMutableChannelUnit",
+    "L1MutableChannelUnit", "OneShotMutableChannelUnit", "SlimmableChannelUnit",
+    "make_divisible", "MutableChannelContainer",
+]

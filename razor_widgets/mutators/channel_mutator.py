@@ -1,0 +1,393 @@
+"""ChannelMutator: finds a model's channel units and reads and writes all their choices."""
+from __future__ import annotations
+
+import copy
+import weakref
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..analysis import ChannelAnalyzer, UnitSpec
+from ..dynamic_ops import DynamicChannelMixin, DynamicMultiheadAttentionMixin, dynamic_op_for
+from ..mutables.units import Channel, MutableChannelUnit
+from ..registry import MODELS
+from ..rules import RULES
+from ..tracing import Tracer, TracedGraph, make_example_inputs
+from .base import BaseMutator
+
+_PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its mutator
+TRACER_TYPES = ("ChannelAnalyzer", "BackwardTracer", "FxTracer", "PruneTracer")
+DEFAULT_UNIT_CFG = {"type": "SequentialMutableChannelUnit", "default_args": {"choice_mode": "ratio"},
+                    "units": {}}
+DEFAULT_PARSE_CFG = {"type": "ChannelAnalyzer", "demo_input": (1, 3, 224, 224),
+                     "tracer_type": "BackwardTracer"}
+
+
+@MODELS.register_module()
+class ChannelMutator(BaseMutator):
+    """Manages every MutableChannelUnit of a model (reference 000).
+
+    ``parse_cfg`` says how units are found: traced from one forward pass (``ChannelAnalyzer``,
+    the default; ``BackwardTracer`` is accepted as a synonym), given in ``channel_unit_cfg``
+    (``Config``), or read from dynamic ops already in the model (``Predefined``).
+    """
+
+    default_unit_type = "SequentialMutableChannelUnit"
+
+    def __init__(self, channel_unit_cfg: dict | str | None = None, parse_cfg: dict | None = None,
+                 custom_groups: list | None = None, init_cfg: dict | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(init_cfg=init_cfg)
+        channel_unit_cfg = kwargs.pop("channl_unit_cfg", channel_unit_cfg)  # reference 004's typo
+        if kwargs:
+            raise TypeError(f"ChannelMutator got unexpected arguments: {', '.join(kwargs)}")
+        self.channel_unit_cfg = _unit_cfg(channel_unit_cfg, self.default_unit_type)
+        self.parse_cfg = dict(DEFAULT_PARSE_CFG if parse_cfg is None else parse_cfg)
+        self.unit_class: type[MutableChannelUnit] = MODELS.get(self.channel_unit_cfg["type"])
+        self.custom_groups = custom_groups or []
+        self._units: list[MutableChannelUnit] = []
+        self.graph_trace: TracedGraph | None = None
+        self.analysis = None
+        object.__setattr__(self, "_model", None)
+
+    # -- preparing ------------------------------------------------------------------------
+    def prepare_from_supernet(self, supernet: nn.Module, example_inputs: Any = None) -> None:
+        """Find the units of ``supernet`` and turn the layers they touch into dynamic ops."""
+        if self._model is not None:
+            raise RuntimeError("this mutator is already prepared; make a new one for another model")
+        if supernet in _PREPARED:
+            raise RuntimeError("this model is already prepared by another ChannelMutator")
+        parse_type = self.parse_cfg.get("type", "ChannelAnalyzer")
+        if parse_type in TRACER_TYPES:
+            units = self._units_from_trace(supernet, example_inputs)
+        elif parse_type == "Config":
+            units = self._units_from_config(supernet)
+        elif parse_type == "Predefined":
+            units = self._units_from_predefined(supernet)
+        else:
+            raise ValueError(f"unknown parse_cfg type {parse_type!r}; use one of "
+                             f"{', '.join(TRACER_TYPES)}, 'Config' or 'Predefined'")
+        if parse_type != "Predefined":
+            self._convert_layers(supernet, [u for u in units if u.is_mutable])
+            for unit in units:
+                if unit.is_mutable:
+                    unit.prepare_for_pruning(supernet)
+        self._units = units
+        object.__setattr__(self, "_model", supernet)
+        _PREPARED[supernet] = self
+        configured = self.channel_unit_cfg.get("units", {})
+        self.set_choices({u.name: configured[u.name]["choice"] for u in self.mutable_units
+                          if isinstance(configured.get(u.name), dict) and "choice" in configured[u.name]})
+
+    def _units_from_trace(self, model: nn.Module, example_inputs: Any) -> list[MutableChannelUnit]:
+        if example_inputs is None:
+            example_inputs = make_example_inputs(self.parse_cfg.get("demo_input", (1, 3, 224, 224)))
+        graph = Tracer(RULES.is_leaf).trace(model, example_inputs)
+        specs, ctx = ChannelAnalyzer(RULES).analyze(graph)
+        self.graph_trace, self.analysis = graph, ctx
+        configured = self.channel_unit_cfg.get("units", {})
+        unknown = [name for name in configured if name not in {s.name for s in specs}]
+        if unknown:
+            raise KeyError(f"the config names units this model does not have: {', '.join(unknown)}")
+        return [self._unit_from_spec(model, spec, configured.get(spec.name)) for spec in specs]
+
+    def _new_unit(self, num_channels: int, unit_cfg: dict | None) -> MutableChannelUnit:
+        args = dict(self.channel_unit_cfg.get("default_args", {}))
+        if isinstance(unit_cfg, dict):
+            args.update(unit_cfg.get("init_args", {}))
+        declared = args.pop("num_channels", num_channels)
+        if declared != num_channels:
+            raise ValueError(f"the config gives {declared} channels for a unit of {num_channels}")
+        return self.unit_class(num_channels, **args)
+
+    def _unit_from_spec(self, model: nn.Module, spec: UnitSpec, unit_cfg: dict | None) -> MutableChannelUnit:
+        unit = self._new_unit(spec.num_channels, unit_cfg)
+        unit.name, unit.repeats = spec.name, spec.repeats
+        unit.fixed_reasons = list(spec.fixed_reasons)
+        modules = dict(model.named_modules())
+        for item in spec.output_related + spec.input_related:
+            owner = item.name.rpartition(".")[0] if item.param_dim is not None else item.name
+            channel = Channel(item.name, modules.get(owner), (item.start, item.end),
+                              item.is_output_channel, item.expand_ratio, item.param_dim)
+            (unit.add_output_related if item.is_output_channel else unit.add_input_related)(channel)
+        return unit
+
+    def _units_from_config(self, model: nn.Module) -> list[MutableChannelUnit]:
+        modules = dict(model.named_modules())
+        params = dict(model.named_parameters())
+        units = []
+        for name, cfg in self.channel_unit_cfg.get("units", {}).items():
+            if not isinstance(cfg, dict) or "channels" not in cfg:
+                raise ValueError(f"unit {name!r} has no 'channels'; a 'Config' parse needs them "
+                                 "(make the config with config_template(with_channels=True))")
+            num = cfg.get("init_args", {}).get("num_channels")
+            items = []
+            for key, is_output in (("output_related", True), ("input_related", False)):
+                for ch in cfg["channels"].get(key, []):
+                    items.append(_channel_from_cfg(ch, is_output, modules, params, name))
+            if num is None:
+                num = items[0].end - items[0].start
+            unit = self._new_unit(num, cfg)
+            unit.name = name
+            unit.repeats = int(cfg["channels"].get("repeats", 1))
+            unit.fixed_reasons = list(cfg.get("fixed_reasons", []))
+            for channel in items:
+                (unit.add_output_related if channel.is_output_channel else unit.add_input_related)(channel)
+            units.append(unit)
+        return units
+
+    def _units_from_predefined(self, model: nn.Module) -> list[MutableChannelUnit]:
+        MutableChannelUnit._register_channel_container(model, None)
+        units: dict[int, MutableChannelUnit] = {}
+        for module_name, module in model.named_modules():
+            if not isinstance(module, DynamicChannelMixin):
+                continue
+            for attr, is_output in (("in_channels", False), ("out_channels", True)):
+                container = module.get_mutable_attr(attr)
+                for (start, end), mutable in container.mutable_channels.items():
+                    source = getattr(mutable, "source_mutable", mutable)
+                    if id(source) not in units:
+                        unit = self.unit_class.init_from_mutable_channel(source)
+                        unit.name = source.name or source.alias or len(units)
+                        units[id(source)] = unit
+                    channel = Channel(module_name, module, (start, end), is_output,
+                                      getattr(mutable, "expand_ratio", 1))
+                    unit = units[id(source)]
+                    (unit.add_output_related if is_output else unit.add_input_related)(channel)
+        return list(units.values())
+
+    @staticmethod
+    def _convert_layers(model: nn.Module, units: list[MutableChannelUnit]) -> None:
+        modules = dict(model.named_modules())
+        names = {c.name for u in units for c in u.channels if c.param_dim is None}
+        converted: dict[str, nn.Module] = {}
+        for name in sorted(names, key=lambda n: n.count(".")):
+            module = modules[name]
+            dynamic_cls = dynamic_op_for(module)
+            if dynamic_cls is None:
+                if isinstance(module, DynamicChannelMixin):
+                    converted[name] = module
+                    continue
+                raise TypeError(f"layer {name!r} ({type(module).__name__}) has no dynamic op")
+            new = dynamic_cls.convert_from(module)
+            _set_submodule(model, name, new)
+            converted[name] = new
+            if isinstance(new, DynamicMultiheadAttentionMixin):
+                converted[f"{name}.out_proj"] = new.out_proj
+        for unit in units:
+            for channel in unit.channels:
+                if channel.param_dim is None:
+                    channel.module = converted[channel.name]
+
+    # -- units and choices ----------------------------------------------------------------
+    @property
+    def units(self) -> list[MutableChannelUnit]:
+        return list(self._units)
+
+    @property
+    def mutable_units(self) -> list[MutableChannelUnit]:
+        return [u for u in self._units if u.is_mutable]
+
+    @property
+    def model(self) -> nn.Module | None:
+        return self._model
+
+    def _require_prepared(self) -> None:
+        if self._model is None:
+            raise RuntimeError("call prepare_from_supernet(model) before using the mutator")
+
+    def unit(self, key: Any) -> MutableChannelUnit:
+        """A mutable unit by name, or by its index in ``mutable_units``."""
+        self._require_prepared()
+        units = self.mutable_units
+        for unit in units:
+            if unit.name == key:
+                return unit
+        if isinstance(key, int) and not isinstance(key, bool) and 0 <= key < len(units):
+            return units[key]
+        if any(u.name == key for u in self._units):
+            raise KeyError(f"unit {key!r} is not prunable: {'; '.join(self._by_name(key).fixed_reasons)}")
+        raise KeyError(f"no mutable unit named {key!r}")
+
+    def _by_name(self, name: Any) -> MutableChannelUnit:
+        return next(u for u in self._units if u.name == name)
+
+    @property
+    def current_choices(self) -> dict[Any, Any]:
+        self._require_prepared()
+        return {u.name: u.current_choice for u in self.mutable_units}
+
+    def set_choices(self, choices: dict[Any, Any]) -> None:
+        """Set several units at once; on any invalid entry nothing changes."""
+        self._require_prepared()
+        if not isinstance(choices, dict):
+            raise TypeError(f"choices must be a dict of unit name to choice, got {type(choices).__name__}")
+        resolved = [(self.unit(key), value) for key, value in choices.items()]
+        resolved = [(unit, unit.validate_choice(value)) for unit, value in resolved]
+        before = [(unit, unit.mutable_channel.current_choice) for unit, _ in resolved]
+        try:
+            for unit, value in resolved:
+                unit.current_choice = value
+        except Exception:
+            for unit, choice in before:
+                unit.mutable_channel.current_choice = choice
+            raise
+
+    def sample_choices(self) -> dict[Any, Any]:
+        self._require_prepared()
+        return {u.name: u.sample_choice() for u in self.mutable_units}
+
+    @property
+    def max_choices(self) -> dict[Any, Any]:
+        return {u.name: u.max_choice for u in self.mutable_units}
+
+    @property
+    def min_choices(self) -> dict[Any, Any]:
+        return {u.name: u.min_choice for u in self.mutable_units}
+
+    def set_max_choices(self) -> None:
+        self.set_choices(self.max_choices)
+
+    def set_min_choices(self) -> None:
+        self.set_choices(self.min_choices)
+
+    @property
+    def choice_template(self) -> dict[Any, Any]:
+        return self.current_choices
+
+    @property
+    def search_groups(self) -> dict[int, list[MutableChannelUnit]]:
+        return {i: [u] for i, u in enumerate(self.mutable_units)}
+
+    def config_template(self, only_mutable_units: bool = False, with_unit_init_args: bool = False,
+                        with_channels: bool = False) -> dict[str, Any]:
+        """The mutator as a config dict that ``MODELS.build`` turns back into a mutator."""
+        self._require_prepared()
+        units = {}
+        for unit in (self.mutable_units if only_mutable_units else self._units):
+            cfg = unit.config_template(with_unit_init_args, with_channels)
+            if with_channels and not unit.is_mutable and unit.fixed_reasons:
+                cfg["fixed_reasons"] = list(unit.fixed_reasons)
+            units[unit.name] = cfg
+        unit_cfg = {"type": self.channel_unit_cfg["type"],
+                    "default_args": dict(self.channel_unit_cfg.get("default_args", {})),
+                    "units": units}
+        parse_cfg = {"type": "Config"} if with_channels else _plain(self.parse_cfg)
+        return {"type": type(self).__name__, "channel_unit_cfg": unit_cfg, "parse_cfg": parse_cfg}
+
+    # -- export ---------------------------------------------------------------------------
+    def to_static(self) -> nn.Module:
+        """A new model of plain torch layers holding only the kept channels."""
+        self._require_prepared()
+        static = copy.deepcopy(self._model)
+        for name, module in list(static.named_modules()):
+            parent = name.rpartition(".")[0]
+            if isinstance(module, DynamicChannelMixin) and not isinstance(
+                    static.get_submodule(parent) if parent else None, DynamicMultiheadAttentionMixin):
+                _set_submodule(static, name, module.to_static_op())
+        for qualname, (dim, mask) in self._param_masks().items():
+            owner_name, _, attr = qualname.rpartition(".")
+            owner = static.get_submodule(owner_name) if owner_name else static
+            param = getattr(owner, attr)
+            kept = param.detach().index_select(dim, mask.nonzero().squeeze(1).to(param.device))
+            setattr(owner, attr, nn.Parameter(kept.clone(), requires_grad=param.requires_grad))
+        return static
+
+    def _param_masks(self) -> dict[str, tuple[int, torch.Tensor]]:
+        masks: dict[str, tuple[int, torch.Tensor]] = {}
+        params = dict(self._model.named_parameters())
+        for unit in self.mutable_units:
+            for channel in unit.channels:
+                if channel.param_dim is None:
+                    continue
+                size = params[channel.name].shape[channel.param_dim]
+                dim, mask = masks.setdefault(channel.name, (channel.param_dim, torch.ones(size, dtype=torch.bool)))
+                mask[channel.start:channel.end] = unit.channel_mask(channel)
+        return masks
+
+
+def _unit_cfg(cfg: dict | str | None, default_type: str) -> dict[str, Any]:
+    if cfg is None:
+        cfg = dict(DEFAULT_UNIT_CFG, type=default_type)
+    elif isinstance(cfg, str):
+        cfg = {"type": cfg}
+    cfg = dict(cfg)
+    cfg.setdefault("type", default_type)
+    cfg.setdefault("default_args", {})
+    cfg.setdefault("units", {})
+    return cfg
+
+
+def _plain(cfg: Any) -> Any:
+    if isinstance(cfg, dict):
+        return {k: _plain(v) for k, v in cfg.items()}
+    if isinstance(cfg, tuple):
+        return list(cfg)
+    return cfg
+
+
+def _channel_from_cfg(ch: dict, is_output: bool, modules: dict, params: dict, unit: str) -> Channel:
+    name = ch["name"]
+    param_dim = ch.get("param_dim")
+    if param_dim is not None:
+        if name not in params:
+            raise KeyError(f"unit {unit!r}: the model has no parameter {name!r}")
+        size = params[name].shape[param_dim]
+        module = modules.get(name.rpartition(".")[0])
+    else:
+        if name not in modules:
+            raise KeyError(f"unit {unit!r}: the model has no layer {name!r}")
+        module = modules[name]
+        size = _side_size(module, is_output)
+    start = int(ch.get("start", 0))
+    end = int(ch.get("end", size))
+    return Channel(name, module, (start, end), is_output, int(ch.get("expand_ratio", 1)), param_dim)
+
+
+def _side_size(module: nn.Module, is_output: bool) -> int:
+    for attr in (("out_channels", "out_features") if is_output else ("in_channels", "in_features")):
+        if hasattr(module, attr):
+            return int(getattr(module, attr))
+    for attr in ("num_features", "num_channels", "embed_dim"):
+        if hasattr(module, attr):
+            return int(getattr(module, attr))
+    if isinstance(module, nn.LayerNorm):
+        return int(module.normalized_shape[-1])
+    raise TypeError(f"cannot tell the channel count of {type(module).__name__}")
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+@MODELS.register_module()
+class OneShotChannelMutator(ChannelMutator):
+    """A channel mutator for one-shot search: max, min and random subnets."""
+
+    default_unit_type = "OneShotMutableChannelUnit"
+
+    def sample_subnet(self) -> dict[Any, Any]:
+        choices = self.sample_choices()
+        self.set_choices(choices)
+        return choices
+
+
+@MODELS.register_module()
+class SlimmableChannelMutator(ChannelMutator):
+    """Subnet ``i`` of a slimmable network takes each unit's ``i``-th candidate choice."""
+
+    default_unit_type = "SlimmableChannelUnit"
+
+    @property
+    def subnets(self) -> list[dict[Any, Any]]:
+        units = self.mutable_units
+        if not units:
+            return []
+        count = min(len(u.candidate_choices) for u in units)
+        return [{u.name: u.candidate_choices[i] for u in units} for i in range(count)]
+
+    def set_subnet(self, index: int) -> None:
+        self.set_choices(self.subnets[index])
