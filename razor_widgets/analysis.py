@@ -90,6 +90,7 @@ class AnalysisContext:
         self.param_ids: dict[str, tuple[torch.Tensor, tuple[int, ...]]] = {}
         self.layer_out: dict[str, torch.Tensor] = {}  # output elements of each layer (reuse)
         self.unknown_ops: list[tuple[str, str]] = []
+        self.slice_checks: list[tuple[torch.Tensor, list[torch.Tensor], str]] = []
         self.node: Node | None = None
 
     # -- ids of tensors -------------------------------------------------------------------
@@ -162,6 +163,19 @@ class AnalysisContext:
             self.fix(rows[partial], f"mixed with constant data at {self.describe()}")
         return rows
 
+    def check_slices(self, source: torch.Tensor, parts: list[torch.Tensor], reason: str) -> None:
+        """After the union-find: a part holding only some of the source's channels means a
+        selection by fixed indices, which pruning would shift; those channels stay fixed."""
+        source = torch.unique(source[source >= 0])
+        if source.numel():
+            self.slice_checks.append((source, [torch.unique(p[p >= 0]) for p in parts], reason))
+
+    def resolve_slices(self, roots: np.ndarray) -> None:
+        for source, parts, reason in self.slice_checks:
+            whole = set(roots[source.numpy()].tolist())
+            if any(set(roots[p.numpy()].tolist()) < whole for p in parts):
+                self.fix(source, reason)
+
     def write(self, ref: TensorRef, dim: int, ids1d: torch.Tensor) -> None:
         dim = dim % len(ref.shape)
         self.set(ref, self.along(ids1d, len(ref.shape), dim))
@@ -209,6 +223,7 @@ class ChannelAnalyzer:
         for ref in graph.outputs:
             ctx.fix(ctx.get(ref), "model output")
         roots = ctx.space.resolve()
+        ctx.resolve_slices(roots)
         units = build_units(ctx, roots)
         _warn_unknown(ctx, units)
         return units, ctx

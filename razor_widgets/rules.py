@@ -100,6 +100,14 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
     out_leaves, _ = tree_flatten(out)
     refs = node.output_refs()
     out_ids = [x for x in out_leaves if isinstance(x, torch.Tensor)]
+    if node.name in CHUNKS and len(out_ids) > 1:
+        if all(o.shape == out_ids[0].shape for o in out_ids):
+            for other in out_ids[1:]:  # equal parts of the new size: same positions in each
+                ctx.space.union(out_ids[0], other)
+        else:
+            ctx.fix(args[0], f"uneven chunks in {ctx.describe()}")
+    elif node.name in SLICES:
+        ctx.check_slices(args[0], out_ids, f"channels selected by fixed indices in {ctx.describe()}")
     for ref, ids in zip(refs, out_ids):
         ids = compress(ids)
         if node.name in RESHAPES:
@@ -356,6 +364,9 @@ ELEMENTWISE = {
     "__and__", "__or__", "logical_and", "logical_or", "copy_",
 }
 RESHAPES = {"view", "reshape", "flatten", "unflatten", "view_as", "reshape_as"}
+CHUNKS = {"chunk"}
+SLICES = {"__getitem__", "narrow", "select", "index_select", "split", "split_with_sizes",
+          "tensor_split", "unbind"}
 MOVEMENT = RESHAPES | {
     "permute", "transpose", "t", "swapaxes", "movedim", "squeeze", "unsqueeze", "__getitem__",
     "narrow", "select", "index_select", "chunk", "split", "tensor_split", "unbind", "cat",

@@ -19,6 +19,8 @@ def _input_dim(module: nn.Module, x: torch.Tensor) -> int:
     if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
                            nn.modules.instancenorm._InstanceNorm)):
         return 1 if x.dim() > 1 else 0
+    if isinstance(module, nn.LayerNorm) and x.shape[-1] != module.normalized_shape[-1]:
+        return 1  # a channels-first LayerNorm (LayerNorm2d)
     return -1
 
 
