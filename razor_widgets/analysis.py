@@ -20,6 +20,8 @@ from torch import nn
 from .channel_space import CONST, NONE, ChannelSpace, compress, varying_dims
 from .tracing import Node, TensorRef, TracedGraph
 
+INPUT_REASON = "derived from a model input"
+
 
 class UnprunableChannelsWarning(UserWarning):
     """An op without a channel rule touched channels, which are therefore not prunable."""
@@ -91,6 +93,7 @@ class AnalysisContext:
         self.layer_out: dict[str, torch.Tensor] = {}  # output elements of each layer (reuse)
         self.unknown_ops: list[tuple[str, str]] = []
         self.slice_checks: list[tuple[torch.Tensor, list[torch.Tensor], str]] = []
+        self.const_reasons: dict[int, str] = {}  # why a tensor without elements has none
         self.node: Node | None = None
 
     # -- ids of tensors -------------------------------------------------------------------
@@ -137,8 +140,9 @@ class AnalysisContext:
         for ref in node.input_refs():
             self.fix(self.get(ref), reason)
 
-    def read(self, ref: TensorRef, dim: int, reason: str = "derived from a model input") -> torch.Tensor:
+    def read(self, ref: TensorRef, dim: int) -> torch.Tensor:
         """Elements of the channel dim ``dim`` as read by a layer (other dims share them)."""
+        reason = self.const_reasons.get(ref.handle, INPUT_REASON)
         dim = dim % len(ref.shape)
         size = ref.shape[dim]
         ids = self.get(ref)
@@ -192,13 +196,24 @@ class AnalysisContext:
     def unknown(self, node: Node) -> None:
         """No rule: fix every element the op touches and give its outputs no structure."""
         touched = [self.get(r) for r in node.input_refs()]
-        if any(bool((t >= 0).any()) for t in touched):
+        has_elements = any(bool((t >= 0).any()) for t in touched)
+        if has_elements:
             reason = f"no channel rule for {self.describe()}"
             for t in touched:
                 self.fix(t, reason)
             self.unknown_ops.append((node.name, node.scope))
         for ref in node.output_refs():
             self.set(ref, torch.full([1] * len(ref.shape), CONST, dtype=torch.long))
+            if has_elements:
+                self.const_reasons[ref.handle] = f"after no channel rule for {self.describe()}"
+
+    def carry_const_reasons(self, node: Node) -> None:
+        """Outputs without elements inherit why their inputs had none."""
+        reasons = [self.const_reasons[r.handle] for r in node.input_refs() if r.handle in self.const_reasons]
+        if reasons:
+            for ref in node.output_refs():
+                if ref.handle not in self.const_reasons and bool((self.get(ref) < 0).all()):
+                    self.const_reasons[ref.handle] = reasons[0]
 
 
 def _is_float_param(modules: dict[str, nn.Module], qualname: str) -> bool:
@@ -318,10 +333,11 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
 def _warn_unknown(ctx: AnalysisContext, units: list[UnitSpec]) -> None:
     for op, scope in dict.fromkeys(ctx.unknown_ops):
         tag = f"{op!r} in {scope or 'the model'!r}"
-        layers = sorted({
-            item.name for u in units if any(tag in r for r in u.fixed_reasons)
-            for item in u.output_related + u.input_related
-        })
+        caused = [u for u in units if any(tag in r for r in u.fixed_reasons)
+                  and not any(r in (INPUT_REASON, "model output") for r in u.fixed_reasons)]
+        if not caused:  # those channels could not be pruned anyway
+            continue
+        layers = sorted({item.name for u in caused for item in u.output_related + u.input_related})
         warnings.warn(
             f"no channel rule for op {tag}: the channels it touches are not prunable"
             + (f" (layers: {', '.join(layers)})" if layers else ""),

@@ -1,7 +1,8 @@
 """A registry of buildable types: configs are data, only registered names can be built."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class Registry:

@@ -13,7 +13,7 @@ Anything not in the table makes the channels it touches non-prunable, with a war
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -134,7 +134,8 @@ def reduction(ctx: AnalysisContext, node: Node) -> None:
         return ctx.unknown(node)
     if node.name in ("softmax", "log_softmax", "cumsum", "cumprod"):
         return passthrough(ctx, node)
-    keepdim = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 and isinstance(node.args[2], bool) else False)
+    positional = node.args[2] if len(node.args) > 2 and isinstance(node.args[2], bool) else False
+    keepdim = node.kwargs.get("keepdim", positional)
     out = ids
     for d in sorted(dims, reverse=True):
         if not keepdim:
@@ -403,6 +404,14 @@ MODULE_RULES: dict[type, Rule] = {
 }
 
 
+# Attributes that a module's own forward reads as a channel count: after export they must hold
+# the kept count of the named child layer's side. One line per architecture, matched by class
+# name so that no optional package needs importing.
+EXPORT_ATTRIBUTES: dict[str, dict[str, tuple[str, str]]] = {
+    "VisionTransformer": {"hidden_dim": ("conv_proj", "out_channels")},
+}
+
+
 def module_rule(module: nn.Module) -> Rule | None:
     """The rule of a layer type, also for subclasses that keep the base class's forward."""
     for base in type(module).__mro__:
@@ -420,6 +429,10 @@ class RuleTable:
     def apply(self, ctx: AnalysisContext, node: Node) -> None:
         if node.kind == "module":
             return module_rule(node.target)(ctx, node)
+        self._apply_function(ctx, node)
+        ctx.carry_const_reasons(node)
+
+    def _apply_function(self, ctx: AnalysisContext, node: Node) -> None:
         name = node.name
         if not node.input_refs():
             return creation(ctx, node)

@@ -8,8 +8,8 @@ work. Buffers and the RNG state are restored afterwards: tracing never changes t
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch

@@ -12,8 +12,8 @@ from ..analysis import ChannelAnalyzer, UnitSpec
 from ..dynamic_ops import DynamicChannelMixin, DynamicMultiheadAttentionMixin, dynamic_op_for
 from ..mutables.units import Channel, MutableChannelUnit
 from ..registry import MODELS
-from ..rules import RULES
-from ..tracing import Tracer, TracedGraph, make_example_inputs
+from ..rules import EXPORT_ATTRIBUTES, RULES
+from ..tracing import TracedGraph, Tracer, make_example_inputs
 from .base import BaseMutator
 
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its mutator
@@ -281,6 +281,7 @@ class ChannelMutator(BaseMutator):
         """A new model of plain torch layers holding only the kept channels."""
         self._require_prepared()
         static = copy.deepcopy(self._model)
+        kept_sizes = _kept_sizes(static)
         for name, module in list(static.named_modules()):
             parent = name.rpartition(".")[0]
             if isinstance(module, DynamicChannelMixin) and not isinstance(
@@ -292,6 +293,11 @@ class ChannelMutator(BaseMutator):
             param = getattr(owner, attr)
             kept = param.detach().index_select(dim, mask.nonzero().squeeze(1).to(param.device))
             setattr(owner, attr, nn.Parameter(kept.clone(), requires_grad=param.requires_grad))
+        for name, module in static.named_modules():
+            for attr, (child, side) in EXPORT_ATTRIBUTES.get(type(module).__name__, {}).items():
+                key = (f"{name}.{child}" if name else child, side)
+                if key in kept_sizes:
+                    setattr(module, attr, kept_sizes[key])
         return static
 
     def _param_masks(self) -> dict[str, tuple[int, torch.Tensor]]:
@@ -305,6 +311,18 @@ class ChannelMutator(BaseMutator):
                 dim, mask = masks.setdefault(channel.name, (channel.param_dim, torch.ones(size, dtype=torch.bool)))
                 mask[channel.start:channel.end] = unit.channel_mask(channel)
         return masks
+
+
+def _kept_sizes(model: nn.Module) -> dict[tuple[str, str], int]:
+    """Kept channel counts of each dynamic op's sides, keyed by (layer name, side)."""
+    sizes = {}
+    for name, module in model.named_modules():
+        if isinstance(module, DynamicChannelMixin):
+            for side in ("in_channels", "out_channels"):
+                container = module.get_mutable_attr(side)
+                if container is not None:
+                    sizes[name, side] = int(container.current_mask.sum())
+    return sizes
 
 
 def _unit_cfg(cfg: dict | str | None, default_type: str) -> dict[str, Any]:

@@ -1,0 +1,46 @@
+"""Shared fixtures and helpers: models with non-degenerate weights and statistics."""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from razor_widgets import ChannelMutator
+
+
+def make_nontrivial(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give norms random statistics and affine parameters and re-draw all-zero parameters,
+    so that outputs depend on every channel (torchvision zero-inits some heads and gammas)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+                module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            for name, p in module.named_parameters(recurse=False):
+                if name in ("weight",) and isinstance(module, (nn.modules.batchnorm._BatchNorm,
+                                                               nn.LayerNorm, nn.GroupNorm)):
+                    p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
+                elif not bool(p.any()) or (name == "bias" and p.dim() == 1):
+                    p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+    return model
+
+
+def prepare(model: nn.Module, x: torch.Tensor, unit: str = "SequentialMutableChannelUnit",
+            **unit_args) -> tuple[ChannelMutator, nn.Module]:
+    """Prepare ``model`` (in place) and return the mutator and an unprepared copy."""
+    original = copy.deepcopy(model)
+    mutator = ChannelMutator(channel_unit_cfg=dict(type=unit, default_args=unit_args))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mutator.prepare_from_supernet(model, example_inputs=x)
+    return mutator, original
+
+
+@pytest.fixture
+def image() -> torch.Tensor:
+    return torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
