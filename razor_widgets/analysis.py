@@ -94,6 +94,7 @@ class AnalysisContext:
         self.unknown_ops: list[tuple[str, str]] = []
         self.slice_checks: list[tuple[torch.Tensor, list[torch.Tensor], str]] = []
         self.const_reasons: dict[int, str] = {}  # why a tensor without elements has none
+        self._first_slot: dict[tuple[str, bool], torch.Tensor] = {}
         self.node: Node | None = None
 
     # -- ids of tensors -------------------------------------------------------------------
@@ -191,6 +192,15 @@ class AnalysisContext:
         return self.layer_out[layer]
 
     def slot(self, name: str, is_output: bool, ids1d: torch.Tensor, param_dim: int | None = None) -> None:
+        """Record a layer side; a layer called again reads into the same channels."""
+        first = self._first_slot.get((name, is_output))
+        if first is not None:
+            if first.shape != ids1d.shape:
+                self.fix(torch.cat([first, ids1d]), f"{name!r} is called with different channel counts")
+            else:
+                self.space.union(first, ids1d)
+            return
+        self._first_slot[name, is_output] = ids1d
         self.slots.append(Slot(name, is_output, ids1d, len(self.slots), param_dim))
 
     def unknown(self, node: Node) -> None:
