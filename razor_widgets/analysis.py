@@ -143,10 +143,12 @@ class AnalysisContext:
 
     def read(self, ref: TensorRef, dim: int) -> torch.Tensor:
         """Elements of the channel dim ``dim`` as read by a layer (other dims share them)."""
-        reason = self.const_reasons.get(ref.handle, INPUT_REASON)
         dim = dim % len(ref.shape)
         size = ref.shape[dim]
         ids = self.get(ref)
+        if ids.numel() == size and ids.shape[dim] == size and bool((ids >= 0).all()):
+            return ids.reshape(-1)  # the common case: one element per channel, nothing to merge
+        reason = self.const_reasons.get(ref.handle, INPUT_REASON)
         if ids.shape[dim] == 1 and size > 1:
             ids = ids.expand(*[size if d == dim else s for d, s in enumerate(ids.shape)])
         cols = ids.movedim(dim, 0).reshape(size, -1)
@@ -285,8 +287,9 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
     for _, seq, _ in seqs:
         a_parts.append(np.concatenate([[-1], seq]))
         b_parts.append(np.concatenate([seq, [-1]]))
-    pairs = np.unique(np.stack([np.concatenate(a_parts), np.concatenate(b_parts)], 1), axis=0)
     n = len(roots)
+    keys = np.unique((np.concatenate(a_parts) + 1) * (n + 1) + np.concatenate(b_parts) + 1)
+    pairs = np.stack([keys // (n + 1) - 1, keys % (n + 1) - 1], 1)
     nsucc = np.bincount(pairs[:, 0][pairs[:, 0] >= 0], minlength=n)
     npred = np.bincount(pairs[:, 1][pairs[:, 1] >= 0], minlength=n)
     inner = pairs[(pairs[:, 0] >= 0) & (pairs[:, 1] >= 0) & (pairs[:, 0] != pairs[:, 1])]
@@ -307,6 +310,10 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
     # 3. decompose every slot into runs of chain occurrences
     runs: dict[int, list[tuple[Slot, int, int, int]]] = {}  # chain -> (slot, start, count, expand)
     for slot, seq, expand in seqs:
+        c, pos = chain_of[int(seq[0])]
+        if pos == 0 and len(chains[c]) == len(seq):  # the whole slot is one chain
+            runs.setdefault(c, []).append((slot, 0, 1, expand))
+            continue
         p, seq_list = 0, seq.tolist()
         while p < len(seq_list):
             c, _ = chain_of[seq_list[p]]

@@ -15,7 +15,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.weak import WeakIdKeyDictionary
 
 
@@ -41,14 +40,18 @@ class Node:
     args: tuple
     kwargs: dict
     outputs: Any
+    _inputs: list[TensorRef] | None = field(default=None, repr=False)
+    _outputs: list[TensorRef] | None = field(default=None, repr=False)
 
     def input_refs(self) -> list[TensorRef]:
-        leaves, _ = tree_flatten((self.args, self.kwargs))
-        return [x for x in leaves if isinstance(x, TensorRef)]
+        if self._inputs is None:
+            self._inputs = [x for x in _leaves((self.args, self.kwargs)) if isinstance(x, TensorRef)]
+        return self._inputs
 
     def output_refs(self) -> list[TensorRef]:
-        leaves, _ = tree_flatten(self.outputs)
-        return [x for x in leaves if isinstance(x, TensorRef)]
+        if self._outputs is None:
+            self._outputs = [x for x in _leaves(self.outputs) if isinstance(x, TensorRef)]
+        return self._outputs
 
 
 @dataclass
@@ -71,18 +74,23 @@ class _Recorder(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         tracer = self.tracer
-        if tracer.leaf_depth:
+        name = getattr(func, "__name__", str(func))
+        if tracer.leaf_depth or name in _METADATA:
             return func(*args, **kwargs)
         in_args, in_kwargs = tracer.refs(args), tracer.refs(kwargs)
         out = func(*args, **kwargs)
-        name = getattr(func, "__name__", str(func))
-        if name == "__get__" or (out is None and name != "__setitem__"):
+        if out is None and name != "__setitem__":
             return out
-        leaves, _ = tree_flatten(out)
-        if name != "__setitem__" and not any(isinstance(x, torch.Tensor) for x in leaves):
+        if name != "__setitem__" and not any(isinstance(x, torch.Tensor) for x in _leaves(out)):
             return out
         tracer.record("function", func, name, in_args, in_kwargs, out)
         return out
+
+
+_METADATA = {"__get__", "size", "dim", "numel", "__len__", "is_floating_point", "is_complex",
+             "__bool__", "item", "tolist", "__format__", "__repr__", "stride", "data_ptr",
+             "element_size", "nelement", "ndimension", "is_contiguous", "__index__", "__int__",
+             "__float__", "get_device", "__hash__"}
 
 
 class Tracer:
@@ -114,7 +122,7 @@ class Tracer:
         )
 
     def refs(self, tree: Any) -> Any:
-        return tree_map(lambda x: self.ref(x) if isinstance(x, torch.Tensor) else x, tree)
+        return _map_tensors(self.ref, tree)
 
     def record(self, kind: str, target: Any, name: str, args: Any, kwargs: Any, out: Any) -> None:
         outputs = self.refs(out)
@@ -173,8 +181,8 @@ class Tracer:
                 for key, value in model.state_dict(keep_vars=True).items():
                     if key in state:
                         value.copy_(state[key])
-        input_refs = [x for x in tree_flatten(inputs)[0] if isinstance(x, TensorRef)]
-        output_refs = [x for x in tree_flatten(self.refs(out))[0] if isinstance(x, TensorRef)]
+        input_refs = [x for x in _leaves(inputs) if isinstance(x, TensorRef)]
+        output_refs = [x for x in _leaves(self.refs(out)) if isinstance(x, TensorRef)]
         if not output_refs:
             raise TypeError(
                 f"the model's output holds no tensor ({type(out).__name__}); "
@@ -185,6 +193,28 @@ class Tracer:
         graph = TracedGraph(self.nodes, input_refs, output_refs, modules, unreached, self.values)
         self._alive.clear()
         return graph
+
+
+def _map_tensors(fn: Callable[[torch.Tensor], Any], tree: Any) -> Any:
+    """Apply ``fn`` to every tensor in nested tuples, lists and dicts (others kept as they are)."""
+    if isinstance(tree, torch.Tensor):
+        return fn(tree)
+    if isinstance(tree, (list, tuple)):
+        mapped = [_map_tensors(fn, x) for x in tree]
+        if isinstance(tree, list):
+            return mapped
+        return type(tree)(*mapped) if hasattr(tree, "_fields") else tuple(mapped)
+    if isinstance(tree, dict):
+        return {k: _map_tensors(fn, v) for k, v in tree.items()}
+    return tree
+
+
+def _leaves(tree: Any) -> list[Any]:
+    if isinstance(tree, (list, tuple)):
+        return [leaf for x in tree for leaf in _leaves(x)]
+    if isinstance(tree, dict):
+        return [leaf for x in tree.values() for leaf in _leaves(x)]
+    return [tree]
 
 
 def _split_inputs(example_inputs: Any) -> tuple[tuple, dict]:

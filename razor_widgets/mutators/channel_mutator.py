@@ -90,7 +90,8 @@ class ChannelMutator(BaseMutator):
         unknown = [name for name in configured if name not in {s.name for s in specs}]
         if unknown:
             raise KeyError(f"the config names units this model does not have: {', '.join(unknown)}")
-        return [self._unit_from_spec(model, spec, configured.get(spec.name)) for spec in specs]
+        modules = dict(model.named_modules())
+        return [self._unit_from_spec(modules, spec, configured.get(spec.name)) for spec in specs]
 
     def _new_unit(self, num_channels: int, unit_cfg: dict | None) -> MutableChannelUnit:
         args = dict(self.channel_unit_cfg.get("default_args", {}))
@@ -101,11 +102,11 @@ class ChannelMutator(BaseMutator):
             raise ValueError(f"the config gives {declared} channels for a unit of {num_channels}")
         return self.unit_class(num_channels, **args)
 
-    def _unit_from_spec(self, model: nn.Module, spec: UnitSpec, unit_cfg: dict | None) -> MutableChannelUnit:
+    def _unit_from_spec(self, modules: dict[str, nn.Module], spec: UnitSpec,
+                        unit_cfg: dict | None) -> MutableChannelUnit:
         unit = self._new_unit(spec.num_channels, unit_cfg)
         unit.name, unit.repeats = spec.name, spec.repeats
         unit.fixed_reasons = list(spec.fixed_reasons)
-        modules = dict(model.named_modules())
         for item in spec.output_related + spec.input_related:
             owner = item.name.rpartition(".")[0] if item.param_dim is not None else item.name
             channel = Channel(item.name, modules.get(owner), (item.start, item.end),
