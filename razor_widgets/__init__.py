@@ -36,6 +36,7 @@ from .mutables import (
 )
 from .mutators import BaseMutator, ChannelMutator, OneShotChannelMutator, SlimmableChannelMutator
 from .registry import MODELS, Registry
+from .resources import Resources, count_resources, reference_flops
 
 __version__ = "0.1.0"
 
@@ -45,8 +46,8 @@ __all__ = [
     "DynamicBatchNorm2d", "DynamicBatchNorm3d", "DynamicChannelMixin", "DynamicConv1d",
     "DynamicConv2d", "DynamicConv3d", "DynamicGroupNorm", "DynamicLayerNorm", "DynamicLinear",
     "DynamicMultiheadAttention", "L1MutableChannelUnit", "MutableChannelContainer",
-    "MutableChannelUnit", "OneShotChannelMutator", "OneShotMutableChannelUnit", "Registry",
+    "MutableChannelUnit", "OneShotChannelMutator", "OneShotMutableChannelUnit", "Registry", "Resources",
     "SequentialMutableChannel", "SequentialMutableChannelUnit", "SimpleMutableChannel",
     "SlimmableChannelMutator", "SlimmableChannelUnit", "SquentialMutableChannel",
-    "UnprunableChannelsWarning",
+    "UnprunableChannelsWarning", "count_resources", "reference_flops",
 ]

@@ -137,6 +137,13 @@ class AnalysisContext:
     def fix(self, ids: torch.Tensor, reason: str) -> None:
         self.space.fix(ids, reason)
 
+    def fix_size_sources(self, sources: tuple, reason: str) -> None:
+        """Fix the channels whose count the model's code reads (``TracedSize`` sources)."""
+        for ref, dim in sources:
+            ids = self.get(ref)
+            if ids.shape[dim] > 1:  # a channel dim; batch and spatial dims have no elements
+                self.fix(ids, reason)
+
     def fix_inputs(self, node: Node, reason: str) -> None:
         for ref in node.input_refs():
             self.fix(self.get(ref), reason)
@@ -247,6 +254,8 @@ class ChannelAnalyzer:
             ctx.node = node
             self.rules.apply(ctx, node)
         ctx.node = None
+        for sources, reason in graph.size_uses:
+            ctx.fix_size_sources(sources, reason)
         for ref in graph.outputs:
             ctx.fix(ctx.get(ref), "model output")
         roots = ctx.space.resolve()

@@ -21,6 +21,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from .analysis import AnalysisContext
 from .channel_space import CONST, NONE, compress, varying_dims
+from .traced_size import TracedSize
 from .tracing import Node, TensorRef
 
 Rule = Callable[[AnalysisContext, Node], None]
@@ -44,6 +45,9 @@ def creation(ctx: AnalysisContext, node: Node) -> None:
 
 def elementwise(ctx: AnalysisContext, node: Node) -> None:
     """Broadcast operands together: channels at the same position are one set of channels."""
+    for arg in [*node.args, *node.kwargs.values()]:
+        if isinstance(arg, TracedSize):  # x / C: the data is scaled by a channel count
+            ctx.fix_size_sources(arg.sources, f"its channel count scales data in {ctx.describe()}")
     out = node.output_refs()[0]
     refs = [r for r in node.input_refs() if len(r.shape) <= len(out.shape)]
     ids = [ctx.get(r) for r in refs]
@@ -111,12 +115,75 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
     for ref, ids in zip(refs, out_ids):
         ids = compress(ids)
         if node.name in RESHAPES:
+            _keep_computed_sizes(ctx, node, out_ids[0])
             vary = varying_dims(ids)
             if len(vary) > 1:  # a channel dim split in several: keep all but the innermost whole
                 inner = vary[-1]
                 lines = ids.movedim(inner, -1).reshape(-1, ids.shape[inner])
                 ctx.space.union(lines[:1].expand_as(lines), lines)
         ctx.set(ref, ids)
+
+
+def _target_sizes(node: Node, ndim: int) -> list[tuple[int, TracedSize]]:
+    """(output dim, size) of every traced size in a view/reshape/unflatten target shape."""
+    if node.name in ("view", "reshape"):
+        shape = node.kwargs.get("shape", node.args[1:])
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        return [(i, s) for i, s in enumerate(shape) if isinstance(s, TracedSize)]
+    if node.name == "unflatten" and len(node.args) >= 3:
+        start = node.args[1] % (ndim - len(node.args[2]) + 1)
+        return [(start + i, s) for i, s in enumerate(node.args[2]) if isinstance(s, TracedSize)]
+    return []
+
+
+def _block_of(shape: tuple[int, ...], dim: int, size: int) -> tuple[int, int] | None:
+    """The shortest run of dims holding ``dim`` whose sizes multiply to ``size``."""
+    best = None
+    for a in range(dim, -1, -1):
+        for b in range(dim, len(shape)):
+            n = 1
+            for d in range(a, b + 1):
+                n *= shape[d]
+            if n == size and (best is None or b - a < best[1] - best[0]):
+                best = (a, b)
+    return best
+
+
+def _lines(ids: torch.Tensor, dims: list[int], n: int, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """The distinct lines of compressed ``ids`` along ``dims`` (expanded to ``n`` elements)."""
+    shape = shape if shape is not None else [n if d == dims[0] else s for d, s in enumerate(ids.shape)]
+    ids = ids.expand([shape[d] if d in dims else s for d, s in enumerate(ids.shape)])
+    moved = ids.movedim(dims, list(range(ids.dim() - len(dims), ids.dim())))
+    return moved.reshape(-1, n).unique(dim=0)
+
+
+def _keep_computed_sizes(ctx: AnalysisContext, node: Node, out: torch.Tensor) -> None:
+    """``reshape(..., heads, C // heads)`` with ``C`` read from another tensor's channel dim: after
+    pruning, the dims computed from ``C`` must still hold the kept channels, so those channels
+    are made one with the source's, position by position (nothing to do when they are the same
+    channels, as in a channel shuffle)."""
+    for dim, size in _target_sizes(node, out.dim()):
+        for ref, src_dim in size.sources:
+            if ctx.get(ref).shape[src_dim] == 1:
+                continue  # a batch or spatial dim
+            n = ref.shape[src_dim]
+            src = _lines(ctx.get(ref), [src_dim], n)
+            block = _block_of(tuple(out.shape), dim, n)
+            if block is None:
+                reason = f"a size computed from its channel count does not fit in {ctx.describe()}"
+                ctx.fix(src, reason)
+                ctx.fix(out, reason)
+                continue
+            lines = _lines(compress(out), list(range(block[0], block[1] + 1)), n, out.shape)
+            line = src[0]
+            if len(src) == 1 and all(torch.equal(x.sort().values, line.sort().values) for x in lines):
+                continue
+            for other in (lines, src):
+                ctx.space.union(other, line.expand_as(other))
+                const = (line < 0).expand_as(other) | (other < 0)
+                ctx.fix(torch.cat([other[const], line.expand_as(other)[const]]),
+                        f"a size computed from a channel count in {ctx.describe()} meets constant data")
 
 
 def reduction(ctx: AnalysisContext, node: Node) -> None:

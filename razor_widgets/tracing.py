@@ -17,6 +17,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
+from .traced_size import Source, TracedSize
+
 
 @dataclass(frozen=True)
 class TensorRef:
@@ -64,6 +66,7 @@ class TracedGraph:
     modules: dict[str, nn.Module]
     unreached: list[str] = field(default_factory=list)
     values: dict[int, torch.Tensor] = field(default_factory=dict)
+    size_uses: list[tuple[tuple[Source, ...], str]] = field(default_factory=list)  # channel counts used as numbers
 
 
 class _Recorder(TorchFunctionMode):
@@ -75,6 +78,9 @@ class _Recorder(TorchFunctionMode):
         kwargs = kwargs or {}
         tracer = self.tracer
         name = getattr(func, "__name__", str(func))
+        if not tracer.leaf_depth and (name == "size" or (
+                name == "__get__" and getattr(getattr(func, "__self__", None), "__name__", "") == "shape")):
+            return tracer.traced_size(args[0], func(*args, **kwargs), args[1] if len(args) > 1 else kwargs.get("dim"))
         if tracer.leaf_depth or name in _METADATA:
             return func(*args, **kwargs)
         in_args, in_kwargs = tracer.refs(args), tracer.refs(kwargs)
@@ -106,6 +112,7 @@ class Tracer:
         self.leaf_depth = 0
         self._scope: list[str] = [""]
         self._called: set[str] = set()
+        self.size_uses: list[tuple[tuple[Source, ...], str]] = []
 
     # -- tensor handles -------------------------------------------------------------------
     def ref(self, tensor: torch.Tensor) -> TensorRef:
@@ -123,6 +130,19 @@ class Tracer:
 
     def refs(self, tree: Any) -> Any:
         return _map_tensors(self.ref, tree)
+
+    def traced_size(self, tensor: torch.Tensor, out: Any, dim: int | None) -> Any:
+        """``tensor.shape`` / ``tensor.size(dim)`` as sizes that remember their tensor dim."""
+        if not isinstance(tensor, torch.Tensor):
+            return out
+        ref = self.ref(tensor)
+        if isinstance(out, int):
+            return TracedSize(out, ((ref, dim % tensor.dim()),), self._size_used)
+        return torch.Size([TracedSize(n, ((ref, d),), self._size_used) for d, n in enumerate(out)])
+
+    def _size_used(self, sources: tuple[Source, ...], what: str) -> None:
+        scope = self._scope[-1] or "the model"
+        self.size_uses.append((sources, f"its channel count is used as a number ({what}) in {scope!r}"))
 
     def record(self, kind: str, target: Any, name: str, args: Any, kwargs: Any, out: Any) -> None:
         outputs = self.refs(out)
@@ -190,7 +210,7 @@ class Tracer:
             )
         unreached = [n for n in modules if n and n not in self._called
                      and not any(n.startswith(c + ".") for c in self._called if self.is_leaf(modules[c]))]
-        graph = TracedGraph(self.nodes, input_refs, output_refs, modules, unreached, self.values)
+        graph = TracedGraph(self.nodes, input_refs, output_refs, modules, unreached, self.values, self.size_uses)
         self._alive.clear()
         return graph
 

@@ -10,8 +10,10 @@ from torch import nn
 
 from ..analysis import ChannelAnalyzer, UnitSpec
 from ..dynamic_ops import DynamicChannelMixin, DynamicMultiheadAttentionMixin, dynamic_op_for
+from ..live_counter import mutator_resources, resource_counter
 from ..mutables.units import Channel, MutableChannelUnit
 from ..registry import MODELS
+from ..resources import Resources
 from ..rules import EXPORT_ATTRIBUTES, RULES
 from ..tracing import TracedGraph, Tracer, make_example_inputs
 from .base import BaseMutator
@@ -79,6 +81,8 @@ class ChannelMutator(BaseMutator):
         configured = self.channel_unit_cfg.get("units", {})
         self.set_choices({u.name: configured[u.name]["choice"] for u in self.mutable_units
                           if isinstance(configured.get(u.name), dict) and "choice" in configured[u.name]})
+        if self.graph_trace is not None:
+            resource_counter(self)  # record the geometry now: resources() never runs a forward
 
     def _units_from_trace(self, model: nn.Module, example_inputs: Any) -> list[MutableChannelUnit]:
         if example_inputs is None:
@@ -276,6 +280,18 @@ class ChannelMutator(BaseMutator):
                     "units": units}
         parse_cfg = {"type": "Config"} if with_channels else _plain(self.parse_cfg)
         return {"type": type(self).__name__, "channel_unit_cfg": unit_cfg, "parse_cfg": parse_cfg}
+
+    # -- counting -------------------------------------------------------------------------
+    def resources(self, choices: dict[Any, Any] | None = None,
+                  by_layer: bool = False) -> Resources | dict[str, Resources]:
+        """Exact params, MACs and FLOPs of the model as ``to_static()`` would export it.
+
+        At the current choices, or at ``choices`` (a what-if: every choice is as it was
+        afterwards). ``by_layer=True`` gives ``{layer name: Resources}``. No forward pass: the
+        geometry was recorded while tracing, and only the layers of changed units are recounted.
+        """
+        self._require_prepared()
+        return mutator_resources(self, choices, by_layer)
 
     # -- export ---------------------------------------------------------------------------
     def to_static(self) -> nn.Module:

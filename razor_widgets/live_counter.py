@@ -1,0 +1,226 @@
+"""Live params/MACs/FLOPs of a prepared mutator: the count formulas, evaluated incrementally.
+
+The terms recorded by ``counting.py`` live in numpy arrays. When units change, only the
+sides they feed and the terms that read those sides are recomputed, so one slider move
+costs microseconds and no forward pass.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+
+from .counting import build_spec
+from .resources import Resources
+
+__all__ = ["ResourceCounter", "resource_counter", "mutator_resources"]
+
+
+# -- the counter --------------------------------------------------------------------------------
+_MISSING = object()
+
+
+class ResourceCounter:
+    """Live params/MACs/FLOPs of a prepared mutator's model at its current choices.
+
+    Built once from the trace (no forward pass); each call reads the units' states, and
+    recounts only the layers of units that changed since the last call. Use it through
+    ``mutator.resources()``; ``resource_counter(mutator)`` returns the mutator's counter.
+    """
+
+    def __init__(self, mutator: Any) -> None:
+        if getattr(mutator, "graph_trace", None) is None or getattr(mutator, "analysis", None) is None:
+            raise RuntimeError(
+                "resources() needs the geometry of a traced model: prepare the mutator with a "
+                "tracing parse_cfg (ChannelAnalyzer), not from a config or predefined ops")
+        spec, units = build_spec(mutator)
+        self.notes = list(spec.notes)
+        self.units = units
+        self._unit_index = {id(u): i for i, u in enumerate(self.units)}
+        self._repeats = np.array([u.repeats for u in self.units] + [1], dtype=np.int64)
+        self._bases = [u.num_channels // u.repeats for u in self.units]
+        n_units = len(self.units)
+        # linear sides: S = const + sum(coef * kept[unit])
+        n_sides = len(spec.forms) + len(spec.special_defs)
+        self._const = np.zeros(n_sides, dtype=np.int64)
+        e_side, e_unit, e_coef = [], [], []
+        for form, i in spec.forms.items():
+            self._const[i] = form[0]
+            for u, c in form[1]:
+                e_side.append(i)
+                e_unit.append(u)
+                e_coef.append(c)
+        self._e_side = np.array(e_side, dtype=np.int64)
+        self._e_unit = np.array(e_unit, dtype=np.int64)
+        self._e_coef = np.array(e_coef, dtype=np.int64)
+        self._n_sides = n_sides
+        self._specials = spec.special_defs
+        # per unit: its linear entries and specials
+        self._unit_entries = [np.flatnonzero(self._e_unit == u) for u in range(n_units)]
+        self._unit_specials: list[list[int]] = [[] for _ in range(n_units)]
+        for j, (_, special) in enumerate(self._specials):
+            for u in special.units:
+                self._unit_specials[u].append(j)
+        # terms, ordered by layer
+        terms = sorted(spec.terms, key=lambda t: spec.layers[t[0]])  # stable: by layer
+        width = max([1] + [len(t[3]) for t in terms])
+        self._layer_names = list(dict.fromkeys(t[0] for t in terms))
+        layer_id = {name: i for i, name in enumerate(self._layer_names)}
+        self._t_layer = np.array([layer_id[t[0]] for t in terms], dtype=np.int64)
+        self._t_param = np.array([t[1] for t in terms], dtype=np.int64)
+        self._t_mac = 1 - self._t_param
+        self._t_factor = np.array([t[2] for t in terms], dtype=np.int64)
+        self._t_div = np.array([t[4] for t in terms], dtype=np.int64)
+        self._t_idx = np.zeros((len(terms), width), dtype=np.int64)  # 0 = the constant side
+        for i, t in enumerate(terms):
+            self._t_idx[i, :len(t[3])] = t[3]
+        self._layer_starts = np.flatnonzero(np.r_[1, np.diff(self._t_layer)]) if terms else \
+            np.zeros(0, dtype=np.int64)
+        # per unit: the terms that read one of its sides
+        side_terms: dict[int, set[int]] = {}
+        for i, row in enumerate(self._t_idx.tolist()):
+            for s in row:
+                if s:
+                    side_terms.setdefault(s, set()).add(i)
+        self._unit_terms = []
+        for u in range(n_units):
+            sides = set(self._e_side[self._unit_entries[u]].tolist())
+            sides |= {self._specials[j][0] for j in self._unit_specials[u]}
+            ts = set().union(*[side_terms.get(s, set()) for s in sides]) if sides else set()
+            self._unit_terms.append(np.array(sorted(ts), dtype=np.int64))
+        # state: originals at full choices, then the live state
+        self._kept = np.array(self._bases + [1], dtype=np.int64)
+        self._full_state()
+        self._orig_layer = self._layer_sums()
+        self.original = Resources(int(self._terms @ self._t_param), int(self._terms @ self._t_mac))
+        self._tokens: list[Any] = [_MISSING] * n_units
+        self._cached: Resources | None = None
+
+    # -- state ----------------------------------------------------------------------------
+    def _full_state(self) -> None:
+        kept = self._kept[self._e_unit].astype(np.float64) * self._e_coef
+        self._sides = self._const + np.rint(
+            np.bincount(self._e_side, weights=kept, minlength=self._n_sides)).astype(np.int64)
+        self._sides[0] = 1
+        for j in range(len(self._specials)):
+            self._eval_special(j)
+        self._terms = self._eval_terms(slice(None))
+
+    def _eval_special(self, j: int) -> None:
+        side, special = self._specials[j]
+        vec = [np.ones(1, dtype=np.int64)]
+        for u in special.units:
+            if self._kept[u] == self._bases[u]:
+                vec.append(np.ones(self._bases[u], dtype=np.int64))
+            else:
+                vec.append(self.units[u].current_mask[:self._bases[u]].numpy().astype(np.int64))
+        self._sides[side] = int((special.weights @ np.concatenate(vec)).max())
+
+    def _eval_terms(self, idx: Any) -> np.ndarray:
+        values = self._t_factor[idx] * self._sides[self._t_idx[idx]].prod(axis=1)
+        return values // self._t_div[idx]
+
+    def _layer_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        if not len(self._terms):
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        starts = self._layer_starts
+        return (np.add.reduceat(self._terms * self._t_param, starts),
+                np.add.reduceat(self._terms * self._t_mac, starts))
+
+    def _tokens_now(self) -> list[Any]:
+        tokens = []
+        for unit in self.units:
+            mc = unit._modules.get("mutable_channel")
+            d = mc.__dict__ if mc is not None else {}
+            token = d.get("_mask", _MISSING)
+            if token is _MISSING:
+                token = d.get("_kept", _MISSING)
+            tokens.append(token if token is not _MISSING else object())  # unknown: re-read
+        return tokens
+
+    def update(self, recount: bool = False) -> None:
+        """Bring the counts up to date with the units' current choices.
+
+        ``recount=True`` re-reads every unit and recomputes every term from scratch.
+        """
+        tokens = self._tokens_now()
+        if recount:
+            changed = list(range(len(self.units)))
+        else:
+            changed = [i for i, (a, b) in enumerate(zip(tokens, self._tokens)) if a is not b]
+            if not changed:
+                return
+        self._cached = None
+        if recount or len(changed) * 4 > len(self.units):
+            for u in changed:
+                self._kept[u] = self._read_kept(u)
+            self._full_state()
+        else:
+            specials: set[int] = set()
+            for u in changed:
+                new = self._read_kept(u)
+                delta = new - self._kept[u]
+                self._kept[u] = new
+                entries = self._unit_entries[u]
+                if delta:  # a unit appears once per side: no repeated indices
+                    self._sides[self._e_side[entries]] += self._e_coef[entries] * delta
+                specials.update(self._unit_specials[u])
+            for j in specials:
+                self._eval_special(j)
+            idx = self._unit_terms[changed[0]] if len(changed) == 1 else \
+                np.unique(np.concatenate([self._unit_terms[u] for u in changed]))
+            if len(idx):
+                self._terms[idx] = self._eval_terms(idx)
+        self._tokens = tokens
+
+    def _read_kept(self, u: int) -> int:
+        return int(self.units[u].current_mask.sum()) // int(self._repeats[u])
+
+    # -- answers --------------------------------------------------------------------------
+    def resources(self, by_layer: bool = False, recount: bool = False) -> Resources | dict[str, Resources]:
+        """Totals, or ``{layer: Resources}`` with ``by_layer=True``, at the current choices."""
+        self.update(recount)
+        if by_layer:
+            params, macs = self._layer_sums()
+            o_params, o_macs = self._orig_layer
+            return {name: Resources(int(p), int(m), int(op), int(om)) for name, p, m, op, om
+                    in zip(self._layer_names, params.tolist(), macs.tolist(), o_params.tolist(),
+                           o_macs.tolist())}
+        if self._cached is None:
+            self._cached = Resources(int(self._terms @ self._t_param),
+                                     int(self._terms @ self._t_mac),
+                                     self.original.params, self.original.macs)
+        return self._cached
+
+
+_COUNTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def resource_counter(mutator: Any) -> ResourceCounter:
+    """The mutator's counter, built on first use (after ``prepare_from_supernet``)."""
+    if mutator.model is None:
+        raise RuntimeError("call prepare_from_supernet(model) before counting resources")
+    counter = _COUNTERS.get(mutator)
+    if counter is None:
+        counter = _COUNTERS[mutator] = ResourceCounter(mutator)
+    return counter
+
+
+def mutator_resources(mutator: Any, choices: dict | None = None,
+                      by_layer: bool = False) -> Resources | dict[str, Resources]:
+    """What ``ChannelMutator.resources`` returns; ``choices`` is a what-if that leaves every
+    unit's choice as it was afterwards (also when it raises)."""
+    counter = resource_counter(mutator)
+    if choices is None:
+        return counter.resources(by_layer)
+    if not isinstance(choices, dict):
+        raise TypeError(f"choices must be a dict of unit name to choice, got {type(choices).__name__}")
+    saved = [(u.mutable_channel, u.mutable_channel.current_choice)
+             for u in (mutator.unit(key) for key in choices)]
+    try:
+        mutator.set_choices(choices)
+        return counter.resources(by_layer)
+    finally:
+        for mutable, choice in saved:
+            mutable.current_choice = choice

@@ -1,0 +1,69 @@
+"""Sizes read from tensor shapes while tracing, remembering the tensor dim they came from.
+
+Model code often computes shapes from other shapes: ``qkv.reshape(B, N, 3, heads, C // heads)``
+with ``C = x.shape[-1]``. The trace only sees the resulting numbers, so after pruning ``C`` the
+reshape would ask for sizes that no longer fit. A :class:`TracedSize` is the ``int`` the model
+reads, carrying its sources, so the channel rules can keep such sizes consistent; and when the
+model computes with a channel count as a number (``(C // heads) ** -0.5``, ``x / C``) the
+channels behind it are reported, because pruning them would change what the model computes.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Source = tuple[Any, int]  # (TensorRef of the tensor whose shape was read, dim)
+
+
+class TracedSize(int):
+    """An ``int`` read from ``tensor.shape`` or ``tensor.size()`` during a trace.
+
+    It is the very same number; integer arithmetic with it keeps its sources, and using it as
+    a real number (``/``, ``**``, ``float()``) calls ``on_value_use(sources, what)``.
+    """
+
+    sources: tuple[Source, ...]
+    on_value_use: Callable[[tuple[Source, ...], str], None] | None
+
+    def __new__(cls, value: int, sources: tuple[Source, ...],
+                on_value_use: Callable[[tuple[Source, ...], str], None] | None = None) -> TracedSize:
+        size = super().__new__(cls, value)
+        size.sources = sources
+        size.on_value_use = on_value_use
+        return size
+
+    def __reduce__(self):  # copies and pickles are plain ints
+        return (int, (int(self),))
+
+    def _report(self, other: Any, what: str) -> None:
+        sources = self.sources + (other.sources if isinstance(other, TracedSize) else ())
+        if self.on_value_use is not None:
+            self.on_value_use(sources, what)
+
+    def __float__(self) -> float:
+        self._report(None, "float()")
+        return float(int(self))
+
+
+def _arithmetic(name: str) -> Callable[[TracedSize, Any], Any]:
+    """``int``'s operator ``name``: an integer result keeps the sources, a float one reports them."""
+    plain = getattr(int, name)
+
+    def op(self: TracedSize, other: Any) -> Any:
+        result = plain(int(self), int(other) if isinstance(other, int) else other)
+        if result is NotImplemented and isinstance(other, float):
+            result = getattr(float(int(self)), name)(other)
+        if isinstance(result, float):
+            self._report(other, f"{name.strip('_')} gives {result!r}")
+        elif isinstance(result, int) and not isinstance(result, bool):
+            sources = self.sources + (other.sources if isinstance(other, TracedSize) else ())
+            return TracedSize(result, sources, self.on_value_use)
+        return result
+
+    op.__name__ = name
+    return op
+
+
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__floordiv__",
+              "__rfloordiv__", "__mod__", "__rmod__", "__truediv__", "__rtruediv__", "__pow__", "__rpow__"):
+    setattr(TracedSize, _name, _arithmetic(_name))

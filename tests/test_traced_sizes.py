@@ -1,0 +1,119 @@
+"""Sizes the model's code computes from channel counts (``x.shape[1]``, ``C // heads``).
+
+The trace sees only numbers; the engine must still keep an exported model consistent with
+what the code will compute from the pruned shapes, and never prune channels whose count the
+model uses as a value (a scale), since that would change what it computes.
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from razor_widgets import ChannelMutator, count_resources
+from razor_widgets.traced_size import TracedSize
+
+
+class ReshapeBySize(nn.Module):
+    """conv_b's output is reshaped with a channel count read from conv_a's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_a = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv_b = nn.Conv2d(3, 8, 1)
+        self.head_a = nn.Conv2d(8, 4, 1)
+        self.head_b = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        a = torch.relu(self.conv_a(x))
+        n, _, h, w = x.shape
+        b = torch.relu(self.conv_b(x)).flatten(2).reshape(n, a.shape[1], h, w)
+        return self.head_a(a) + self.head_b(b)
+
+
+class ScaleBySize(nn.Module):
+    """The data is scaled by a channel count: those channels must stay."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.mid = nn.Conv2d(8, 6, 1)
+        self.head = nn.Conv2d(6, 4, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        if self.how == "divide":
+            y = y / y.shape[1]
+        else:
+            y = y * (y.size(1) // 2) ** -0.5
+        return self.head(torch.relu(self.mid(y)))
+
+
+def prepare(model, x):
+    mutator = ChannelMutator(channel_unit_cfg=dict(type="L1MutableChannelUnit"))
+    mutator.prepare_from_supernet(model, example_inputs=x)
+    return mutator
+
+
+def unit_of(mutator, layer):
+    return [u for u in mutator.units if any(c.name == layer and c.is_output_channel for c in u.output_related)]
+
+
+def test_traced_size_is_the_same_int_and_keeps_its_sources():
+    uses = []
+    c = TracedSize(96, (("x", 3),), lambda sources, what: uses.append(sources))
+    assert c == 96 and isinstance(c // 3, TracedSize) and (c // 3).sources == (("x", 3),)
+    assert (c // 3) * 2 == 64 and not uses
+    assert (c // 3) ** -0.5 == 32 ** -0.5 and uses == [(("x", 3),)]
+
+
+def test_a_size_read_from_another_tensor_couples_the_channels():
+    torch.manual_seed(0)
+    model, x = ReshapeBySize().eval(), torch.randn(2, 3, 6, 6)
+    mutator = prepare(model, x)
+    (unit,) = unit_of(mutator, "conv_a")
+    assert unit.is_mutable and unit_of(mutator, "conv_b") == [unit]
+    for seed in range(3):
+        random.seed(seed)
+        mutator.set_choices(mutator.sample_choices())
+        static = mutator.to_static().eval()
+        assert static.conv_a.out_channels == static.conv_b.out_channels == int(unit.current_mask.sum())
+        with torch.no_grad():
+            torch.testing.assert_close(static(x), model(x))
+    mutator.set_choices({unit.name: 0.375})  # 3 of 8 channels
+    static = mutator.to_static().eval()
+    assert static.conv_a.out_channels == static.conv_b.out_channels == 3
+    with torch.no_grad():
+        torch.testing.assert_close(static(x), model(x))
+
+
+@pytest.mark.parametrize("how", ["divide", "power"])
+def test_a_channel_count_used_as_a_number_is_not_pruned(how):
+    model, x = ScaleBySize(how).eval(), torch.randn(1, 3, 6, 6)
+    mutator = prepare(model, x)
+    (unit,) = unit_of(mutator, "conv")
+    assert not unit.is_mutable
+    assert any("channel count" in r for r in unit.fixed_reasons), unit.fixed_reasons
+    assert [u.name for u in mutator.mutable_units] == ["mid_(0, 6)_6"]
+
+
+def test_swin_exports_at_random_choices_with_exact_counts():
+    """Swin's attention computes its head size as ``C // num_heads`` and scales by it."""
+    torch.manual_seed(0)
+    model = torchvision.models.swin_t(weights=None).eval()
+    x = torch.randn(1, 3, 112, 112)
+    mutator = prepare(model, x)
+    assert len(mutator.mutable_units) >= 12  # at least every MLP hidden size
+    for seed in range(2):
+        random.seed(seed)
+        mutator.set_choices(mutator.sample_choices())
+        static = mutator.to_static().eval()
+        with torch.no_grad():
+            torch.testing.assert_close(static(x), model(x))
+        reference = count_resources(static, x)
+        assert mutator.resources().params == reference.params == sum(p.numel() for p in static.parameters())
+        assert mutator.resources().flops == reference.flops
