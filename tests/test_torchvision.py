@@ -7,6 +7,8 @@ import torch
 import torchvision
 from torch.utils._pytree import tree_flatten
 
+from razor_widgets import count_resources
+
 from conftest import make_nontrivial, prepare
 from oracle import zeroed_model
 
@@ -44,6 +46,9 @@ def test_prepare_export_and_equal_forwards(name: str) -> None:
     head = [u for u in mutator.units if any("model output" in r for r in u.fixed_reasons)]
     assert head and not any(u.is_mutable for u in head)  # no classifier output is pruned
 
+    # counts are of the forward as traced: here in train mode (GoogLeNet's aux heads included)
+    full = count_resources(original.train(), x)
+    assert (mutator.resources().params, mutator.resources().flops) == (full.params, full.flops)
     model.eval()
     original.eval()
     torch.manual_seed(3)
@@ -61,10 +66,30 @@ def test_prepare_export_and_equal_forwards(name: str) -> None:
                                            rtol=1e-4, atol=1e-4)
         kept = sum(p.numel() for p in static.parameters())
         assert kept < sum(p.numel() for p in original.parameters())
+        counted, reference = mutator.resources(), count_resources(static.train(), x)
+        assert counted.params == reference.params == kept
+        assert counted.flops == reference.flops and counted.original_flops == full.flops
     # the prepared model stays explorable after export
     mutator.set_choices(mutator.max_choices)
     with torch.no_grad():
         assert torch.equal(model(x), original(x))
+
+
+def test_vit_b_16_counts_attention_exactly() -> None:
+    """ViT's attention runs in nn.MultiheadAttention: both counting traps apply here."""
+    x = torch.randn(1, 3, 224, 224)
+    model = torchvision.models.vit_b_16(weights=None).eval()
+    mutator, original = prepare(model, x, "L1MutableChannelUnit")
+    full = mutator.resources()
+    assert (full.params, full.flops) == (86_567_656, 35_127_656_448)  # docs/counting.md
+    torch.manual_seed(4)
+    for _ in range(2):
+        mutator.set_choices(mutator.sample_choices())
+        static = mutator.to_static().eval()
+        reference = count_resources(static, x)
+        counted = mutator.resources()
+        assert counted.params == reference.params == sum(p.numel() for p in static.parameters())
+        assert counted.flops == reference.flops < full.flops
 
 
 @pytest.mark.parametrize(("name", "count"), [("resnet50", 37), ("mobilenet_v2", 25)])
