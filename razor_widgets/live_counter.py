@@ -7,11 +7,14 @@ costs microseconds and no forward pass.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
 from .counting import build_spec
+from .mutables.mutable_channel import add_change_listener
 from .resources import Resources
 
 __all__ = ["ResourceCounter", "resource_counter", "mutator_resources"]
@@ -58,6 +61,7 @@ class ResourceCounter:
         self._specials = spec.special_defs
         # per unit: its linear entries and specials
         self._unit_entries = [np.flatnonzero(self._e_unit == u) for u in range(n_units)]
+        self._mask_counts: dict[int, tuple[Any, int]] = {}
         self._unit_specials: list[list[int]] = [[] for _ in range(n_units)]
         for j, (_, special) in enumerate(self._specials):
             for u in special.units:
@@ -89,12 +93,23 @@ class ResourceCounter:
             sides |= {self._specials[j][0] for j in self._unit_specials[u]}
             ts = set().union(*[side_terms.get(s, set()) for s in sides]) if sides else set()
             self._unit_terms.append(np.array(sorted(ts), dtype=np.int64))
+        # per unit, the gathered arrays of its terms: a slider move then costs a few numpy calls
+        self._weights = np.stack([self._t_param, self._t_mac], axis=1)
+        self._unit_gathered = [(t, self._t_factor[t], _side_columns(self._t_idx[t]),
+                                self._t_div[t] if (self._t_div[t] != 1).any() else None)
+                               for t in self._unit_terms]
+        self._unit_side_coefs = [list(zip(self._e_side[e].tolist(), self._e_coef[e].tolist()))
+                                 for e in self._unit_entries]
         # state: originals at full choices, then the live state
         self._kept = np.array(self._bases + [1], dtype=np.int64)
         self._full_state()
         self._orig_layer = self._layer_sums()
         self.original = Resources(int(self._terms @ self._t_param), int(self._terms @ self._t_mac))
         self._tokens: list[Any] = [_MISSING] * n_units
+        # units whose mutable channel reports its changes need no polling
+        self._dirty: set[int] = set(range(n_units))  # read every unit once: choices may not be full
+        self._polled = [u for u, unit in enumerate(self.units)
+                        if not add_change_listener(unit.mutable_channel, _marker(self._dirty, u))]
         self._cached: Resources | None = None
 
     # -- state ----------------------------------------------------------------------------
@@ -106,6 +121,9 @@ class ResourceCounter:
         for j in range(len(self._specials)):
             self._eval_special(j)
         self._terms = self._eval_terms(slice(None))
+        self._params = int(self._terms @ self._t_param)
+        self._macs = int(self._terms @ self._t_mac)
+        self._kept_now = self._kept.tolist()  # the same, as Python ints for the per-unit path
 
     def _eval_special(self, j: int) -> None:
         side, special = self._specials[j]
@@ -128,54 +146,81 @@ class ResourceCounter:
         return (np.add.reduceat(self._terms * self._t_param, starts),
                 np.add.reduceat(self._terms * self._t_mac, starts))
 
-    def _tokens_now(self) -> list[Any]:
+    def _tokens_now(self, units: list[int]) -> list[Any]:
+        """One object per polled unit that changes whenever its choice does (mask or count)."""
         tokens = []
-        for unit in self.units:
-            mc = unit._modules.get("mutable_channel")
-            d = mc.__dict__ if mc is not None else {}
-            token = d.get("_mask", _MISSING)
-            if token is _MISSING:
-                token = d.get("_kept", _MISSING)
+        for u in units:
+            d = self.units[u]._modules["mutable_channel"].__dict__
+            token = d.get("_mask", d.get("_kept", _MISSING))
             tokens.append(token if token is not _MISSING else object())  # unknown: re-read
         return tokens
+
+    def _changed_units(self) -> list[int]:
+        changed = set(self._dirty)
+        self._dirty.clear()
+        for u, token in zip(self._polled, self._tokens_now(self._polled)):
+            if token is not self._tokens[u]:
+                self._tokens[u] = token
+                changed.add(u)
+        return sorted(changed)
+
+    def _token(self, u: int) -> Any:
+        d = self.units[u]._modules["mutable_channel"].__dict__
+        return d.get("_mask", d.get("_kept", _MISSING))
 
     def update(self, recount: bool = False) -> None:
         """Bring the counts up to date with the units' current choices.
 
         ``recount=True`` re-reads every unit and recomputes every term from scratch.
         """
-        tokens = self._tokens_now()
+        changed = self._changed_units()
         if recount:
             changed = list(range(len(self.units)))
-        else:
-            changed = [i for i, (a, b) in enumerate(zip(tokens, self._tokens)) if a is not b]
-            if not changed:
-                return
+        if not changed:
+            return
         self._cached = None
         if recount or len(changed) * 4 > len(self.units):
             for u in changed:
                 self._kept[u] = self._read_kept(u)
             self._full_state()
-        else:
-            specials: set[int] = set()
-            for u in changed:
-                new = self._read_kept(u)
-                delta = new - self._kept[u]
+            return
+        specials: set[int] = set()
+        for u in changed:
+            new = self._read_kept(u)
+            delta = new - self._kept_now[u]
+            if delta:  # a unit appears once per side: each side moves by coef * delta
+                self._kept_now[u] = new
                 self._kept[u] = new
-                entries = self._unit_entries[u]
-                if delta:  # a unit appears once per side: no repeated indices
-                    self._sides[self._e_side[entries]] += self._e_coef[entries] * delta
+                for side, coef in self._unit_side_coefs[u]:
+                    self._sides[side] += coef * delta
+            if self._unit_specials[u]:
                 specials.update(self._unit_specials[u])
-            for j in specials:
-                self._eval_special(j)
-            idx = self._unit_terms[changed[0]] if len(changed) == 1 else \
-                np.unique(np.concatenate([self._unit_terms[u] for u in changed]))
-            if len(idx):
-                self._terms[idx] = self._eval_terms(idx)
-        self._tokens = tokens
+        for j in specials:
+            self._eval_special(j)
+        if len(changed) == 1:
+            idx, factor, columns, div = self._unit_gathered[changed[0]]
+        else:
+            idx = np.unique(np.concatenate([self._unit_terms[u] for u in changed]))
+            factor, columns, div = self._t_factor[idx], _side_columns(self._t_idx[idx]), self._t_div[idx]
+        if len(idx):
+            values = factor
+            for column in columns:
+                values = values * self._sides[column]
+            self._terms[idx] = values // div if div is not None else values
+            self._params, self._macs = (self._terms @ self._weights).tolist()
 
     def _read_kept(self, u: int) -> int:
-        return int(self.units[u].current_mask.sum()) // int(self._repeats[u])
+        """Kept positions per block of unit ``u``; counted once per mask object."""
+        token = self._token(u)
+        hit = self._mask_counts.get(id(token))
+        if hit is not None and hit[0] is token:
+            return hit[1]
+        kept = int(self.units[u].current_mask.sum()) // int(self._repeats[u])
+        if isinstance(token, torch.Tensor):
+            if len(self._mask_counts) > 4096:
+                self._mask_counts.clear()
+            self._mask_counts[id(token)] = (token, kept)  # holding the mask keeps its id unique
+        return kept
 
     # -- answers --------------------------------------------------------------------------
     def resources(self, by_layer: bool = False, recount: bool = False) -> Resources | dict[str, Resources]:
@@ -188,10 +233,17 @@ class ResourceCounter:
                     in zip(self._layer_names, params.tolist(), macs.tolist(), o_params.tolist(),
                            o_macs.tolist())}
         if self._cached is None:
-            self._cached = Resources(int(self._terms @ self._t_param),
-                                     int(self._terms @ self._t_mac),
-                                     self.original.params, self.original.macs)
+            self._cached = Resources(self._params, self._macs, self.original.params, self.original.macs)
         return self._cached
+
+
+def _side_columns(sides: np.ndarray) -> list[np.ndarray]:
+    """The columns of a (terms, width) side-index array that are not all the constant side 0."""
+    return [sides[:, j].copy() for j in range(sides.shape[1]) if sides[:, j].any()]
+
+
+def _marker(dirty: set[int], u: int) -> Callable[[], None]:
+    return lambda: dirty.add(u)
 
 
 _COUNTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -216,11 +268,10 @@ def mutator_resources(mutator: Any, choices: dict | None = None,
         return counter.resources(by_layer)
     if not isinstance(choices, dict):
         raise TypeError(f"choices must be a dict of unit name to choice, got {type(choices).__name__}")
-    saved = [(u.mutable_channel, u.mutable_channel.current_choice)
-             for u in (mutator.unit(key) for key in choices)]
+    saved = [(u.mutable_channel, u.mutable_channel.snapshot()) for u in (mutator.unit(key) for key in choices)]
     try:
         mutator.set_choices(choices)
         return counter.resources(by_layer)
     finally:
-        for mutable, choice in saved:
-            mutable.current_choice = choice
+        for mutable, state in saved:
+            mutable.restore(state)

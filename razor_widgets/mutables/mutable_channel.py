@@ -1,12 +1,27 @@
 """Mutable channels: each turns a choice into a boolean mask over a layer's channels."""
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from ..registry import MODELS
 from .base import BaseMutable
+
+_LISTENERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # mutable -> callbacks
+
+
+def add_change_listener(mutable: BaseMutableChannel, callback: Callable[[], None]) -> bool:
+    """Call ``callback()`` whenever ``mutable``'s choice changes; False if it cannot tell.
+
+    Kept outside the modules so that deep copies of a model do not copy the listeners.
+    """
+    if not getattr(type(mutable), "notifies_changes", False):
+        return False
+    _LISTENERS.setdefault(mutable, []).append(callback)
+    return True
 
 
 class BaseMutableChannel(BaseMutable):
@@ -24,6 +39,23 @@ class BaseMutableChannel(BaseMutable):
     @property
     def activated_channels(self) -> int:
         return int(self.current_mask.sum())
+
+    notifies_changes = False  # True where every change of the choice calls _changed()
+
+    def set_valid_mask(self, mask: torch.Tensor) -> None:
+        """Set the channels to keep from a mask its owner has checked."""
+        self.current_choice = mask
+
+    def snapshot(self) -> Any:
+        """The current choice, cheaply, for ``restore`` after a failed change."""
+        return self.current_choice
+
+    def restore(self, state: Any) -> None:
+        self.current_choice = state
+
+    def _changed(self) -> None:
+        for callback in _LISTENERS.get(self, ()):
+            callback()
 
     def fix_chosen(self, chosen: Any = None) -> None:
         if chosen is not None:
@@ -66,6 +98,20 @@ class SimpleMutableChannel(BaseMutableChannel):
                 f"a mask for {self.num_channels} channels with at least one kept is needed, "
                 f"got {mask.numel()} entries with {int(mask.sum())} kept")
         self._mask = mask.clone()
+        self._changed()
+
+    notifies_changes = True
+
+    def set_valid_mask(self, mask: torch.Tensor) -> None:
+        """Take a mask already known to be valid, without copying it (it must not change)."""
+        self.__dict__["_mask"] = mask
+        self._changed()
+
+    def snapshot(self) -> torch.Tensor:
+        return self._mask  # masks are replaced, never changed in place
+
+    def restore(self, state: torch.Tensor) -> None:
+        self.set_valid_mask(state)
 
     @property
     def current_mask(self) -> torch.Tensor:
@@ -97,6 +143,9 @@ class SquentialMutableChannel(BaseMutableChannel):
         if not 1 <= kept <= self.num_channels:
             raise ValueError(f"choice {choice!r} keeps {kept} of {self.num_channels} channels")
         self._kept = kept
+        self._changed()
+
+    notifies_changes = True
 
     @property
     def current_mask(self) -> torch.Tensor:

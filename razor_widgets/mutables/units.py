@@ -139,10 +139,21 @@ class MutableChannelUnit(ChannelUnit):
         """Return the normalised choice, or raise ValueError naming this unit."""
         raise NotImplementedError
 
+    def set_valid_choice(self, choice: Any) -> None:
+        """Apply a choice that ``validate_choice`` returned."""
+        self.current_choice = choice
+
     def _set_kept(self, kept_per_block: int) -> None:
-        mask = torch.zeros(self.base_channels, dtype=torch.bool)
-        mask[self._order()[:kept_per_block]] = True
-        self.mutable_channel.current_choice = mask.repeat(self.repeats)
+        prefix = type(self)._order is MutableChannelUnit._order
+        cache = self.__dict__.setdefault("_prefix_masks", {})
+        mask = cache.get(kept_per_block) if prefix else None
+        if mask is None:
+            mask = torch.zeros(self.base_channels, dtype=torch.bool)
+            mask[self._order()[:kept_per_block]] = True
+            mask = mask.repeat(self.repeats)
+            if prefix:  # a slider visits the same few masks again and again: build each once
+                cache[kept_per_block] = mask
+        self.mutable_channel.set_valid_mask(mask)
 
     def _order(self) -> torch.Tensor:
         """Channel positions in the order they are kept (a prefix by default)."""
@@ -258,7 +269,10 @@ class SequentialMutableChannelUnit(MutableChannelUnit):
 
     @current_choice.setter
     def current_choice(self, choice: Any) -> None:
-        choice = self.validate_choice(choice)
+        self.set_valid_choice(self.validate_choice(choice))
+
+    def set_valid_choice(self, choice: Any) -> None:
+        """Apply a choice that ``validate_choice`` returned."""
         if self._from_predefined:
             self.mutable_channel.current_choice = choice
             return

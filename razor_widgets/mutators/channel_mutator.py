@@ -49,6 +49,8 @@ class ChannelMutator(BaseMutator):
         self.unit_class: type[MutableChannelUnit] = MODELS.get(self.channel_unit_cfg["type"])
         self.custom_groups = custom_groups or []
         self._units: list[MutableChannelUnit] = []
+        self._mutable: list[MutableChannelUnit] = []
+        self._mutable_by_name: dict[str, MutableChannelUnit] = {}
         self.graph_trace: TracedGraph | None = None
         self.analysis = None
         object.__setattr__(self, "_model", None)
@@ -76,6 +78,8 @@ class ChannelMutator(BaseMutator):
                 if unit.is_mutable:
                     unit.prepare_for_pruning(supernet)
         self._units = units
+        self._mutable = [u for u in units if u.is_mutable]
+        self._mutable_by_name = {u.name: u for u in self._mutable}
         object.__setattr__(self, "_model", supernet)
         _PREPARED[supernet] = self
         configured = self.channel_unit_cfg.get("units", {})
@@ -192,7 +196,7 @@ class ChannelMutator(BaseMutator):
 
     @property
     def mutable_units(self) -> list[MutableChannelUnit]:
-        return [u for u in self._units if u.is_mutable]
+        return list(self._mutable)
 
     @property
     def model(self) -> nn.Module | None:
@@ -205,10 +209,10 @@ class ChannelMutator(BaseMutator):
     def unit(self, key: Any) -> MutableChannelUnit:
         """A mutable unit by name, or by its index in ``mutable_units``."""
         self._require_prepared()
-        units = self.mutable_units
-        for unit in units:
-            if unit.name == key:
-                return unit
+        unit = self._mutable_by_name.get(key) if isinstance(key, (str, int)) else None
+        if unit is not None:
+            return unit
+        units = self._mutable
         if isinstance(key, int) and not isinstance(key, bool) and 0 <= key < len(units):
             return units[key]
         if any(u.name == key for u in self._units):
@@ -230,13 +234,13 @@ class ChannelMutator(BaseMutator):
             raise TypeError(f"choices must be a dict of unit name to choice, got {type(choices).__name__}")
         resolved = [(self.unit(key), value) for key, value in choices.items()]
         resolved = [(unit, unit.validate_choice(value)) for unit, value in resolved]
-        before = [(unit, unit.mutable_channel.current_choice) for unit, _ in resolved]
+        before = [(unit.mutable_channel, unit.mutable_channel.snapshot()) for unit, _ in resolved]
         try:
             for unit, value in resolved:
-                unit.current_choice = value
+                unit.set_valid_choice(value)
         except Exception:
-            for unit, choice in before:
-                unit.mutable_channel.current_choice = choice
+            for mutable, state in before:
+                mutable.restore(state)
             raise
 
     def sample_choices(self) -> dict[Any, Any]:
