@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 
 from .mutators import ChannelMutator
+from .resources import count_resources
 
 
 def _build_torchvision(name: str) -> torch.nn.Module:
@@ -41,12 +42,14 @@ def demo(model_name: str, ratio: float, input_size: int) -> int:
         masked = model(x)
         small = mutator.to_static().eval()
         after = small(x)
-    full = sum(p.numel() for p in model.parameters())
-    kept = sum(p.numel() for p in small.parameters())
-    print(f"every unit at {ratio:g} (L1 importance): params {kept:,} of {full:,} "
-          f"({100 * kept / full:.1f} %); exported model matches the masked one: "
-          f"{torch.allclose(after, masked, rtol=1e-4, atol=1e-4)}; output changed by "
-          f"{(masked - before).abs().max().item():.3g}")
+    live = mutator.resources()
+    reference = count_resources(small, x)
+    print(f"every unit at {ratio:g} (L1 importance): {live.summary()}")
+    print(f"  live count = FlopCounterMode count of the exported model: "
+          f"{(live.params, live.flops) == (reference.params, reference.flops)} "
+          f"({reference.params:,} params, {reference.macs:,} MACs, {reference.flops:,} FLOPs)")
+    print(f"  exported model matches the masked one: {torch.allclose(after, masked, rtol=1e-4, atol=1e-4)}; "
+          f"output changed by {(masked - before).abs().max().item():.3g}")
     return 0
 
 

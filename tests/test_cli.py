@@ -15,6 +15,7 @@ def test_demo_lists_units_and_exports(capsys) -> None:
     assert "resnet18: 14 channel units, 12 prunable" in out
     assert "conv1_(0, 3)_3" in out and "fixed: derived from a model input" in out
     assert "exported model matches the masked one: True" in out
+    assert "live count = FlopCounterMode count of the exported model: True" in out
 
 
 def test_unknown_model_is_one_clear_line() -> None:
