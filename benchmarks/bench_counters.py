@@ -34,14 +34,11 @@ import argparse
 import contextlib
 import copy
 import gc
-import io
-import logging
 import platform
 import random
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,25 +50,12 @@ import razor_widgets
 from razor_widgets import ChannelMutator, count_resources, reference_flops
 from razor_widgets.live_counter import resource_counter
 
+from common import quiet
+
 DEFAULT_MODELS = ["resnet50", "mobilenet_v2", "vit_b_16"]
 INPUT_SHAPE = (1, 3, 224, 224)
 RATIOS = (0.5, 0.75)  # the slider alternates between these two values
 TARGET = 10_000  # one-unit update vs FlopCounterMode forward, on resnet50
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence warnings, logging and stray prints while preparing."""
-    sink = io.StringIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        previous = logging.root.manager.disable
-        logging.disable(logging.CRITICAL)
-        try:
-            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-                yield
-        finally:
-            logging.disable(previous)
 
 
 @contextlib.contextmanager

@@ -16,18 +16,14 @@ Run:  python3 -m pip install -e ".[bench]" && python3 benchmarks/bench_prepare.p
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import gc
 import importlib.metadata
-import io
-import logging
 import platform
 import statistics
 import sys
 import time
 import traceback
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +32,8 @@ import torch
 import torchvision
 
 import razor_widgets
+
+from common import quiet
 
 try:
     import torch_pruning as tp
@@ -70,21 +68,6 @@ class ModelResult:
     params_m: float
     razor: EngineResult = field(default_factory=EngineResult)
     tp: EngineResult | None = None
-
-
-@contextlib.contextmanager
-def quiet():
-    """Silence warnings, logging and stray prints from both libraries."""
-    sink = io.StringIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        previous = logging.root.manager.disable
-        logging.disable(logging.CRITICAL)
-        try:
-            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-                yield
-        finally:
-            logging.disable(previous)
 
 
 def run_razor(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:

@@ -44,3 +44,13 @@ def prepare(model: nn.Module, x: torch.Tensor, unit: str = "SequentialMutableCha
 @pytest.fixture
 def image() -> torch.Tensor:
     return torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for modules of tiny layers: on a busy 2-core machine a second thread
+    only adds overhead (up to ten times the run time)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

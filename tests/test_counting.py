@@ -47,13 +47,7 @@ VIT = dict(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32
 VIT_TOKENS = (VIT["image_size"] // VIT["patch_size"]) ** 2 + 1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Mostly tiny layers: a second intra-op thread only adds overhead on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny layers: a second thread only adds overhead
 
 
 # -- models ---------------------------------------------------------------------------------------

@@ -503,13 +503,7 @@ def cases(xfail=None):
 
 
 # -- fixtures and helpers -------------------------------------------------------------------------
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny layers: threads only add overhead (ten times the run time on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny layers: a second thread only adds overhead
 
 
 @pytest.fixture
