@@ -303,35 +303,24 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
     npred = np.bincount(pairs[:, 1][pairs[:, 1] >= 0], minlength=n)
     inner = pairs[(pairs[:, 0] >= 0) & (pairs[:, 1] >= 0) & (pairs[:, 0] != pairs[:, 1])]
     linked = inner[(nsucc[inner[:, 0]] == 1) & (npred[inner[:, 1]] == 1)]
-    nxt = dict(zip(linked[:, 0].tolist(), linked[:, 1].tolist()))
-    has_prev = set(nxt.values())
-    chain_of: dict[int, tuple[int, int]] = {}  # root -> (chain index, position)
-    chains: list[list[int]] = []
-    for root in np.unique(np.concatenate([s for _, s, _ in seqs])).tolist():
-        if root in has_prev:
-            continue
-        chain = [root]
-        while chain[-1] in nxt:
-            chain.append(nxt[chain[-1]])
-        for pos, r in enumerate(chain):
-            chain_of[r] = (len(chains), pos)
-        chains.append(chain)
+    chain_id, chain_pos, chains = _chains(np.unique(np.concatenate([s for _, s, _ in seqs])), linked, n)
     # 3. decompose every slot into runs of chain occurrences
     runs: dict[int, list[tuple[Slot, int, int, int]]] = {}  # chain -> (slot, start, count, expand)
     for slot, seq, expand in seqs:
-        c, pos = chain_of[int(seq[0])]
-        if pos == 0 and len(chains[c]) == len(seq):  # the whole slot is one chain
+        c = int(chain_id[seq[0]])
+        if chain_pos[seq[0]] == 0 and len(chains[c]) == len(seq):  # the whole slot is one chain
             runs.setdefault(c, []).append((slot, 0, 1, expand))
             continue
         p, seq_list = 0, seq.tolist()
         while p < len(seq_list):
-            c, _ = chain_of[seq_list[p]]
+            c = int(chain_id[seq_list[p]])
             length = len(chains[c])
             count = 1
             while p + (count + 1) * length <= len(seq_list) and seq_list[p + count * length] == chains[c][0]:
                 count += 1
             runs.setdefault(c, []).append((slot, p, count, expand))
             p += count * length
+    chain_reasons = _reasons_by_chain(reasons, chain_id, chain_pos)
     # 4. one unit per chain
     units = []
     for c, chain in enumerate(chains):
@@ -347,13 +336,48 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
                 slot.is_output, expand, slot.param_dim,
             )
             (spec.output_related if slot.is_output else spec.input_related).append(item)
-        for root in chain:
-            for reason in reasons.get(root, []):
-                if reason not in spec.fixed_reasons:
-                    spec.fixed_reasons.append(reason)
+        spec.fixed_reasons.extend(chain_reasons.get(c, []))
         units.append(spec)
     units.sort(key=lambda u: u.order)
     return units
+
+
+def _chains(members: np.ndarray, linked: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Follow the links ``a -> b`` (each root has at most one of each) from every chain head.
+
+    Returns every root's chain index and position (-1 for roots that are not members) and the
+    chains as arrays of roots in order, chains ordered by their first root. Pointer jumping:
+    ``up[x]`` is an ancestor ``dist[x]`` links back; doubling reaches the head in log steps.
+    """
+    up = np.arange(n, dtype=np.int64)
+    up[linked[:, 1]] = linked[:, 0]
+    dist = (up != np.arange(n)).astype(np.int64)
+    while True:
+        further = up[up]
+        if np.array_equal(further, up):
+            break
+        dist = dist + dist[up]
+        up = further
+    heads, chain_of_member = np.unique(up[members], return_inverse=True)
+    chain_id = np.full(n, -1, dtype=np.int64)
+    chain_pos = np.full(n, -1, dtype=np.int64)
+    chain_id[members] = chain_of_member
+    chain_pos[members] = dist[members]
+    order = np.lexsort((dist[members], chain_of_member))
+    bounds = np.cumsum(np.bincount(chain_of_member, minlength=len(heads)))[:-1]
+    return chain_id, chain_pos, np.split(members[order], bounds)
+
+
+def _reasons_by_chain(reasons: dict[int, list[str]], chain_id: np.ndarray,
+                      chain_pos: np.ndarray) -> dict[int, list[str]]:
+    """The fixed reasons of every chain, in chain order, each reason once."""
+    keyed = sorted((int(chain_id[root]), int(chain_pos[root]), root) for root in reasons
+                   if root < len(chain_id) and chain_id[root] >= 0)
+    by_chain: dict[int, list[str]] = {}
+    for chain, _, root in keyed:
+        bucket = by_chain.setdefault(chain, [])
+        bucket.extend(r for r in reasons[root] if r not in bucket)
+    return by_chain
 
 
 def _warn_unknown(ctx: AnalysisContext, units: list[UnitSpec]) -> None:
