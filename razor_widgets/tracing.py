@@ -8,6 +8,7 @@ work. Buffers and the RNG state are restored afterwards: tracing never changes t
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,7 +106,7 @@ class Tracer:
     def __init__(self, is_leaf: Callable[[nn.Module], bool]) -> None:
         self.is_leaf = is_leaf
         self._handles: WeakIdKeyDictionary = WeakIdKeyDictionary()
-        self._alive: list[torch.Tensor] = []
+        self._count = 0  # handles handed out; a dead tensor's entry leaves the weak dict with it
         self._param_names: dict[int, str] = {}
         self.values: dict[int, torch.Tensor] = {}
         self.nodes: list[Node] = []
@@ -118,9 +119,9 @@ class Tracer:
     def ref(self, tensor: torch.Tensor) -> TensorRef:
         handle = self._handles.get(tensor)
         if handle is None:
-            handle = len(self._alive)
+            handle = self._count
+            self._count += 1
             self._handles[tensor] = handle
-            self._alive.append(tensor)  # keeps ids unique for the whole trace
             if not (tensor.is_floating_point() or tensor.is_complex()):
                 self.values[handle] = tensor  # indices and masks: rules need their values
         return TensorRef(
@@ -188,11 +189,15 @@ class Tracer:
         state = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()
                  if not isinstance(v, nn.Parameter)}
         args, kwargs = _split_inputs(example_inputs)
+        collecting = gc.isenabled()
+        gc.disable()  # the trace allocates many small objects: collections would cost more than it
         try:
             with torch.random.fork_rng(devices=[]), torch.no_grad(), _Recorder(self):
                 inputs = self.refs((args, kwargs))
                 out = model(*args, **kwargs)
         finally:
+            if collecting:
+                gc.enable()
             for h in hooks:
                 h.remove()
             for module in modules.values():
@@ -211,7 +216,6 @@ class Tracer:
         unreached = [n for n in modules if n and n not in self._called
                      and not any(n.startswith(c + ".") for c in self._called if self.is_leaf(modules[c]))]
         graph = TracedGraph(self.nodes, input_refs, output_refs, modules, unreached, self.values, self.size_uses)
-        self._alive.clear()
         return graph
 
 
