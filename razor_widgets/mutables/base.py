@@ -12,10 +12,9 @@ class BaseMutable(nn.Module):
 
     def __init__(self, alias: str | None = None, init_cfg: dict | None = None) -> None:
         super().__init__()
-        self.alias = alias
-        self.init_cfg = init_cfg
-        self._is_fixed = False
-        self._current_choice: Any = None
+        # plain attributes straight into __dict__: nn.Module.__setattr__ is slow, and a model
+        # holds hundreds of mutables
+        self.__dict__.update(alias=alias, init_cfg=init_cfg, _is_fixed=False, _current_choice=None)
 
     @property
     def current_choice(self) -> Any:

@@ -29,8 +29,7 @@ class BaseMutableChannel(BaseMutable):
 
     def __init__(self, num_channels: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.name = ""
-        self.num_channels = int(num_channels)
+        self.__dict__.update(name="", num_channels=int(num_channels))
 
     @property
     def current_mask(self) -> torch.Tensor:
@@ -163,9 +162,8 @@ class DerivedMutableChannel(BaseMutableChannel):
 
     def __init__(self, source: BaseMutableChannel, expand_ratio: int = 1, repeat: int = 1) -> None:
         super().__init__(source.num_channels * expand_ratio * repeat)
-        self.source = [source]  # a list, so the source is not registered as a submodule
-        self.expand_ratio = expand_ratio
-        self.repeat = repeat
+        # the source in a list, so that it is not registered as a submodule
+        self.__dict__.update(source=[source], expand_ratio=expand_ratio, repeat=repeat)
 
     @property
     def source_mutable(self) -> BaseMutableChannel:
