@@ -384,8 +384,8 @@ def _warn_unknown(ctx: AnalysisContext, units: list[UnitSpec]) -> None:
     for op, scope in dict.fromkeys(ctx.unknown_ops):
         tag = f"{op!r} in {scope or 'the model'!r}"
         caused = [u for u in units if any(tag in r for r in u.fixed_reasons)
-                  and not any(r in (INPUT_REASON, "model output") for r in u.fixed_reasons)]
-        if not caused:  # those channels could not be pruned anyway
+                  and all("no channel rule" in r for r in u.fixed_reasons)]
+        if not caused:  # those channels are fixed for another reason too: nothing lost here
             continue
         layers = sorted({item.name for u in caused for item in u.output_related + u.input_related})
         warnings.warn(
