@@ -44,7 +44,6 @@ import copy
 import datetime
 import gc
 import io
-import logging
 import os
 import platform
 import random
@@ -52,7 +51,7 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +64,8 @@ from tqdm.auto import tqdm
 
 import razor_widgets
 from razor_widgets import ChannelMutator, UnprunableChannelsWarning, count_resources
+
+from common import quiet
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -79,21 +80,6 @@ REQUIRED_SIZE = {"inception_v3": 299}  # its native size (it accepts >= 75)
 FIXED_224 = ("vit_", "swin", "maxvit")  # patch grids / window partitions need exactly 224
 CHOICE_SETS = 3
 RTOL = ATOL = 1e-4
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence warnings, logging and stray prints (building models)."""
-    sink = io.StringIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        previous = logging.root.manager.disable
-        logging.disable(logging.CRITICAL)
-        try:
-            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-                yield
-        finally:
-            logging.disable(previous)
 
 
 @dataclass
