@@ -34,13 +34,15 @@ class BaseMutable(nn.Module):
             raise AttributeError(f"{type(self).__name__} is fixed and cannot be unfixed")
         self._is_fixed = is_fixed
 
-    @abstractmethod
-    def fix_chosen(self, chosen: Any) -> None:
-        """Freeze the mutable at ``chosen``."""
+    def fix_chosen(self, chosen: Any = None) -> None:
+        """Freeze the mutable at ``chosen`` (at its current choice when None)."""
+        if chosen is not None:
+            self.current_choice = chosen
+        self.is_fixed = True
 
-    @abstractmethod
     def dump_chosen(self) -> Any:
         """What ``fix_chosen`` needs to rebuild the current state."""
+        return self.current_choice
 
     @property
     @abstractmethod

@@ -56,14 +56,6 @@ class BaseMutableChannel(BaseMutable):
         for callback in _LISTENERS.get(self, ()):
             callback()
 
-    def fix_chosen(self, chosen: Any = None) -> None:
-        if chosen is not None:
-            self.current_choice = chosen
-        self.is_fixed = True
-
-    def dump_chosen(self) -> Any:
-        return self.current_choice
-
     @property
     def num_choices(self) -> int:
         return 1

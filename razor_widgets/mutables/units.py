@@ -159,14 +159,6 @@ class MutableChannelUnit(ChannelUnit):
         """Channel positions in the order they are kept (a prefix by default)."""
         return torch.arange(self.base_channels)
 
-    def fix_chosen(self, chosen: Any = None) -> None:
-        if chosen is not None:
-            self.current_choice = chosen
-        self.is_fixed = True
-
-    def dump_chosen(self) -> Any:
-        return self.current_choice
-
     @property
     def num_choices(self) -> int:
         return self.base_channels
