@@ -156,6 +156,10 @@ class ResourceCounter:
         return tokens
 
     def _changed_units(self) -> list[int]:
+        if not self._polled:  # the common case: every unit reports its own changes
+            changed = sorted(self._dirty)
+            self._dirty.clear()
+            return changed
         changed = set(self._dirty)
         self._dirty.clear()
         for u, token in zip(self._polled, self._tokens_now(self._polled)):

@@ -232,6 +232,11 @@ class ChannelMutator(BaseMutator):
         self._require_prepared()
         if not isinstance(choices, dict):
             raise TypeError(f"choices must be a dict of unit name to choice, got {type(choices).__name__}")
+        if len(choices) == 1:  # one slider: validation comes before the only change, nothing to undo
+            ((key, value),) = choices.items()
+            unit = self.unit(key)
+            unit.set_valid_choice(unit.validate_choice(value))
+            return
         resolved = [(self.unit(key), value) for key, value in choices.items()]
         resolved = [(unit, unit.validate_choice(value)) for unit, value in resolved]
         before = [(unit.mutable_channel, unit.mutable_channel.snapshot()) for unit, _ in resolved]
@@ -295,6 +300,8 @@ class ChannelMutator(BaseMutator):
         geometry was recorded while tracing, and only the layers of changed units are recounted.
         """
         self._require_prepared()
+        if choices is None and not by_layer:  # a slider's path: straight to the counter
+            return resource_counter(self).resources()
         return mutator_resources(self, choices, by_layer)
 
     # -- export ---------------------------------------------------------------------------
