@@ -280,7 +280,6 @@ def _param_slots(ctx: AnalysisContext, roots: np.ndarray) -> None:
 
 def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
     _param_slots(ctx, roots)
-    reasons = ctx.space.fixed_reasons()
     # 1. each slot as a sequence of roots, consecutive repeats folded into an expand ratio
     seqs: list[tuple[Slot, np.ndarray, int]] = []
     for slot in ctx.slots:
@@ -320,7 +319,7 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
                 count += 1
             runs.setdefault(c, []).append((slot, p, count, expand))
             p += count * length
-    chain_reasons = _reasons_by_chain(reasons, chain_id, chain_pos)
+    chain_reasons = _reasons_by_chain(ctx.space.fixed_pairs(), chain_id, chain_pos)
     # 4. one unit per chain
     units = []
     for c, chain in enumerate(chains):
@@ -368,15 +367,21 @@ def _chains(members: np.ndarray, linked: np.ndarray, n: int) -> tuple[np.ndarray
     return chain_id, chain_pos, np.split(members[order], bounds)
 
 
-def _reasons_by_chain(reasons: dict[int, list[str]], chain_id: np.ndarray,
+def _reasons_by_chain(fixed: tuple[np.ndarray, np.ndarray, list[str]], chain_id: np.ndarray,
                       chain_pos: np.ndarray) -> dict[int, list[str]]:
-    """The fixed reasons of every chain, in chain order, each reason once."""
-    keyed = sorted((int(chain_id[root]), int(chain_pos[root]), root) for root in reasons
-                   if root < len(chain_id) and chain_id[root] >= 0)
+    """The fixed reasons of every chain, each once: by position in the chain, then in the
+    order the fixes were made."""
+    roots, reasons, texts = fixed
+    keep = chain_id[roots] >= 0
+    roots, reasons = roots[keep], reasons[keep]
+    chains = chain_id[roots]
+    order = np.lexsort((np.arange(len(roots)), roots, chain_pos[roots], chains))
+    chains, reasons = chains[order], reasons[order]
+    _, first = np.unique(chains * max(len(texts), 1) + reasons, return_index=True)
+    first.sort()
     by_chain: dict[int, list[str]] = {}
-    for chain, _, root in keyed:
-        bucket = by_chain.setdefault(chain, [])
-        bucket.extend(r for r in reasons[root] if r not in bucket)
+    for chain, reason in zip(chains[first].tolist(), reasons[first].tolist()):
+        by_chain.setdefault(chain, []).append(texts[reason])
     return by_chain
 
 

@@ -81,13 +81,21 @@ class ChannelSpace:
         self.roots = labels
         return labels
 
-    def fixed_reasons(self) -> dict[int, list[str]]:
-        """Reasons per root for every root that holds a fixed element."""
+    def fixed_pairs(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Every (root, reason) of a fixed element once, in the order the fixes were made.
+
+        Returns the roots, the reason indices and the reasons they index.
+        """
         assert self.roots is not None
-        reasons: dict[int, list[str]] = {}
+        index: dict[str, int] = {}
+        root_parts, reason_parts = [], []
         for ids, reason in self._fixed:
-            for root in np.unique(self.roots[ids.numpy()]).tolist():
-                bucket = reasons.setdefault(root, [])
-                if reason not in bucket:
-                    bucket.append(reason)
-        return reasons
+            k = index.setdefault(reason, len(index))
+            root_parts.append(self.roots[ids.numpy()])
+            reason_parts.append(np.full(len(ids), k, dtype=np.int64))
+        if not root_parts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), []
+        roots, reasons = np.concatenate(root_parts), np.concatenate(reason_parts)
+        _, first = np.unique(roots * len(index) + reasons, return_index=True)
+        first.sort()
+        return roots[first], reasons[first], list(index)
