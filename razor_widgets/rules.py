@@ -122,20 +122,31 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
                 inner = vary[-1]
                 lines = ids.movedim(inner, -1).reshape(-1, ids.shape[inner])
                 ctx.space.union(lines[:1].expand_as(lines), lines)
+                size = _target_shape(node, ids.dim())[inner]
+                if not (size == -1 or isinstance(size, TracedSize)):  # pruning would not fit it
+                    ctx.fix(ids, f"split to the fixed size {size} by {ctx.describe()}")
         ctx.set(ref, ids)
 
 
-def _target_sizes(node: Node, ndim: int) -> list[tuple[int, TracedSize]]:
-    """(output dim, size) of every traced size in a view/reshape/unflatten target shape."""
+def _target_shape(node: Node, ndim: int) -> list:
+    """The target shape of a view/reshape/unflatten as the code gave it (ints, -1 and traced
+    sizes); -1 (inferred) for dims the op takes from elsewhere (flatten, view_as)."""
     if node.name in ("view", "reshape"):
         shape = node.kwargs.get("shape", node.args[1:])
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = shape[0]
-        return [(i, s) for i, s in enumerate(shape) if isinstance(s, TracedSize)]
+        if len(shape) == ndim:
+            return list(shape)
     if node.name == "unflatten" and len(node.args) >= 3:
-        start = node.args[1] % (ndim - len(node.args[2]) + 1)
-        return [(start + i, s) for i, s in enumerate(node.args[2]) if isinstance(s, TracedSize)]
-    return []
+        sizes = list(node.args[2])
+        start = node.args[1] % (ndim - len(sizes) + 1)
+        return [-1] * start + sizes + [-1] * (ndim - start - len(sizes))
+    return [-1] * ndim
+
+
+def _target_sizes(node: Node, ndim: int) -> list[tuple[int, TracedSize]]:
+    """(output dim, size) of every traced size in a view/reshape/unflatten target shape."""
+    return [(i, s) for i, s in enumerate(_target_shape(node, ndim)) if isinstance(s, TracedSize)]
 
 
 def _block_of(shape: tuple[int, ...], dim: int, size: int) -> tuple[int, int] | None:

@@ -54,6 +54,21 @@ class ScaleBySize(nn.Module):
         return self.head(torch.relu(self.mid(y)))
 
 
+class ConstantShuffle(nn.Module):
+    """A channel shuffle written with literal sizes: pruning would break its view."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.mid = nn.Conv2d(8, 8, 1)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        y = torch.relu(self.stem(x)).view(b, 2, 4, h, w).transpose(1, 2).reshape(b, 8, h, w)
+        return self.head(torch.relu(self.mid(y)))
+
+
 def prepare(model, x):
     mutator = ChannelMutator(channel_unit_cfg=dict(type="L1MutableChannelUnit"))
     mutator.prepare_from_supernet(model, example_inputs=x)
@@ -90,6 +105,19 @@ def test_a_size_read_from_another_tensor_couples_the_channels():
     assert static.conv_a.out_channels == static.conv_b.out_channels == 3
     with torch.no_grad():
         torch.testing.assert_close(static(x), model(x))
+
+
+def test_a_split_to_literal_sizes_is_not_pruned():
+    model, x = ConstantShuffle().eval(), torch.randn(1, 3, 6, 6)
+    mutator = prepare(model, x)
+    (unit,) = unit_of(mutator, "stem")
+    assert not unit.is_mutable
+    assert any("split to the fixed size 4" in r for r in unit.fixed_reasons), unit.fixed_reasons
+    assert [u.name for u in mutator.mutable_units] == ["mid_(0, 8)_8"]
+    random.seed(0)
+    mutator.set_choices({"mid_(0, 8)_8": 0.5})
+    with torch.no_grad():
+        torch.testing.assert_close(mutator.to_static().eval()(x), model(x))
 
 
 @pytest.mark.parametrize("how", ["divide", "power"])
