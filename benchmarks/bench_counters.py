@@ -34,7 +34,6 @@ import argparse
 import contextlib
 import copy
 import gc
-import platform
 import random
 import statistics
 import sys
@@ -46,11 +45,10 @@ from typing import Any
 import torch
 import torchvision
 
-import razor_widgets
 from razor_widgets import ChannelMutator, count_resources, reference_flops
 from razor_widgets.live_counter import resource_counter
 
-from common import quiet
+from common import check_models, quiet, versions
 
 DEFAULT_MODELS = ["resnet50", "mobilenet_v2", "vit_b_16"]
 INPUT_SHAPE = (1, 3, 224, 224)
@@ -291,14 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1 or args.forward_repeat < 1:
         parser.error("--repeat and --forward-repeat must be at least 1")
     models = [m for item in args.models for m in item.split(",") if m]
-    unknown = [m for m in models if not callable(getattr(torchvision.models, m, None))]
-    if unknown:
-        parser.error(f"unknown torchvision model(s): {', '.join(unknown)}")
+    check_models(parser, models)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
-    print(f"python {platform.python_version()}, torch {torch.__version__}, "
-          f"torchvision {torchvision.__version__}, razor_widgets {razor_widgets.__version__}")
+    print(versions())
     print(f"threads {torch.get_num_threads()}, input {'x'.join(map(str, INPUT_SHAPE))}, "
           f"slider ratios {RATIOS[0]} <-> {RATIOS[1]}, models: {', '.join(models)}")
 

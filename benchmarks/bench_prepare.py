@@ -19,7 +19,6 @@ import argparse
 import copy
 import gc
 import importlib.metadata
-import platform
 import statistics
 import sys
 import time
@@ -33,7 +32,7 @@ import torchvision
 
 import razor_widgets
 
-from common import quiet
+from common import check_models, quiet, versions
 
 try:
     import torch_pruning as tp
@@ -227,15 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         models = [STRESS_MODEL]
     else:
         models = BASE_MODELS + ([] if args.no_stress else [STRESS_MODEL])
-    unknown = [m for m in models if not callable(getattr(torchvision.models, m, None))]
-    if unknown:
-        parser.error(f"unknown torchvision model(s): {', '.join(unknown)}")
+    check_models(parser, models)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
-    print(f"python {platform.python_version()}, torch {torch.__version__}, "
-          f"torchvision {torchvision.__version__}, razor_widgets {razor_widgets.__version__}, "
-          f"torch-pruning {TP_VERSION}")
+    print(f"{versions()}, torch-pruning {TP_VERSION}")
     print(f"threads {torch.get_num_threads()}, input {'x'.join(map(str, INPUT_SHAPE))}, "
           f"repeat {args.repeat} (+1 warm-up), models: {', '.join(models)}")
     if tp is None:

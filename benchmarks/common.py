@@ -1,11 +1,18 @@
 """Helpers shared by the benchmark scripts (run them as ``python benchmarks/<script>.py``)."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import logging
+import platform
 import warnings
 from collections.abc import Iterator
+
+import torch
+import torchvision
+
+import razor_widgets
 
 
 @contextlib.contextmanager
@@ -21,3 +28,16 @@ def quiet() -> Iterator[None]:
                 yield
         finally:
             logging.disable(previous)
+
+
+def versions() -> str:
+    """The software a benchmark ran on, for its report."""
+    return (f"python {platform.python_version()}, torch {torch.__version__}, "
+            f"torchvision {torchvision.__version__}, razor_widgets {razor_widgets.__version__}")
+
+
+def check_models(parser: argparse.ArgumentParser, models: list[str]) -> None:
+    """Stop with the parser's usage error when a name is not a torchvision model builder."""
+    unknown = [m for m in models if not callable(getattr(torchvision.models, m, None))]
+    if unknown:
+        parser.error(f"unknown torchvision model(s): {', '.join(unknown)}")

@@ -62,10 +62,9 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 from tqdm.auto import tqdm
 
-import razor_widgets
 from razor_widgets import ChannelMutator, UnprunableChannelsWarning, count_resources
 
-from common import quiet
+from common import quiet, versions
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -469,8 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     header = [f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
-              f"python {platform.python_version()}, torch {torch.__version__}, torchvision "
-              f"{torchvision.__version__}, razor_widgets {razor_widgets.__version__}",
+              versions(),
               f"threads {torch.get_num_threads()}, input 1x3xSxS with S = "
               + (f"{FAST_SIZE} (--fast; the default where refused)" if args.fast else
                  f"{args.size or DEFAULT_SIZE}" + ("" if args.size else " (inception_v3 299)"))
