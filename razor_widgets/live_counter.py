@@ -146,15 +146,6 @@ class ResourceCounter:
         return (np.add.reduceat(self._terms * self._t_param, starts),
                 np.add.reduceat(self._terms * self._t_mac, starts))
 
-    def _tokens_now(self, units: list[int]) -> list[Any]:
-        """One object per polled unit that changes whenever its choice does (mask or count)."""
-        tokens = []
-        for u in units:
-            d = self.units[u]._modules["mutable_channel"].__dict__
-            token = d.get("_mask", d.get("_kept", _MISSING))
-            tokens.append(token if token is not _MISSING else object())  # unknown: re-read
-        return tokens
-
     def _changed_units(self) -> list[int]:
         if not self._polled:  # the common case: every unit reports its own changes
             changed = sorted(self._dirty)
@@ -162,15 +153,19 @@ class ResourceCounter:
             return changed
         changed = set(self._dirty)
         self._dirty.clear()
-        for u, token in zip(self._polled, self._tokens_now(self._polled)):
+        for u in self._polled:
+            token = self._token(u)
             if token is not self._tokens[u]:
                 self._tokens[u] = token
                 changed.add(u)
         return sorted(changed)
 
     def _token(self, u: int) -> Any:
+        """An object that changes whenever unit ``u``'s choice does (its mask, or its count);
+        a fresh object, so always "changed", for mutable channels that hold neither."""
         d = self.units[u]._modules["mutable_channel"].__dict__
-        return d.get("_mask", d.get("_kept", _MISSING))
+        token = d.get("_mask", d.get("_kept", _MISSING))
+        return token if token is not _MISSING else object()
 
     def update(self, recount: bool = False) -> None:
         """Bring the counts up to date with the units' current choices.
