@@ -21,6 +21,7 @@ from .channel_space import CONST, NONE, ChannelSpace, compress, varying_dims
 from .tracing import Node, TensorRef, TracedGraph
 
 INPUT_REASON = "derived from a model input"
+ATTENTION_MODES = ("heads", "head_dims")  # how attention units prune: whole heads, or positions in every head
 
 
 class UnprunableChannelsWarning(UserWarning):
@@ -83,9 +84,11 @@ class UnitSpec:
 class AnalysisContext:
     """What a channel rule sees: ids of tensors, fresh elements, unions, fixes and slots."""
 
-    def __init__(self, graph: TracedGraph, modules: dict[str, nn.Module]) -> None:
+    def __init__(self, graph: TracedGraph, modules: dict[str, nn.Module],
+                 attention: str = "heads") -> None:
         self.graph = graph
         self.modules = modules
+        self.attention = attention  # "heads": prune whole heads; "head_dims": the same positions in every head
         self.space = ChannelSpace()
         self.ids: dict[int, torch.Tensor] = {}
         self.slots: list[Slot] = []
@@ -245,11 +248,14 @@ def _is_float_param(modules: dict[str, nn.Module], qualname: str) -> bool:
 class ChannelAnalyzer:
     """Runs the rule table over a traced graph and returns the units it finds."""
 
-    def __init__(self, rules: Any) -> None:
+    def __init__(self, rules: Any, attention: str = "heads") -> None:
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {attention!r}")
         self.rules = rules
+        self.attention = attention
 
     def analyze(self, graph: TracedGraph) -> tuple[list[UnitSpec], AnalysisContext]:
-        ctx = AnalysisContext(graph, graph.modules)
+        ctx = AnalysisContext(graph, graph.modules, self.attention)
         for node in graph.nodes:
             ctx.node = node
             self.rules.apply(ctx, node)

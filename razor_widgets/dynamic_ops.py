@@ -360,10 +360,13 @@ class DynamicGroupNorm(DynamicGroupNormMixin, nn.GroupNorm):
 
 # -- attention ----------------------------------------------------------------------------------
 class DynamicMultiheadAttentionMixin(DynamicChannelMixin):
-    """``nn.MultiheadAttention`` whose embed dim is pruned at the same positions in every head.
+    """``nn.MultiheadAttention`` whose embed dim is pruned by whole heads (the export has fewer
+    heads of the same size) or at the same positions in every head (the export has smaller
+    heads).
 
-    The masked layer keeps the original ``1/sqrt(head_dim)`` scaling; the export folds the
-    ratio of old to new scale into the query projection so that both compute the same.
+    With smaller heads the masked layer keeps the original ``1/sqrt(head_dim)`` scaling; the
+    export folds the ratio of old to new scale into the query projection so that both compute
+    the same.
     """
 
     container_names = {"in_channels": "embed_dim", "out_channels": "embed_dim"}
@@ -399,19 +402,37 @@ class DynamicMultiheadAttentionMixin(DynamicChannelMixin):
     def to_static_op(self) -> nn.Module:
         mask = self.mask("out_channels")
         idx = _index(mask, self.embed_dim)
-        kept, heads = len(idx), self.num_heads
+        kept = len(idx)
+        heads, head_dim = _kept_heads(mask, self.num_heads, self.embed_dim)
         w, b = _raw(self, "in_proj_weight"), _raw(self, "in_proj_bias")
         rows = torch.cat([idx + i * self.embed_dim for i in range(3)])
         weight = _kept(w, rows)[:, idx.to(w.device)]
         bias = _kept(b, rows)
-        scale = math.sqrt((kept // heads) / self.head_dim)
+        scale = math.sqrt(head_dim / self.head_dim)
         if scale != 1.0:  # keep the original 1/sqrt(head_dim) of the unpruned layer
             weight = torch.cat([weight[:kept] * scale, weight[kept:]])
             bias = None if bias is None else torch.cat([bias[:kept] * scale, bias[kept:]])
         static = self._static_copy({"in_proj_weight": weight, "in_proj_bias": bias}, {},
-                                   embed_dim=kept, kdim=kept, vdim=kept, head_dim=kept // heads)
+                                   embed_dim=kept, kdim=kept, vdim=kept, num_heads=heads,
+                                   head_dim=head_dim)
         static._modules["out_proj"] = self._modules["out_proj"].to_static_op()
         return static
+
+
+
+def _kept_heads(mask: torch.Tensor | None, num_heads: int, embed_dim: int) -> tuple[int, int]:
+    """(heads, head_dim) after pruning: whole heads kept, or the same positions in every head."""
+    head_dim = embed_dim // num_heads
+    if mask is None:
+        return num_heads, head_dim
+    per_head = mask.reshape(num_heads, head_dim).cpu()
+    kept_rows = per_head.all(dim=1)
+    if bool((kept_rows | ~per_head.any(dim=1)).all()):
+        return int(kept_rows.sum()), head_dim
+    if bool((per_head == per_head[:1]).all()):
+        return num_heads, int(per_head[0].sum())
+    raise ValueError(f"the embed dim of a MultiheadAttention ({embed_dim} channels, {num_heads} heads) is "
+                     "pruned neither by whole heads nor at the same positions in every head")
 
 
 class DynamicMultiheadAttention(DynamicMultiheadAttentionMixin, nn.MultiheadAttention):

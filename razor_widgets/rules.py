@@ -246,7 +246,10 @@ def _matmul_ids(ctx: AnalysisContext, a: torch.Tensor, b: torch.Tensor) -> torch
     a_const_rows = bool((a == a[..., :1, :]).all())  # a's ids do not change along n
     b_const_cols = bool((b == b[..., :, :1]).all())  # b's ids do not change along m
     a_k, b_k = a[..., :1, :], b[..., :, :1].transpose(-1, -2)
-    if a_const_rows and b_const_cols:
+    along_k = not bool((a == a[..., :, :1]).all() and (b == b[..., :1, :]).all())
+    if not along_k:  # summed over a dim that holds no channels (tokens in ``attn @ v``)
+        pass
+    elif a_const_rows and b_const_cols:
         ctx.space.union(*torch.broadcast_tensors(a_k, b_k))
         if bool(((a_k >= 0) & (b_k < 0)).any() or ((b_k >= 0) & (a_k < 0)).any()):
             ctx.fix(torch.cat([a_k.reshape(-1), b_k.reshape(-1)]), f"contracted with constant data at {ctx.describe()}")
@@ -361,6 +364,14 @@ def _group_union(ctx: AnalysisContext, ids: torch.Tensor, groups: int) -> None:
     ctx.space.union(blocks[:1].expand_as(blocks), blocks)
 
 
+def _head_union(ctx: AnalysisContext, ids: torch.Tensor, heads: int) -> None:
+    """Channels of ``heads`` equal heads: one element per head, or one per position in a head."""
+    if ctx.attention == "head_dims":
+        return _group_union(ctx, ids, heads)
+    blocks = ids.reshape(heads, -1)
+    ctx.space.union(blocks[:, :1].expand_as(blocks), blocks)
+
+
 def conv_module(ctx: AnalysisContext, node: Node) -> None:
     m = node.target
     conv_like(ctx, node.name, _first_ref(node), node.output_refs()[0], len(m.kernel_size),
@@ -408,8 +419,10 @@ def group_norm_module(ctx: AnalysisContext, node: Node) -> None:
 
 
 def mha_module(ctx: AnalysisContext, node: Node) -> None:
-    """``nn.MultiheadAttention``: inputs, q/k/v projections and output share one width (embed_dim);
-    each head keeps the same positions, so ``embed_dim % num_heads == 0`` by construction."""
+    """``nn.MultiheadAttention``: inputs, q/k/v projections and output share one width (embed_dim).
+    Whole heads are kept or pruned (``num_heads`` shrinks, ``head_dim`` stays), or, with
+    ``attention='head_dims'``, every head keeps the same positions (``head_dim`` shrinks);
+    either way ``embed_dim % num_heads == 0`` by construction."""
     m: nn.MultiheadAttention = node.target
     refs = node.input_refs()[:3]
     out = node.output_refs()[0]
@@ -419,7 +432,7 @@ def mha_module(ctx: AnalysisContext, node: Node) -> None:
     ids = ctx.read(refs[0], dim)
     for ref in refs[1:]:
         ctx.space.union(ids, ctx.read(ref, dim))
-    _group_union(ctx, ids, m.num_heads)
+    _head_union(ctx, ids, m.num_heads)
     ctx.slot(node.name, False, ids)
     ctx.slot(node.name, True, ids)
     ctx.write(out, dim, ids)

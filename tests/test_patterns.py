@@ -8,7 +8,7 @@ attention block...). For each one the expected units were worked out by hand fro
 * adds and muls join the channels at the same position; a cat places its parts side by side,
   so a reader of a cat holds several units, each on a sub-range of its input;
 * a grouped conv joins the same position of every group (``repeats == groups``); attention
-  joins the same position of every head (``repeats == num_heads``);
+  keeps or prunes whole heads (a unit channel is a head: ``expand_ratio == head_dim``);
 * equal chunks join the same position of each part, so a layer that writes both parts holds
   the unit twice (its range spans two copies of the unit's channels);
 * a flatten of ``[C, H, W]`` spreads each channel over ``H * W`` inputs of the next Linear
@@ -482,12 +482,12 @@ CASES = {
     }),
     "attention": (AttentionBlock, TOKENS, check_attention, {
         "embed_(0, 6)_6": model_input(["embed"], 6),
-        "embed_(0, 16)_16": unit(
-            16, repeats=4,
-            out=[("embed", 0, 16), ("attn", 0, 16), ("norm1", 0, 16), ("fc2", 0, 16),
-                 ("norm2", 0, 16)],
-            inp=[("attn", 0, 16), ("norm1", 0, 16), ("fc1", 0, 16), ("norm2", 0, 16),
-                 ("head", 0, 16)]),
+        "embed_(0, 16)_4": unit(  # 4 whole heads of 4 channels
+            4,
+            out=[("embed", 0, 16, 4), ("attn", 0, 16, 4), ("norm1", 0, 16, 4), ("fc2", 0, 16, 4),
+                 ("norm2", 0, 16, 4)],
+            inp=[("attn", 0, 16, 4), ("norm1", 0, 16, 4), ("fc1", 0, 16, 4), ("norm2", 0, 16, 4),
+                 ("head", 0, 16, 4)]),
         "fc1_(0, 32)_32": unit(32, out=[("fc1", 0, 32)], inp=[("fc2", 0, 32)]),
         "head_(0, 3)_3": model_output("head", 3),
     }),

@@ -92,7 +92,7 @@ class ChannelMutator(BaseMutator):
         if example_inputs is None:
             example_inputs = make_example_inputs(self.parse_cfg.get("demo_input", (1, 3, 224, 224)))
         graph = Tracer(RULES.is_leaf).trace(model, example_inputs)
-        specs, ctx = ChannelAnalyzer(RULES).analyze(graph)
+        specs, ctx = ChannelAnalyzer(RULES, self.parse_cfg.get("attention", "heads")).analyze(graph)
         self.graph_trace, self.analysis = graph, ctx
         configured = self.channel_unit_cfg.get("units", {})
         unknown = [name for name in configured if name not in {s.name for s in specs}]
@@ -218,6 +218,18 @@ class ChannelMutator(BaseMutator):
         if any(u.name == key for u in self._units):
             raise KeyError(f"unit {key!r} is not prunable: {'; '.join(self._by_name(key).fixed_reasons)}")
         raise KeyError(f"no mutable unit named {key!r}")
+
+    @property
+    def graph(self) -> Any:
+        """The traced model as a read-only ``networkx.DiGraph`` (see ``model_graph.py``):
+        layers and joins with their op type, units and channel counts. Built on first use."""
+        self._require_prepared()
+        graph = self.__dict__.get("_model_graph")
+        if graph is None:
+            from ..model_graph import build_model_graph  # networkx only when a graph is asked for
+            import networkx as nx
+            graph = self.__dict__["_model_graph"] = nx.freeze(build_model_graph(self))
+        return graph
 
     def _by_name(self, name: Any) -> MutableChannelUnit:
         return next(u for u in self._units if u.name == name)
