@@ -3,6 +3,7 @@
 Everything a notebook needs is importable from here, under MMRazor's names where its
 pruning framework has them.
 """
+from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
 from .analysis import UnprunableChannelsWarning
 from .compat import BaseModel
 from .dynamic_ops import (
@@ -18,23 +19,45 @@ from .dynamic_ops import (
     DynamicLinear,
     DynamicMultiheadAttention,
 )
+from .models import SearchableShuffleNetV2, ShuffleBlock, ShuffleXception
+from .module_counter import CandidateCounter
 from .mutables import (
     BaseMutable,
     BaseMutableChannel,
     Channel,
     ChannelUnit,
+    DerivedMethodMixin,
+    DerivedMutable,
     DerivedMutableChannel,
+    DiffMutableModule,
+    DiffMutableOP,
     L1MutableChannelUnit,
     MutableChannelContainer,
     MutableChannelUnit,
+    MutableModule,
+    MutableValue,
     OneShotMutableChannelUnit,
+    OneShotMutableModule,
+    OneShotMutableOP,
+    OneShotMutableValue,
     SequentialMutableChannel,
     SequentialMutableChannelUnit,
     SimpleMutableChannel,
     SlimmableChannelUnit,
     SquentialMutableChannel,
+    derive_concat_mutable,
+    derive_divide_mutable,
+    derive_expand_mutable,
 )
-from .mutators import BaseMutator, ChannelMutator, OneShotChannelMutator, SlimmableChannelMutator
+from .mutators import (
+    BaseMutator,
+    ChannelMutator,
+    DiffModuleMutator,
+    ModuleMutator,
+    OneShotChannelMutator,
+    OneShotModuleMutator,
+    SlimmableChannelMutator,
+)
 from .registry import MODELS, Registry
 from .resources import Resources, count_resources, reference_flops
 
@@ -50,4 +73,10 @@ __all__ = [
     "SequentialMutableChannel", "SequentialMutableChannelUnit", "SimpleMutableChannel",
     "SlimmableChannelMutator", "SlimmableChannelUnit", "SquentialMutableChannel",
     "UnprunableChannelsWarning", "count_resources", "reference_flops",
+    # module mutables and mutators, derived mutables, searchable models, algorithms
+    "BaseAlgorithm", "CandidateCounter", "DerivedMethodMixin", "DerivedMutable", "DiffModuleMutator",
+    "DiffMutableModule", "DiffMutableOP", "IteAlgorithm", "ModuleMutator", "MutableModule", "MutableValue",
+    "OneShotModuleMutator", "OneShotMutableModule", "OneShotMutableOP", "OneShotMutableValue", "PruneStep",
+    "SearchableShuffleNetV2", "ShuffleBlock", "ShuffleXception", "derive_concat_mutable",
+    "derive_divide_mutable", "derive_expand_mutable",
 ]

@@ -1,0 +1,123 @@
+"""Params and MACs of a supernet at chosen candidates, from one measuring forward pass.
+
+Candidates of a module mutable take inputs of the same shape whatever the other mutables
+choose, so a model's MACs are those outside every mutable (the base) plus those of each
+mutable's chosen candidate. ``measure`` runs the supernet once with every candidate of every
+mutable counted on its own (under ``FlopCounterMode``, the convention of ``resources.py``);
+after that any choice is counted without a forward. Params need no forward at all.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .resources import REFERENCE_FLOP_FORMULAS, Resources, reference_flops
+
+__all__ = ["CandidateCounter"]
+
+
+def _candidates(mutable: nn.Module) -> nn.ModuleDict:
+    ops = getattr(mutable, "candidates", None)
+    ops = mutable._modules.get("_candidates") if ops is None else ops
+    if not isinstance(ops, nn.ModuleDict):
+        raise TypeError(f"{type(mutable).__name__} has no candidate ops to count")
+    return ops
+
+
+def _chosen_name(mutable: nn.Module) -> Any:
+    ops = _candidates(mutable)
+    if len(ops) == 1:
+        return next(iter(ops))
+    return mutable.current_choice
+
+
+class CandidateCounter:
+    """Counts a supernet whose module mutables (``{module name: mutable}``) choose candidates."""
+
+    def __init__(self, model: nn.Module, mutables: dict[str, nn.Module]) -> None:
+        self.model = model
+        self.mutables = dict(mutables)
+        self.candidate_macs: dict[str, dict[Any, int]] | None = None
+        self.base_macs: int | None = None
+
+    # -- measuring ------------------------------------------------------------------------
+    def _check_not_nested(self) -> None:
+        names = sorted(self.mutables)
+        for outer in names:
+            inner = [n for n in names if n.startswith(outer + ".")]
+            if inner:
+                raise ValueError(f"mutable {outer!r} holds other mutables ({', '.join(inner)}); "
+                                 "nested mutables cannot be counted candidate by candidate")
+
+    def measure(self, example_inputs: Any) -> None:
+        """One forward of ``example_inputs``: every candidate runs and is counted on its own."""
+        self._check_not_nested()
+        macs: dict[str, dict[Any, int]] = {name: {} for name in self.mutables}
+
+        def counting_forward(name: str, mutable: nn.Module):
+            def forward(x: Any, *args: Any, **kwargs: Any) -> Any:
+                outputs = {}
+                for choice, op in _candidates(mutable).items():
+                    with FlopCounterMode(display=False, custom_mapping=REFERENCE_FLOP_FORMULAS) as counter:
+                        outputs[choice] = op(x)
+                    macs[name][choice] = int(counter.get_total_flops()) // 2
+                chosen = _chosen_name(mutable)
+                # only shapes matter downstream: the chosen output, or all summed as forward_all
+                return outputs[chosen] if chosen in outputs else sum(outputs.values())
+            return forward
+
+        for name, mutable in self.mutables.items():
+            mutable.__dict__["forward"] = counting_forward(name, mutable)
+        try:
+            total = reference_flops(self.model, example_inputs) // 2
+        finally:
+            for mutable in self.mutables.values():
+                mutable.__dict__.pop("forward", None)
+        self.candidate_macs = macs
+        self.base_macs = total - sum(sum(per.values()) for per in macs.values())
+
+    def _require_measured(self) -> dict[str, dict[Any, int]]:
+        if self.candidate_macs is None:
+            raise RuntimeError("MACs need one forward pass: give example_inputs to prepare_from_supernet, "
+                               "or call measure(example_inputs)")
+        return self.candidate_macs
+
+    # -- counting -------------------------------------------------------------------------
+    def _kept_ops(self, name: str, choice: Any) -> list[nn.Module]:
+        ops = _candidates(self.mutables[name])
+        if choice is None:
+            return list(ops.values())
+        if len(ops) == 1:
+            return list(ops.values())
+        return [ops[choice]]
+
+    def _macs_of(self, name: str, choice: Any) -> int:
+        per = self._require_measured()[name]
+        if choice is None:
+            return sum(per[c] for c in _candidates(self.mutables[name]))
+        if choice not in per:
+            raise KeyError(f"{name}: no MACs measured for {choice!r}; measure again after changing the model")
+        return per[choice]
+
+    def resources(self, choices: dict[str, Any]) -> Resources:
+        """Params and MACs with each mutable (by module name) at its choice; None counts every
+        candidate. The originals are those of the whole supernet."""
+        self._require_measured()
+        in_candidates = {id(p) for name in self.mutables
+                         for op in _candidates(self.mutables[name]).values() for p in op.parameters()}
+        kept = {id(p): p.numel() for p in self.model.parameters() if id(p) not in in_candidates}
+        for name, mutable in self.mutables.items():
+            for op in self._kept_ops(name, choices.get(name, mutable.current_choice)):
+                kept.update({id(p): p.numel() for p in op.parameters()})
+        all_params = sum(p.numel() for p in self.model.parameters())
+        macs = self.base_macs + sum(self._macs_of(name, choices.get(name, m.current_choice))
+                                    for name, m in self.mutables.items())
+        all_macs = self.base_macs + sum(self._macs_of(name, None) for name in self.mutables)
+        return Resources(sum(kept.values()), macs, all_params, all_macs)
+
+    def candidate(self, name: str, choice: Any) -> Resources:
+        """Params and MACs of one candidate op of one mutable."""
+        params = sum(p.numel() for op in self._kept_ops(name, choice) for p in op.parameters())
+        return Resources(params, self._macs_of(name, choice))
