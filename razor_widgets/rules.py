@@ -125,7 +125,19 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
                 size = _target_shape(node, ids.dim())[inner]
                 if not (size == -1 or isinstance(size, TracedSize)):  # pruning would not fit it
                     ctx.fix(ids, f"split to the fixed size {size} by {ctx.describe()}")
+            elif len(vary) == 1:
+                size = _target_shape(node, ids.dim())[vary[0]]
+                if not (size == -1 or isinstance(size, TracedSize) or _exported_attribute(ctx, node, size)):
+                    ctx.fix(ids, f"reshaped to the fixed size {size} by {ctx.describe()}")
         ctx.set(ref, ids)
+
+
+def _exported_attribute(ctx: AnalysisContext, node: Node, size: int) -> bool:
+    """Whether the calling module holds ``size`` in an attribute that the export updates
+    (``EXPORT_ATTRIBUTES``), as ViT's ``reshape(n, self.hidden_dim, -1)`` does."""
+    module = ctx.modules.get(node.scope)
+    attrs = EXPORT_ATTRIBUTES.get(type(module).__name__, {}) if module is not None else {}
+    return any(getattr(module, attr, None) == size for attr in attrs)
 
 
 def _target_shape(node: Node, ndim: int) -> list:

@@ -55,13 +55,15 @@ def test_einsum_gives_the_units_of_matmul():
 
 
 def test_head_split_to_a_literal_size_stays_fixed():
-    """``self.dim // self.heads`` is a plain int: pruning would not fit the reshape, so q/k/v
-    stay fixed with that reason (and not as "contracted": ``attn @ v`` sums over tokens)."""
+    """``self.dim // self.heads`` and ``self.dim`` are plain ints: pruning would not fit either
+    reshape, so q/k/v stay fixed with those reasons (and not as "contracted": ``attn @ v`` sums
+    over tokens)."""
     for use_einsum in (True, False):
         _, _, mutator = units(use_einsum)
         (qkv,) = [u for u in mutator.units if u.name.startswith("qkv_")]
         assert not qkv.is_mutable
-        assert qkv.fixed_reasons == ["split to the fixed size 4 by 'reshape' in 'the model'"]
+        assert qkv.fixed_reasons == ["split to the fixed size 4 by 'reshape' in 'the model'",
+                                     "reshaped to the fixed size 16 by 'reshape' in 'the model'"]
         assert [u.name for u in mutator.mutable_units] == ["embed_(0, 16)_16", "fc1_(0, 24)_24"]
 
 

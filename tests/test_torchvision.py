@@ -12,12 +12,18 @@ from razor_widgets import count_resources
 from conftest import make_nontrivial, prepare
 from oracle import zeroed_model
 
-MODELS = [
-    "resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "densenet121",
-    "efficientnet_b0", "regnet_y_400mf", "resnext50_32x4d", "shufflenet_v2_x1_0", "googlenet",
-    "squeezenet1_0", "vgg11_bn", "convnext_tiny",
-]
-HAS_LAYER_NORM = {"convnext_tiny"}  # LayerNorm statistics: the zeroing oracle does not apply
+# The representative dozen and more: every structural family of torchvision's classifiers.
+FAMILIES = {
+    "resnet18": "residual", "resnet50": "residual (bottleneck)", "vgg11_bn": "plain chain",
+    "squeezenet1_0": "fire concat", "googlenet": "inception concat", "densenet121": "dense concat",
+    "mobilenet_v2": "depthwise", "mobilenet_v3_small": "depthwise + SE", "efficientnet_b0": "depthwise + SE",
+    "regnet_y_400mf": "grouped + SE", "resnext50_32x4d": "grouped", "shufflenet_v2_x1_0": "channel shuffle",
+    "convnext_tiny": "ConvNeXt (LayerNorm, layer scale)", "vit_b_16": "ViT (nn.MultiheadAttention)",
+    "swin_t": "Swin (shifted-window attention)", "maxvit_t": "MaxViT (einsum attention)",
+}
+MODELS = list(FAMILIES)
+SIZES = {"swin_t": 112}  # the smallest input each model takes, where smaller than 224
+HAS_LAYER_NORM = {"convnext_tiny", "vit_b_16", "swin_t", "maxvit_t"}  # the zeroing oracle does not apply
 
 
 def build(name: str) -> torch.nn.Module:
@@ -33,7 +39,8 @@ def outputs(model: torch.nn.Module, x: torch.Tensor, train: bool) -> list[torch.
 
 @pytest.mark.parametrize("name", MODELS)
 def test_prepare_export_and_equal_forwards(name: str) -> None:
-    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    size = SIZES.get(name, 224)
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(2))
     model = build(name)
     mutator, original = prepare(model, x, "L1MutableChannelUnit")
     assert mutator.mutable_units
