@@ -58,6 +58,7 @@ from .mutators import (
     OneShotModuleMutator,
     SlimmableChannelMutator,
 )
+from .plans import PlanError, load_choices, save_choices
 from .registry import MODELS, Registry
 from .resources import Resources, count_resources, reference_flops
 
@@ -79,4 +80,17 @@ __all__ = [
     "OneShotModuleMutator", "OneShotMutableModule", "OneShotMutableOP", "OneShotMutableValue", "PruneStep",
     "SearchableShuffleNetV2", "ShuffleBlock", "ShuffleXception", "derive_concat_mutable",
     "derive_divide_mutable", "derive_expand_mutable",
+    # the explorer widget (loaded on first use), plans and budgets
+    "PruningExplorer", "PlanError", "fit_budget", "load_choices", "save_choices",
 ]
+
+
+def __getattr__(name: str):
+    """The widgets load on first use: the engine alone imports no ipywidgets or matplotlib."""
+    if name == "PruningExplorer":
+        from .widgets import PruningExplorer
+        return PruningExplorer
+    if name == "fit_budget":
+        from .budget import fit_budget
+        return fit_budget
+    raise AttributeError(f"module 'razor_widgets' has no attribute {name!r}")

@@ -226,8 +226,9 @@ class ChannelMutator(BaseMutator):
         self._require_prepared()
         graph = self.__dict__.get("_model_graph")
         if graph is None:
-            from ..model_graph import build_model_graph  # networkx only when a graph is asked for
-            import networkx as nx
+            import networkx as nx  # imported only when a graph is asked for
+
+            from ..model_graph import build_model_graph
             graph = self.__dict__["_model_graph"] = nx.freeze(build_model_graph(self))
         return graph
 

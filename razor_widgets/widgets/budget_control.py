@@ -1,0 +1,47 @@
+"""The budget control: "keep X % of MACs (or params)", spread uniformly or by L1 importance."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+
+from ..budget import BudgetFit, fit_budget
+
+METRIC_LABELS = {"MACs": "macs", "Params": "params"}
+MODE_LABELS = {"uniform": "uniform", "by L1 importance": "l1"}
+
+
+class BudgetControl:
+    """A percentage, a metric and a mode; ``Apply`` finds choices (``fit_budget``) and hands
+    them to ``apply(fit)``. ``fit()`` runs the search without applying it."""
+
+    def __init__(self, mutator: Any, apply: Callable[[BudgetFit], None]) -> None:
+        self.mutator = mutator
+        self._apply = apply
+        self.percent = widgets.BoundedFloatText(value=50.0, min=0.1, max=100.0, step=1.0, description="keep %",
+                                                style={"description_width": "50px"},
+                                                layout=widgets.Layout(width="130px"))
+        self.metric = widgets.Dropdown(options=list(METRIC_LABELS), value="MACs", layout=widgets.Layout(width="90px"))
+        self.mode = widgets.ToggleButtons(options=list(MODE_LABELS), value="uniform",
+                                          style={"button_width": "120px"})
+        self.button = widgets.Button(description="Fit budget", button_style="primary",
+                                     tooltip="pick choices that keep at most this share of the metric")
+        self.result = widgets.Label()
+        self.button.on_click(lambda _: self.run())
+        self.widget = widgets.VBox([widgets.HBox([self.percent, self.metric, self.mode, self.button]), self.result])
+
+    def fit(self) -> BudgetFit:
+        return fit_budget(self.mutator, self.percent.value / 100.0, METRIC_LABELS[self.metric.value],
+                          MODE_LABELS[self.mode.value])
+
+    def run(self) -> BudgetFit:
+        """Fit the budget and apply the choices; the result line says how close it came."""
+        fit = self.fit()
+        self._apply(fit)
+        res, attr = fit.resources, fit.metric
+        got = getattr(res, f"{attr}_percent")
+        verdict = "met" if fit.met else "not reachable: these are the smallest choices"
+        self.result.value = (f"{self.metric.value} {got:.1f} % of the original (asked {self.percent.value:g} %, "
+                             f"{self.mode.value}): {verdict}")
+        return fit

@@ -1,0 +1,185 @@
+"""One slider per mutable unit, grouped by stage in collapsible sections, with a filter box."""
+from __future__ import annotations
+
+import contextlib
+import html
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+
+from ..mutables.units import MutableChannelUnit
+
+MAX_GROUP = 24  # a section with more units is split by the next level of the module path
+
+
+def first_layer(unit: MutableChannelUnit) -> str:
+    """The layer a unit is named after (its first output layer, else its first input)."""
+    related = unit.output_related or unit.input_related
+    return related[0].name if related else str(unit.name)
+
+
+def group_units(units: list[MutableChannelUnit], max_size: int = MAX_GROUP) -> dict[str, list[MutableChannelUnit]]:
+    """Units by stage: the top-level module of their first layer, split one level deeper
+    (and so on) while a group holds more than ``max_size`` units. Order follows the model."""
+    def split(items: list[MutableChannelUnit], depth: int) -> dict[str, list[MutableChannelUnit]]:
+        groups: dict[str, list[MutableChannelUnit]] = defaultdict(list)
+        for unit in items:
+            parts = first_layer(unit).split(".")
+            groups[".".join(parts[:min(depth, len(parts))])].append(unit)
+        out: dict[str, list[MutableChannelUnit]] = {}
+        for key, members in groups.items():
+            deeper = any(len(first_layer(u).split(".")) > depth for u in members)
+            if len(members) > max_size and deeper and len(groups) >= 1:
+                sub = split(members, depth + 1)
+                out.update(sub if len(sub) > 1 else {key: members})
+            else:
+                out[key] = members
+        return out
+    return split(list(units), 1)
+
+
+def short_label(unit: MutableChannelUnit, group: str, shared: bool) -> str:
+    """The unit's first layer relative to its section, with its channel range when that layer
+    starts several units (the pieces of a concatenation)."""
+    layer = first_layer(unit)
+    label = layer[len(group) + 1:] if layer.startswith(group + ".") else layer
+    if shared:
+        related = (unit.output_related or unit.input_related)[0]
+        label += f" [{related.start}:{related.end}]"
+    return label or layer
+
+
+def tooltip(unit: MutableChannelUnit) -> str:
+    layers = len({c.name for c in unit.channels})
+    repeats = f" in {unit.repeats} repeated blocks" if unit.repeats > 1 else ""
+    return f"{unit.name}: {unit.num_channels} channels{repeats}, {layers} layers"
+
+
+def make_slider(unit: MutableChannelUnit, label: str) -> widgets.ValueWidget:
+    """A slider in the unit's choice mode: candidates, a ratio, or a number of channels."""
+    common = dict(description=label, tooltip=tooltip(unit), continuous_update=True,
+                  style={"description_width": "150px"}, layout=widgets.Layout(width="420px"))
+    candidates = getattr(unit, "candidate_choices", None)
+    if candidates:
+        options = sorted(set(candidates))
+        return widgets.SelectionSlider(options=options, value=unit.current_choice if unit.current_choice in options
+                                       else options[-1], **common)
+    if getattr(unit, "choice_mode", "ratio") == "number":
+        step = unit.repeats * max(1, getattr(unit, "divisor", 1))
+        low = int(unit.min_choice)
+        if unit.num_channels % step:  # the full width is valid but off the step grid
+            options = list(range(low, unit.num_channels, step)) + [unit.num_channels]
+            return widgets.SelectionSlider(options=options, value=unit.current_choice if unit.current_choice in options
+                                           else unit.num_channels, **common)
+        return widgets.IntSlider(min=low, max=unit.num_channels, step=step, value=unit.current_choice, **common)
+    step = unit.repeats / unit.num_channels
+    return widgets.FloatSlider(min=float(unit.min_choice), max=1.0, step=step, value=float(unit.current_choice),
+                               readout_format=".2f", **common)
+
+
+class UnitSliders:
+    """The slider panel: ``sliders`` (by unit name), sections, a filter and the fixed units.
+
+    A slider's move calls ``on_change(name, value)``, except while ``quiet()`` is on.
+    """
+
+    def __init__(self, mutator: Any, on_change: Callable[[Any, Any], None]) -> None:
+        self._on_change = on_change
+        self._quiet = False
+        units = mutator.mutable_units
+        self.units = {u.name: u for u in units}
+        starts = Counter(first_layer(u) for u in units)
+        self.sliders: dict[Any, widgets.ValueWidget] = {}
+        self.kept: dict[Any, widgets.Label] = {}
+        self.rows: dict[Any, widgets.HBox] = {}
+        self.sections: dict[str, widgets.Accordion] = {}
+        for group, members in group_units(units).items():
+            rows = []
+            for unit in members:
+                slider = make_slider(unit, short_label(unit, group, starts[first_layer(unit)] > 1))
+                slider.observe(self._observer(unit.name), "value")
+                self.sliders[unit.name] = slider
+                self.kept[unit.name] = widgets.Label(self._kept_text(unit))
+                self.rows[unit.name] = widgets.HBox([slider, self.kept[unit.name]])
+                rows.append(self.rows[unit.name])
+            section = widgets.Accordion([widgets.VBox(rows)], titles=(f"{group} ({len(members)})",))
+            self.sections[group] = section
+        if len(self.sections) <= 4:
+            for section in self.sections.values():
+                section.selected_index = 0
+        self.filter = widgets.Text(placeholder="filter units by name", continuous_update=True,
+                                   layout=widgets.Layout(width="420px"))
+        self.filter.observe(lambda change: self.apply_filter(change["new"]), "value")
+        self.fixed = self._fixed_list(mutator)
+        self.widget = widgets.VBox([self.filter, *self.sections.values(), self.fixed],
+                                   layout=widgets.Layout(max_height="640px", overflow="auto"))
+
+    @staticmethod
+    def _kept_text(unit: MutableChannelUnit) -> str:
+        return f"{unit.activated_channels}/{unit.num_channels}"
+
+    def _observer(self, name: Any) -> Callable[[dict], None]:
+        def observe(change: dict) -> None:
+            if not self._quiet:
+                self._on_change(name, change["new"])
+        return observe
+
+    @staticmethod
+    def _fixed_list(mutator: Any) -> widgets.Accordion:
+        fixed = [u for u in mutator.units if not u.is_mutable]
+        items = []
+        for unit in fixed:
+            reasons = "; ".join(unit.fixed_reasons) or "a single channel per block: nothing to prune"
+            items.append(f"<li><code>{html.escape(str(unit.name))}</code> ({unit.num_channels} channels): "
+                         f"{html.escape(reasons)}</li>")
+        body = widgets.HTML("<ul style='margin:0;padding-left:18px'>" + "".join(items) + "</ul>" if items
+                            else "<i>every channel of the model is prunable</i>")
+        return widgets.Accordion([body], titles=(f"Not prunable ({len(fixed)})",))
+
+    @contextlib.contextmanager
+    def quiet(self):
+        """Set slider values without calling ``on_change``."""
+        previous, self._quiet = self._quiet, True
+        try:
+            yield
+        finally:
+            self._quiet = previous
+
+    def update_kept(self, name: Any) -> None:
+        self.kept[name].value = self._kept_text(self.units[name])
+
+    def show(self, choices: dict[Any, Any]) -> None:
+        """Move the sliders to ``choices`` and refresh their kept counts, in one sync per widget."""
+        changed = [n for n, v in choices.items() if self.sliders[n].value != v]
+        with self.quiet(), contextlib.ExitStack() as stack:
+            for name in changed:
+                stack.enter_context(self.sliders[name].hold_sync())
+                stack.enter_context(self.kept[name].hold_sync())
+            for name in changed:
+                self.sliders[name].value = _on_grid(self.sliders[name], choices[name])
+                self.update_kept(name)
+
+    def apply_filter(self, text: str) -> int:
+        """Show only units whose name contains ``text`` (case-insensitive); the number shown."""
+        needle = text.strip().lower()
+        shown = 0
+        for name, row in self.rows.items():
+            visible = not needle or needle in str(name).lower()
+            row.layout.display = None if visible else "none"
+            shown += visible
+        for section in self.sections.values():
+            rows = section.children[0].children
+            visible = [r for r in rows if r.layout.display != "none"]
+            section.layout.display = None if visible else "none"
+            if needle and visible:
+                section.selected_index = 0
+        return shown
+
+
+def _on_grid(slider: widgets.ValueWidget, value: Any) -> Any:
+    """``value`` as the slider can hold it (a selection slider only takes its options)."""
+    if isinstance(slider, widgets.SelectionSlider) and value not in slider.options:
+        return min(slider.options, key=lambda o: abs(o - value))
+    return value
