@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .mutables import MutableChannelUnit
 from .mutators import ChannelMutator
 from .mutators.channel_mutator import DEFAULT_PARSE_CFG
 from .registry import MODELS
@@ -94,7 +95,8 @@ def units(spec: str, with_channels: bool, with_init_args: bool, choice: bool, ou
     """Print (or write) the channel unit config template of a model as JSON (reference 001)."""
     if mutator_type not in MODELS or not issubclass(MODELS.get(mutator_type), ChannelMutator):
         raise SystemExit(f"razor-widgets: {mutator_type!r} is not a registered channel mutator type")
-    if unit_type is not None and unit_type not in MODELS:
+    if unit_type is not None and (unit_type not in MODELS
+                                  or not issubclass(MODELS.get(unit_type), MutableChannelUnit)):
         raise SystemExit(f"razor-widgets: {unit_type!r} is not a registered channel unit type")
     model = load_model(spec).eval()
     parse_cfg = dict(DEFAULT_PARSE_CFG, demo_input=[int(d) for d in input_shape])
