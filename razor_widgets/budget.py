@@ -18,7 +18,8 @@ import torch
 from .mutables.units import L1MutableChannelUnit, MutableChannelUnit
 from .resources import Resources
 
-__all__ = ["BudgetFit", "choice_for_fraction", "fit_budget", "l1_importance", "METRICS", "MODES"]
+__all__ = ["BudgetFit", "choice_for_fraction", "fit_budget", "l1_importance", "number_step", "smallest_number",
+           "METRICS", "MODES"]
 
 METRICS = ("macs", "params", "flops")
 MODES = ("uniform", "l1")
@@ -49,11 +50,23 @@ def choice_for_fraction(unit: MutableChannelUnit, fraction: float) -> Any:
         scale = 1.0 if mode == "ratio" else float(unit.num_channels)
         return unit.validate_choice(min(candidates, key=lambda c: (abs(c / scale - fraction), -c)))
     if mode == "number":
-        step = unit.repeats * max(1, getattr(unit, "divisor", 1))
+        step = number_step(unit)
         kept = int(round(fraction * unit.num_channels / step)) * step
-        kept = unit.num_channels if kept >= unit.num_channels else max(int(unit.min_choice), kept)
+        kept = unit.num_channels if kept >= unit.num_channels else max(smallest_number(unit), kept)
         return unit.validate_choice(kept)
     return unit.validate_choice(max(float(unit.min_choice), fraction))
+
+
+def number_step(unit: MutableChannelUnit) -> int:
+    """The step between valid channel counts of a unit in number mode."""
+    return unit.repeats * max(1, getattr(unit, "divisor", 1))
+
+
+def smallest_number(unit: MutableChannelUnit) -> int:
+    """The smallest valid channel count of a unit in number mode: ``min_choice`` rounded up to
+    the step (``min_choice`` itself can be off the step when ``min_value`` is below the divisor)."""
+    step = number_step(unit)
+    return min(unit.num_channels, -(-int(unit.min_choice) // step) * step)
 
 
 def l1_importance(unit: MutableChannelUnit) -> torch.Tensor:

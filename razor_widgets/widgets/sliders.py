@@ -9,6 +9,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from ..budget import number_step, smallest_number
 from ..mutables.units import MutableChannelUnit
 
 MAX_GROUP = 24  # a section with more units is split by the next level of the module path
@@ -67,8 +68,7 @@ def make_slider(unit: MutableChannelUnit, label: str) -> widgets.ValueWidget:
         return widgets.SelectionSlider(options=options, value=unit.current_choice if unit.current_choice in options
                                        else options[-1], **common)
     if getattr(unit, "choice_mode", "ratio") == "number":
-        step = unit.repeats * max(1, getattr(unit, "divisor", 1))
-        low = int(unit.min_choice)
+        step, low = number_step(unit), smallest_number(unit)
         if unit.num_channels % step:  # the full width is valid but off the step grid
             options = list(range(low, unit.num_channels, step)) + [unit.num_channels]
             return widgets.SelectionSlider(options=options, value=unit.current_choice if unit.current_choice in options
