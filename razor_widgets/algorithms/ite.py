@@ -86,6 +86,11 @@ class IteAlgorithm(BaseAlgorithm):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if target_pruning_ratio is not None and not isinstance(target_pruning_ratio, (int, float, dict)):
             raise TypeError("target_pruning_ratio must be a number, a dict of unit name to ratio, or None")
+        ratios = target_pruning_ratio.values() if isinstance(target_pruning_ratio, dict) else [target_pruning_ratio]
+        for ratio in ratios:  # checked before the model is prepared (unit names only can be checked after)
+            if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float))
+                                      or not 0.0 < ratio <= 1.0):
+                raise ValueError(f"a target ratio of kept channels is a number in (0, 1], got {ratio!r}")
         mutator = MODELS.build(DEFAULT_MUTATOR_CFG if mutator_cfg is None else mutator_cfg)
         if not isinstance(mutator, ChannelMutator):
             raise TypeError(f"mutator_cfg must build a ChannelMutator, got {type(mutator).__name__}")
