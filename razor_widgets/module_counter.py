@@ -101,17 +101,31 @@ class CandidateCounter:
             raise KeyError(f"{name}: no MACs measured for {choice!r}; measure again after changing the model")
         return per[choice]
 
+    def _params(self) -> tuple[dict[int, int], dict[str, dict[Any, dict[int, int]]], int]:
+        """Numel by parameter id outside every candidate, of each candidate, and in all;
+        cached until a mutable's candidates change (``fix_chosen`` drops the others)."""
+        key = tuple((name, tuple(_candidates(m))) for name, m in self.mutables.items())
+        cached = self.__dict__.get("_param_cache")
+        if cached is None or cached[0] != key:
+            per = {name: {choice: {id(p): p.numel() for p in op.parameters()}
+                          for choice, op in _candidates(m).items()} for name, m in self.mutables.items()}
+            inside = {pid for ops in per.values() for params in ops.values() for pid in params}
+            all_params = {id(p): p.numel() for p in self.model.parameters()}
+            base = {pid: n for pid, n in all_params.items() if pid not in inside}
+            cached = self.__dict__["_param_cache"] = (key, base, per, sum(all_params.values()))
+        return cached[1], cached[2], cached[3]
+
     def resources(self, choices: dict[str, Any]) -> Resources:
         """Params and MACs with each mutable (by module name) at its choice; None counts every
         candidate. The originals are those of the whole supernet."""
         self._require_measured()
-        in_candidates = {id(p) for name in self.mutables
-                         for op in _candidates(self.mutables[name]).values() for p in op.parameters()}
-        kept = {id(p): p.numel() for p in self.model.parameters() if id(p) not in in_candidates}
+        base, per, all_params = self._params()
+        kept = dict(base)
         for name, mutable in self.mutables.items():
-            for op in self._kept_ops(name, choices.get(name, mutable.current_choice)):
-                kept.update({id(p): p.numel() for p in op.parameters()})
-        all_params = sum(p.numel() for p in self.model.parameters())
+            choice = choices.get(name, mutable.current_choice)
+            for op_choice, params in per[name].items():
+                if choice is None or len(per[name]) == 1 or op_choice == choice:
+                    kept.update(params)
         macs = self.base_macs + sum(self._macs_of(name, choices.get(name, m.current_choice))
                                     for name, m in self.mutables.items())
         all_macs = self.base_macs + sum(self._macs_of(name, None) for name in self.mutables)

@@ -242,7 +242,8 @@ def test_to_static_keeps_only_the_chosen_candidates(prepared, x) -> None:
 
 def test_fixed_mutables_export_and_count(prepared, x) -> None:
     net, mutator = prepared
-    net.block3.fix_chosen('conv3x3')
+    assert mutator.resources().params == sum(p.numel() for p in net.parameters())
+    net.block3.fix_chosen('conv3x3')  # drops two candidates: counts must follow
     mutator.set_choices({0: 'conv1x1'})
     with pytest.raises(ValueError, match='fixed'):
         mutator.set_choices({1: 'conv1x1'})
