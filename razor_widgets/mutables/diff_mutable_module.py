@@ -75,6 +75,8 @@ class DiffMutableOP(DiffMutableModule):
         self._candidates = build_candidates(candidates, module_kwargs)
         self._chosen: list[str] | None = None
 
+    _build_ops = staticmethod(build_candidates)
+
     @property
     def choices(self) -> list[str]:
         return list(self._candidates.keys())

@@ -107,6 +107,8 @@ class OneShotMutableOP(OneShotMutableModule):
         self._candidates = build_candidates(candidates, module_kwargs)
         self._chosen: str | None = None
 
+    _build_ops = staticmethod(build_candidates)
+
     @property
     def choices(self) -> list[str]:
         return list(self._candidates.keys())

@@ -1,4 +1,11 @@
-"""Module mutators: search groups of module mutables, their choices and export (reference 003)."""
+"""Module mutators: search groups of module mutables, their choices and export (reference 003).
+
+What a UI needs, after ``prepare_from_supernet(model, example_inputs)``: ``search_groups``,
+``group_names`` and ``group_label(g)`` (what each group is), ``search_space`` (its candidate
+names), ``current_choices`` (None: every candidate runs, as in the supernet), atomic
+``set_choices({g: name})``, ``resources()`` / ``resources({g: name})`` and
+``candidate_resources(g)`` (params and MACs, no forward), and ``to_static(model=None)``.
+"""
 from __future__ import annotations
 
 import copy
