@@ -24,7 +24,7 @@ class BudgetControl:
                                                 layout=widgets.Layout(width="130px"))
         self.metric = widgets.Dropdown(options=list(METRIC_LABELS), value="MACs", layout=widgets.Layout(width="90px"))
         self.mode = widgets.ToggleButtons(options=list(MODE_LABELS), value="uniform",
-                                          style={"button_width": "120px"})
+                                          style={"button_width": "140px"})
         self.button = widgets.Button(description="Fit budget", button_style="primary",
                                      tooltip="pick choices that keep at most this share of the metric")
         self.result = widgets.Label()

@@ -106,9 +106,8 @@ class UnitSliders:
                 rows.append(self.rows[unit.name])
             section = widgets.Accordion([widgets.VBox(rows)], titles=(f"{group} ({len(members)})",))
             self.sections[group] = section
-        if len(self.sections) <= 4:
-            for section in self.sections.values():
-                section.selected_index = 0
+        for i, section in enumerate(self.sections.values()):  # few sections: all open; else the first
+            section.selected_index = 0 if i == 0 or len(self.sections) <= 4 else None
         self.filter = widgets.Text(placeholder="filter units by name", continuous_update=True,
                                    layout=widgets.Layout(width="420px"))
         self.filter.observe(lambda change: self.apply_filter(change["new"]), "value")
