@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .channel_space import CONST, NONE, ChannelSpace, compress, varying_dims
+from .traced_size import AttrRef, attribute_sources, shape_sources
 from .tracing import Node, TensorRef, TracedGraph
 
 INPUT_REASON = "derived from a model input"
@@ -70,6 +71,7 @@ class UnitSpec:
     input_related: list[ChannelItem] = field(default_factory=list)
     fixed_reasons: list[str] = field(default_factory=list)
     order: int = 0
+    roots: list[int] = field(default_factory=list)  # the unit's elements, one per channel of a block
 
     @property
     def name(self) -> str:
@@ -99,6 +101,8 @@ class AnalysisContext:
         self.const_reasons: dict[int, str] = {}  # why a tensor without elements has none
         self._first_slot: dict[tuple[str, bool], torch.Tensor] = {}
         self.node: Node | None = None
+        self.size_attributes: dict[tuple[str, str], torch.Tensor] = {}  # attribute -> elements it counts
+        self.frozen_attributes: list[tuple[AttrRef, str]] = []  # attributes that must keep their value
 
     # -- ids of tensors -------------------------------------------------------------------
     def get(self, ref: TensorRef) -> torch.Tensor:
@@ -141,11 +145,24 @@ class AnalysisContext:
         self.space.fix(ids, reason)
 
     def fix_size_sources(self, sources: tuple, reason: str) -> None:
-        """Fix the channels whose count the model's code reads (``TracedSize`` sources)."""
-        for ref, dim in sources:
+        """Fix the channels whose count the model's code reads (``TracedSize`` sources); the
+        attributes among the sources keep their values."""
+        for ref, dim in shape_sources(sources):
             ids = self.get(ref)
             if ids.shape[dim] > 1:  # a channel dim; batch and spatial dims have no elements
                 self.fix(ids, reason)
+        self.frozen_attributes += [(attr, reason) for attr in attribute_sources(sources)]
+
+    def count_with_attribute(self, attr: AttrRef, line: torch.Tensor) -> None:
+        """``attr`` sizes a dim holding the elements ``line``: the export sets it to how many of
+        them are kept. Every dim an attribute sizes keeps the same number (unioned in order)."""
+        key = (attr.module, attr.attr)
+        first = self.size_attributes.setdefault(key, line)
+        if first is not line:
+            if first.shape == line.shape:
+                self.space.union(first, line)
+            else:
+                self.fix(torch.cat([first, line]), f"attribute {attr} sizes dims of different lengths")
 
     def fix_inputs(self, node: Node, reason: str) -> None:
         for ref in node.input_refs():
@@ -260,15 +277,46 @@ class ChannelAnalyzer:
             ctx.node = node
             self.rules.apply(ctx, node)
         ctx.node = None
-        for sources, reason in graph.size_uses:
-            ctx.fix_size_sources(sources, reason)
         for ref in graph.outputs:
             ctx.fix(ctx.get(ref), "model output")
         roots = ctx.space.resolve()
         ctx.resolve_slices(roots)
+        _resolve_size_uses(ctx, graph.size_uses, roots)
         units = build_units(ctx, roots)
         _warn_unknown(ctx, units)
         return units, ctx
+
+
+def _resolve_size_uses(ctx: AnalysisContext, uses: list, roots: np.ndarray) -> None:
+    """Channel counts and attributes the code uses as numbers must not change: fix those
+    channels, and the elements an attribute counts. One exception: ``C // heads`` stays the
+    same when ``C`` is pruned by whole heads in step with the ``heads`` attribute."""
+    for sources, reason, value in uses:
+        if not _per_head_size(ctx, sources, value, roots):
+            ctx.fix_size_sources(sources, reason)
+    for attr, reason in ctx.frozen_attributes:
+        line = ctx.size_attributes.get((attr.module, attr.attr))
+        if line is not None:
+            ctx.fix(line, f"attribute {attr} keeps its value: {reason}")
+
+
+def _per_head_size(ctx: AnalysisContext, sources: tuple, value: int, roots: np.ndarray) -> bool:
+    """Whether ``value`` is ``C // heads`` with the ``C`` channels pruned by the same whole heads
+    that the ``heads`` attribute counts."""
+    shapes, attrs = shape_sources(sources), attribute_sources(sources)
+    if ctx.attention != "heads" or len(shapes) != 1 or len(attrs) != 1:
+        return False
+    (ref, dim), attr = shapes[0], attrs[0]
+    heads = ctx.size_attributes.get((attr.module, attr.attr))
+    n = ref.shape[dim]
+    if heads is None or heads.numel() != attr.value or n % attr.value or value != n // attr.value:
+        return False
+    ids = ctx.get(ref)
+    if ids.shape[dim] != n:
+        return False
+    blocks = roots[ids.movedim(dim, -1).reshape(-1, n)[0].numpy()].reshape(attr.value, value)
+    whole = bool((blocks == blocks[:, :1]).all())
+    return whole and set(blocks[:, 0].tolist()) == set(roots[heads.numpy()].tolist())
 
 
 def _param_slots(ctx: AnalysisContext, roots: np.ndarray) -> None:
@@ -342,6 +390,7 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
             )
             (spec.output_related if slot.is_output else spec.input_related).append(item)
         spec.fixed_reasons.extend(chain_reasons.get(c, []))
+        spec.roots = chain.tolist()
         units.append(spec)
     units.sort(key=lambda u: u.order)
     return units

@@ -362,12 +362,44 @@ def _fn_conv(b: _Builder, node: Node) -> bool:
 
 
 def _fn_matmul(b: _Builder, node: Node) -> bool:
-    """a @ b: kept elements of the output * kept size of the contracted dim."""
+    """``a @ b`` as the einsum ``...nk,...km->...nm``."""
     refs = node.input_refs()
-    if len(refs) < 2:
+    if len(refs) < 2 or len(refs[0].shape) < 2 or len(refs[1].shape) < 2:
         return False
-    a, out = refs[0], node.output_refs()[0]
-    b.spec.term(_function_layer(node), False, 1, [*b.numel_sides(out), b.dim_side(a, -1)])
+    a, c = refs[:2]
+    out = node.output_refs()[0]
+    batch = "".join(chr(ord("A") + i) for i in range(len(out.shape) - 2))
+    a_letters = batch[len(batch) - (len(a.shape) - 2):] + "nk"
+    b_letters = batch[len(batch) - (len(c.shape) - 2):] + "km"
+    return _product_of_letters(b, node, [(a, a_letters), (c, b_letters), (out, batch + "nm")])
+
+
+def _fn_einsum(b: _Builder, node: Node) -> bool:
+    """Two-operand einsum: one MAC per combination of all its letters."""
+    refs = node.input_refs()
+    equation = node.args[0] if node.args and isinstance(node.args[0], str) else None
+    if equation is None or len(refs) != 2 or "..." in equation or "->" not in equation:
+        return False
+    lhs, out_letters = equation.replace(" ", "").split("->")
+    a_letters, b_letters = lhs.split(",")
+    return _product_of_letters(b, node, [(refs[0], a_letters), (refs[1], b_letters),
+                                         (node.output_refs()[0], out_letters)])
+
+
+def _product_of_letters(b: _Builder, node: Node, operands: list[tuple[TensorRef, str]]) -> bool:
+    """MACs = the product of every letter's kept size, each read from the first operand whose
+    channels vary along it (heads pruned in q give the kept heads, for instance)."""
+    sides: dict[str, Any] = {}
+    for ref, letters in operands:
+        if len(letters) != len(ref.shape):
+            return False
+        for dim, letter in enumerate(letters):
+            known = sides.get(letter, 1)
+            if isinstance(known, tuple):
+                continue
+            side = b.dim_side(ref, dim)  # an int (a size that never changes) or a side index
+            sides[letter] = side if isinstance(side, tuple) else max(known, side)  # broadcast dims are 1
+    b.spec.term(_function_layer(node), False, 1, list(sides.values()))
     return True
 
 
@@ -388,7 +420,7 @@ def _fn_sdpa(b: _Builder, node: Node) -> bool:
 FUNCTION_OPS = {
     "linear": _fn_linear, "conv1d": _fn_conv, "conv2d": _fn_conv, "conv3d": _fn_conv,
     "matmul": _fn_matmul, "__matmul__": _fn_matmul, "bmm": _fn_matmul, "mm": _fn_matmul,
-    "scaled_dot_product_attention": _fn_sdpa,
+    "einsum": _fn_einsum, "scaled_dot_product_attention": _fn_sdpa,
 }
 
 

@@ -22,7 +22,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from .analysis import AnalysisContext
 from .channel_space import CONST, NONE, compress, varying_dims
-from .traced_size import TracedSize
+from .traced_size import TracedSize, bare_attribute, shape_sources
 from .tracing import Node, TensorRef
 
 Rule = Callable[[AnalysisContext, Node], None]
@@ -95,10 +95,17 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
             args = (*args[:3], CONST, *args[4:])
         else:
             kwargs["value"] = CONST
+    if node.name == "__setitem__" and len(args) > 2 and not isinstance(args[2], torch.Tensor):
+        args = (*args[:2], CONST)  # a number written into the data, not an element id
+    gathered = _table_rows(ctx, node)
+    if gathered:
+        args = (_rows_as_one(ctx, args[0], gathered), *args[1:])
     try:
         out = node.target(*args, **kwargs)
     except Exception:  # the op does not accept int64 tensors: no rule after all
         return ctx.unknown(node)
+    if node.name == "pad":
+        out = _pad_positions_keep_channels(ctx.get(_first_ref(node)), out, node)
     if node.name == "__setitem__":
         ctx.set(node.args[0], args[0])
         return
@@ -117,27 +124,87 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
         ids = compress(ids)
         if node.name in RESHAPES:
             _keep_computed_sizes(ctx, node, out_ids[0])
-            vary = varying_dims(ids)
-            if len(vary) > 1:  # a channel dim split in several: keep all but the innermost whole
-                inner = vary[-1]
-                lines = ids.movedim(inner, -1).reshape(-1, ids.shape[inner])
-                ctx.space.union(lines[:1].expand_as(lines), lines)
-                size = _target_shape(node, ids.dim())[inner]
-                if not (size == -1 or isinstance(size, TracedSize)):  # pruning would not fit it
-                    ctx.fix(ids, f"split to the fixed size {size} by {ctx.describe()}")
-            elif len(vary) == 1:
-                size = _target_shape(node, ids.dim())[vary[0]]
-                if not (size == -1 or isinstance(size, TracedSize) or _exported_attribute(ctx, node, size)):
-                    ctx.fix(ids, f"reshaped to the fixed size {size} by {ctx.describe()}")
+            ids = _resized_channels(ctx, ids, _target_shape(node, ids.dim()))
         ctx.set(ref, ids)
 
 
-def _exported_attribute(ctx: AnalysisContext, node: Node, size: int) -> bool:
-    """Whether the calling module holds ``size`` in an attribute that the export updates
-    (``EXPORT_ATTRIBUTES``), as ViT's ``reshape(n, self.hidden_dim, -1)`` does."""
-    module = ctx.modules.get(node.scope)
-    attrs = EXPORT_ATTRIBUTES.get(type(module).__name__, {}) if module is not None else {}
-    return any(getattr(module, attr, None) == size for attr in attrs)
+def _resized_channels(ctx: AnalysisContext, ids: torch.Tensor, target: list) -> torch.Tensor:
+    """The channel dims a reshape writes: each must be sized so that pruning still fits.
+
+    * one dim sized by a module attribute (ViT's ``self.hidden_dim``): the export updates it;
+    * a dim split as ``(heads, head_dim)`` with ``heads`` an attribute: whole heads are pruned
+      (``attention='heads'``): each head becomes one element, so the ids returned vary along
+      the heads dim only, and the export updates the attribute;
+    * any other split keeps its innermost dim whole (the same positions in every block), and a
+      size written as a plain number (not ``-1``, not computed from a shape) stays fixed.
+    """
+    vary = varying_dims(ids)
+    if not vary:
+        return ids
+    sizes = [target[d] for d in vary]
+    attrs = [bare_attribute(size) for size in sizes]
+    if len(vary) == 1:
+        if attrs[0] is not None:
+            ctx.count_with_attribute(attrs[0], ids.reshape(-1))
+        elif not _fits_pruning(sizes[0]):
+            ctx.fix(ids, f"reshaped to the fixed size {sizes[0]} by {ctx.describe()}")
+        return ids
+    heads = [i for i, attr in enumerate(attrs[:-1]) if attr is not None]
+    if ctx.attention == "heads" and heads:
+        dim = vary[heads[-1]]
+        moved = ids.movedim(dim, 0)
+        per_head = moved.reshape(moved.shape[0], -1)
+        ctx.space.union(per_head[:, :1].expand_as(per_head), per_head)
+        ctx.count_with_attribute(attrs[heads[-1]], per_head[:, 0])
+        return compress(per_head[:, :1].expand_as(per_head).reshape(moved.shape).movedim(0, dim))
+    inner = vary[-1]
+    lines = ids.movedim(inner, -1).reshape(-1, ids.shape[inner])
+    ctx.space.union(lines[:1].expand_as(lines), lines)
+    if not _fits_pruning(sizes[-1]):
+        ctx.fix(ids, f"split to the fixed size {sizes[-1]} by {ctx.describe()}")
+    return ids
+
+
+def _fits_pruning(size: int) -> bool:
+    """A reshape size that follows pruning: ``-1``, or computed from a tensor's shape."""
+    return size == -1 or (isinstance(size, TracedSize) and bool(shape_sources(size.sources)))
+
+
+def _table_rows(ctx: AnalysisContext, node: Node) -> list[int]:
+    """Dims of a parameter read through an index tensor (``table[index]``, ``index_select``):
+    rows looked up by position, as in a relative-position bias table, are not channels."""
+    src = _first_ref(node)
+    if src.param is None:
+        return []
+    if node.name == "index_select":
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        return [dim % len(src.shape)] if isinstance(dim, int) else []
+    if node.name != "__getitem__" or len(node.args) < 2:
+        return []
+    index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+    if any(i is Ellipsis or i is None for i in index):
+        return []
+    return [d for d, i in enumerate(index) if isinstance(i, TensorRef)]
+
+
+def _rows_as_one(ctx: AnalysisContext, ids: torch.Tensor, dims: list[int]) -> torch.Tensor:
+    """Join the elements along ``dims`` and return ids that no longer vary along them."""
+    for dim in dims:
+        lines = ids.movedim(dim, -1).reshape(-1, ids.shape[dim])
+        ctx.space.union(lines[:, :1].expand_as(lines), lines)
+        ids = ids.narrow(dim, 0, 1).expand_as(ids)
+    return ids
+
+
+def _pad_positions_keep_channels(src: torch.Tensor, out: torch.Tensor, node: Node) -> torch.Tensor:
+    """Padding along dims that hold no channels (spatial, tokens) adds positions, not channels:
+    those dims keep the ids they had instead of constant ones."""
+    pads = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad", ())
+    for i in range(len(pads) // 2):
+        dim = out.dim() - 1 - i
+        if src.shape[dim] == 1 and out.shape[dim] > 1:
+            out = out.narrow(dim, max(int(pads[2 * i]), 0), 1)
+    return out
 
 
 def _target_shape(node: Node, ndim: int) -> list:
@@ -188,7 +255,7 @@ def _keep_computed_sizes(ctx: AnalysisContext, node: Node, out: torch.Tensor) ->
     are made one with the source's, position by position (nothing to do when they are the same
     channels, as in a channel shuffle)."""
     for dim, size in _target_sizes(node, out.dim()):
-        for ref, src_dim in size.sources:
+        for ref, src_dim in shape_sources(size.sources):
             if ctx.get(ref).shape[src_dim] == 1:
                 continue  # a batch or spatial dim
             n = ref.shape[src_dim]
@@ -215,15 +282,15 @@ def reduction(ctx: AnalysisContext, node: Node) -> None:
     src = _first_ref(node)
     ids = ctx.get(src)
     dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
-    if node.name in ("softmax", "log_softmax") and dims is None:
-        dims = node.kwargs.get("dim")
+    if node.name == "normalize":  # normalize(x, p=2.0, dim=1)
+        dims = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 1)
     ndim = len(src.shape)
     if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
         dims = list(range(ndim))
     dims = [d % ndim for d in ([dims] if isinstance(dims, int) else dims)]
     if any(ids.shape[d] > 1 for d in dims):
         return ctx.unknown(node)
-    if node.name in ("softmax", "log_softmax", "cumsum", "cumprod"):
+    if node.name in ("softmax", "log_softmax", "cumsum", "cumprod", "normalize"):
         return passthrough(ctx, node)
     positional = node.args[2] if len(node.args) > 2 and isinstance(node.args[2], bool) else False
     keepdim = node.kwargs.get("keepdim", positional)
@@ -274,9 +341,17 @@ def _matmul_ids(ctx: AnalysisContext, a: torch.Tensor, b: torch.Tensor) -> torch
     b_has = bool((b_cols >= 0).any()) and bool((b == b_cols).all())
     batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     if a_has and b_has:
-        ctx.fix(a, f"two channel dims meet in {ctx.describe()}")
-        ctx.fix(b, f"two channel dims meet in {ctx.describe()}")
-        return torch.full((*batch, 1, 1), CONST, dtype=torch.long)
+        rows, cols = compress(a_rows), compress(b_cols)
+        if along_k or (rows.shape[-2] > 1 and cols.shape[-1] > 1):
+            ctx.fix(a, f"two channel dims meet in {ctx.describe()}")
+            ctx.fix(b, f"two channel dims meet in {ctx.describe()}")
+            return torch.full((*batch, 1, 1), CONST, dtype=torch.long)
+        # one side's channels vary only along the batch dims (an attention bias per head):
+        # they scale the other side's channels of the same batch entry, so they are one
+        rows, cols = torch.broadcast_tensors(rows, cols)
+        ctx.space.union(rows, cols)
+        out = torch.where(cols >= 0, cols, rows)
+        return out.reshape((1,) * (len(batch) + 2 - out.dim()) + tuple(out.shape)).expand(*batch, *out.shape[-2:])
     if b_has:
         return torch.broadcast_to(b_cols, (*batch, 1, b.shape[-1]))
     if a_has:
@@ -532,7 +607,7 @@ CREATION = {
     "new_full", "new_empty", "new_tensor", "tensor", "as_tensor", "linspace", "eye",
     "bernoulli", "bernoulli_", "normal_", "uniform_", "fill_", "zero_", "div_scalar",
 }
-REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "softmax", "log_softmax",
+REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "softmax", "log_softmax", "normalize",
               "logsumexp", "prod", "cumsum", "cumprod"}
 POOLING = {
     "max_pool1d": 1, "avg_pool1d": 1, "adaptive_avg_pool1d": 1, "adaptive_max_pool1d": 1,
@@ -553,14 +628,6 @@ MODULE_RULES: dict[type, Rule] = {
     nn.InstanceNorm1d: norm_module, nn.InstanceNorm2d: norm_module, nn.InstanceNorm3d: norm_module,
     nn.LayerNorm: layer_norm_module, nn.GroupNorm: group_norm_module,
     nn.MultiheadAttention: mha_module,
-}
-
-
-# Attributes that a module's own forward reads as a channel count: after export they must hold
-# the kept count of the named child layer's side. One line per architecture, matched by class
-# name so that no optional package needs importing.
-EXPORT_ATTRIBUTES: dict[str, dict[str, tuple[str, str]]] = {
-    "VisionTransformer": {"hidden_dim": ("conv_proj", "out_channels")},
 }
 
 

@@ -6,27 +6,62 @@ reshape would ask for sizes that no longer fit. A :class:`TracedSize` is the ``i
 reads, carrying its sources, so the channel rules can keep such sizes consistent; and when the
 model computes with a channel count as a number (``(C // heads) ** -0.5``, ``x / C``) the
 channels behind it are reported, because pruning them would change what the model computes.
+
+Int attributes of the model's modules (``self.num_heads``) are traced the same way, with an
+:class:`AttrRef` as their source: a reshape sized by one tells the rules which attribute the
+export must update (the number of heads kept), and a use as a number tells them which
+attribute must keep its value.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-Source = tuple[Any, int]  # (TensorRef of the tensor whose shape was read, dim)
+Source = tuple[Any, int]  # (TensorRef of the tensor whose shape was read, dim) or (AttrRef, -1)
+
+
+@dataclass(frozen=True)
+class AttrRef:
+    """An int attribute of a module, read while tracing: ``(module name, attribute, value)``."""
+
+    module: str
+    attr: str
+    value: int
+
+    def __str__(self) -> str:
+        return f"{self.module + '.' if self.module else ''}{self.attr}"
+
+
+def attribute_sources(sources: tuple[Source, ...]) -> list[AttrRef]:
+    return list(dict.fromkeys(ref for ref, _ in sources if isinstance(ref, AttrRef)))
+
+
+def shape_sources(sources: tuple[Source, ...]) -> list[Source]:
+    return [(ref, dim) for ref, dim in sources if not isinstance(ref, AttrRef)]
+
+
+def bare_attribute(size: Any) -> AttrRef | None:
+    """The attribute a size is, when it is one attribute as read (not a result computed from it)."""
+    if isinstance(size, TracedSize) and len(size.sources) == 1:
+        ref = size.sources[0][0]
+        if isinstance(ref, AttrRef) and int(size) == ref.value:
+            return ref
+    return None
 
 
 class TracedSize(int):
     """An ``int`` read from ``tensor.shape`` or ``tensor.size()`` during a trace.
 
     It is the very same number; integer arithmetic with it keeps its sources, and using it as
-    a real number (``/``, ``**``, ``float()``) calls ``on_value_use(sources, what)``.
+    a real number (``/``, ``**``, ``float()``) calls ``on_value_use(sources, what, value)``.
     """
 
     sources: tuple[Source, ...]
-    on_value_use: Callable[[tuple[Source, ...], str], None] | None
+    on_value_use: Callable[[tuple[Source, ...], str, int], None] | None
 
     def __new__(cls, value: int, sources: tuple[Source, ...],
-                on_value_use: Callable[[tuple[Source, ...], str], None] | None = None) -> TracedSize:
+                on_value_use: Callable[[tuple[Source, ...], str, int], None] | None = None) -> TracedSize:
         size = super().__new__(cls, value)
         size.sources = sources
         size.on_value_use = on_value_use
@@ -38,7 +73,7 @@ class TracedSize(int):
     def _report(self, other: Any, what: str) -> None:
         sources = self.sources + (other.sources if isinstance(other, TracedSize) else ())
         if self.on_value_use is not None:
-            self.on_value_use(sources, what)
+            self.on_value_use(sources, what, int(self))
 
     def __float__(self) -> float:
         self._report(None, "float()")

@@ -18,7 +18,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .traced_size import Source, TracedSize
+from .traced_size import AttrRef, Source, TracedSize
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,8 @@ class TracedGraph:
     modules: dict[str, nn.Module]
     unreached: list[str] = field(default_factory=list)
     values: dict[int, torch.Tensor] = field(default_factory=dict)
-    size_uses: list[tuple[tuple[Source, ...], str]] = field(default_factory=list)  # channel counts used as numbers
+    # sizes used as numbers: (sources, why, the value used)
+    size_uses: list[tuple[tuple[Source, ...], str, int]] = field(default_factory=list)
 
 
 class _Recorder(TorchFunctionMode):
@@ -113,7 +114,7 @@ class Tracer:
         self.leaf_depth = 0
         self._scope: list[str] = [""]
         self._called: set[str] = set()
-        self.size_uses: list[tuple[tuple[Source, ...], str]] = []
+        self.size_uses: list[tuple[tuple[Source, ...], str, int]] = []
 
     # -- tensor handles -------------------------------------------------------------------
     def ref(self, tensor: torch.Tensor) -> TensorRef:
@@ -141,9 +142,23 @@ class Tracer:
             return TracedSize(out, ((ref, dim % tensor.dim()),), self._size_used)
         return torch.Size([TracedSize(n, ((ref, d),), self._size_used) for d, n in enumerate(out)])
 
-    def _size_used(self, sources: tuple[Source, ...], what: str) -> None:
+    def _size_used(self, sources: tuple[Source, ...], what: str, value: int) -> None:
         scope = self._scope[-1] or "the model"
-        self.size_uses.append((sources, f"its channel count is used as a number ({what}) in {scope!r}"))
+        self.size_uses.append((sources, f"its channel count is used as a number ({what}) in {scope!r}", value))
+
+    def _traced_attributes(self, modules: dict[str, nn.Module], model: nn.Module) -> list[tuple]:
+        """Replace the int attributes of the modules whose code is traced by traced sizes;
+        returns what to put back."""
+        swapped = []
+        for name, module in modules.items():
+            if module is not model and self.is_leaf(module):
+                continue
+            for attr, value in list(module.__dict__.items()):
+                if type(value) is int and value > 1 and not attr.startswith("_"):
+                    size = TracedSize(value, ((AttrRef(name, attr, value), -1),), self._size_used)
+                    module.__dict__[attr] = size
+                    swapped.append((module, attr, value, size))
+        return swapped
 
     def record(self, kind: str, target: Any, name: str, args: Any, kwargs: Any, out: Any) -> None:
         outputs = self.refs(out)
@@ -191,6 +206,7 @@ class Tracer:
         args, kwargs = _split_inputs(example_inputs)
         collecting = gc.isenabled()
         gc.disable()  # the trace allocates many small objects: collections would cost more than it
+        swapped = self._traced_attributes(modules, model)
         try:
             with torch.random.fork_rng(devices=[]), torch.no_grad(), _Recorder(self):
                 inputs = self.refs((args, kwargs))
@@ -198,6 +214,9 @@ class Tracer:
         finally:
             if collecting:
                 gc.enable()
+            for module, attr, value, size in swapped:
+                if module.__dict__.get(attr) is size:  # unless the forward set a new value
+                    module.__dict__[attr] = value
             for h in hooks:
                 h.remove()
             for module in modules.values():

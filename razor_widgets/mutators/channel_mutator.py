@@ -14,7 +14,7 @@ from ..live_counter import mutator_resources, resource_counter
 from ..mutables.units import Channel, MutableChannelUnit
 from ..registry import MODELS
 from ..resources import Resources
-from ..rules import EXPORT_ATTRIBUTES, RULES
+from ..rules import RULES
 from ..tracing import TracedGraph, Tracer, make_example_inputs
 from .base import BaseMutator
 
@@ -53,6 +53,9 @@ class ChannelMutator(BaseMutator):
         self._mutable_by_name: dict[str, MutableChannelUnit] = {}
         self.graph_trace: TracedGraph | None = None
         self.analysis = None
+        # int attributes the forward reads as channel counts -> the (unit, position) of each
+        # element they count: the export sets them to the kept count
+        self._size_attributes: dict[tuple[str, str], list[tuple[MutableChannelUnit | None, int]]] = {}
         object.__setattr__(self, "_model", None)
 
     # -- preparing ------------------------------------------------------------------------
@@ -99,7 +102,9 @@ class ChannelMutator(BaseMutator):
         if unknown:
             raise KeyError(f"the config names units this model does not have: {', '.join(unknown)}")
         modules = dict(model.named_modules())
-        return [self._unit_from_spec(modules, spec, configured.get(spec.name)) for spec in specs]
+        units = [self._unit_from_spec(modules, spec, configured.get(spec.name)) for spec in specs]
+        self._size_attributes = _attribute_positions(ctx, specs, units)
+        return units
 
     def _new_unit(self, num_channels: int, unit_cfg: dict | None) -> MutableChannelUnit:
         args = dict(self.channel_unit_cfg.get("default_args", {}))
@@ -322,7 +327,6 @@ class ChannelMutator(BaseMutator):
         """A new model of plain torch layers holding only the kept channels."""
         self._require_prepared()
         static = copy.deepcopy(self._model)
-        kept_sizes = _kept_sizes(static)
         for name, module in list(static.named_modules()):
             parent = name.rpartition(".")[0]
             if isinstance(module, DynamicChannelMixin) and not isinstance(
@@ -334,11 +338,9 @@ class ChannelMutator(BaseMutator):
             param = getattr(owner, attr)
             kept = param.detach().index_select(dim, mask.nonzero().squeeze(1).to(param.device))
             setattr(owner, attr, nn.Parameter(kept.clone(), requires_grad=param.requires_grad))
-        for name, module in static.named_modules():
-            for attr, (child, side) in EXPORT_ATTRIBUTES.get(type(module).__name__, {}).items():
-                key = (f"{name}.{child}" if name else child, side)
-                if key in kept_sizes:
-                    setattr(module, attr, kept_sizes[key])
+        for (owner_name, attr), positions in self._size_attributes.items():
+            kept = sum(unit is None or bool(unit.current_mask[pos]) for unit, pos in positions)
+            setattr(static.get_submodule(owner_name) if owner_name else static, attr, kept)
         return static
 
     def _param_masks(self) -> dict[str, tuple[int, torch.Tensor]]:
@@ -354,16 +356,13 @@ class ChannelMutator(BaseMutator):
         return masks
 
 
-def _kept_sizes(model: nn.Module) -> dict[tuple[str, str], int]:
-    """Kept channel counts of each dynamic op's sides, keyed by (layer name, side)."""
-    sizes = {}
-    for name, module in model.named_modules():
-        if isinstance(module, DynamicChannelMixin):
-            for side in ("in_channels", "out_channels"):
-                container = module.get_mutable_attr(side)
-                if container is not None:
-                    sizes[name, side] = int(container.current_mask.sum())
-    return sizes
+def _attribute_positions(ctx: Any, specs: list[UnitSpec], units: list[MutableChannelUnit]
+                         ) -> dict[tuple[str, str], list[tuple[MutableChannelUnit | None, int]]]:
+    """Where each element counted by a size attribute sits: (its unit, position in a block)."""
+    where = {root: (unit, pos) for spec, unit in zip(specs, units) for pos, root in enumerate(spec.roots)}
+    roots = ctx.space.roots
+    return {key: [where.get(int(r), (None, 0)) for r in roots[line.numpy()]]  # (None, 0): in no layer
+            for key, line in ctx.size_attributes.items()}
 
 
 def _unit_cfg(cfg: dict | str | None, default_type: str) -> dict[str, Any]:
