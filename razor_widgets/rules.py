@@ -413,15 +413,21 @@ def _grouped(ids: torch.Tensor, letters: str, groups: list[list[str]]) -> torch.
 def sdpa(ctx: AnalysisContext, node: Node) -> None:
     """``scaled_dot_product_attention``: q and k meet over the head dim, v passes to the output.
 
-    The scale is derived from q's size, so pruning the q/k head dim would change it: those
-    channels stay fixed; v's channels are free.
+    The scale is derived from q's size, so channels that vary within a head of q or k stay
+    fixed (pruning them would change it); v's channels are free. When every head is one
+    element (whole heads, ``attention='heads'``), the head dim keeps its size: q, k and v of a
+    head are pruned together.
     """
     q, k, v = node.input_refs()[:3]
-    qi, ki = ctx.get(q), ctx.get(k)
-    reason = f"the attention scale of {ctx.describe()} depends on the head dim"
-    ctx.fix(qi, reason)
-    ctx.fix(ki, reason)
-    ctx.set(node.output_refs()[0], ctx.get(v))
+    qi, ki, vi = ctx.get(q), ctx.get(k), ctx.get(v)
+    if qi.shape[-1] > 1 or ki.shape[-1] > 1:
+        reason = f"the attention scale of {ctx.describe()} depends on the head dim"
+        ctx.fix(qi, reason)
+        ctx.fix(ki, reason)
+    else:
+        ctx.space.union(qi, ki)
+        ctx.space.union(qi, vi)
+    ctx.set(node.output_refs()[0], vi)
 
 
 # -- layers -------------------------------------------------------------------------------------

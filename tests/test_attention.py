@@ -1,15 +1,21 @@
 """Attention units: whole heads by default, the same positions in every head on request.
 
 For ``nn.MultiheadAttention`` (torchvision ViT) the embed dim is also the residual stream, so the
-stream unit counts heads: a unit channel is one head (``expand_ratio == head_dim``). The export
-then has fewer heads of the original size, its attributes consistent, and computes what the
-masked model computes.
+stream unit counts heads: a unit channel is one head (``expand_ratio == head_dim``). Attention
+written with torch functions (Swin, MaxViT, timm-style blocks) reshapes q/k/v by a heads
+attribute of its module; each head is then one element, and the export sets that attribute to
+the heads kept. Either way the export computes what the masked model computes, with exact
+counts.
 """
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
+from torch import nn
+from torchvision.models.maxvit import MaxVit
+from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
 
 from razor_widgets import ChannelMutator, DynamicChannelMixin, count_resources
 
@@ -107,3 +113,95 @@ def test_unknown_attention_mode_is_refused_and_nothing_changes(vit, image):
     with pytest.raises(ValueError, match="attention must be one of heads, head_dims"):
         prepare(vit, image, attention="tokens")
     assert not any(isinstance(m, DynamicChannelMixin) for m in vit.modules())
+
+
+# -- attention written with torch functions: heads sized by module attributes ------------------
+SWIN = dict(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=[4, 4], num_classes=10)
+
+
+def unit_writing(mutator, layer):
+    (unit,) = [u for u in mutator.units if any(c.name == layer and c.is_output_channel for c in u.output_related)]
+    return unit
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_swin_stream_counts_the_heads_of_its_stage(version):
+    """Swin computes ``C // num_heads`` from the stream width, so a stage's stream and its heads
+    are one unit of whole heads; the export sets ``num_heads`` and prunes the per-head tables."""
+    torch.manual_seed(0)
+    extra = dict(block=SwinTransformerBlockV2, downsample_layer=PatchMergingV2) if version == 2 else {}
+    model = SwinTransformer(**SWIN, **extra).eval()
+    x = torch.randn(2, 3, 32, 32)
+    mutator = prepare(model, x)
+    stage1, stage2 = unit_writing(mutator, "features.0.0"), unit_writing(mutator, "features.2.reduction")
+    assert (stage1.num_channels, stage2.num_channels) == (2, 4)
+    assert stage1.is_mutable and stage2.is_mutable
+    mutator.set_choices({stage1.name: 0.5, stage2.name: 0.5})
+    static = check_export(model, x, mutator)
+    for stage, heads in ((static.features[1], 1), (static.features[3], 2)):
+        for block in stage:
+            attn = block.attn
+            assert attn.num_heads == heads and attn.qkv.out_features == 3 * 8 * heads
+            if version == 1:
+                assert attn.relative_position_bias_table.shape[1] == heads
+            else:
+                assert attn.cpb_mlp[2].out_features == heads and attn.logit_scale.shape == (heads, 1, 1)
+
+
+def test_maxvit_attention_exports_fewer_heads():
+    torch.manual_seed(0)
+    model = MaxVit(input_size=(32, 32), stem_channels=8, partition_size=2, block_channels=[16, 32],
+                   block_layers=[1, 1], head_dim=8, stochastic_depth_prob=0.0, num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    mutator = prepare(model, x)
+    stream = unit_writing(mutator, "blocks.0.layers.0.layers.MBconv.proj.1")
+    assert stream.num_channels == 2 and stream.is_mutable  # 16 channels: 2 heads of 8
+    mutator.set_choices({stream.name: 0.5})
+    static = check_export(model, x, mutator)
+    layers = static.blocks[0].layers[0].layers
+    for attention in (layers.window_attention, layers.grid_attention):
+        attn = attention.attn_layer[1]
+        assert (attn.n_heads, attn.head_dim) == (1, 8) and attn.to_qkv.out_features == 24
+
+
+class HeadsAttention(nn.Module):
+    """timm-style attention: heads from attributes, ``scaled_dot_product_attention``."""
+
+    def __init__(self, heads: int = 4, dim: int = 16, divide_by_heads: bool = False):
+        super().__init__()
+        self.heads, self.dim, self.divide_by_heads = heads, dim, divide_by_heads
+        self.embed = nn.Linear(6, dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        b, n = x.shape[0], x.shape[1]
+        q, k, v = self.qkv(h).reshape(b, n, 3, self.heads, self.dim // self.heads).permute(2, 0, 3, 1, 4)
+        o = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, self.dim)
+        if self.divide_by_heads:
+            o = o / self.heads
+        return self.head(h + self.proj(o))
+
+
+def test_sdpa_with_attribute_heads_prunes_whole_heads():
+    torch.manual_seed(0)
+    model, x = HeadsAttention().eval(), torch.randn(2, 5, 6)
+    mutator = prepare(model, x)
+    heads = unit_writing(mutator, "qkv")
+    assert heads.num_channels == 4 and heads.is_mutable
+    mutator.set_choices({heads.name: 0.25})
+    static = check_export(model, x, mutator)
+    assert (static.heads, static.dim, static.qkv.out_features) == (1, 4, 12)
+    assert (model.heads, model.dim) == (4, 16)  # the prepared model keeps its attributes
+
+
+def test_an_attribute_used_as_a_number_keeps_its_value():
+    """``o / self.heads``: pruning heads would change the result, so the heads stay fixed."""
+    torch.manual_seed(0)
+    model, x = HeadsAttention(divide_by_heads=True).eval(), torch.randn(2, 5, 6)
+    mutator = prepare(model, x)
+    heads = unit_writing(mutator, "qkv")
+    assert not heads.is_mutable
+    assert any(r.startswith("attribute heads keeps its value") for r in heads.fixed_reasons)
