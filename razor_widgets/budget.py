@@ -64,7 +64,7 @@ def number_step(unit: MutableChannelUnit) -> int:
 
 def smallest_number(unit: MutableChannelUnit) -> int:
     """The smallest valid channel count of a unit in number mode: ``min_choice`` rounded up to
-    the step (``min_choice`` itself can be off the step when ``min_value`` is below the divisor)."""
+    the step (a unit type of another package may give one off the step)."""
     step = number_step(unit)
     return min(unit.num_channels, -(-int(unit.min_choice) // step) * step)
 

@@ -93,6 +93,13 @@ def test_integer_keys_and_number_mode(net, x) -> None:
         mutator.set_choices({1: 17})
     assert net.conv1.get_mutable_attr("out_channels").activated_channels == 12
     assert net.head.get_mutable_attr("in_features").activated_channels == 12
+    # the smallest and the sampled choices are multiples of the divisor too
+    assert mutator.min_choices == {"conv0_(0, 8)_8": 4, "conv1_(0, 16)_16": 4}
+    mutator.set_min_choices()
+    assert mutator.current_choices == {"conv0_(0, 8)_8": 4, "conv1_(0, 16)_16": 4}
+    for _ in range(20):
+        mutator.set_choices(mutator.sample_choices())
+        assert all(v % 4 == 0 for v in mutator.current_choices.values())
 
 
 def test_sequential_keeps_a_prefix_and_l1_keeps_the_largest(net, x) -> None:

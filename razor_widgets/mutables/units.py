@@ -280,14 +280,19 @@ class SequentialMutableChannelUnit(MutableChannelUnit):
 
     @property
     def min_choice(self) -> int | float:
-        base = self.base_channels
-        low = min(base, max(1, make_divisible(1, self.divisor, self.min_value, self.min_ratio)))
-        return self._choice_of(low)
+        return self._choice_of(self._valid_kept(1))
 
     def sample_choice(self) -> int | float:
+        return self._choice_of(self._valid_kept(random.randint(1, self.base_channels)))
+
+    def _valid_kept(self, wanted: int) -> int:
+        """Channels per block near ``wanted`` that make a valid choice: rounded by the divisor
+        (in number mode a multiple of it, unless every channel is kept)."""
         base = self.base_channels
-        kept = make_divisible(random.randint(1, base), self.divisor, self.min_value, self.min_ratio)
-        return self._choice_of(min(base, max(1, kept)))
+        kept = max(1, make_divisible(wanted, self.divisor, self.min_value, self.min_ratio))
+        if self.is_num_mode and kept % self.divisor:
+            kept = -(-kept // self.divisor) * self.divisor
+        return min(base, kept)
 
 
 MODELS.register_module("SequentialChannelUnit", module=SequentialMutableChannelUnit)
