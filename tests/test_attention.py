@@ -9,6 +9,10 @@ counts.
 """
 from __future__ import annotations
 
+import copy
+import json
+import random
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,7 +21,7 @@ from torch import nn
 from torchvision.models.maxvit import MaxVit
 from torchvision.models.swin_transformer import PatchMergingV2, SwinTransformer, SwinTransformerBlockV2
 
-from razor_widgets import ChannelMutator, DynamicChannelMixin, count_resources
+from razor_widgets import MODELS, ChannelMutator, DynamicChannelMixin, count_resources
 
 VIT = dict(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=32, mlp_dim=48, num_classes=10)
 HEAD_DIM = VIT["hidden_dim"] // VIT["num_heads"]
@@ -205,3 +209,27 @@ def test_an_attribute_used_as_a_number_keeps_its_value():
     heads = unit_writing(mutator, "qkv")
     assert not heads.is_mutable
     assert any(r.startswith("attribute heads keeps its value") for r in heads.fixed_reasons)
+
+
+@pytest.mark.parametrize("kind", ["vit", "timm"])
+def test_size_attributes_survive_a_config_round_trip(kind, vit, image):
+    """``config_template(with_channels=True)`` carries the attributes the export sets, so a
+    mutator rebuilt from the JSON (no tracing) exports the same model."""
+    torch.manual_seed(0)
+    model, x = (vit, image) if kind == "vit" else (HeadsAttention().eval(), torch.randn(2, 5, 6))
+    twin = copy.deepcopy(model)
+    mutator = prepare(model, x)
+    config = json.loads(json.dumps(mutator.config_template(with_channels=True)))
+    assert config["parse_cfg"]["size_attributes"]
+    rebuilt = MODELS.build(config)
+    rebuilt.prepare_from_supernet(twin)
+    random.seed(0)
+    choices = mutator.sample_choices()
+    mutator.set_choices(choices)
+    rebuilt.set_choices(choices)
+    ours, theirs = mutator.to_static().eval(), rebuilt.to_static().eval()
+    attributes = {(n, a) for n, a in mutator._size_attributes}  # noqa: SLF001 (what the export sets)
+    for owner, attr in attributes:
+        assert getattr(ours.get_submodule(owner), attr) == getattr(theirs.get_submodule(owner), attr)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x), ours(x))

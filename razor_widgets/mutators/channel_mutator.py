@@ -140,8 +140,8 @@ class ChannelMutator(BaseMutator):
             for key, is_output in (("output_related", True), ("input_related", False)):
                 for ch in cfg["channels"].get(key, []):
                     items.append(_channel_from_cfg(ch, is_output, modules, params, name))
-            if num is None:
-                num = items[0].end - items[0].start
+            if num is None:  # the narrowest item holds the unit once (others may hold it several times)
+                num = min((c.end - c.start) // c.expand_ratio for c in items)
             unit = self._new_unit(num, cfg)
             unit.name = name
             unit.repeats = int(cfg["channels"].get("repeats", 1))
@@ -149,6 +149,7 @@ class ChannelMutator(BaseMutator):
             for channel in items:
                 (unit.add_output_related if channel.is_output_channel else unit.add_input_related)(channel)
             units.append(unit)
+        self._size_attributes = _attributes_from_cfg(self.parse_cfg.get("size_attributes", {}), modules, units)
         return units
 
     def _units_from_predefined(self, model: nn.Module) -> list[MutableChannelUnit]:
@@ -306,6 +307,11 @@ class ChannelMutator(BaseMutator):
                     "default_args": dict(self.channel_unit_cfg.get("default_args", {})),
                     "units": units}
         parse_cfg = {"type": "Config"} if with_channels else _plain(self.parse_cfg)
+        if with_channels and self._size_attributes:  # attributes the export sets: kept lossless
+            parse_cfg["size_attributes"] = {
+                f"{owner}.{attr}" if owner else attr: [[u.name if u is not None and u.name in units else None, pos]
+                                                       for u, pos in positions]
+                for (owner, attr), positions in self._size_attributes.items()}
         return {"type": type(self).__name__, "channel_unit_cfg": unit_cfg, "parse_cfg": parse_cfg}
 
     # -- counting -------------------------------------------------------------------------
@@ -354,6 +360,25 @@ class ChannelMutator(BaseMutator):
                 dim, mask = masks.setdefault(channel.name, (channel.param_dim, torch.ones(size, dtype=torch.bool)))
                 mask[channel.start:channel.end] = unit.channel_mask(channel)
         return masks
+
+
+def _attributes_from_cfg(cfg: dict, modules: dict[str, nn.Module], units: list[MutableChannelUnit]
+                         ) -> dict[tuple[str, str], list[tuple[MutableChannelUnit | None, int]]]:
+    """``parse_cfg['size_attributes']`` of a config template, checked against the model."""
+    by_name = {u.name: u for u in units}
+    out = {}
+    for key, positions in cfg.items():
+        owner, _, attr = str(key).rpartition(".")
+        if owner not in modules or not isinstance(getattr(modules[owner], attr, None), int):
+            raise ValueError(f"size attribute {key!r}: the model has no int attribute of that name")
+        resolved = []
+        for entry in positions:
+            name, pos = entry
+            if name is not None and name not in by_name:
+                raise ValueError(f"size attribute {key!r} names unit {name!r}, which the config does not have")
+            resolved.append((by_name.get(name), int(pos)))
+        out[(owner, attr)] = resolved
+    return out
 
 
 def _attribute_positions(ctx: Any, specs: list[UnitSpec], units: list[MutableChannelUnit]
