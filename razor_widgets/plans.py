@@ -12,7 +12,7 @@ import math
 import os
 from typing import Any
 
-__all__ = ["PlanError", "load_choices", "read_plan", "save_choices"]
+__all__ = ["PlanError", "apply_plan", "channel_plan", "load_choices", "read_json_plan", "read_plan", "save_choices"]
 
 
 class PlanError(ValueError):
@@ -27,9 +27,8 @@ def save_choices(mutator: Any, path: str | os.PathLike) -> None:
         f.write("\n")
 
 
-def read_plan(path: str | os.PathLike) -> dict[str, Any]:
-    """The plan in ``path`` as ``{unit_name: choice}``. Values may be numbers or, as in config
-    templates and MMRazor's dumped choices, ``{"choice": x}`` / ``{"chosen": x}``."""
+def read_json_plan(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object in ``path``, as read (raises PlanError if it is not one)."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f, parse_constant=_no_constant)
@@ -40,6 +39,12 @@ def read_plan(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise PlanError(f"the plan {os.fspath(path)!r} must be a JSON object of unit name to choice, "
                         f"not a {type(data).__name__}")
+    return data
+
+
+def channel_plan(data: dict[str, Any]) -> dict[str, Any]:
+    """``{unit_name: number}`` from a JSON object whose values are numbers or, as in config
+    templates and MMRazor's dumped choices, ``{"choice": x}`` / ``{"chosen": x}``."""
     plan = {}
     for name, value in data.items():
         if isinstance(value, dict):
@@ -53,13 +58,24 @@ def read_plan(path: str | os.PathLike) -> dict[str, Any]:
     return plan
 
 
+def read_plan(path: str | os.PathLike) -> dict[str, Any]:
+    """The plan in ``path`` as ``{unit_name: choice}``. Values may be numbers or, as in config
+    templates and MMRazor's dumped choices, ``{"choice": x}`` / ``{"chosen": x}``."""
+    return channel_plan(read_json_plan(path))
+
+
 def load_choices(mutator: Any, path: str | os.PathLike) -> dict[Any, Any]:
     """Apply the plan in ``path`` to the mutator and return the choices it set.
 
     Every mutable unit must be named, and nothing else; on any problem :class:`PlanError`
     says what does not fit and no choice changes.
     """
-    plan = read_plan(path)
+    return apply_plan(mutator, read_plan(path), os.fspath(path))
+
+
+def apply_plan(mutator: Any, plan: dict[str, Any], source: str) -> dict[Any, Any]:
+    """Check ``plan`` (``{unit_name: choice}``, read from ``source``) against the mutator and
+    apply it in one atomic ``set_choices``; raises PlanError, changing nothing, if it does not fit."""
     by_name = {str(u.name): u.name for u in mutator.mutable_units}
     fixed = {str(u.name): u for u in mutator.units if not u.is_mutable}
     problems = []
@@ -73,13 +89,13 @@ def load_choices(mutator: Any, path: str | os.PathLike) -> dict[Any, Any]:
     if missing:
         problems.append(f"leaves out {len(missing)} of the model's {len(by_name)} units: {_few(missing)}")
     if problems:
-        raise PlanError(f"the plan {os.fspath(path)!r} does not fit this model: it " + "; it ".join(problems))
+        raise PlanError(f"the plan {source!r} does not fit this model: it " + "; it ".join(problems))
     choices = {by_name[n]: v for n, v in plan.items()}
     try:
         mutator.set_choices(choices)
     except (KeyError, ValueError, TypeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        raise PlanError(f"the plan {os.fspath(path)!r} does not fit this model: {message}") from exc
+        raise PlanError(f"the plan {source!r} does not fit this model: {message}") from exc
     return choices
 
 

@@ -1,6 +1,7 @@
 """PruningExplorer: sliders per channel unit, live counters, the model graph and plans, in one widget."""
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import random
@@ -12,11 +13,22 @@ from torch import nn
 
 from ..budget import BudgetFit, choice_for_fraction
 from ..mutators.channel_mutator import ChannelMutator
+from ..mutators.module_mutator import OneShotModuleMutator
 from ..plans import PlanError, load_choices, save_choices
+from ..resources import Resources
 from .budget_control import BudgetControl
 from .counters import ResourceCounters
 from .graph_view import GraphView
 from .history import ChoiceHistory
+from .module_choices import (
+    ChosenPathCounter,
+    ModuleChoices,
+    ModuleGroup,
+    every_candidate,
+    has_module_mutables,
+    load_plan,
+    save_plan,
+)
 from .plots import ChannelPlot, LayerPlot
 from .sliders import UnitSliders
 
@@ -32,33 +44,52 @@ class PruningExplorer:
     ``ChannelMutator`` instead of a model to explore it. ``example_inputs`` defaults to a
     1x3x224x224 tensor. Expensive redraws (graph, plots) wait ``redraw_delay`` seconds after
     the last change; counters follow every slider event.
+
+    A model with searchable ops (``OneShotMutableOP``) also gets ``module_mutator`` and one
+    dropdown per search group (``dropdowns``); its channels are traced with every candidate
+    running, and counters and ``export()`` follow the chosen candidates.
     """
 
     def __init__(self, model: nn.Module | ChannelMutator, example_inputs: Any = None, *,
                  channel_unit_cfg: dict | str | None = None, redraw_delay: float = 0.15) -> None:
         self.warnings: list[str] = []  # what preparing warned about (unprunable channels)
+        self.module_mutator: OneShotModuleMutator | None = None  # set when the model has searchable ops
+        self.path_counter: ChosenPathCounter | None = None
         if isinstance(model, ChannelMutator):
             if model.model is None:
                 raise ValueError("the ChannelMutator is not prepared: call prepare_from_supernet(model) first, "
                                  "or pass the model itself")
+            if has_module_mutables(model.model):
+                raise ValueError("the model has searchable ops (OneShotMutableOP): pass the model itself, so "
+                                 "that the explorer traces its channels with every candidate running")
             self.mutator = model
         elif isinstance(model, nn.Module):
             self.mutator = ChannelMutator(channel_unit_cfg=channel_unit_cfg)
+            modules = None
+            if has_module_mutables(model):
+                modules = OneShotModuleMutator()
+                modules.prepare_from_supernet(model)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                self.mutator.prepare_from_supernet(model, example_inputs=example_inputs)
+                with every_candidate(modules) if modules is not None else contextlib.nullcontext():
+                    self.mutator.prepare_from_supernet(model, example_inputs=example_inputs)
             self.warnings = [str(w.message) for w in caught]
+            if modules is not None:
+                self.module_mutator = modules
+                self.path_counter = ChosenPathCounter(self.mutator, modules)
         else:
             raise TypeError(f"PruningExplorer takes an nn.Module or a prepared ChannelMutator, "
                             f"got {type(model).__name__}")
         mutator = self.mutator
-        self.history = ChoiceHistory(mutator.current_choices)
+        self.history = ChoiceHistory(self._all_choices())
         self.status = widgets.HTML()
-        self.counters = ResourceCounters(mutator.resources())
+        self.counters = ResourceCounters(self.resources())
         self.panel = UnitSliders(mutator, self._on_slider)
         self.sliders = self.panel.sliders
+        self.modules: ModuleChoices | None = None
+        self.dropdowns: dict[int, widgets.Dropdown] = {}
         self._build_whole_model_controls()
-        self.budget = BudgetControl(mutator, self._apply_fit)
+        self.budget = BudgetControl(self.path_counter or mutator, self._apply_fit)
         self.graph_view = GraphView(mutator, delay=redraw_delay)
         self.channel_plot = ChannelPlot(mutator)
         self.layer_plot = LayerPlot(mutator)
@@ -73,6 +104,12 @@ class PruningExplorer:
         self.unit_selector.observe(lambda change: self.select_unit(change["new"]), "value")
         self.extra = widgets.VBox()  # further sections (module mutables) go here: add_section()
         self.widget = self._layout()
+        if self.module_mutator is not None:
+            self.modules = ModuleChoices(self.module_mutator, self.path_counter, self._on_dropdown)
+            self.dropdowns = self.modules.dropdowns
+            section = self.add_section(f"Searchable ops ({len(self.dropdowns)} search groups)", self.modules.widget)
+            section.selected_index = 0
+            self._show_chosen_path()
         self._update_buttons()
 
     # -- layout ---------------------------------------------------------------------------
@@ -138,6 +175,60 @@ class PruningExplorer:
         colour = "#b00020" if error else "#333"
         self.status.value = f"<span style='color:{colour}'>{html.escape(text)}</span>" if text else ""
 
+    # -- counts and the combined state ----------------------------------------------------
+    def resources(self) -> Resources:
+        """Params and MACs of ``export()`` at the current choices (the counters' figures)."""
+        return self.mutator.resources() if self.path_counter is None else self.path_counter.resources()
+
+    def _all_choices(self) -> dict[Any, Any]:
+        """The units' choices and, keyed by ``ModuleGroup(g)``, the search groups': one history step."""
+        choices = self.mutator.current_choices
+        if self.module_mutator is not None:
+            choices.update({ModuleGroup(g): c for g, c in self.module_mutator.current_choices.items()})
+        return choices
+
+    def _set_state(self, state: dict[Any, Any]) -> None:
+        units = {k: v for k, v in state.items() if not isinstance(k, ModuleGroup)}
+        groups = {k.group: v for k, v in state.items() if isinstance(k, ModuleGroup)}
+        if groups:
+            self.module_mutator.validate_choices(groups)  # before any change: all or nothing
+        self.mutator.set_choices(units)
+        if groups:
+            self.module_mutator.set_choices(groups)
+
+    # -- the dropdown path (searchable ops) -------------------------------------------------
+    def _on_dropdown(self, group: int, choice: Any) -> None:
+        try:
+            self.module_mutator.set_choices({group: choice})
+        except (ValueError, TypeError, KeyError) as exc:
+            self._say(str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc), error=True)
+            with self.modules.quiet():
+                self.dropdowns[group].value = self.module_mutator.current_choices[group]
+            return
+        self._show_chosen_path()
+        self.counters.update(self.resources())
+        self.history.record(self._all_choices())
+        self._say("")
+        self._changed()
+
+    def set_module_choices(self, choices: dict[int, Any], record: bool = True) -> None:
+        """Choose candidates for several search groups at once (``{group: candidate name}``,
+        atomic: on an invalid entry nothing changes) and show it."""
+        if self.module_mutator is None:
+            raise ValueError("this model has no searchable ops (OneShotMutableOP)")
+        self.module_mutator.set_choices(choices)
+        self._show_changes(record)
+
+    def _show_chosen_path(self) -> None:
+        """Disable the sliders of units whose layers all lie in candidates that are not chosen."""
+        dropped = self.path_counter.dropped_layers()
+        if not hasattr(self, "_unit_layers"):
+            self._unit_layers = {n: {c.name for c in self.mutator.unit(n).channels} for n in self.sliders}
+        for name, slider in self.sliders.items():
+            off = bool(dropped) and self._unit_layers[name] <= dropped
+            if slider.disabled != off:
+                slider.disabled = off
+
     # -- the slider path (every event: keep it cheap) --------------------------------------
     def _on_slider(self, name: Any, value: Any) -> None:
         try:
@@ -148,7 +239,7 @@ class PruningExplorer:
                 self.sliders[name].value = self.history.current[name]
             return
         self.panel.update_kept(name)
-        self.counters.update(self.mutator.resources())
+        self.counters.update(self.resources())
         self.history.record_one(name, self.mutator.unit(name).current_choice, key=name)
         self._changed()
 
@@ -179,11 +270,13 @@ class PruningExplorer:
         self._show_changes(record, key)
 
     def _show_changes(self, record: bool = True, key: Any = None) -> None:
-        current = self.mutator.current_choices
-        self.panel.show(current)
-        self.counters.update(self.mutator.resources())
+        self.panel.show(self.mutator.current_choices)
+        if self.modules is not None:
+            self.modules.show(self.module_mutator.current_choices)
+            self._show_chosen_path()
+        self.counters.update(self.resources())
         if record:
-            self.history.record(current, key)
+            self.history.record(self._all_choices(), key)
         self._say("")
         self._changed()
 
@@ -211,16 +304,21 @@ class PruningExplorer:
         self._show_global(1.0)
 
     def sample(self, seed: int | None = None) -> dict[Any, Any]:
-        """Random choices for every unit (``seed`` makes them repeatable); returns them."""
+        """Random choices for every unit (``seed`` makes them repeatable), and a random candidate
+        for every search group, as one step; returns the units' choices."""
         state = random.getstate()
         if seed is not None:
             random.seed(seed)
         try:
             choices = self.mutator.sample_choices()
+            modules = self.module_mutator.sample_choices() if self.module_mutator is not None else {}
         finally:
             if seed is not None:
                 random.setstate(state)
-        self.set_choices(choices)
+        self.mutator.set_choices(choices)
+        if modules:
+            self.module_mutator.set_choices(modules)
+        self._show_changes()
         return choices
 
     def apply_budget(self, keep_percent: float, metric: str = "MACs", mode: str = "uniform") -> BudgetFit:
@@ -235,11 +333,12 @@ class PruningExplorer:
         self.set_choices(fit.choices)
 
     def undo(self) -> None:
-        self.mutator.set_choices(self.history.undo())
+        """One step back (slider drags, dropdowns and whole-model changes alike)."""
+        self._set_state(self.history.undo())
         self._show_changes(record=False)
 
     def redo(self) -> None:
-        self.mutator.set_choices(self.history.redo())
+        self._set_state(self.history.redo())
         self._show_changes(record=False)
 
     def refresh(self) -> None:
@@ -259,8 +358,17 @@ class PruningExplorer:
 
     # -- export and plans -----------------------------------------------------------------
     def export(self) -> nn.Module:
-        """The pruned model of plain torch layers (``mutator.to_static()``)."""
-        return self.mutator.to_static()
+        """The pruned model of plain torch layers (``mutator.to_static()``); with searchable
+        ops, only the chosen candidates (``module_mutator.to_static(mutator.to_static())``)."""
+        if self.module_mutator is None:
+            return self.mutator.to_static()
+        open_groups = [self.module_mutator.group_label(g) for g, c in self.module_mutator.current_choices.items()
+                       if c is None]
+        if open_groups:
+            raise ValueError(f"choose a candidate for every searchable op before exporting: "
+                             f"{len(open_groups)} run every candidate ({', '.join(open_groups[:3])}"
+                             f"{', ...' if len(open_groups) > 3 else ''})")
+        return self.module_mutator.to_static(self.mutator.to_static())
 
     def _export_button(self) -> None:
         self.exported = self.export()
@@ -268,14 +376,21 @@ class PruningExplorer:
         self._say(f"exported: explorer.exported holds the pruned model ({params:,} params)")
 
     def save_choices(self, path: str | os.PathLike) -> None:
-        """Write the current choices as JSON ``{unit_name: choice}``."""
-        save_choices(self.mutator, path)
+        """Write the current choices as JSON ``{unit_name: choice}``, with searchable ops also
+        ``{mutable module name: candidate name}``."""
+        if self.module_mutator is None:
+            save_choices(self.mutator, path)
+        else:
+            save_plan(self.mutator, self.module_mutator, path)
         self._say(f"saved the plan to {os.fspath(path)}")
 
     def load_choices(self, path: str | os.PathLike) -> None:
         """Apply a JSON plan; one that does not fit raises ``PlanError`` and changes nothing."""
         try:
-            load_choices(self.mutator, path)
+            if self.module_mutator is None:
+                load_choices(self.mutator, path)
+            else:
+                load_plan(self.mutator, self.module_mutator, path)
         except PlanError as exc:
             self._say(str(exc), error=True)
             raise
