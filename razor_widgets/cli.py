@@ -149,12 +149,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     unit.add_argument("--mutator-type", default="ChannelMutator",
                       help="registered channel mutator type (default ChannelMutator)")
     unit.add_argument("--unit-type", help="registered channel unit type (default: the mutator's)")
+    board = commands.add_parser(
+        "dashboard", help="the explorer on a model, in the browser (Voila); runs until Ctrl-C",
+        description="Serve the pruning explorer on MODEL as a web page (Voila) and print its URL.")
+    board.add_argument("model", metavar="MODEL", nargs="?", default="resnet18",
+                       help="torchvision model name or package.module:callable (default resnet18)")
+    board.add_argument("--input-size", type=int, default=224, help="side of the 1x3xNxN example input")
+    board.add_argument("--port", type=int, default=8866)
+    board.add_argument("--ip", default="127.0.0.1", help="address to listen on (default loopback only)")
+    board.add_argument("--open", action="store_true", help="open a browser on the page")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.model, args.ratio, args.input_size)
     if args.command == "units":
         return units(args.model, args.with_channel, args.with_init_args, args.choice, args.output_path,
                      args.input_shape, args.mutator_type, args.unit_type)
+    if args.command == "dashboard":
+        from .dashboard import serve
+
+        return serve(args.model, args.input_size, args.port, args.ip, args.open)
     return 2
 
 
