@@ -61,6 +61,7 @@ from .mutators import (
 from .plans import PlanError, load_choices, save_choices
 from .registry import MODELS, Registry
 from .resources import Resources, count_resources, reference_flops
+from .tracing import TraceError
 
 __version__ = "0.1.0"
 
@@ -73,7 +74,7 @@ __all__ = [
     "MutableChannelUnit", "OneShotChannelMutator", "OneShotMutableChannelUnit", "Registry", "Resources",
     "SequentialMutableChannel", "SequentialMutableChannelUnit", "SimpleMutableChannel",
     "SlimmableChannelMutator", "SlimmableChannelUnit", "SquentialMutableChannel",
-    "UnprunableChannelsWarning", "count_resources", "reference_flops",
+    "TraceError", "UnprunableChannelsWarning", "count_resources", "reference_flops",
     # module mutables and mutators, derived mutables, searchable models, algorithms
     "BaseAlgorithm", "CandidateCounter", "DerivedMethodMixin", "DerivedMutable", "DiffModuleMutator",
     "DiffMutableModule", "DiffMutableOP", "IteAlgorithm", "ModuleMutator", "MutableModule", "MutableValue",

@@ -211,6 +211,9 @@ class Tracer:
             with torch.random.fork_rng(devices=[]), torch.no_grad(), _Recorder(self):
                 inputs = self.refs((args, kwargs))
                 out = model(*args, **kwargs)
+        except Exception as exc:
+            raise TraceError(f"the forward of {type(model).__name__} failed on the example input "
+                             f"{describe_inputs(example_inputs)}: {type(exc).__name__}: {exc}") from exc
         finally:
             if collecting:
                 gc.enable()
@@ -236,6 +239,21 @@ class Tracer:
                      and not any(n.startswith(c + ".") for c in self._called if self.is_leaf(modules[c]))]
         graph = TracedGraph(self.nodes, input_refs, output_refs, modules, unreached, self.values, self.size_uses)
         return graph
+
+
+class TraceError(RuntimeError):
+    """The model's forward raised while being traced on the example input."""
+
+
+def describe_inputs(tree: Any) -> str:
+    """Shapes and dtypes of example inputs, for messages: ``(1, 3, 224, 224) float32``."""
+    if isinstance(tree, torch.Tensor):
+        return f"{tuple(tree.shape)} {str(tree.dtype).removeprefix('torch.')}"
+    if isinstance(tree, (list, tuple)):
+        return "(" + ", ".join(describe_inputs(x) for x in tree) + ")"
+    if isinstance(tree, dict):
+        return "{" + ", ".join(f"{k!r}: {describe_inputs(v)}" for k, v in tree.items()) + "}"
+    return type(tree).__name__
 
 
 def _map_tensors(fn: Callable[[torch.Tensor], Any], tree: Any) -> Any:
