@@ -69,6 +69,7 @@ class TracedGraph:
     values: dict[int, torch.Tensor] = field(default_factory=dict)
     # sizes used as numbers: (sources, why, the value used)
     size_uses: list[tuple[tuple[Source, ...], str, int]] = field(default_factory=list)
+    value_reads: list[str] = field(default_factory=list)  # where the forward read a tensor's value
 
 
 class _Recorder(TorchFunctionMode):
@@ -84,6 +85,8 @@ class _Recorder(TorchFunctionMode):
                 name == "__get__" and getattr(getattr(func, "__self__", None), "__name__", "") == "shape")):
             return tracer.traced_size(args[0], func(*args, **kwargs), args[1] if len(args) > 1 else kwargs.get("dim"))
         if tracer.leaf_depth or name in _METADATA:
+            if name in _VALUE_READS and not tracer.leaf_depth:
+                tracer.value_read(name, args[0])
             return func(*args, **kwargs)
         in_args, in_kwargs = tracer.refs(args), tracer.refs(kwargs)
         out = func(*args, **kwargs)
@@ -95,6 +98,7 @@ class _Recorder(TorchFunctionMode):
         return out
 
 
+_VALUE_READS = {"__bool__", "item", "tolist", "__int__", "__float__", "__index__"}
 _METADATA = {"__get__", "size", "dim", "numel", "__len__", "is_floating_point", "is_complex",
              "__bool__", "item", "tolist", "__format__", "__repr__", "stride", "data_ptr",
              "element_size", "nelement", "ndimension", "is_contiguous", "__index__", "__int__",
@@ -115,6 +119,7 @@ class Tracer:
         self._scope: list[str] = [""]
         self._called: set[str] = set()
         self.size_uses: list[tuple[tuple[Source, ...], str, int]] = []
+        self.value_reads: list[str] = []
 
     # -- tensor handles -------------------------------------------------------------------
     def ref(self, tensor: torch.Tensor) -> TensorRef:
@@ -159,6 +164,12 @@ class Tracer:
                     module.__dict__[attr] = size
                     swapped.append((module, attr, value, size))
         return swapped
+
+    def value_read(self, how: str, tensor: Any) -> None:
+        """The forward read a computed tensor's value (``if x.sum() > 0``): the path taken may
+        depend on the input, which ``check_path_is_static`` then probes."""
+        if isinstance(tensor, torch.Tensor) and id(tensor) not in self._param_names:
+            self.value_reads.append(f"{how}() in {self._scope[-1] or 'the model'!r}")
 
     def record(self, kind: str, target: Any, name: str, args: Any, kwargs: Any, out: Any) -> None:
         outputs = self.refs(out)
@@ -237,12 +248,34 @@ class Tracer:
             )
         unreached = [n for n in modules if n and n not in self._called
                      and not any(n.startswith(c + ".") for c in self._called if self.is_leaf(modules[c]))]
-        graph = TracedGraph(self.nodes, input_refs, output_refs, modules, unreached, self.values, self.size_uses)
+        graph = TracedGraph(self.nodes, input_refs, output_refs, modules, unreached, self.values, self.size_uses,
+                            self.value_reads)
         return graph
 
 
 class TraceError(RuntimeError):
-    """The model's forward raised while being traced on the example input."""
+    """The model's forward raised while being traced on the example input, or the path it takes
+    depends on the input's values."""
+
+
+def check_path_is_static(tracer: Tracer, model: nn.Module, example_inputs: Any, graph: TracedGraph) -> None:
+    """When the forward read tensor values, trace it again on other values (the example input
+    negated) and raise ``TraceError`` if it took another path: channel units found on one path
+    would not hold on the other."""
+    if not graph.value_reads:
+        return
+    other = _map_tensors(lambda t: -t if t.is_floating_point() else t, example_inputs)
+    second = tracer.trace(model, other)
+    ops = [(n.kind, n.name, n.scope) for n in graph.nodes]
+    again = [(n.kind, n.name, n.scope) for n in second.nodes]
+    if ops != again:
+        k = next((i for i, (a, b) in enumerate(zip(ops, again)) if a != b), min(len(ops), len(again)))
+        first = f"{ops[k][1]!r} in {ops[k][2] or 'the model'!r}" if k < len(ops) else "the end"
+        then = f"{again[k][1]!r} in {again[k][2] or 'the model'!r}" if k < len(again) else "the end"
+        raise TraceError(
+            f"the path {type(model).__name__}'s forward takes depends on the input's values "
+            f"({', '.join(dict.fromkeys(graph.value_reads))}): op {k} is {first} for the example input "
+            f"and {then} for the same input negated; channel units cannot be found for every path")
 
 
 def describe_inputs(tree: Any) -> str:

@@ -55,3 +55,39 @@ def test_a_forward_that_raises():
         ChannelMutator().prepare_from_supernet(model, example_inputs=torch.randn(1, 3, 16, 16))
     assert unchanged(model, before)
     assert type(model.__dict__["width"]) is int  # traced attributes are put back
+
+
+class Branchy(nn.Module):
+    """Takes another path when the input's values change sign."""
+
+    def __init__(self, check_only: bool = False):
+        super().__init__()
+        self.check_only = check_only
+        self.a, self.b, self.c = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        h = self.a(x)
+        if self.check_only:
+            if not bool(torch.isfinite(x).all()):  # reads values, but the path never changes
+                raise ValueError("non-finite input")
+        elif x.sum() > 0:
+            h = self.b(h)
+        return self.c(h)
+
+
+def test_a_path_that_depends_on_the_input_values():
+    model = Branchy()
+    before_state = copy.deepcopy(model.state_dict())
+    mutator = ChannelMutator()
+    with pytest.raises(TraceError, match=r"depends on the input's values \(__bool__\(\) in 'the model'\): "
+                                         r"op 3 is 'b' .* and 'c'"):
+        mutator.prepare_from_supernet(model, example_inputs=torch.randn(1, 3, 16, 16).abs())
+    assert mutator.model is None and not any(isinstance(m, DynamicChannelMixin) for m in model.modules())
+    assert all(torch.equal(v, before_state[k]) for k, v in model.state_dict().items())
+
+
+def test_reading_values_on_a_path_that_never_changes_is_fine():
+    mutator = ChannelMutator()
+    mutator.prepare_from_supernet(Branchy(check_only=True), example_inputs=torch.randn(1, 3, 16, 16))
+    assert mutator.graph_trace.value_reads == ["__bool__() in 'the model'"]
+    assert [u.name for u in mutator.mutable_units] == ["a_(0, 8)_8"]

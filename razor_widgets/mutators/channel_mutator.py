@@ -15,7 +15,7 @@ from ..mutables.units import Channel, MutableChannelUnit
 from ..registry import MODELS
 from ..resources import Resources
 from ..rules import RULES
-from ..tracing import TracedGraph, Tracer, make_example_inputs
+from ..tracing import TracedGraph, Tracer, check_path_is_static, make_example_inputs
 from .base import BaseMutator
 
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its mutator
@@ -95,6 +95,7 @@ class ChannelMutator(BaseMutator):
         if example_inputs is None:
             example_inputs = make_example_inputs(self.parse_cfg.get("demo_input", (1, 3, 224, 224)))
         graph = Tracer(RULES.is_leaf).trace(model, example_inputs)
+        check_path_is_static(Tracer(RULES.is_leaf), model, example_inputs, graph)
         specs, ctx = ChannelAnalyzer(RULES, self.parse_cfg.get("attention", "heads")).analyze(graph)
         self.graph_trace, self.analysis = graph, ctx
         configured = self.channel_unit_cfg.get("units", {})
