@@ -1,0 +1,133 @@
+"""Products: ``matmul``/``@``/``bmm``, two-operand ``einsum`` and
+``scaled_dot_product_attention``. Channels contracted on both sides are one; the output takes
+the channels of the side that carries them; per-head channels of the batch dims meet.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .analysis import AnalysisContext
+from .channel_space import CONST, NONE, compress
+from .tracing import Node
+
+
+def matmul(ctx: AnalysisContext, node: Node) -> None:
+    """``a @ b``: a's last dim meets b's second-to-last; output takes the side that varies."""
+    a_ref, b_ref = node.input_refs()[:2]
+    out = node.output_refs()[0]
+    if len(a_ref.shape) < 2 or len(b_ref.shape) < 2:
+        return ctx.unknown(node)
+    ids = _matmul_ids(ctx, ctx.full(a_ref), ctx.full(b_ref))
+    ctx.set(out, ids.reshape((1,) * (len(out.shape) - ids.dim()) + tuple(ids.shape)))
+
+
+def _matmul_ids(ctx: AnalysisContext, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Ids of ``a @ b`` from the full id tensors ``[..., n, k]`` and ``[..., k, m]``."""
+    a_const_rows = bool((a == a[..., :1, :]).all())  # a's ids do not change along n
+    b_const_cols = bool((b == b[..., :, :1]).all())  # b's ids do not change along m
+    a_k, b_k = a[..., :1, :], b[..., :, :1].transpose(-1, -2)
+    along_k = not bool((a == a[..., :, :1]).all() and (b == b[..., :1, :]).all())
+    if not along_k:  # summed over a dim that holds no channels (tokens in ``attn @ v``)
+        pass
+    elif a_const_rows and b_const_cols:
+        ctx.space.union(*torch.broadcast_tensors(a_k, b_k))
+        if bool(((a_k >= 0) & (b_k < 0)).any() or ((b_k >= 0) & (a_k < 0)).any()):
+            ctx.fix(torch.cat([a_k.reshape(-1), b_k.reshape(-1)]), f"contracted with constant data at {ctx.describe()}")
+    elif bool((a_k >= 0).any() or (b_k >= 0).any()):
+        ctx.fix(a, f"channels contracted by {ctx.describe()}")
+        ctx.fix(b, f"channels contracted by {ctx.describe()}")
+    a_rows = a[..., :, :1]  # ids along n (constant along k when a_k is)
+    b_cols = b[..., :1, :]
+    a_has = bool((a_rows >= 0).any()) and bool((a == a_rows).all())
+    b_has = bool((b_cols >= 0).any()) and bool((b == b_cols).all())
+    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    if a_has and b_has:
+        rows, cols = compress(a_rows), compress(b_cols)
+        if along_k or (rows.shape[-2] > 1 and cols.shape[-1] > 1):
+            ctx.fix(a, f"two channel dims meet in {ctx.describe()}")
+            ctx.fix(b, f"two channel dims meet in {ctx.describe()}")
+            return torch.full((*batch, 1, 1), CONST, dtype=torch.long)
+        # one side's channels vary only along the batch dims (an attention bias per head):
+        # they scale the other side's channels of the same batch entry, so they are one
+        rows, cols = torch.broadcast_tensors(rows, cols)
+        ctx.space.union(rows, cols)
+        out = torch.where(cols >= 0, cols, rows)
+        return out.reshape((1,) * (len(batch) + 2 - out.dim()) + tuple(out.shape)).expand(*batch, *out.shape[-2:])
+    if b_has:
+        return torch.broadcast_to(b_cols, (*batch, 1, b.shape[-1]))
+    if a_has:
+        return torch.broadcast_to(a_rows, (*batch, a.shape[-2], 1))
+    return torch.full((*batch, 1, 1), NONE, dtype=torch.long)
+
+
+def einsum(ctx: AnalysisContext, node: Node) -> None:
+    """Two-operand ``einsum``, rewritten as a batched matmul of the id tensors: letters of both
+    operands and the output are batch dims, letters of both operands only are contracted, the
+    others are rows or columns; a letter summed away in one operand is a reduction."""
+    refs = node.input_refs()
+    equation = node.args[0] if isinstance(node.args[0], str) else None
+    if equation is None or len(refs) != 2 or "..." in equation or "->" not in equation:
+        return ctx.unknown(node)
+    lhs, out_letters = equation.replace(" ", "").split("->")
+    a_letters, b_letters = lhs.split(",")
+    if len(set(a_letters)) != len(a_letters) or len(set(b_letters)) != len(b_letters):
+        return ctx.unknown(node)  # a repeated letter takes a diagonal
+    a, b = ctx.full(refs[0]), ctx.full(refs[1])
+    a, a_letters = _sum_away(ctx, a, a_letters, b_letters + out_letters)
+    b, b_letters = _sum_away(ctx, b, b_letters, a_letters + out_letters)
+    batch = [c for c in out_letters if c in a_letters and c in b_letters]
+    rows = [c for c in out_letters if c in a_letters and c not in b_letters]
+    cols = [c for c in out_letters if c in b_letters and c not in a_letters]
+    inner = [c for c in a_letters if c in b_letters and c not in out_letters]
+    a3 = _grouped(a, a_letters, [batch, rows, inner])
+    b3 = _grouped(b, b_letters, [batch, inner, cols])
+    ids = _matmul_ids(ctx, a3, b3)  # [*batch, rows, cols], size 1 where the ids do not vary
+    sizes = {c: n for letters, t in ((a_letters, a), (b_letters, b)) for c, n in zip(letters, t.shape)}
+    shape = [sizes[c] for c in batch] + [sizes[c] if ids.shape[-2] > 1 else 1 for c in rows] + \
+        [sizes[c] if ids.shape[-1] > 1 else 1 for c in cols]
+    ids = ids.reshape(shape)
+    order = [(batch + rows + cols).index(c) for c in out_letters]
+    ctx.set(node.output_refs()[0], ids.permute(order))
+
+
+def _sum_away(ctx: AnalysisContext, ids: torch.Tensor, letters: str, kept: str) -> tuple[torch.Tensor, str]:
+    """Drop the dims of letters summed in this operand alone (fixing channels summed there)."""
+    for i in reversed(range(len(letters))):
+        if letters[i] not in kept:
+            if ids.shape[i] > 1 and not bool((ids == ids.narrow(i, 0, 1)).all()):
+                ctx.fix(ids, f"channels summed by {ctx.describe()}")
+            ids, letters = ids.select(i, 0), letters[:i] + letters[i + 1:]
+    return ids, letters
+
+
+def _grouped(ids: torch.Tensor, letters: str, groups: list[list[str]]) -> torch.Tensor:
+    """Permute the dims into ``groups`` order; the first group stays, each other is flattened."""
+    ids = ids.permute([letters.index(c) for g in groups for c in g])
+    sizes, start = [], 0
+    for i, group in enumerate(groups):
+        dims = list(ids.shape[start:start + len(group)])
+        sizes += dims if i == 0 else [math.prod(dims)]
+        start += len(group)
+    return ids.reshape(sizes)
+
+
+def sdpa(ctx: AnalysisContext, node: Node) -> None:
+    """``scaled_dot_product_attention``: q and k meet over the head dim, v passes to the output.
+
+    The scale is derived from q's size, so channels that vary within a head of q or k stay
+    fixed (pruning them would change it); v's channels are free. When every head is one
+    element (whole heads, ``attention='heads'``), the head dim keeps its size: q, k and v of a
+    head are pruned together.
+    """
+    q, k, v = node.input_refs()[:3]
+    qi, ki, vi = ctx.get(q), ctx.get(k), ctx.get(v)
+    if qi.shape[-1] > 1 or ki.shape[-1] > 1:
+        reason = f"the attention scale of {ctx.describe()} depends on the head dim"
+        ctx.fix(qi, reason)
+        ctx.fix(ki, reason)
+    else:
+        ctx.space.union(qi, ki)
+        ctx.space.union(qi, vi)
+    ctx.set(node.output_refs()[0], vi)

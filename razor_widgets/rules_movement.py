@@ -1,0 +1,234 @@
+"""Movement rules: ops that move data without mixing it (view, reshape, permute, cat, pad,
+indexing...) are replayed on the id tensors themselves, so every shape and index argument is
+handled exactly. Reshapes also keep sizes consistent with pruning: sizes computed from a
+shape follow it, a module attribute that sizes a dim is updated by the export (heads), and a
+size written as a plain number keeps its channels fixed.
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_map
+
+from .analysis import AnalysisContext
+from .channel_space import CONST, compress, varying_dims
+from .traced_size import TracedSize, bare_attribute, shape_sources
+from .tracing import Node, TensorRef
+
+RESHAPES = {"view", "reshape", "flatten", "unflatten", "view_as", "reshape_as"}
+CHUNKS = {"chunk"}
+SLICES = {"__getitem__", "narrow", "select", "index_select", "split", "split_with_sizes",
+          "tensor_split", "unbind"}
+
+
+def first_input(node: Node) -> TensorRef:
+    """The first tensor an op reads."""
+    return node.input_refs()[0]
+
+
+def creation(ctx: AnalysisContext, node: Node) -> None:
+    for ref in node.output_refs():
+        ctx.set(ref, torch.full([1] * len(ref.shape), CONST, dtype=torch.long))
+
+
+def _swap_refs(ctx: AnalysisContext, tree):
+    """Float tensors become their id tensors; integer and bool tensors (indices) keep values."""
+
+    def swap(x):
+        if not isinstance(x, TensorRef):
+            return x
+        return ctx.full(x) if x.is_float else ctx.graph.values[x.handle]
+
+    return tree_map(swap, tree)
+
+
+def movement(ctx: AnalysisContext, node: Node) -> None:
+    """Replay the op on the id tensors: exact for every shape and index argument."""
+    if not first_input(node).is_float:  # index arithmetic, not data: no channels
+        return creation(ctx, node)
+    args = _swap_refs(ctx, node.args)
+    kwargs = _swap_refs(ctx, node.kwargs)
+    if node.name == "pad":
+        if len(args) > 3:
+            args = (*args[:3], CONST, *args[4:])
+        else:
+            kwargs["value"] = CONST
+    if node.name == "__setitem__" and len(args) > 2 and not isinstance(args[2], torch.Tensor):
+        args = (*args[:2], CONST)  # a number written into the data, not an element id
+    gathered = _table_rows(ctx, node)
+    if gathered:
+        args = (_rows_as_one(ctx, args[0], gathered), *args[1:])
+    try:
+        out = node.target(*args, **kwargs)
+    except Exception:  # the op does not accept int64 tensors: no rule after all
+        return ctx.unknown(node)
+    if node.name == "pad":
+        out = _pad_positions_keep_channels(ctx.get(first_input(node)), out, node)
+    if node.name == "__setitem__":
+        ctx.set(node.args[0], args[0])
+        return
+    out_leaves, _ = tree_flatten(out)
+    refs = node.output_refs()
+    out_ids = [x for x in out_leaves if isinstance(x, torch.Tensor)]
+    if node.name in CHUNKS and len(out_ids) > 1:
+        if all(o.shape == out_ids[0].shape for o in out_ids):
+            for other in out_ids[1:]:  # equal parts of the new size: same positions in each
+                ctx.space.union(out_ids[0], other)
+        else:
+            ctx.fix(args[0], f"uneven chunks in {ctx.describe()}")
+    elif node.name in SLICES:
+        ctx.check_slices(args[0], out_ids, f"channels selected by fixed indices in {ctx.describe()}")
+    for ref, ids in zip(refs, out_ids):
+        ids = compress(ids)
+        if node.name in RESHAPES:
+            _keep_computed_sizes(ctx, node, out_ids[0])
+            ids = _resized_channels(ctx, ids, _target_shape(node, ids.dim()))
+        ctx.set(ref, ids)
+
+
+def _resized_channels(ctx: AnalysisContext, ids: torch.Tensor, target: list) -> torch.Tensor:
+    """The channel dims a reshape writes: each must be sized so that pruning still fits.
+
+    * one dim sized by a module attribute (ViT's ``self.hidden_dim``): the export updates it;
+    * a dim split as ``(heads, head_dim)`` with ``heads`` an attribute: whole heads are pruned
+      (``attention='heads'``): each head becomes one element, so the ids returned vary along
+      the heads dim only, and the export updates the attribute;
+    * any other split keeps its innermost dim whole (the same positions in every block), and a
+      size written as a plain number (not ``-1``, not computed from a shape) stays fixed.
+    """
+    vary = varying_dims(ids)
+    if not vary:
+        return ids
+    sizes = [target[d] for d in vary]
+    attrs = [bare_attribute(size) for size in sizes]
+    if len(vary) == 1:
+        if attrs[0] is not None:
+            ctx.count_with_attribute(attrs[0], ids.reshape(-1))
+        elif not _fits_pruning(sizes[0]):
+            ctx.fix(ids, f"reshaped to the fixed size {sizes[0]} by {ctx.describe()}")
+        return ids
+    heads = [i for i, attr in enumerate(attrs[:-1]) if attr is not None]
+    if ctx.attention == "heads" and heads:
+        dim = vary[heads[-1]]
+        moved = ids.movedim(dim, 0)
+        per_head = moved.reshape(moved.shape[0], -1)
+        ctx.space.union(per_head[:, :1].expand_as(per_head), per_head)
+        ctx.count_with_attribute(attrs[heads[-1]], per_head[:, 0])
+        return compress(per_head[:, :1].expand_as(per_head).reshape(moved.shape).movedim(0, dim))
+    inner = vary[-1]
+    lines = ids.movedim(inner, -1).reshape(-1, ids.shape[inner])
+    ctx.space.union(lines[:1].expand_as(lines), lines)
+    if not _fits_pruning(sizes[-1]):
+        ctx.fix(ids, f"split to the fixed size {sizes[-1]} by {ctx.describe()}")
+    return ids
+
+
+def _fits_pruning(size: int) -> bool:
+    """A reshape size that follows pruning: ``-1``, or computed from a tensor's shape."""
+    return size == -1 or (isinstance(size, TracedSize) and bool(shape_sources(size.sources)))
+
+
+def _table_rows(ctx: AnalysisContext, node: Node) -> list[int]:
+    """Dims of a parameter read through an index tensor (``table[index]``, ``index_select``):
+    rows looked up by position, as in a relative-position bias table, are not channels."""
+    src = first_input(node)
+    if src.param is None:
+        return []
+    if node.name == "index_select":
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        return [dim % len(src.shape)] if isinstance(dim, int) else []
+    if node.name != "__getitem__" or len(node.args) < 2:
+        return []
+    index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+    if any(i is Ellipsis or i is None for i in index):
+        return []
+    return [d for d, i in enumerate(index) if isinstance(i, TensorRef)]
+
+
+def _rows_as_one(ctx: AnalysisContext, ids: torch.Tensor, dims: list[int]) -> torch.Tensor:
+    """Join the elements along ``dims`` and return ids that no longer vary along them."""
+    for dim in dims:
+        lines = ids.movedim(dim, -1).reshape(-1, ids.shape[dim])
+        ctx.space.union(lines[:, :1].expand_as(lines), lines)
+        ids = ids.narrow(dim, 0, 1).expand_as(ids)
+    return ids
+
+
+def _pad_positions_keep_channels(src: torch.Tensor, out: torch.Tensor, node: Node) -> torch.Tensor:
+    """Padding along dims that hold no channels (spatial, tokens) adds positions, not channels:
+    those dims keep the ids they had instead of constant ones."""
+    pads = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad", ())
+    for i in range(len(pads) // 2):
+        dim = out.dim() - 1 - i
+        if src.shape[dim] == 1 and out.shape[dim] > 1:
+            out = out.narrow(dim, max(int(pads[2 * i]), 0), 1)
+    return out
+
+
+def _target_shape(node: Node, ndim: int) -> list:
+    """The target shape of a view/reshape/unflatten as the code gave it (ints, -1 and traced
+    sizes); -1 (inferred) for dims the op takes from elsewhere (flatten, view_as)."""
+    if node.name in ("view", "reshape"):
+        shape = node.kwargs.get("shape", node.args[1:])
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        if len(shape) == ndim:
+            return list(shape)
+    if node.name == "unflatten" and len(node.args) >= 3:
+        sizes = list(node.args[2])
+        start = node.args[1] % (ndim - len(sizes) + 1)
+        return [-1] * start + sizes + [-1] * (ndim - start - len(sizes))
+    return [-1] * ndim
+
+
+def _target_sizes(node: Node, ndim: int) -> list[tuple[int, TracedSize]]:
+    """(output dim, size) of every traced size in a view/reshape/unflatten target shape."""
+    return [(i, s) for i, s in enumerate(_target_shape(node, ndim)) if isinstance(s, TracedSize)]
+
+
+def _block_of(shape: tuple[int, ...], dim: int, size: int) -> tuple[int, int] | None:
+    """The shortest run of dims holding ``dim`` whose sizes multiply to ``size``."""
+    best = None
+    for a in range(dim, -1, -1):
+        for b in range(dim, len(shape)):
+            n = 1
+            for d in range(a, b + 1):
+                n *= shape[d]
+            if n == size and (best is None or b - a < best[1] - best[0]):
+                best = (a, b)
+    return best
+
+
+def _lines(ids: torch.Tensor, dims: list[int], n: int, shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    """The distinct lines of compressed ``ids`` along ``dims`` (expanded to ``n`` elements)."""
+    shape = shape if shape is not None else [n if d == dims[0] else s for d, s in enumerate(ids.shape)]
+    ids = ids.expand([shape[d] if d in dims else s for d, s in enumerate(ids.shape)])
+    moved = ids.movedim(dims, list(range(ids.dim() - len(dims), ids.dim())))
+    return moved.reshape(-1, n).unique(dim=0)
+
+
+def _keep_computed_sizes(ctx: AnalysisContext, node: Node, out: torch.Tensor) -> None:
+    """``reshape(..., heads, C // heads)`` with ``C`` read from another tensor's channel dim: after
+    pruning, the dims computed from ``C`` must still hold the kept channels, so those channels
+    are made one with the source's, position by position (nothing to do when they are the same
+    channels, as in a channel shuffle)."""
+    for dim, size in _target_sizes(node, out.dim()):
+        for ref, src_dim in shape_sources(size.sources):
+            if ctx.get(ref).shape[src_dim] == 1:
+                continue  # a batch or spatial dim
+            n = ref.shape[src_dim]
+            src = _lines(ctx.get(ref), [src_dim], n)
+            block = _block_of(tuple(out.shape), dim, n)
+            if block is None:
+                reason = f"a size computed from its channel count does not fit in {ctx.describe()}"
+                ctx.fix(src, reason)
+                ctx.fix(out, reason)
+                continue
+            lines = _lines(compress(out), list(range(block[0], block[1] + 1)), n, out.shape)
+            line = src[0]
+            if len(src) == 1 and all(torch.equal(x.sort().values, line.sort().values) for x in lines):
+                continue
+            for other in (lines, src):
+                ctx.space.union(other, line.expand_as(other))
+                const = (line < 0).expand_as(other) | (other < 0)
+                ctx.fix(torch.cat([other[const], line.expand_as(other)[const]]),
+                        f"a size computed from a channel count in {ctx.describe()} meets constant data")
