@@ -143,6 +143,10 @@ class ChannelMutator(BaseMutator):
                     items.append(_channel_from_cfg(ch, is_output, modules, params, name))
             if num is None:  # the narrowest item holds the unit once (others may hold it several times)
                 num = min((c.end - c.start) // c.expand_ratio for c in items)
+            misfit = [c.name for c in items if (c.end - c.start) % (c.expand_ratio * num)]
+            if misfit or num < 1:
+                raise ValueError(f"unit {name!r} of {num} channels: the channels of {', '.join(misfit)} are not "
+                                 "whole copies of it (end - start must be a multiple of expand_ratio * num_channels)")
             unit = self._new_unit(num, cfg)
             unit.name = name
             unit.repeats = int(cfg["channels"].get("repeats", 1))
@@ -424,9 +428,12 @@ def _channel_from_cfg(ch: dict, is_output: bool, modules: dict, params: dict, un
             raise KeyError(f"unit {unit!r}: the model has no layer {name!r}")
         module = modules[name]
         size = _side_size(module, is_output)
-    start = int(ch.get("start", 0))
-    end = int(ch.get("end", size))
-    return Channel(name, module, (start, end), is_output, int(ch.get("expand_ratio", 1)), param_dim)
+    start, end, expand = int(ch.get("start", 0)), int(ch.get("end", size)), int(ch.get("expand_ratio", 1))
+    side = f"dim {param_dim}" if param_dim is not None else ("output" if is_output else "input")
+    if not 0 <= start < end <= size or expand < 1:
+        raise ValueError(f"unit {unit!r}: channels ({start}, {end}) with expand_ratio {expand} do not fit the "
+                         f"{size} {side} channels of {name!r}")
+    return Channel(name, module, (start, end), is_output, expand, param_dim)
 
 
 def _side_size(module: nn.Module, is_output: bool) -> int:
