@@ -3,7 +3,6 @@ models (pickled, weights-only, TorchScript, torch.export), plans and configs all
 from __future__ import annotations
 
 import copy
-import io
 import json
 import random
 
