@@ -102,3 +102,18 @@ def test_full_choices_after_any_sequence_restore_the_model(case):
     forward(model, x)
     mutator.set_max_choices()
     assert torch.equal(forward(model, x), want)
+
+
+def test_preparing_and_exporting_copy_no_weights(case):
+    """Preparing keeps the very tensors (masks are bookkeeping); the export owns smaller copies
+    and shares nothing with the prepared model."""
+    name, build, model, original, mutator, x = case
+    fresh = build()
+    pointers = {k: t.data_ptr() for k, t in fresh.state_dict(keep_vars=True).items()}
+    ChannelMutator().prepare_from_supernet(fresh, example_inputs=x)
+    assert {k: t.data_ptr() for k, t in fresh.state_dict(keep_vars=True).items()} == pointers
+    random.seed(1)
+    mutator.set_choices(mutator.sample_choices())
+    static = mutator.to_static()
+    prepared = {t.data_ptr() for t in model.state_dict(keep_vars=True).values() if t.numel()}
+    assert not prepared & {t.data_ptr() for t in static.state_dict(keep_vars=True).values() if t.numel()}

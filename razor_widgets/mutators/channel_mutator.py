@@ -337,7 +337,8 @@ class ChannelMutator(BaseMutator):
     def to_static(self) -> nn.Module:
         """A new model of plain torch layers holding only the kept channels."""
         self._require_prepared()
-        static = copy.deepcopy(self._model)
+        originals = {id(t): t for t in (*self._model.parameters(), *self._model.buffers())}
+        static = copy.deepcopy(self._model, dict(originals))  # the copy shares the tensors: no second copy
         for name, module in list(static.named_modules()):
             parent = name.rpartition(".")[0]
             if isinstance(module, DynamicChannelMixin) and not isinstance(
@@ -352,6 +353,7 @@ class ChannelMutator(BaseMutator):
         for (owner_name, attr), positions in self._size_attributes.items():
             kept = sum(unit is None or bool(unit.current_mask[pos]) for unit, pos in positions)
             setattr(static.get_submodule(owner_name) if owner_name else static, attr, kept)
+        _own_tensors(static, originals)
         return static
 
     def _param_masks(self) -> dict[str, tuple[int, torch.Tensor]]:
@@ -365,6 +367,23 @@ class ChannelMutator(BaseMutator):
                 dim, mask = masks.setdefault(channel.name, (channel.param_dim, torch.ones(size, dtype=torch.bool)))
                 mask[channel.start:channel.end] = unit.channel_mask(channel)
         return masks
+
+
+def _own_tensors(static: nn.Module, originals: dict[int, torch.Tensor]) -> None:
+    """Give ``static`` its own copy of every tensor it still shares with the prepared model
+    (layers no unit prunes), one tensor at a time; tied weights stay tied."""
+    copies: dict[int, torch.Tensor] = {}
+    for module in static.modules():
+        for store, make in ((module._parameters, _parameter_copy), (module._buffers, torch.Tensor.clone)):
+            for key, tensor in store.items():
+                if tensor is not None and id(tensor) in originals:
+                    if id(tensor) not in copies:
+                        copies[id(tensor)] = make(tensor)
+                    store[key] = copies[id(tensor)]
+
+
+def _parameter_copy(param: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(param.detach().clone(), requires_grad=param.requires_grad)
 
 
 def _attributes_from_cfg(cfg: dict, modules: dict[str, nn.Module], units: list[MutableChannelUnit]
