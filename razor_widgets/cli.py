@@ -16,6 +16,7 @@ from .mutators import ChannelMutator
 from .mutators.channel_mutator import DEFAULT_PARSE_CFG
 from .registry import MODELS
 from .resources import count_resources
+from .tracing import TraceError
 
 
 def _build_torchvision(name: str) -> torch.nn.Module:
@@ -108,8 +109,9 @@ def units(spec: str, with_channels: bool, with_init_args: bool, choice: bool, ou
             with torch.no_grad():
                 mutator.prepare_from_supernet(model)
         except Exception as error:
+            cause = error.__cause__ if isinstance(error, TraceError) and error.__cause__ else error
             raise SystemExit(f"razor-widgets: cannot trace {spec} with an input of shape "
-                             f"{tuple(input_shape)}: {_one_line(error)}") from None
+                             f"{tuple(input_shape)}: {_one_line(cause)}") from None
     for warning in caught:
         print(f"warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
     if choice:
