@@ -199,12 +199,17 @@ class Tracer:
                 self._scope.append(name)
             module._rw_trace_leaf = leaf  # noqa: SLF001 (removed after the trace)
 
+        leaves = sum(1 for m in modules.values() if m is not model and self.is_leaf(m))
+        bar = _progress(f"tracing {type(model).__name__}", leaves)
+
         def post_hook(module, args, kwargs, out):
             if self.leaf_depth:
                 self.leaf_depth -= 1
                 if module.__dict__.get("_rw_trace_leaf"):
                     in_args, in_kwargs = pending[id(module)].pop()
                     self.record("module", module, names[id(module)], in_args, in_kwargs, out)
+                    if bar is not None:
+                        bar.update()
             else:
                 self._scope.pop()
             return None
@@ -228,6 +233,8 @@ class Tracer:
         finally:
             if collecting:
                 gc.enable()
+            if bar is not None:
+                bar.close()
             for module, attr, value, size in swapped:
                 if module.__dict__.get(attr) is size:  # unless the forward set a new value
                     module.__dict__[attr] = value
@@ -251,6 +258,18 @@ class Tracer:
         graph = TracedGraph(self.nodes, input_refs, output_refs, modules, unreached, self.values, self.size_uses,
                             self.value_reads)
         return graph
+
+
+PROGRESS_MIN_LAYERS = 300  # a model with this many layers takes long enough to show a progress bar
+
+
+def _progress(what: str, layers: int) -> Any:
+    """A ``tqdm.auto`` bar over the layers a large model calls (shown after half a second)."""
+    if layers < PROGRESS_MIN_LAYERS:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=layers, desc=what, unit="layer", leave=False, delay=0.5)
 
 
 class TraceError(RuntimeError):
