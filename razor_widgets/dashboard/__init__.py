@@ -54,6 +54,8 @@ def serve(spec: str = DEFAULT_MODEL, input_size: int = 224, port: int = 8866, ip
     command = voila_command(port, ip, open_browser)
     print(f"razor-widgets dashboard: {spec} (input 1x3x{input_size}x{input_size}) at http://{ip}:{port}/ "
           f"(Ctrl-C stops it)", flush=True)
+    if os.name == "posix":  # become the server: a signal to this process (Ctrl-C, kill) reaches Voila itself
+        os.execve(command[0], command, env)
     server = subprocess.Popen(command, env=env)
     try:
         return server.wait()
