@@ -54,6 +54,14 @@ class DerivedMethodMixin:
     def derive_concat_mutable(mutables: Iterable[Any]) -> DerivedMutable:
         return derive_concat_mutable(mutables)
 
+    def __floordiv__(self, other: Any) -> DerivedMutable:
+        """``m // ratio`` or ``m // (ratio, divisor)``: a divided mutable, made divisible."""
+        if isinstance(other, tuple) and len(other) == 2:
+            return derive_divide_mutable(self, *other)
+        if isinstance(other, (int, float)):
+            return derive_divide_mutable(self, other)
+        return NotImplemented
+
 
 class DerivedMutable(BaseMutable, DerivedMethodMixin):
     """A mutable whose ``current_choice`` is ``choice_fn()`` and ``current_mask`` is ``mask_fn()``.
@@ -120,13 +128,6 @@ class DerivedMutable(BaseMutable, DerivedMethodMixin):
         return NotImplemented
 
     __rmul__ = __mul__
-
-    def __floordiv__(self, other: Any) -> DerivedMutable:
-        if isinstance(other, tuple) and len(other) == 2:
-            return derive_divide_mutable(self, *other)
-        if isinstance(other, (int, float)):
-            return derive_divide_mutable(self, other)
-        return NotImplemented
 
     def __repr__(self) -> str:
         text = f"{type(self).__name__}(current_choice={self.current_choice}, "

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import MODELS
-from .mutable_module import MutableModule, build_candidates
+from .mutable_module import CandidateOpsMixin, MutableModule, build_candidates
 
 
 class DiffMutableModule(MutableModule):
@@ -61,7 +61,7 @@ class DiffMutableModule(MutableModule):
 
 
 @MODELS.register_module()
-class DiffMutableOP(DiffMutableModule):
+class DiffMutableOP(CandidateOpsMixin, DiffMutableModule):
     """Runs every candidate and sums the outputs weighted by ``softmax(arch_param)``.
 
     The choice is a candidate name (``fix_chosen`` also takes a list of names, whose
@@ -74,25 +74,6 @@ class DiffMutableOP(DiffMutableModule):
         super().__init__(module_kwargs=module_kwargs, alias=alias, init_cfg=init_cfg)
         self._candidates = build_candidates(candidates, module_kwargs)
         self._chosen: list[str] | None = None
-
-    _build_ops = staticmethod(build_candidates)
-
-    @property
-    def choices(self) -> list[str]:
-        return list(self._candidates.keys())
-
-    @property
-    def candidates(self) -> nn.ModuleDict:
-        return self._candidates
-
-    @property
-    def current_choice(self) -> str | None:
-        return self._current_choice
-
-    @current_choice.setter
-    def current_choice(self, choice: str | None) -> None:
-        self.validate_choice(choice)
-        self._current_choice = choice
 
     def validate_choice(self, choice: Any) -> None:
         """Raise ValueError unless ``choice`` is a candidate name or None."""

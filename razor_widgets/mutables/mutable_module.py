@@ -87,25 +87,9 @@ def build_candidates(candidates: dict[str, Any] | nn.ModuleDict,
     return ops
 
 
-@MODELS.register_module()
-class OneShotMutableOP(OneShotMutableModule):
-    """Chooses one op among named candidates; the choice is the candidate's name.
-
-    Example::
-
-        op = OneShotMutableOP(candidates=dict(
-            conv3x3=dict(type='Conv2d', kernel_size=3, padding=1),
-            conv5x5=dict(type='Conv2d', kernel_size=5, padding=2)),
-            module_kwargs=dict(in_channels=8, out_channels=8))
-        op.current_choice = 'conv5x5'
-    """
-
-    def __init__(self, candidates: dict[str, Any] | nn.ModuleDict,
-                 module_kwargs: dict[str, Any] | None = None, alias: str | None = None,
-                 init_cfg: dict | None = None) -> None:
-        super().__init__(module_kwargs=module_kwargs, alias=alias, init_cfg=init_cfg)
-        self._candidates = build_candidates(candidates, module_kwargs)
-        self._chosen: str | None = None
+class CandidateOpsMixin:
+    """What every searchable op shares: named candidate modules (``self._candidates``) and a
+    current choice checked by the op's own ``validate_choice``."""
 
     _build_ops = staticmethod(build_candidates)
 
@@ -126,6 +110,27 @@ class OneShotMutableOP(OneShotMutableModule):
         """A candidate name, or None for every candidate (the supernet's forward)."""
         self.validate_choice(choice)
         self._current_choice = choice
+
+
+@MODELS.register_module()
+class OneShotMutableOP(CandidateOpsMixin, OneShotMutableModule):
+    """Chooses one op among named candidates; the choice is the candidate's name.
+
+    Example::
+
+        op = OneShotMutableOP(candidates=dict(
+            conv3x3=dict(type='Conv2d', kernel_size=3, padding=1),
+            conv5x5=dict(type='Conv2d', kernel_size=5, padding=2)),
+            module_kwargs=dict(in_channels=8, out_channels=8))
+        op.current_choice = 'conv5x5'
+    """
+
+    def __init__(self, candidates: dict[str, Any] | nn.ModuleDict,
+                 module_kwargs: dict[str, Any] | None = None, alias: str | None = None,
+                 init_cfg: dict | None = None) -> None:
+        super().__init__(module_kwargs=module_kwargs, alias=alias, init_cfg=init_cfg)
+        self._candidates = build_candidates(candidates, module_kwargs)
+        self._chosen: str | None = None
 
     def validate_choice(self, choice: Any) -> None:
         """Raise ValueError unless ``choice`` can be set (None means every candidate)."""

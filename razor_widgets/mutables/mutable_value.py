@@ -6,7 +6,7 @@ from typing import Any
 
 from ..registry import MODELS
 from .base import BaseMutable
-from .derived import DerivedMethodMixin, DerivedMutable, _is_mutable, derive_divide_mutable, derive_expand_mutable
+from .derived import DerivedMethodMixin, DerivedMutable, _is_mutable, derive_expand_mutable
 
 
 @MODELS.register_module()
@@ -67,13 +67,6 @@ class MutableValue(BaseMutable, DerivedMethodMixin):
         return NotImplemented
 
     __rmul__ = __mul__
-
-    def __floordiv__(self, other: Any) -> DerivedMutable:
-        if isinstance(other, tuple) and len(other) == 2:
-            return derive_divide_mutable(self, *other)
-        if isinstance(other, (int, float)):
-            return derive_divide_mutable(self, other)
-        return NotImplemented
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(value_list={self._value_list}, current_choice={self.current_choice})"
