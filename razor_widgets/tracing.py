@@ -238,6 +238,10 @@ class Tracer:
             for module, attr, value, size in swapped:
                 if module.__dict__.get(attr) is size:  # unless the forward set a new value
                     module.__dict__[attr] = value
+            for module in modules.values():  # sizes the forward stored (self.n += 1, self.c = x.shape[1])
+                for attr, stored in list(module.__dict__.items()):
+                    if isinstance(stored, TracedSize):
+                        module.__dict__[attr] = int(stored)
             for h in hooks:
                 h.remove()
             for module in modules.values():

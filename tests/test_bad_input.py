@@ -223,3 +223,23 @@ def test_preparing_twice_and_using_a_mutator_before_preparing(ratio_mutator):
                 lambda: fresh.current_choices):
         with pytest.raises(RuntimeError, match=r"call prepare_from_supernet\(model\) before"):
             use()
+
+
+def test_sizes_a_forward_stores_become_plain_ints():
+    """A forward that keeps a count or a shape on the module gets plain ints back after tracing,
+    never a traced size holding on to the tracer."""
+
+    class Counting(TwoConvs):
+        def __init__(self):
+            super().__init__()
+            self.calls = 2
+
+        def forward(self, x):
+            self.calls += 1
+            self.last_channels = x.shape[1]
+            return super().forward(x)
+
+    model = Counting()
+    ChannelMutator().prepare_from_supernet(model, example_inputs=IMAGE)
+    assert (type(model.calls), type(model.last_channels)) == (int, int)
+    assert (model.calls, model.last_channels) == (3, 3)
