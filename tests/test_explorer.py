@@ -294,3 +294,14 @@ def test_one_shot_units_get_candidate_sliders():
     ex.global_slider.value = 0.3
     assert set(mutator.current_choices.values()) == {0.25}
     assert_counters_follow(ex)
+
+
+def test_head_units_say_they_count_heads(one_thread):
+    """A ViT's stream unit counts whole heads: the label and tooltip say how big a head is."""
+    vit = torchvision.models.VisionTransformer(32, 8, 2, 4, 32, 48, num_classes=10)
+    ex = PruningExplorer(vit, torch.randn(1, 3, 32, 32), redraw_delay=0)
+    (name,) = [n for n, u in ex.panel.units.items() if any(c.name == "conv_proj" for c in u.output_related)]
+    ex.sliders[name].value = 0.5
+    assert ex.panel.kept[name].value == "2/4 ×8"
+    assert "4 blocks (heads) of 8 channels" in ex.sliders[name].tooltip
+    assert_counters_follow(ex)

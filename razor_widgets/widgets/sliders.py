@@ -52,10 +52,18 @@ def short_label(unit: MutableChannelUnit, group: str, shared: bool) -> str:
     return label or layer
 
 
+def block_size(unit: MutableChannelUnit) -> int:
+    """Layer channels per unit channel when every layer holds them in blocks (an attention
+    head of ``head_dim`` channels), else 1."""
+    return min((c.expand_ratio for c in unit.channels if c.param_dim is None), default=1)
+
+
 def tooltip(unit: MutableChannelUnit) -> str:
     layers = len({c.name for c in unit.channels})
     repeats = f" in {unit.repeats} repeated blocks" if unit.repeats > 1 else ""
-    return f"{unit.name}: {unit.num_channels} channels{repeats}, {layers} layers"
+    size = block_size(unit)
+    what = f"blocks (heads) of {size} channels" if size > 1 else "channels"
+    return f"{unit.name}: {unit.num_channels} {what}{repeats}, {layers} layers"
 
 
 def make_slider(unit: MutableChannelUnit, label: str) -> widgets.ValueWidget:
@@ -117,7 +125,8 @@ class UnitSliders:
 
     @staticmethod
     def _kept_text(unit: MutableChannelUnit) -> str:
-        return f"{unit.activated_channels}/{unit.num_channels}"
+        size = block_size(unit)
+        return f"{unit.activated_channels}/{unit.num_channels}" + (f" ×{size}" if size > 1 else "")
 
     def _observer(self, name: Any) -> Callable[[dict], None]:
         def observe(change: dict) -> None:
