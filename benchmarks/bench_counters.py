@@ -48,7 +48,7 @@ import torchvision
 from razor_widgets import ChannelMutator, count_resources, reference_flops
 from razor_widgets.live_counter import resource_counter
 
-from common import check_models, quiet, versions
+from common import model_names, quiet, versions
 
 DEFAULT_MODELS = ["resnet50", "mobilenet_v2", "vit_b_16"]
 INPUT_SHAPE = (1, 3, 224, 224)
@@ -288,8 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.forward_repeat < 1:
         parser.error("--repeat and --forward-repeat must be at least 1")
-    models = [m for item in args.models for m in item.split(",") if m]
-    check_models(parser, models)
+    models = model_names(parser, args.models)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 

@@ -38,7 +38,7 @@ from razor_widgets import PruningExplorer
 from razor_widgets.widgets.counters import format_counts
 
 from bench_counters import busiest_unit
-from common import check_models, quiet, versions
+from common import model_names, quiet, versions
 
 DEFAULT_MODELS = ["resnet50", "vit_b_16"]
 INPUT_SHAPE = (1, 3, 224, 224)
@@ -170,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.repeat, args.recolour_repeat, args.forward_repeat, args.rounds) < 1:
         parser.error("--repeat, --recolour-repeat, --forward-repeat and --rounds must be at least 1")
-    models = [m for item in args.models for m in item.split(",") if m]
-    check_models(parser, models)
+    models = model_names(parser, args.models)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     print(versions())

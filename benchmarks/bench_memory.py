@@ -24,7 +24,7 @@ import json
 import subprocess
 import sys
 
-from common import check_models, versions
+from common import model_names, versions
 
 CHILD = r"""
 import gc, json, resource, sys, warnings
@@ -74,12 +74,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet50", "vit_b_16"])
     args = parser.parse_args()
-    check_models(parser, args.models)
+    models = model_names(parser, args.models)
     print(versions())
     header = ("model", "model MB", "forward peak MB", "prepare peak MB", "prepare kept MB",
               "prepare peak / model", "export peak MB", "export kept MB", "exported MB")
     rows = []
-    for name in args.models:
+    for name in models:
         forward, prepare, export = (measure(name, step) for step in ("forward", "prepare", "export"))
         rows.append((name, f"{prepare['model_mb']:.1f}", f"{forward['peak_rise_mb']:.1f}",
                      f"{prepare['peak_rise_mb']:.1f}", f"{prepare['kept_mb']:.1f}",

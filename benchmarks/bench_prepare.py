@@ -32,7 +32,7 @@ import torchvision
 
 import razor_widgets
 
-from common import check_models, quiet, versions
+from common import model_names, quiet, versions
 
 try:
     import torch_pruning as tp
@@ -221,12 +221,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeat must be at least 1")
 
     if args.models:
-        models = [m for item in args.models for m in item.split(",") if m]
+        models = model_names(parser, args.models)
     elif args.stress:
         models = [STRESS_MODEL]
     else:
         models = BASE_MODELS + ([] if args.no_stress else [STRESS_MODEL])
-    check_models(parser, models)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 

@@ -36,8 +36,11 @@ def versions() -> str:
             f"torchvision {torchvision.__version__}, razor_widgets {razor_widgets.__version__}")
 
 
-def check_models(parser: argparse.ArgumentParser, models: list[str]) -> None:
-    """Stop with the parser's usage error when a name is not a torchvision model builder."""
+def model_names(parser: argparse.ArgumentParser, items: list[str]) -> list[str]:
+    """``--models`` as given (space or comma separated) as a list of names; stops with the
+    parser's usage error when a name is not a torchvision model builder."""
+    models = [m for item in items for m in item.split(",") if m]
     unknown = [m for m in models if not callable(getattr(torchvision.models, m, None))]
     if unknown:
         parser.error(f"unknown torchvision model(s): {', '.join(unknown)}")
+    return models
