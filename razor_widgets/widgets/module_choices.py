@@ -21,6 +21,7 @@ from torch import nn
 
 from .. import OneShotModuleMutator, OneShotMutableModule, PlanError, Resources
 from ..plans import apply_plan, channel_plan, read_json_plan
+from .quiet_panel import QuietPanel
 
 SUPERNET = "every candidate (supernet)"
 
@@ -135,15 +136,14 @@ def option_label(choice: Any, res: Resources) -> str:
     return f"{name} ({_short(res.params)} params, {_short(res.macs)} MACs)"
 
 
-class ModuleChoices:
+class ModuleChoices(QuietPanel):
     """One dropdown per search group (label: alias or module names; options: candidates with
     their params and MACs at full width). A change calls ``on_change(group, choice)``, except
     while ``quiet()`` is on."""
 
     def __init__(self, module_mutator: OneShotModuleMutator, counter: ChosenPathCounter,
                  on_change: Callable[[int, Any], None]) -> None:
-        self._on_change = on_change
-        self._quiet = False
+        super().__init__(on_change)
         self.dropdowns: dict[int, widgets.Dropdown] = {}
         current = module_mutator.current_choices
         for gid, space in module_mutator.search_space.items():
@@ -159,21 +159,6 @@ class ModuleChoices:
             self.dropdowns[gid] = dropdown
         self.widget = widgets.VBox(list(self.dropdowns.values()),
                                    layout=widgets.Layout(max_height="480px", overflow="auto"))
-
-    def _observer(self, gid: int) -> Callable[[dict], None]:
-        def observe(change: dict) -> None:
-            if not self._quiet:
-                self._on_change(gid, change["new"])
-        return observe
-
-    @contextlib.contextmanager
-    def quiet(self):
-        """Set dropdown values without calling ``on_change``."""
-        previous, self._quiet = self._quiet, True
-        try:
-            yield
-        finally:
-            self._quiet = previous
 
     def show(self, choices: dict[int, Any]) -> None:
         """Move the dropdowns to ``choices`` (one sync per changed dropdown)."""

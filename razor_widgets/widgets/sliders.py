@@ -11,6 +11,7 @@ import ipywidgets as widgets
 
 from ..budget import number_step, smallest_number
 from ..mutables.units import MutableChannelUnit
+from .quiet_panel import QuietPanel
 
 MAX_GROUP = 24  # a section with more units is split by the next level of the module path
 
@@ -87,15 +88,14 @@ def make_slider(unit: MutableChannelUnit, label: str) -> widgets.ValueWidget:
                                readout_format=".2f", **common)
 
 
-class UnitSliders:
+class UnitSliders(QuietPanel):
     """The slider panel: ``sliders`` (by unit name), sections, a filter and the fixed units.
 
     A slider's move calls ``on_change(name, value)``, except while ``quiet()`` is on.
     """
 
     def __init__(self, mutator: Any, on_change: Callable[[Any, Any], None]) -> None:
-        self._on_change = on_change
-        self._quiet = False
+        super().__init__(on_change)
         units = mutator.mutable_units
         self.units = {u.name: u for u in units}
         starts = Counter(first_layer(u) for u in units)
@@ -128,12 +128,6 @@ class UnitSliders:
         size = block_size(unit)
         return f"{unit.activated_channels}/{unit.num_channels}" + (f" ×{size}" if size > 1 else "")
 
-    def _observer(self, name: Any) -> Callable[[dict], None]:
-        def observe(change: dict) -> None:
-            if not self._quiet:
-                self._on_change(name, change["new"])
-        return observe
-
     @staticmethod
     def _fixed_list(mutator: Any) -> widgets.Accordion:
         fixed = [u for u in mutator.units if not u.is_mutable]
@@ -145,15 +139,6 @@ class UnitSliders:
         body = widgets.HTML("<ul style='margin:0;padding-left:18px'>" + "".join(items) + "</ul>" if items
                             else "<i>every channel of the model is prunable</i>")
         return widgets.Accordion([body], titles=(f"Not prunable ({len(fixed)})",))
-
-    @contextlib.contextmanager
-    def quiet(self):
-        """Set slider values without calling ``on_change``."""
-        previous, self._quiet = self._quiet, True
-        try:
-            yield
-        finally:
-            self._quiet = previous
 
     def update_kept(self, name: Any) -> None:
         self.kept[name].value = self._kept_text(self.units[name])
