@@ -144,12 +144,7 @@ def _trace_source_mutables(*fns: Callable | None) -> list[Any]:
             continue
         closure = inspect.getclosurevars(fn)
         for value in list(closure.nonlocals.values()) + list(closure.globals.values()):
-            items = value if isinstance(value, (list, tuple)) else [value]
-            for item in items:
-                if isinstance(item, DerivedMutable):
-                    found.extend(item.source_mutables)
-                elif _is_mutable(item):
-                    found.append(item)
+            found.extend(_sources(*(value if isinstance(value, (list, tuple)) else [value])))
     return found
 
 
