@@ -39,37 +39,28 @@ Run:  nice -n 10 python3 benchmarks/coverage.py [--models resnet18 vit_b_16] [--
 from __future__ import annotations
 
 import argparse
-import contextlib
-import copy
 import datetime
 import gc
-import io
+import json
 import os
 import platform
-import random
+import signal
 import sys
 import time
-import traceback
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torchvision
 from torch import nn
-from torch.utils._pytree import tree_flatten
 from tqdm.auto import tqdm
-
-from razor_widgets import ChannelMutator, UnprunableChannelsWarning, count_resources
 
 from common import quiet, versions
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import make_nontrivial  # noqa: E402  (the tests' helpers, reused as they are)
-from oracle import zeroed_model  # noqa: E402
+from coverage_checks import ATOL, RTOL, Row, first_line, sweep_model  # noqa: E402  (needs tests/ on the path)
 
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "coverage.md"
 DEFAULT_SIZE = 224
@@ -77,75 +68,60 @@ FAST_SIZE = 64
 MAX_PARAMS_M = 200.0
 REQUIRED_SIZE = {"inception_v3": 299}  # its native size (it accepts >= 75)
 FIXED_224 = ("vit_", "swin", "maxvit")  # patch grids / window partitions need exactly 224
-CHOICE_SETS = 3
-RTOL = ATOL = 1e-4
+
+
+# raw outputs compared for detection models: the backbone's and the first head's, which come
+# before every value-dependent step (proposals, NMS, top-k)
+DETECTION_HEADS = ("rpn.head", "head")
+VIDEO_INPUT = (16, 112)  # frames, height and width (torchvision's video recipes)
 
 
 @dataclass
 class Spec:
-    """One model to sweep: its name, the torchvision module it comes from and how to call it."""
+    """One torchvision model to sweep: its name, its task (the torchvision module it comes from)
+    and how to build and call it."""
 
     name: str
-    family: str  # "classification", "segmentation" or "detection"
+    family: str  # "classification", "segmentation", "detection" or "video"
+    raw_outputs: list[str] | None = None  # module outputs compared instead of the model's
 
     @property
     def kwargs(self) -> dict[str, Any]:
         # segmentation and detection builders would download a backbone without weights_backbone
-        return {"weights": None} if self.family == "classification" else {"weights": None,
-                                                                           "weights_backbone": None}
+        return {"weights": None} if self.family in ("classification", "video") else {
+            "weights": None, "weights_backbone": None}
 
     def build(self) -> nn.Module:
-        return torchvision.models.get_model(self.name, **self.kwargs)
+        model = torchvision.models.get_model(self.name, **self.kwargs)
+        if self.family == "detection":
+            names = dict(model.named_modules())
+            self.raw_outputs = ["backbone", *[n for n in DETECTION_HEADS if n in names][:1]]
+        return model
+
+    def default_size(self) -> int:
+        if self.family == "video":
+            return 224 if self.name.startswith(("mvit", "s3d", "swin3d")) else VIDEO_INPUT[1]
+        if self.name.startswith(FIXED_224):
+            return 224
+        return REQUIRED_SIZE.get(self.name, DEFAULT_SIZE)
+
+    def input_size(self, args: argparse.Namespace) -> int:
+        if self.name.startswith(FIXED_224) or self.family == "video":
+            return self.default_size()
+        if args.fast:
+            return FAST_SIZE
+        return args.size if args.size is not None else self.default_size()
 
     def inputs(self, size: int) -> Any:
         gen = torch.Generator().manual_seed(2)
         if self.family == "detection":  # a list of CHW images, as the positional argument
             return ([torch.rand(3, size, size, generator=gen)],)
+        if self.family == "video":
+            return torch.randn(1, 3, VIDEO_INPUT[0], size, size, generator=gen)
         return torch.randn(1, 3, size, size, generator=gen)
 
 
-@dataclass
-class Row:
-    name: str
-    family: str = "classification"
-    params_m: float | None = None
-    size: int | None = None
-    units: int | None = None
-    mutable: int | None = None
-    prepare_s: float | None = None
-    total_s: float | None = None
-    unprunable_warnings: list[str] = field(default_factory=list)
-    other_warnings: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)  # checks that failed, in order
-    error: str | None = None  # an exception: the stage and its first line
-    trace: str | None = None
-    skipped: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.skipped is None and self.error is None and not self.failures
-
-    @property
-    def result(self) -> str:
-        if self.skipped:
-            return f"skipped: {self.skipped}"
-        if self.error:
-            return f"FAIL: {self.error}"
-        if self.failures:
-            more = f" (+{len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
-            return f"FAIL: {self.failures[0]}{more}"
-        return "pass" + (f" ({'; '.join(self.notes)})" if self.notes else "")
-
-
-def first_line(exc: BaseException, limit: int = 220) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else ""
-    line = line if len(line) <= limit else line[:limit - 3] + "..."
-    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
-
-
-def count_params(spec: Spec) -> tuple[float, nn.Module | None]:
+def count_params(spec: Any) -> tuple[float, nn.Module | None]:
     """Params (M) without allocating, on the meta device; a real build where that fails
     (returned, so that it is not built twice)."""
     try:
@@ -159,206 +135,28 @@ def count_params(spec: Spec) -> tuple[float, nn.Module | None]:
         return sum(p.numel() for p in model.parameters()) / 1e6, model
 
 
-def input_size(spec: Spec, args: argparse.Namespace) -> int:
-    if spec.name.startswith(FIXED_224):
-        return 224
-    if args.fast:
-        return FAST_SIZE
-    if args.size is not None:
-        return args.size
-    return REQUIRED_SIZE.get(spec.name, DEFAULT_SIZE)
+TASKS = {"classification": "", "segmentation": "segmentation", "detection": "detection", "video": "video"}
 
 
-def flat(out: Any) -> list[torch.Tensor]:
-    return [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+def _task_module(task: str) -> Any:
+    return getattr(torchvision.models, TASKS[task]) if TASKS[task] else torchvision.models
 
 
-def call(model: nn.Module, x: Any) -> list[torch.Tensor]:
-    with torch.no_grad():
-        return flat(model(*x) if isinstance(x, tuple) else model(x))
+def model_specs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Any]:
+    if args.timm:
+        from coverage_timm import timm_specs  # only this sweep needs timm
 
-
-def compare_exact(got: list[torch.Tensor], want: list[torch.Tensor]) -> str | None:
-    """None when every tensor is bit-identical, else what differs."""
-    if len(got) != len(want):
-        return f"{len(got)} output tensors vs {len(want)}"
-    for i, (g, w) in enumerate(zip(got, want)):
-        if g.shape != w.shape:
-            return f"output {i} shape {tuple(g.shape)} vs {tuple(w.shape)}"
-        if not torch.equal(g, w):
-            diff = (g.double() - w.double()).abs().max().item() if g.is_floating_point() else "n/a"
-            return f"output {i} not bit-identical (max abs diff {diff:.3g})" if isinstance(diff, float) \
-                else f"output {i} not bit-identical"
-    return None
-
-
-def compare_close(got: list[torch.Tensor], want: list[torch.Tensor]) -> str | None:
-    """None when close (rtol 1e-4, atol 1e-4 x the largest magnitude of ``want``), else what differs."""
-    if len(got) != len(want):
-        return f"{len(got)} output tensors vs {len(want)}"
-    for i, (g, w) in enumerate(zip(got, want)):
-        if g.shape != w.shape:
-            return f"output {i} shape {tuple(g.shape)} vs {tuple(w.shape)}"
-        if not w.is_floating_point():
-            if not torch.equal(g, w):
-                return f"output {i} ({w.dtype}) differs"
-            continue
-        scale = float(w.abs().max()) if w.numel() else 0.0
-        scale = scale if scale > 0 else 1.0
-        try:
-            torch.testing.assert_close(g, w, rtol=RTOL, atol=ATOL * scale)
-        except AssertionError:
-            diff = float((g.double() - w.double()).abs().max())
-            return f"output {i} max abs diff {diff:.3g} (output scale {scale:.3g})"
-    return None
-
-
-def oracle_blocker(mutator: ChannelMutator, original: nn.Module) -> str | None:
-    """Why the zeroing oracle does not apply: a LayerNorm/GroupNorm reads pruned channels."""
-    modules = dict(original.named_modules())
-    for unit in mutator.mutable_units:
-        for channel in unit.channels:
-            module = modules.get(channel.name)
-            if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
-                return type(module).__name__
-    return None
-
-
-def sweep_model(spec: Spec, args: argparse.Namespace, row: Row, prebuilt: nn.Module | None) -> None:
-    """Run every check on one model, filling ``row``; exceptions propagate with ``stage`` set."""
-    state = {"stage": "build"}
-
-    def stage(name: str) -> None:
-        state["stage"] = name
-
-    try:
-        _sweep(spec, args, row, prebuilt, stage)
-    except Exception as exc:  # one line in the table, the traceback in the markdown details
-        row.error = f"{state['stage']}: {first_line(exc)}"
-        frames = traceback.extract_tb(exc.__traceback__)
-        row.trace = "\n".join(f"{f.filename}:{f.lineno} in {f.name}" for f in frames[-5:])
-
-
-def _sweep(spec: Spec, args: argparse.Namespace, row: Row, prebuilt: nn.Module | None,
-           stage: Callable[[str], None]) -> None:
-    torch.manual_seed(0)
-    if prebuilt is None:
-        with quiet():
-            prebuilt = spec.build()
-    model = make_nontrivial(prebuilt).eval()  # eval BEFORE preparing: the eval forward is traced
-    del prebuilt
-    row.size = input_size(spec, args)
-    x = spec.inputs(row.size)
-    if args.fast and row.size != DEFAULT_SIZE and not spec.name.startswith(FIXED_224):
-        stage("trial forward at fast size")
-        try:
-            with quiet():
-                call(model, x)
-        except Exception:
-            row.size = REQUIRED_SIZE.get(spec.name, DEFAULT_SIZE)
-            x = spec.inputs(row.size)
-    original = copy.deepcopy(model)
-
-    stage("prepare")
-    mutator = ChannelMutator(channel_unit_cfg=dict(type="L1MutableChannelUnit"))
-    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("always")
-        start = time.perf_counter()
-        mutator.prepare_from_supernet(model, example_inputs=x)
-        row.prepare_s = time.perf_counter() - start
-    for w in caught:
-        text = str(w.message).splitlines()[0] if str(w.message) else w.category.__name__
-        if issubclass(w.category, UnprunableChannelsWarning):
-            row.unprunable_warnings.append(text)
-        else:
-            row.other_warnings.append(f"{w.category.__name__}: {text}")
-    row.units, row.mutable = len(mutator.units), len(mutator.mutable_units)
-
-    stage("full-choice forward")
-    with quiet():
-        want = call(original, x)
-        got = call(model, x)
-    problem = compare_exact(got, want)
-    if problem:
-        row.failures.append(f"full choices vs unprepared copy: {problem}")
-    del got
-
-    stage("full-choice counts")
-    counted = mutator.resources()
-    with quiet():
-        reference = count_resources(original, x)
-    if (counted.params, counted.flops) != (reference.params, reference.flops):
-        row.failures.append(f"full-choice count mismatch: params {counted.params:,} vs {reference.params:,}, "
-                            f"FLOPs {counted.flops:,} vs {reference.flops:,} (FlopCounterMode)")
-
-    blocker = oracle_blocker(mutator, original)
-    if blocker:
-        row.notes.append(f"oracle skipped: {blocker} over pruned channels")
-    if not mutator.mutable_units:
-        row.notes.append("no mutable units")
-    for k in range(CHOICE_SETS):
-        tag = f"set {k}"
-        stage(f"{tag} set_choices")
-        random.seed(k)
-        mutator.set_choices(mutator.sample_choices())
-        stage(f"{tag} to_static")
-        static = mutator.to_static().eval()
-        stage(f"{tag} masked forward")
-        with quiet():
-            masked = call(model, x)
-        stage(f"{tag} static forward")
-        with quiet():
-            exported = call(static, x)
-        problem = compare_close(exported, masked)
-        if problem:
-            row.failures.append(f"{tag}: exported vs masked: {problem}")
-        del exported
-        if not blocker:
-            stage(f"{tag} oracle forward")
-            oracle = zeroed_model(original, mutator)
-            with quiet():
-                zeroed = call(oracle, x)
-            problem = compare_close(masked, zeroed)
-            if problem:
-                row.failures.append(f"{tag}: masked vs zeroing oracle: {problem}")
-            del oracle, zeroed
-        del masked
-        stage(f"{tag} counts")
-        counted = mutator.resources()
-        with quiet():
-            reference = count_resources(static, x)
-        kept = sum(p.numel() for p in static.parameters())
-        if not (counted.params == reference.params == kept) or counted.flops != reference.flops:
-            row.failures.append(f"{tag}: count mismatch: params {counted.params:,} vs {reference.params:,} "
-                                f"(static sum {kept:,}), FLOPs {counted.flops:,} vs {reference.flops:,} "
-                                f"(FlopCounterMode)")
-        del static
-        gc.collect()
-
-    stage("back to full choices")
-    mutator.set_choices(mutator.max_choices)
-    with quiet():
-        got = call(model, x)
-    problem = compare_exact(got, want)
-    if problem:
-        row.failures.append(f"after max_choices vs unprepared copy: {problem}")
-
-
-def model_specs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Spec]:
-    families = [("classification", torchvision.models)]
-    if args.segmentation:
-        families.append(("segmentation", torchvision.models.segmentation))
-    if args.detection:
-        families.append(("detection", torchvision.models.detection))
-    specs = [Spec(name, family) for family, module in families
-             for name in torchvision.models.list_models(module=module)]
+        return timm_specs(args, parser)
+    tasks = list(dict.fromkeys(args.task or ["classification"]))
+    tasks += [t for t, flag in (("segmentation", args.segmentation), ("detection", args.detection))
+              if flag and t not in tasks]
+    specs = [Spec(name, task) for task in tasks for name in torchvision.models.list_models(module=_task_module(task))]
     if args.models:
         wanted = [m for item in args.models for m in item.split(",") if m]
         known = {s.name: s for s in specs}
-        for family, module in families[1:] + [("segmentation", torchvision.models.segmentation),
-                                              ("detection", torchvision.models.detection)]:
-            for name in torchvision.models.list_models(module=module):
-                known.setdefault(name, Spec(name, family))  # named explicitly: no flag needed
+        for task in TASKS:  # named explicitly: no flag needed
+            for name in torchvision.models.list_models(module=_task_module(task)):
+                known.setdefault(name, Spec(name, task))
         unknown = [m for m in wanted if m not in known]
         if unknown:
             parser.error(f"unknown torchvision model(s): {', '.join(unknown)}")
@@ -374,7 +172,8 @@ def table_rows(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     cells = []
     for r in rows:
         warn = len(r.unprunable_warnings) + len(r.other_warnings)
-        cells.append([r.name + ("" if r.family == "classification" else f" ({r.family[:3]})"),
+        tag = r.family if r.family.startswith("timm") else r.family[:3]
+        cells.append([r.name + ("" if r.family == "classification" else f" ({tag})"),
                       fmt(r.params_m, ".1f"), fmt(r.size), fmt(r.units), fmt(r.mutable), fmt(r.prepare_s, ".2f"),
                       "-" if r.skipped else str(warn), fmt(r.total_s, ".1f"), r.result])
     return columns, cells
@@ -402,7 +201,8 @@ def write_markdown(path: Path, rows: list[Row], args: argparse.Namespace, wall: 
     passed, tested, skipped = summary(rows)
     columns, cells = table_rows(rows)
     aligns = ["---" if i in (0, len(columns) - 1) else "---:" for i in range(len(columns))]
-    out = ["# Coverage sweep: torchvision models through prepare, prune, export", ""]
+    what = "timm models (one per architecture family)" if args.timm else "torchvision models"
+    out = [f"# Coverage sweep: {what} through prepare, prune, export", ""]
     out += [f"Generated by `benchmarks/coverage.py` on {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}.", ""]
     out += [f"- {h}" for h in header]
     out += [f"- command: `{' '.join(['python3 benchmarks/coverage.py', *sys.argv[1:]])}`",
@@ -441,49 +241,62 @@ def write_markdown(path: Path, rows: list[Row], args: argparse.Namespace, wall: 
     path.write_text("\n".join(out) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", metavar="NAME",
-                        help="restrict to these torchvision model names (comma or space separated); "
-                             "segmentation/detection names are accepted without their flags")
+                        help="restrict to these model names (comma or space separated); torchvision names of "
+                             "any task are accepted without --task, timm names with --timm")
+    parser.add_argument("--task", nargs="+", choices=list(TASKS), metavar="TASK",
+                        help=f"torchvision tasks to sweep (default classification): {', '.join(TASKS)}")
     parser.add_argument("--segmentation", action="store_true", help="also sweep the segmentation models")
     parser.add_argument("--detection", action="store_true", help="also sweep the detection models")
+    parser.add_argument("--timm", action="store_true",
+                        help="sweep one timm model per architecture family instead (coverage_timm.py)")
     parser.add_argument("--size", type=int, default=None,
                         help=f"input height and width (default {DEFAULT_SIZE}, inception_v3 299); "
                              "vit_*, swin* and maxvit* always get 224")
     parser.add_argument("--fast", action="store_true",
                         help=f"input {FAST_SIZE}x{FAST_SIZE} where the model accepts it (else its default)")
-    parser.add_argument("--max-params", type=float, default=MAX_PARAMS_M,
-                        help="skip models with more parameters than this, in millions (default 200)")
+    parser.add_argument("--max-params", type=float, default=None,
+                        help=f"skip models with more parameters than this, in millions (default {MAX_PARAMS_M:g}, "
+                             "30 with --timm)")
+    parser.add_argument("--timeout", type=float, default=0,
+                        help="seconds one model may take before its row says FAIL: timeout (0: no limit)")
     parser.add_argument("--threads", type=int, default=2,
                         help="torch.set_num_threads (default 2: a sweep of forwards, not a timing, so prepare "
                              "times are not comparable with bench_prepare.py's). Use 1 when something else keeps "
                              "a core busy: on a 2-core box two threads then made forwards 10-100x slower; "
                              "0 keeps torch's default")
-    parser.add_argument("--output", default=str(DEFAULT_OUTPUT),
-                        help="markdown file to write ('' writes none); default benchmarks/coverage.md")
+    parser.add_argument("--output", default=None,
+                        help="markdown file to write ('' writes none); default benchmarks/coverage.md "
+                             "(coverage_timm.md with --timm)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of earlier runs (from the .json beside the output) for models not "
+                             "swept now: re-run the failing ones and get one table")
     args = parser.parse_args(argv)
-    specs = model_specs(args, parser)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    if args.max_params is None:
+        args.max_params = 30.0 if args.timm else MAX_PARAMS_M
+    if args.output is None:
+        args.output = str(DEFAULT_OUTPUT.with_name("coverage_timm.md") if args.timm else DEFAULT_OUTPUT)
+    return args, parser
 
-    header = [f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
-              versions(),
-              f"threads {torch.get_num_threads()}, input 1x3xSxS with S = "
-              + (f"{FAST_SIZE} (--fast; the default where refused)" if args.fast else
-                 f"{args.size or DEFAULT_SIZE}" + ("" if args.size else " (inception_v3 299)"))
-              + "; vit/swin/maxvit 224",
-              "units: L1MutableChannelUnit; 3 random choice sets per model (random.seed(0..2))"]
-    print("\n".join(header))
-    print(f"{len(specs)} models\n", flush=True)
 
-    rows: list[Row] = []
-    wall = time.perf_counter()
-    bar = tqdm(specs, unit="model", dynamic_ncols=True)
-    for spec in bar:
-        bar.set_postfix_str(spec.name)
-        row = Row(spec.name, spec.family)
-        start = time.perf_counter()
+class ModelTimeout(Exception):
+    """A model ran past ``--timeout``."""
+
+
+def _alarm(_signum: int, _frame: Any) -> None:
+    raise ModelTimeout("the model ran past --timeout")
+
+
+def run_one(spec: Any, args: argparse.Namespace) -> Row:
+    """Every check on one model, within ``--timeout`` seconds."""
+    row = Row(spec.name, spec.family)
+    start = time.perf_counter()
+    if args.timeout:
+        signal.signal(signal.SIGALRM, _alarm)
+        signal.setitimer(signal.ITIMER_REAL, args.timeout)
+    try:
         prebuilt = None
         try:
             row.params_m, prebuilt = count_params(spec)
@@ -491,17 +304,58 @@ def main(argv: list[str] | None = None) -> int:
             row.error = f"build: {first_line(exc)}"
         if row.error is None and row.params_m > args.max_params:
             row.skipped = f"{row.params_m:.1f} M params > {args.max_params:g} M"
-            prebuilt = None
         elif row.error is None:
             sweep_model(spec, args, row, prebuilt)
-            prebuilt = None
-        row.total_s = time.perf_counter() - start
-        rows.append(row)
+    except ModelTimeout:
+        row.error = f"timeout after {args.timeout:g} s"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    if row.error and "ModelTimeout" in row.error:
+        row.error = f"timeout after {args.timeout:g} s ({row.error.split(':')[0]})"
+    row.total_s = time.perf_counter() - start
+    return row
+
+
+def _saved_rows(path: Path) -> dict[str, Row]:
+    if not path.exists():
+        return {}
+    return {d["name"]: Row(**d) for d in json.loads(path.read_text())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, parser = parse_args(argv)
+    specs = model_specs(args, parser)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    header = [f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+              versions(),
+              f"threads {torch.get_num_threads()}, input 1x3xSxS with S = "
+              + (f"{FAST_SIZE} (--fast; the default where refused)" if args.fast else
+                 f"{args.size or DEFAULT_SIZE}" + ("" if args.size else " (inception_v3 299)"))
+              + ("; timm: each model's default input size" if args.timm else
+                 f"; vit/swin/maxvit 224; video 1x3x{VIDEO_INPUT[0]}xSxS with S = {VIDEO_INPUT[1]} "
+                 "(mvit, s3d, swin3d 224)"),
+              "units: L1MutableChannelUnit; 3 random choice sets per model (random.seed(0..2))"]
+    print("\n".join(header))
+    print(f"{len(specs)} models\n", flush=True)
+    saved = Path(args.output).with_suffix(".json") if args.output else None
+    earlier = _saved_rows(saved) if saved and args.merge else {}
+    swept: dict[str, Row] = {}
+    wall = time.perf_counter()
+    bar = tqdm(specs, unit="model", dynamic_ncols=True)
+    for spec in bar:
+        bar.set_postfix_str(spec.name)
+        row = run_one(spec, args)
+        swept[spec.name] = row
         tqdm.write(f"  {spec.name}: {row.result} [{row.total_s:.1f}s]")
         gc.collect()
+        if args.output:  # after every model: a partial run is useful too
+            rows = list({**earlier, **swept}.values())
+            saved.write_text(json.dumps([asdict(r) for r in rows], indent=1))
+            write_markdown(Path(args.output), rows, args, time.perf_counter() - wall, header)
     bar.close()
     wall = time.perf_counter() - wall
-
+    rows = list({**earlier, **swept}.values())
     print_table(rows)
     passed, tested, skipped = summary(rows)
     print(f"\n{passed} of {tested} models pass" + (f", {skipped} skipped" if skipped else "")

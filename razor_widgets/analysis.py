@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from .channel_space import CONST, NONE, ChannelSpace, compress, varying_dims
+from .compared_sizes import resolve_comparisons
 from .traced_size import AttrRef, attribute_sources, shape_sources
-from .tracing import Node, TensorRef, TracedGraph
+from .tracing import Node, TensorRef, TracedGraph, TraceError
 
 INPUT_REASON = "derived from a model input"
 ATTENTION_MODES = ("heads", "head_dims")  # how attention units prune: whole heads, or positions in every head
@@ -96,7 +97,8 @@ class AnalysisContext:
         self.slots: list[Slot] = []
         self.param_ids: dict[str, tuple[torch.Tensor, tuple[int, ...]]] = {}
         self.layer_out: dict[str, torch.Tensor] = {}  # output elements of each layer (reuse)
-        self.unknown_ops: list[tuple[str, str]] = []
+        self.unknown_ops: list[str] = []  # the ops without a rule, as ``describe()`` names them
+        self.rule_errors: dict[str, str] = {}  # op -> why its rule failed on it
         self.slice_checks: list[tuple[torch.Tensor, list[torch.Tensor], str]] = []
         self.const_reasons: dict[int, str] = {}  # why a tensor without elements has none
         self._first_slot: dict[tuple[str, bool], torch.Tensor] = {}
@@ -232,15 +234,18 @@ class AnalysisContext:
         self._first_slot[name, is_output] = ids1d
         self.slots.append(Slot(name, is_output, ids1d, len(self.slots), param_dim))
 
-    def unknown(self, node: Node) -> None:
-        """No rule: fix every element the op touches and give its outputs no structure."""
+    def unknown(self, node: Node, detail: str | None = None) -> None:
+        """No rule (or, with ``detail``, a rule that failed on this form of the op): fix every
+        element the op touches and give its outputs no structure."""
         touched = [self.get(r) for r in node.input_refs()]
         has_elements = any(bool((t >= 0).any()) for t in touched)
         if has_elements:
-            reason = f"no channel rule for {self.describe()}"
+            reason = f"no channel rule for {self.describe()}" + (f" ({detail})" if detail else "")
             for t in touched:
                 self.fix(t, reason)
-            self.unknown_ops.append((node.name, node.scope))
+            self.unknown_ops.append(self.describe())
+            if detail:
+                self.rule_errors[self.describe()] = detail
         for ref in node.output_refs():
             self.set(ref, torch.full([1] * len(ref.shape), CONST, dtype=torch.long))
             if has_elements:
@@ -273,18 +278,33 @@ class ChannelAnalyzer:
 
     def analyze(self, graph: TracedGraph) -> tuple[list[UnitSpec], AnalysisContext]:
         ctx = AnalysisContext(graph, graph.modules, self.attention)
-        for node in graph.nodes:
-            ctx.node = node
-            self.rules.apply(ctx, node)
-        ctx.node = None
-        for ref in graph.outputs:
-            ctx.fix(ctx.get(ref), "model output")
-        roots = ctx.space.resolve()
-        ctx.resolve_slices(roots)
-        _resolve_size_uses(ctx, graph.size_uses, roots)
-        units = build_units(ctx, roots)
+        try:
+            for node in graph.nodes:
+                ctx.node = node
+                self.rules.apply(ctx, node)
+            ctx.node = None
+            for ref in graph.outputs:
+                ctx.fix(ctx.get(ref), "model output")
+            value_uses = resolve_comparisons(ctx, graph.size_uses)
+            roots = ctx.space.resolve()
+            ctx.resolve_slices(roots)
+            _resolve_size_uses(ctx, value_uses, roots)
+            units = build_units(ctx, roots)
+        except Exception as exc:  # a bug of the analysis: say where, never crash raw
+            raise analysis_error(ctx, exc) from exc
         _warn_unknown(ctx, units)
         return units, ctx
+
+
+def analysis_error(ctx: AnalysisContext, exc: Exception) -> TraceError:
+    """A ``TraceError`` naming the model, the op, its module and its input shapes."""
+    model = type(ctx.modules.get("", None)).__name__
+    node = ctx.node
+    where = "after the rules ran (grouping channels into units)"
+    if node is not None:
+        shapes = ", ".join(str(tuple(r.shape)) for r in node.input_refs()) or "none"
+        where = f"at op {ctx.describe()} (node {node.index}, input shapes {shapes})"
+    return TraceError(f"the channel analysis of {model} failed {where}: {type(exc).__name__}: {exc}")
 
 
 def _resolve_size_uses(ctx: AnalysisContext, uses: list, roots: np.ndarray) -> None:
@@ -441,15 +461,16 @@ def _reasons_by_chain(fixed: tuple[np.ndarray, np.ndarray, list[str]], chain_id:
 
 
 def _warn_unknown(ctx: AnalysisContext, units: list[UnitSpec]) -> None:
-    for op, scope in dict.fromkeys(ctx.unknown_ops):
-        tag = f"{op!r} in {scope or 'the model'!r}"
+    for tag in dict.fromkeys(ctx.unknown_ops):
         caused = [u for u in units if any(tag in r for r in u.fixed_reasons)
                   and all("no channel rule" in r for r in u.fixed_reasons)]
         if not caused:  # those channels are fixed for another reason too: nothing lost here
             continue
         layers = sorted({item.name for u in caused for item in u.output_related + u.input_related})
+        detail = ctx.rule_errors.get(tag)
         warnings.warn(
-            f"no channel rule for op {tag}: the channels it touches are not prunable"
+            f"no channel rule for op {tag}" + (f" ({detail})" if detail else "")
+            + ": the channels it touches are not prunable"
             + (f" (layers: {', '.join(layers)})" if layers else ""),
             UnprunableChannelsWarning,
             stacklevel=3,

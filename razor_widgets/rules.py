@@ -81,7 +81,8 @@ def reduction(ctx: AnalysisContext, node: Node) -> None:
         return ctx.unknown(node)
     if node.name in ("softmax", "log_softmax", "cumsum", "cumprod", "normalize"):
         return passthrough(ctx, node)
-    positional = node.args[2] if len(node.args) > 2 and isinstance(node.args[2], bool) else False
+    at = 3 if node.name in ("std", "var") else 2  # std(x, dim, unbiased, keepdim)
+    positional = node.args[at] if len(node.args) > at and isinstance(node.args[at], bool) else False
     keepdim = node.kwargs.get("keepdim", positional)
     out = ids
     for d in sorted(dims, reverse=True):
@@ -317,10 +318,17 @@ class RuleTable:
         return module_rule(module) is not None
 
     def apply(self, ctx: AnalysisContext, node: Node) -> None:
-        if node.kind == "module":
-            return module_rule(node.target)(ctx, node)
-        self._apply_function(ctx, node)
-        ctx.carry_const_reasons(node)
+        """Run the node's rule. A rule that meets an op form it was not written for (it raises)
+        freezes that op's channels instead, with the error in the reason: the rest of the model
+        stays prunable, and what the rule did before it raised only couples channels that are
+        now fixed."""
+        try:
+            if node.kind == "module":
+                return module_rule(node.target)(ctx, node)
+            self._apply_function(ctx, node)
+            ctx.carry_const_reasons(node)
+        except Exception as exc:  # noqa: BLE001 (any error of a rule is an unexpected op form)
+            ctx.unknown(node, detail=f"its rule does not handle this form: {type(exc).__name__}: {exc}")
 
     def _apply_function(self, ctx: AnalysisContext, node: Node) -> None:
         name = node.name

@@ -6,6 +6,8 @@ size written as a plain number keeps its channels fixed.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.utils._pytree import tree_flatten, tree_map
 
@@ -41,12 +43,31 @@ def _swap_refs(ctx: AnalysisContext, tree):
     return tree_map(swap, tree)
 
 
+def _as_double(x: Any) -> Any:
+    return x.double() if isinstance(x, torch.Tensor) and x.dtype == torch.long else x
+
+
+def _as_long(x: Any) -> Any:
+    return x.round().long() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+
+def _pads_only_uniform_dims(ctx: AnalysisContext, node: Node) -> bool:
+    """A pad that is not constant (``mode='reflect'`` ...) of dims along which the ids do not vary."""
+    mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
+    pad = node.kwargs.get("pad", node.args[1] if len(node.args) > 1 else ())
+    ids = ctx.get(first_input(node))
+    return mode != "constant" and all(ids.shape[-1 - d] == 1 for d in range(len(pad) // 2))
+
+
 def movement(ctx: AnalysisContext, node: Node) -> None:
     """Replay the op on the id tensors: exact for every shape and index argument."""
     if not first_input(node).is_float:  # index arithmetic, not data: no channels
         return creation(ctx, node)
     args = _swap_refs(ctx, node.args)
     kwargs = _swap_refs(ctx, node.kwargs)
+    if node.name == "pad" and _pads_only_uniform_dims(ctx, node):  # reflect/replicate/circular:
+        ctx.set(node.output_refs()[0], ctx.get(first_input(node)))  # positions move, channels stay
+        return None
     if node.name == "pad":
         if len(args) > 3:
             args = (*args[:3], CONST, *args[4:])
@@ -59,8 +80,11 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
         args = (_rows_as_one(ctx, args[0], gathered), *args[1:])
     try:
         out = node.target(*args, **kwargs)
-    except Exception:  # the op does not accept int64 tensors: no rule after all
-        return ctx.unknown(node)
+    except Exception:  # the op does not take int64 tensors (reflect/replicate pads): ids as float64,
+        try:           # exact up to 2**53, and back
+            out = tree_map(_as_long, node.target(*tree_map(_as_double, args), **tree_map(_as_double, kwargs)))
+        except Exception:
+            return ctx.unknown(node)
     if node.name == "pad":
         out = _pad_positions_keep_channels(ctx.get(first_input(node)), out, node)
     if node.name == "__setitem__":

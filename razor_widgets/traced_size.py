@@ -102,3 +102,27 @@ def _arithmetic(name: str) -> Callable[[TracedSize, Any], Any]:
 for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__floordiv__",
               "__rfloordiv__", "__mod__", "__rmod__", "__truediv__", "__rtruediv__", "__pow__", "__rpow__"):
     setattr(TracedSize, _name, _arithmetic(_name))
+
+
+COMPARED = "compared with"  # how a comparison names itself in the value uses it reports
+
+
+def _comparison(name: str, symbol: str) -> Callable[[TracedSize, Any], Any]:
+    """``int``'s comparison ``name``: the result depends on the value, so the sources are
+    reported (``x.shape[1] == self.channels``: the analysis may then let the export update the
+    attribute); the result is a plain bool."""
+    plain = getattr(int, name)
+
+    def op(self: TracedSize, other: Any) -> Any:
+        if isinstance(other, (int, float)) and not isinstance(other, bool):
+            self._report(other, f"{COMPARED} {symbol} {int(other) if isinstance(other, int) else other!r}")
+        return plain(int(self), int(other) if isinstance(other, int) else other)
+
+    op.__name__ = name
+    return op
+
+
+for _name, _symbol in (("__eq__", "=="), ("__ne__", "!="), ("__lt__", "<"), ("__le__", "<="),
+                       ("__gt__", ">"), ("__ge__", ">=")):
+    setattr(TracedSize, _name, _comparison(_name, _symbol))
+TracedSize.__hash__ = int.__hash__  # defining __eq__ would unset it

@@ -120,6 +120,7 @@ class Tracer:
         self._called: set[str] = set()
         self.size_uses: list[tuple[tuple[Source, ...], str, int]] = []
         self.value_reads: list[str] = []
+        self._in_forward = False
 
     # -- tensor handles -------------------------------------------------------------------
     def ref(self, tensor: torch.Tensor) -> TensorRef:
@@ -148,6 +149,8 @@ class Tracer:
         return torch.Size([TracedSize(n, ((ref, d),), self._size_used) for d, n in enumerate(out)])
 
     def _size_used(self, sources: tuple[Source, ...], what: str, value: int) -> None:
+        if not self._in_forward:  # the rules compare recorded sizes too: those are no uses
+            return
         scope = self._scope[-1] or "the model"
         self.size_uses.append((sources, f"its channel count is used as a number ({what}) in {scope!r}", value))
 
@@ -226,11 +229,13 @@ class Tracer:
         try:
             with torch.random.fork_rng(devices=[]), torch.no_grad(), _Recorder(self):
                 inputs = self.refs((args, kwargs))
+                self._in_forward = True
                 out = model(*args, **kwargs)
         except Exception as exc:
             raise TraceError(f"the forward of {type(model).__name__} failed on the example input "
                              f"{describe_inputs(example_inputs)}: {type(exc).__name__}: {exc}") from exc
         finally:
+            self._in_forward = False
             if collecting:
                 gc.enable()
             if bar is not None:

@@ -82,9 +82,10 @@ def unit_of(mutator, layer):
 def test_traced_size_is_the_same_int_and_keeps_its_sources():
     uses = []
     c = TracedSize(96, (("x", 3),), lambda sources, what, value: uses.append(sources))
-    assert c == 96 and isinstance(c // 3, TracedSize) and (c // 3).sources == (("x", 3),)
-    assert (c // 3) * 2 == 64 and not uses
+    assert int(c) == 96 and isinstance(c // 3, TracedSize) and (c // 3).sources == (("x", 3),)
+    assert int((c // 3) * 2) == 64 and not uses
     assert (c // 3) ** -0.5 == 32 ** -0.5 and uses == [(("x", 3),)]
+    assert c == 96 and not c < 96 and uses[1:] == [(("x", 3),)] * 2  # a comparison is a value use
 
 
 def test_a_size_read_from_another_tensor_couples_the_channels():
