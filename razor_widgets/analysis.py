@@ -113,6 +113,10 @@ class AnalysisContext:
         if ids is None:
             if ref.param is not None and ref.param in self.param_ids:
                 ids = self.param_ids[ref.param][0]
+            elif ref.param is not None and _is_layer_weight(self.modules, ref.param, ref.shape):
+                # a conv/linear weight or bias read by code (derived weights): its rows are the layer's outputs
+                owner = ref.param.rpartition(".")[0]
+                ids = self.along(self.fresh_layer_output(owner, ref.shape[0]), len(ref.shape), 0)
             elif ref.param is not None and _is_float_param(self.modules, ref.param):
                 n = math.prod(ref.shape)
                 ids = compress(self.space.fresh(n).reshape(ref.shape))
@@ -258,6 +262,18 @@ class AnalysisContext:
             for ref in node.output_refs():
                 if ref.handle not in self.const_reasons and bool((self.get(ref) < 0).all()):
                     self.const_reasons[ref.handle] = reasons[0]
+
+
+def _is_layer_weight(modules: dict[str, nn.Module], qualname: str, shape: tuple[int, ...]) -> bool:
+    """A conv or linear layer's weight or bias: dim 0 holds its output channels."""
+    owner, _, attr = qualname.rpartition(".")
+    module = modules.get(owner)
+    if (attr, len(shape) > 1) not in (("weight", True), ("bias", False)):
+        return False
+    if isinstance(module, nn.Linear):
+        return shape[0] == module.out_features
+    conv = isinstance(module, nn.modules.conv._ConvNd) and not module.transposed
+    return conv and shape[0] == module.out_channels
 
 
 def _is_float_param(modules: dict[str, nn.Module], qualname: str) -> bool:

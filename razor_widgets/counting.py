@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode
 
+from .derived_weights import derived_weight
 from .resources import REFERENCE_FLOP_FORMULAS
 from .tracing import Node, TensorRef
 
@@ -341,9 +342,19 @@ def _owner(b: _Builder, ref: TensorRef | None, kind: type) -> tuple[str, nn.Modu
     return (name, module) if isinstance(module, kind) and attr == "weight" else None
 
 
+def _derived_owner(b: _Builder, ref: TensorRef | None, kind: type) -> tuple[str, nn.Module] | None:
+    """The layer of a weight computed from stored weights (``derived_weights``); the layers
+    summed into it are counted with it (their parameters, not their MACs)."""
+    derived = derived_weight(b.graph, ref, (kind,))
+    if derived is None:
+        return None
+    b.op_layers.update(derived.sources)
+    return derived.layer, derived.module
+
+
 def _fn_linear(b: _Builder, node: Node) -> bool:
     weight = _weight_ref(node, 1, "weight")
-    owner = _owner(b, weight, nn.Linear)
+    owner = _owner(b, weight, nn.Linear) or _derived_owner(b, weight, nn.Linear)
     if owner is None:
         return False
     b.op_layers.add(owner[0])
@@ -353,7 +364,7 @@ def _fn_linear(b: _Builder, node: Node) -> bool:
 
 def _fn_conv(b: _Builder, node: Node) -> bool:
     weight = _weight_ref(node, 1, "weight")
-    owner = _owner(b, weight, nn.modules.conv._ConvNd)
+    owner = _owner(b, weight, nn.modules.conv._ConvNd) or _derived_owner(b, weight, nn.modules.conv._ConvNd)
     if owner is None or owner[1].transposed:
         return False
     b.op_layers.add(owner[0])

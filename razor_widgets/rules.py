@@ -22,6 +22,7 @@ from torch import nn
 
 from .analysis import AnalysisContext
 from .channel_space import CONST, NONE, varying_dims
+from .derived_weights import derived_weight
 from .rules_matmul import einsum, matmul, sdpa
 from .rules_movement import RESHAPES, creation, first_input, movement
 from .traced_size import TracedSize
@@ -219,7 +220,9 @@ def _param_arg(node: Node, index: int, key: str) -> TensorRef | None:
 def functional_linear(ctx: AnalysisContext, node: Node) -> None:
     weight = _param_arg(node, 1, "weight")
     owner = _owner(weight, ctx)
-    if owner is None or not isinstance(ctx.modules[owner], nn.Linear):
+    if owner is None:
+        return derived_layer(ctx, node, weight, nn.Linear)
+    if not isinstance(ctx.modules[owner], nn.Linear):
         return ctx.unknown(node)
     x, out = first_input(node), node.output_refs()[0]
     ids_in = ctx.read(x, -1)
@@ -232,11 +235,51 @@ def functional_linear(ctx: AnalysisContext, node: Node) -> None:
 def functional_conv(ctx: AnalysisContext, node: Node) -> None:
     weight = _param_arg(node, 1, "weight")
     owner = _owner(weight, ctx)
-    if owner is None or not isinstance(ctx.modules[owner], nn.modules.conv._ConvNd):
+    if owner is None:
+        return derived_layer(ctx, node, weight, nn.modules.conv._ConvNd)
+    if not isinstance(ctx.modules[owner], nn.modules.conv._ConvNd):
         return ctx.unknown(node)
     m = ctx.modules[owner]
     conv_like(ctx, owner, first_input(node), node.output_refs()[0], len(m.kernel_size),
               m.in_channels, m.out_channels, m.groups)
+
+
+def derived_layer(ctx: AnalysisContext, node: Node, weight: TensorRef | None, kind: type) -> None:
+    """``F.conv*`` / ``F.linear`` with a weight computed from stored weights (``derived_weights``):
+    the layer whose weight it is, and every layer whose weight is summed in, share its input and
+    output channels; a weight normalised over its input channels keeps those fixed."""
+    derived = derived_weight(ctx.graph, weight, (kind,))
+    rows = None if derived is None else ctx.get(weight)
+    if derived is None or not set(varying_dims(rows)) <= {0}:
+        return ctx.unknown(node)
+    m, x, out = derived.module, first_input(node), node.output_refs()[0]
+    if isinstance(m, nn.Linear):
+        dim = -1
+        ids_in, ids_out = ctx.read(x, dim), ctx.fresh_layer_output(derived.layer, m.out_features)
+        ctx.slot(derived.layer, False, ids_in)
+        ctx.slot(derived.layer, True, ids_out)
+        ctx.write(out, dim, ids_out)
+    else:
+        groups = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
+        if groups != m.groups:
+            return ctx.unknown(node)
+        spatial = len(weight.shape) - 2
+        dim = _channel_dim(x, spatial + 2)
+        conv_like(ctx, derived.layer, x, out, spatial, m.in_channels, m.out_channels, m.groups)
+        ids_in, ids_out = ctx.read(x, dim), ctx.get(out).reshape(-1)
+    bias = _param_arg(node, 2, "bias")
+    for ref in (weight, bias):
+        line = None if ref is None else ctx.get(ref)
+        if line is not None and line.shape[0] == ids_out.numel() and set(varying_dims(line)) <= {0}:
+            ctx.space.union(line.reshape(-1), ids_out)
+        elif line is not None:
+            ctx.fix(torch.cat([line.reshape(-1), ids_out]), f"{ref.param or 'a computed weight or bias'} "
+                    f"is not per output channel in {ctx.describe()}")
+    for layer in derived.sources:
+        ctx.slot(layer, False, ids_in)
+        ctx.slot(layer, True, ids_out)
+    if derived.mixes_inputs:
+        ctx.fix(ids_in, f"the weight of {derived.layer!r} is normalised over its input channels in {ctx.describe()}")
 
 
 def functional_layer_norm(ctx: AnalysisContext, node: Node) -> None:

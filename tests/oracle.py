@@ -1,7 +1,8 @@
 """An independent check of pruning: the original model with pruned channels zeroed.
 
 For every layer that reads a unit's channels, the pruned channels are set to zero at that
-layer's input (forward pre-hooks on a copy of the unprepared model). For attention, the q/k/v
+layer's input (forward pre-hooks on a copy of the unprepared model; for convs and linears also the
+weight's input columns). For attention, the q/k/v
 channels the unit prunes are zeroed where they are made (rows of ``in_proj``). A correct
 engine's masked model and exported model both compute exactly this.
 """
@@ -45,8 +46,20 @@ def zeroed_model(original: nn.Module, mutator) -> nn.Module:
                 module.in_proj_weight.mul_(rows.unsqueeze(1))
                 if module.in_proj_bias is not None:
                     module.in_proj_bias.mul_(rows)
+        _zero_weight_columns(module, mask)
         module.register_forward_pre_hook(_zero_hook(mask))
     return model
+
+
+def _zero_weight_columns(module: nn.Module, mask: torch.Tensor) -> None:
+    """For a conv (groups 1) or linear, zeroing the pruned input columns of the weight is the
+    same as zeroing its input; it also covers weights used without calling the layer
+    (``F.conv2d(x, self.conv3.weight + F.pad(self.conv1.weight, ...))``)."""
+    plain_conv = isinstance(module, nn.modules.conv._ConvNd) and module.groups == 1 and not module.transposed
+    if plain_conv or isinstance(module, nn.Linear):
+        with torch.no_grad():
+            shape = [1, -1] + [1] * (module.weight.dim() - 2)
+            module.weight.mul_(mask.view(shape).to(module.weight.dtype))
 
 
 def _size_in(module: nn.Module) -> int:
