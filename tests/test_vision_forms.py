@@ -1,0 +1,153 @@
+"""Op forms that vision models use: derived weights, compared channel counts, unexpected op forms."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from vision_checks import check_model
+
+import razor_widgets.analysis as analysis
+from razor_widgets import ChannelMutator, TraceError
+
+from conftest import make_nontrivial
+
+
+class WSConv(nn.Conv2d):
+    """Weight standardisation: the forward normalises the stored weight per output channel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        w = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w.std(dim=(1, 2, 3), keepdim=True) + 1e-5)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class RepBlock(nn.Module):
+    """A re-parameterisable block in its training form: branch weights summed in the forward."""
+
+    def __init__(self, c: int, o: int) -> None:
+        super().__init__()
+        self.conv3, self.conv1 = nn.Conv2d(c, o, 3, padding=1), nn.Conv2d(c, o, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.conv3.weight + F.pad(self.conv1.weight, [1, 1, 1, 1])
+        return F.conv2d(x, w, self.conv3.bias + self.conv1.bias, padding=1)
+
+
+class DerivedWeights(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3)
+        self.ws = WSConv(16, 24, 3, padding=1)
+        self.dw = WSConv(24, 24, 3, padding=1, groups=24)
+        self.rep = RepBlock(24, 32)
+        self.pad = nn.ReflectionPad2d(1)
+        self.head = nn.Conv2d(32, 5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.ws(F.relu(self.stem(x))))
+        return self.head(self.pad(F.relu(self.rep(F.relu(self.dw(y))))))
+
+
+def test_derived_weights_follow_the_stored_parameters():
+    torch.manual_seed(0)
+    checked = check_model(make_nontrivial(DerivedWeights()), torch.randn(2, 3, 12, 12), choice_sets=3)
+    units = {u.name: u for u in checked.mutator.units}
+    assert not checked.warnings
+    ws_out = units["ws_(0, 24)_24"]  # output channels of a standardised conv, read by the depthwise one
+    assert ws_out.is_mutable and {c.name for c in ws_out.channels} >= {"ws", "dw", "rep.conv3", "rep.conv1"}
+    rep_out = units["rep.conv3_(0, 32)_32"]  # both branches' outputs, the reflect pad and the head
+    assert rep_out.is_mutable and {c.name for c in rep_out.channels} == {"rep.conv3", "rep.conv1", "head"}
+    (stem,) = [u for u in checked.mutator.units if u.name == "stem_(0, 16)_16"]
+    assert stem.fixed_reasons == ["the weight of 'ws' is normalised over its input channels in 'conv2d' in 'ws'"]
+
+
+class Checked(nn.Module):
+    def __init__(self, c: int, compare_with_constant: bool = False) -> None:
+        super().__init__()
+        self.channels = c
+        self.compare_with_constant = compare_with_constant
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[1] == self.channels, "wrong channels"
+        if self.compare_with_constant and x.shape[1] > 8:
+            x = x * 2
+        return self.conv(x)
+
+
+class AttributeCheck(nn.Module):
+    def __init__(self, compare_with_constant: bool = False) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3)
+        self.block = Checked(16, compare_with_constant)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(self.stem(x)))
+
+
+def test_an_attribute_compared_with_a_channel_count_follows_the_export():
+    torch.manual_seed(0)
+    checked = check_model(make_nontrivial(AttributeCheck()), torch.randn(2, 3, 10, 10), choice_sets=3)
+    mutator = checked.mutator
+    mutator.set_choices({name: 0.5 for name in mutator.current_choices})
+    assert mutator.to_static().block.channels == 8 and checked.original.block.channels == 16
+
+
+def test_a_channel_count_compared_with_a_number_stays_fixed():
+    torch.manual_seed(0)
+    model, x = AttributeCheck(compare_with_constant=True), torch.randn(2, 3, 10, 10)
+    mutator = ChannelMutator()
+    mutator.prepare_from_supernet(model, x)
+    (stem,) = [u for u in mutator.units if u.name == "stem_(0, 16)_16"]
+    assert not stem.is_mutable
+    assert any("compared with > 8" in r and "'block'" in r for r in stem.fixed_reasons), stem.fixed_reasons
+
+
+class BinaryMax(nn.Module):
+    """``torch.max(a, b)``: the reduction rule meets its two-tensor form."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c, self.d = nn.Linear(8, 16), nn.Linear(8, 16), nn.Linear(8, 12), nn.Linear(12, 4)
+        self.out = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.max(self.a(x), self.b(x))) + self.d(self.c(x))
+
+
+def test_a_rule_that_meets_an_unexpected_form_freezes_that_op_only():
+    mutator = ChannelMutator()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mutator.prepare_from_supernet(BinaryMax(), torch.randn(2, 8))
+    (message,) = [str(w.message) for w in caught]
+    assert message.startswith("no channel rule for op 'max' in 'the model' (its rule does not handle this form: ")
+    assert "(layers: a, b, out)" in message
+    units = {u.name: u for u in mutator.units}
+    assert not units["a_(0, 16)_16"].is_mutable and units["c_(0, 12)_12"].is_mutable
+
+
+def test_a_bug_in_the_analysis_raises_trace_error(monkeypatch):
+    def broken(ctx, roots):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(analysis, "build_units", broken)
+    with pytest.raises(TraceError, match=r"channel analysis of BinaryMax failed after the rules ran .*"
+                                         r"RuntimeError: simulated bug"):
+        ChannelMutator().prepare_from_supernet(BinaryMax(), torch.randn(2, 8))
+
+
+def test_a_bug_in_a_rule_names_the_op_module_and_shapes(monkeypatch):
+    import razor_widgets.rules as rules
+
+    def broken_apply(ctx, node):
+        raise TypeError("simulated bug")
+
+    monkeypatch.setattr(rules.RULES, "apply", broken_apply)
+    with pytest.raises(TraceError, match=r"channel analysis of BinaryMax failed at op Linear 'a' "
+                                         r"\(node 0, input shapes \(2, 8\)\): TypeError: simulated bug"):
+        ChannelMutator().prepare_from_supernet(BinaryMax(), torch.randn(2, 8))
