@@ -73,7 +73,9 @@ FIXED_224 = ("vit_", "swin", "maxvit")  # patch grids / window partitions need e
 # raw outputs compared for detection models: the backbone's and the first head's, which come
 # before every value-dependent step (proposals, NMS, top-k)
 DETECTION_HEADS = ("rpn.head", "head")
-VIDEO_INPUT = (16, 112)  # frames, height and width (torchvision's video recipes)
+VIDEO_INPUT = (8, 112)  # frames, height and width (8 frames to keep a CPU sweep short)
+VIDEO_FIXED = {"mvit_v1_b": (16, 224), "mvit_v2_s": (16, 224), "s3d": (8, 224)}  # what these accept
+DETECTION_SIZE = 320  # the R-CNN, RetinaNet and FCOS transforms resize to this (min_size = max_size)
 
 
 @dataclass
@@ -88,8 +90,12 @@ class Spec:
     @property
     def kwargs(self) -> dict[str, Any]:
         # segmentation and detection builders would download a backbone without weights_backbone
-        return {"weights": None} if self.family in ("classification", "video") else {
-            "weights": None, "weights_backbone": None}
+        if self.family in ("classification", "video"):
+            return {"weights": None}
+        if self.family == "detection" and not self.name.startswith("ssd"):
+            return {"weights": None, "weights_backbone": None, "min_size": DETECTION_SIZE,
+                    "max_size": DETECTION_SIZE}
+        return {"weights": None, "weights_backbone": None}
 
     def build(self) -> nn.Module:
         model = torchvision.models.get_model(self.name, **self.kwargs)
@@ -100,7 +106,7 @@ class Spec:
 
     def default_size(self) -> int:
         if self.family == "video":
-            return 224 if self.name.startswith(("mvit", "s3d", "swin3d")) else VIDEO_INPUT[1]
+            return VIDEO_FIXED.get(self.name, VIDEO_INPUT)[1]
         if self.name.startswith(FIXED_224):
             return 224
         return REQUIRED_SIZE.get(self.name, DEFAULT_SIZE)
@@ -117,7 +123,7 @@ class Spec:
         if self.family == "detection":  # a list of CHW images, as the positional argument
             return ([torch.rand(3, size, size, generator=gen)],)
         if self.family == "video":
-            return torch.randn(1, 3, VIDEO_INPUT[0], size, size, generator=gen)
+            return torch.randn(1, 3, VIDEO_FIXED.get(self.name, VIDEO_INPUT)[0], size, size, generator=gen)
         return torch.randn(1, 3, size, size, generator=gen)
 
 
@@ -333,8 +339,9 @@ def main(argv: list[str] | None = None) -> int:
               + (f"{FAST_SIZE} (--fast; the default where refused)" if args.fast else
                  f"{args.size or DEFAULT_SIZE}" + ("" if args.size else " (inception_v3 299)"))
               + ("; timm: each model's default input size" if args.timm else
-                 f"; vit/swin/maxvit 224; video 1x3x{VIDEO_INPUT[0]}xSxS with S = {VIDEO_INPUT[1]} "
-                 "(mvit, s3d, swin3d 224)"),
+                 f"; vit/swin/maxvit 224; video 1x3xTxSxS with T, S = {VIDEO_INPUT} "
+                 f"({', '.join(f'{k} {v}' for k, v in VIDEO_FIXED.items())}); detection: one 3xSxS image, "
+                 f"resized by the model to {DETECTION_SIZE} (ssd: its own size)"),
               "units: L1MutableChannelUnit; 3 random choice sets per model (random.seed(0..2))"]
     print("\n".join(header))
     print(f"{len(specs)} models\n", flush=True)

@@ -34,8 +34,17 @@ def _close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * scale, msg=lambda m: f"{what}: {m}")
 
 
-def check_model(model: nn.Module, x: torch.Tensor, choice_sets: int = 2, oracle: bool = True,
+def oracle_applies(mutator: ChannelMutator, original: nn.Module) -> bool:
+    """The zeroing oracle does not apply where a LayerNorm or GroupNorm normalises over pruned
+    channels (zeroing them changes its statistics; the engine normalises over the kept ones)."""
+    modules = dict(original.named_modules())
+    return not any(isinstance(modules.get(c.name), (nn.LayerNorm, nn.GroupNorm))
+                   for unit in mutator.mutable_units for c in unit.channels)
+
+
+def check_model(model: nn.Module, x: torch.Tensor, choice_sets: int = 2, oracle: bool | None = None,
                 min_mutable: int = 1) -> Checked:
+    """``oracle=None``: compare with the zeroing oracle where it applies."""
     model.eval()
     original = copy.deepcopy(model)
     mutator = ChannelMutator(channel_unit_cfg=dict(type="L1MutableChannelUnit"))
@@ -46,6 +55,7 @@ def check_model(model: nn.Module, x: torch.Tensor, choice_sets: int = 2, oracle:
     with torch.no_grad():
         want = original(x)
         assert torch.equal(model(x), want)
+    oracle = oracle_applies(mutator, original) if oracle is None else oracle
     full, reference = mutator.resources(), count_resources(original, x)
     assert (full.params, full.flops) == (reference.params, reference.flops)
     for k in range(choice_sets):
