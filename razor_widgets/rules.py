@@ -79,7 +79,9 @@ def reduction(ctx: AnalysisContext, node: Node) -> None:
         dims = list(range(ndim))
     dims = [d % ndim for d in ([dims] if isinstance(dims, int) else dims)]
     if any(ids.shape[d] > 1 for d in dims):
-        return ctx.unknown(node)
+        ids = _combine_copies(ctx, ids, dims) if node.name in COMBINING else None
+        if ids is None:
+            return ctx.unknown(node)
     if node.name in ("softmax", "log_softmax", "cumsum", "cumprod", "normalize"):
         return passthrough(ctx, node)
     at = 3 if node.name in ("std", "var") else 2  # std(x, dim, unbiased, keepdim)
@@ -91,6 +93,40 @@ def reduction(ctx: AnalysisContext, node: Node) -> None:
             out = out.squeeze(d)
     for ref in node.output_refs():
         ctx.set(ref, out if out.dim() == len(ref.shape) else out.reshape([1] * len(ref.shape)))
+
+
+COMBINING = {"mean", "sum", "amax", "amin", "max", "min", "prod", "logsumexp"}
+
+
+def _combine_copies(ctx: AnalysisContext, ids: torch.Tensor, dims: list[int]) -> torch.Tensor | None:
+    """A reduction over a dim that holds several copies of the same channels
+    (``torch.stack([a, b]).mean(0)``) combines them position by position, as ``a + b`` does:
+    the copies are one set of channels; returns the ids with one copy left. None when no other
+    dim holds channels: the reduction is then over the channels themselves (a value use)."""
+    combined = ids
+    for d in dims:
+        if combined.shape[d] > 1:
+            copies = combined.movedim(d, 0)
+            for copy in copies[1:]:
+                valid = (copies[0] >= 0) & (copy >= 0)
+                if not bool(valid.all()):
+                    return None
+                ctx.space.union(copies[0], copy)
+            combined = copies[:1].movedim(0, d)
+    return combined if varying_dims(combined) else None
+
+
+def tensor_unfold(ctx: AnalysisContext, node: Node) -> None:
+    """``Tensor.unfold(dim, size, step)`` (sliding windows, as in halo attention); ``F.unfold``
+    (im2col, channels times kernel positions in one dim) has no rule."""
+    if node.target is not torch.Tensor.unfold:
+        return ctx.unknown(node)
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dimension")
+    ids = ctx.get(first_input(node))
+    if ids.shape[dim] == 1:  # windows of positions that hold no channels: the ids stay
+        ctx.set(node.output_refs()[0], ids.unsqueeze(-1))
+        return None
+    return movement(ctx, node)
 
 
 def pooling(ctx: AnalysisContext, node: Node, spatial: int) -> None:
@@ -334,7 +370,7 @@ FUNCTIONAL_LAYERS: dict[str, Rule] = {
     "linear": functional_linear, "conv1d": functional_conv, "conv2d": functional_conv,
     "conv3d": functional_conv, "layer_norm": functional_layer_norm,
     "matmul": matmul, "__matmul__": matmul, "bmm": matmul, "mm": matmul, "einsum": einsum,
-    "scaled_dot_product_attention": sdpa,
+    "scaled_dot_product_attention": sdpa, "unfold": tensor_unfold,
 }
 MODULE_RULES: dict[type, Rule] = {
     nn.Conv1d: conv_module, nn.Conv2d: conv_module, nn.Conv3d: conv_module,

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from vision_checks import check_model
 
 from conftest import make_nontrivial
-from vision_checks import check_model
 
 timm = pytest.importorskip("timm")
 

@@ -151,3 +151,28 @@ def test_a_bug_in_a_rule_names_the_op_module_and_shapes(monkeypatch):
     with pytest.raises(TraceError, match=r"channel analysis of BinaryMax failed at op Linear 'a' "
                                          r"\(node 0, input shapes \(2, 8\)\): TypeError: simulated bug"):
         ChannelMutator().prepare_from_supernet(BinaryMax(), torch.randn(2, 8))
+
+
+class StackedAndWindows(nn.Module):
+    """Copies of the same channels stacked and averaged (CrossViT heads), and sliding windows
+    made with ``Tensor.unfold`` (halo attention)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(8, 16), nn.Linear(8, 16), nn.Linear(16, 4)
+        self.stem, self.kv, self.head = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        merged = torch.stack([self.a(x), self.b(x)]).mean(0)
+        windows = self.kv(self.stem(image)).unfold(2, 3, 3).unfold(3, 3, 3)  # N, C, 2, 2, 3, 3
+        return self.out(merged), self.head(windows.mean((-1, -2)))
+
+
+def test_stacked_copies_and_unfolded_windows_keep_their_channels():
+    torch.manual_seed(0)
+    inputs = (torch.randn(2, 8), torch.randn(1, 3, 8, 8))
+    checked = check_model(make_nontrivial(StackedAndWindows()), inputs, choice_sets=3)
+    units = {u.name: u for u in checked.mutator.units}
+    assert not checked.warnings
+    assert units["a_(0, 16)_16"].is_mutable and {c.name for c in units["a_(0, 16)_16"].channels} == {"a", "b", "out"}
+    assert units["kv_(0, 8)_8"].is_mutable and units["stem_(0, 8)_8"].is_mutable

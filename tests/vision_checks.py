@@ -29,6 +29,12 @@ class Checked:
     warnings: list[str] = field(default_factory=list)
 
 
+def _run(model: nn.Module, x: torch.Tensor | tuple) -> torch.Tensor:
+    """The model's outputs as one flat tensor (several outputs concatenated)."""
+    out = model(*x) if isinstance(x, tuple) else model(x)
+    return torch.cat([t.reshape(-1) for t in out]) if isinstance(out, (tuple, list)) else out
+
+
 def _close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
     scale = float(want.abs().max()) or 1.0
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * scale, msg=lambda m: f"{what}: {m}")
@@ -42,7 +48,7 @@ def oracle_applies(mutator: ChannelMutator, original: nn.Module) -> bool:
                    for unit in mutator.mutable_units for c in unit.channels)
 
 
-def check_model(model: nn.Module, x: torch.Tensor, choice_sets: int = 2, oracle: bool | None = None,
+def check_model(model: nn.Module, x: torch.Tensor | tuple, choice_sets: int = 2, oracle: bool | None = None,
                 min_mutable: int = 1) -> Checked:
     """``oracle=None``: compare with the zeroing oracle where it applies."""
     model.eval()
@@ -53,8 +59,8 @@ def check_model(model: nn.Module, x: torch.Tensor, choice_sets: int = 2, oracle:
         mutator.prepare_from_supernet(model, example_inputs=x)
     assert len(mutator.mutable_units) >= min_mutable, [u.fixed_reasons for u in mutator.units]
     with torch.no_grad():
-        want = original(x)
-        assert torch.equal(model(x), want)
+        want = _run(original, x)
+        assert torch.equal(_run(model, x), want)
     oracle = oracle_applies(mutator, original) if oracle is None else oracle
     full, reference = mutator.resources(), count_resources(original, x)
     assert (full.params, full.flops) == (reference.params, reference.flops)
@@ -63,14 +69,14 @@ def check_model(model: nn.Module, x: torch.Tensor, choice_sets: int = 2, oracle:
         mutator.set_choices(mutator.sample_choices())
         static = mutator.to_static().eval()
         with torch.no_grad():
-            masked = model(x)
-            _close(static(x), masked, f"set {k}: export vs masked")
+            masked = _run(model, x)
+            _close(_run(static, x), masked, f"set {k}: export vs masked")
             if oracle:
-                _close(masked, zeroed_model(original, mutator)(x), f"set {k}: masked vs zeroing oracle")
+                _close(masked, _run(zeroed_model(original, mutator), x), f"set {k}: masked vs zeroing oracle")
         counted, exported = mutator.resources(), count_resources(static, x)
         kept = sum(p.numel() for p in static.parameters())
         assert counted.params == exported.params == kept and counted.flops == exported.flops, k
     mutator.set_choices(mutator.max_choices)
     with torch.no_grad():
-        assert torch.equal(model(x), want)
+        assert torch.equal(_run(model, x), want)
     return Checked(mutator, original, [str(w.message) for w in caught])
