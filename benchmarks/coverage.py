@@ -214,7 +214,9 @@ def write_markdown(path: Path, rows: list[Row], args: argparse.Namespace, wall: 
     out += [f"- command: `{' '.join(['python3 benchmarks/coverage.py', *sys.argv[1:]])}`",
             f"- total sweep time: {wall:.0f} s ({wall / 60:.1f} min)",
             f"- **{passed} of {tested}** models pass" + (f"; {skipped} skipped (over {args.max_params:g} M params)"
-                                                        if skipped else ""), ""]
+                                                        if skipped else ""),
+            f"- {sum(r.ok and bool(r.mutable) for r in rows)} of the {passed} that pass have at least one prunable "
+            "unit (a model whose channels are all fixed passes the checks trivially)", ""]
     out += ["Checks per model (all forwards in eval mode, under `torch.no_grad()`; the model is put in `eval()`",
             "before preparing, so GoogLeNet's and Inception's aux heads are unreached, not pruned and not counted):",
             "full-choice outputs bit-identical to an unprepared deepcopy and full-choice counts equal to",
