@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from ..analysis import ChannelAnalyzer, UnitSpec
-from ..dynamic_ops import DynamicChannelMixin, DynamicMultiheadAttentionMixin, dynamic_op_for
+from ..dynamic_ops import DynamicChannelMixin
+from ..layers import dynamic_op_for, kind_of
 from ..live_counter import mutator_resources, resource_counter
 from ..mutables.units import Channel, MutableChannelUnit
 from ..registry import MODELS
@@ -193,8 +194,8 @@ class ChannelMutator(BaseMutator):
             new = dynamic_cls.convert_from(module)
             _set_submodule(model, name, new)
             converted[name] = new
-            if isinstance(new, DynamicMultiheadAttentionMixin):
-                converted[f"{name}.out_proj"] = new.out_proj
+            for child in new.dynamic_children:  # made dynamic with their parent (MHA's out_proj)
+                converted[f"{name}.{child}"] = getattr(new, child)
         for unit in units:
             for channel in unit.channels:
                 if channel.param_dim is None:
@@ -340,9 +341,7 @@ class ChannelMutator(BaseMutator):
         originals = {id(t): t for t in (*self._model.parameters(), *self._model.buffers())}
         static = copy.deepcopy(self._model, dict(originals))  # the copy shares the tensors: no second copy
         for name, module in list(static.named_modules()):
-            parent = name.rpartition(".")[0]
-            if isinstance(module, DynamicChannelMixin) and not isinstance(
-                    static.get_submodule(parent) if parent else None, DynamicMultiheadAttentionMixin):
+            if isinstance(module, DynamicChannelMixin) and not _exported_by_parent(static, name):
                 _set_submodule(static, name, module.to_static_op())
         for qualname, (dim, mask) in self._param_masks().items():
             owner_name, _, attr = qualname.rpartition(".")
@@ -367,6 +366,13 @@ class ChannelMutator(BaseMutator):
                 dim, mask = masks.setdefault(channel.name, (channel.param_dim, torch.ones(size, dtype=torch.bool)))
                 mask[channel.start:channel.end] = unit.channel_mask(channel)
         return masks
+
+
+def _exported_by_parent(model: nn.Module, name: str) -> bool:
+    """Whether a dynamic op is a child its dynamic parent exports (MHA's out_proj)."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else None
+    return isinstance(parent, DynamicChannelMixin) and child in parent.dynamic_children
 
 
 def _own_tensors(static: nn.Module, originals: dict[int, torch.Tensor]) -> None:
@@ -456,15 +462,10 @@ def _channel_from_cfg(ch: dict, is_output: bool, modules: dict, params: dict, un
 
 
 def _side_size(module: nn.Module, is_output: bool) -> int:
-    for attr in (("out_channels", "out_features") if is_output else ("in_channels", "in_features")):
-        if hasattr(module, attr):
-            return int(getattr(module, attr))
-    for attr in ("num_features", "num_channels", "embed_dim"):
-        if hasattr(module, attr):
-            return int(getattr(module, attr))
-    if isinstance(module, nn.LayerNorm):
-        return int(module.normalized_shape[-1])
-    raise TypeError(f"cannot tell the channel count of {type(module).__name__}")
+    kind = kind_of(module)
+    if kind is None:
+        raise TypeError(f"cannot tell the channel count of {type(module).__name__}")
+    return kind.channels(module, is_output)
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
