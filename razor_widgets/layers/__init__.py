@@ -16,19 +16,21 @@ from .batch_norm import (
     DynamicInstanceNorm3d,
 )
 from .conv import CONV, DynamicConv1d, DynamicConv2d, DynamicConv3d
+from .conv_transpose import CONV_TRANSPOSE, DynamicConvTranspose1d, DynamicConvTranspose2d, DynamicConvTranspose3d
 from .group_norm import GROUP_NORM, DynamicGroupNorm
 from .layer_norm import LAYER_NORM, DynamicLayerNorm
 from .linear import LINEAR, DynamicLinear
 from .registry import KINDS, dynamic_op_for, function_kind, function_names, kind_of, leaf_kind, register_kind
 
-for _kind in (CONV, LINEAR, BATCH_NORM, LAYER_NORM, GROUP_NORM, MULTIHEAD_ATTENTION):
+for _kind in (CONV, CONV_TRANSPOSE, LINEAR, BATCH_NORM, LAYER_NORM, GROUP_NORM, MULTIHEAD_ATTENTION):
     register_kind(_kind)
 
 __all__ = [
     "KINDS", "FunctionOwner", "LayerGeometry", "LayerKind", "Term", "register_kind", "kind_of",
     "leaf_kind", "function_kind", "function_names", "dynamic_op_for",
     "DynamicBatchNorm1d", "DynamicBatchNorm2d", "DynamicBatchNorm3d", "DynamicConv1d",
-    "DynamicConv2d", "DynamicConv3d", "DynamicGroupNorm", "DynamicInstanceNorm1d",
+    "DynamicConv2d", "DynamicConv3d", "DynamicConvTranspose1d", "DynamicConvTranspose2d",
+    "DynamicConvTranspose3d", "DynamicGroupNorm", "DynamicInstanceNorm1d",
     "DynamicInstanceNorm2d", "DynamicInstanceNorm3d", "DynamicLayerNorm", "DynamicLinear",
     "DynamicMultiheadAttention", "DynamicMultiheadAttentionMixin",
 ]
