@@ -14,7 +14,7 @@ is a "special" side evaluated from the unit masks. Every count is then a sum of 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -22,17 +22,44 @@ from torch import nn
 from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode
 
+from .analysis import ChannelAnalysis
 from .layers import LayerGeometry, LayerKind, Term, function_kind, kind_of, leaf_kind
 from .layers.base import Side
 from .resources import REFERENCE_FLOP_FORMULAS
-from .tracing import Node, TensorRef
+from .tracing import Node, TensorRef, TracedGraph
+
 
 # -- the analytic counter: linear forms, special sides and terms ---------------------------------
-Form = tuple[int, tuple[tuple[int, int], ...]]  # (const, ((unit index, coef), ...))
+class Form(NamedTuple):
+    """A kept size linear in the units' kept channels per block: ``const + sum(coef * kept[unit])``."""
+
+    const: int
+    coefs: tuple[tuple[int, int], ...]  # (unit index, coef), sorted
+
+
+class SideRef(NamedTuple):
+    """A side whose value changes with the choices: an index into the counter's side array."""
+
+    index: int
+
+
+class SpecialSide(NamedTuple):
+    side: int
+    special: _Special
+
+
+class CountTerm(NamedTuple):
+    """``factor * prod(sides[i] for i in sides) // div`` params (``is_param``) or MACs of a layer."""
+
+    layer: str
+    is_param: bool
+    factor: int
+    sides: tuple[int, ...]  # side indices (0 is the constant 1)
+    div: int
 
 
 def _form(const: int, coefs: dict[int, int] | None = None) -> Form:
-    return int(const), tuple(sorted((u, int(c)) for u, c in (coefs or {}).items() if c))
+    return Form(int(const), tuple(sorted((u, int(c)) for u, c in (coefs or {}).items() if c)))
 
 
 @dataclass
@@ -52,31 +79,31 @@ class _Spec:
         self.forms: dict[Form, int] = {_form(1): 0}  # side 0 is the constant 1 (padding)
         self.full: dict[int, int] = {0: 1}  # every side's value at full choices
         self.specials: dict[Any, int] = {}
-        self.special_defs: list[tuple[int, _Special]] = []
-        self.terms: list[tuple[str, bool, int, tuple[int, ...], int]] = []
+        self.special_defs: list[SpecialSide] = []
+        self.terms: list[CountTerm] = []
         self.layers: dict[str, int] = {}
         self.notes: list[str] = []
 
-    def side(self, form: Form | _Special | int, key: Any = None) -> int | tuple[int]:
-        """An ``int`` for a constant side, else ``(side index,)``."""
+    def side(self, form: Form | _Special | int, key: Any = None) -> int | SideRef:
+        """An ``int`` for a constant side, else a :class:`SideRef`."""
         if isinstance(form, int):
             return form
         if isinstance(form, _Special):
             if key not in self.specials:
                 idx = self.specials[key] = len(self.forms) + len(self.special_defs)
-                self.special_defs.append((idx, form))
+                self.special_defs.append(SpecialSide(idx, form))
                 self.full[idx] = int(form.weights.sum(axis=1).max())
-            return (self.specials[key],)
-        if not form[1]:
-            return form[0]
+            return SideRef(self.specials[key])
+        if not form.coefs:
+            return form.const
         if form not in self.forms:
             idx = self.forms[form] = len(self.forms) + len(self.special_defs)
-            self.full[idx] = form[0] + sum(c * self.bases[u] for u, c in form[1])
-        return (self.forms[form],)
+            self.full[idx] = form.const + sum(c * self.bases[u] for u, c in form.coefs)
+        return SideRef(self.forms[form])
 
     def full_value(self, factor: int, sides: list, div: int) -> int:
         for side in sides:
-            factor *= self.full[side[0]] if isinstance(side, tuple) else int(side)
+            factor *= self.full[side.index] if isinstance(side, SideRef) else int(side)
         return factor // div
 
     def term(self, layer: str, is_param: bool, factor: int, sides: list, div: int = 1) -> None:
@@ -84,25 +111,24 @@ class _Spec:
         self.layers.setdefault(layer, len(self.layers))
         idx = []
         for side in sides:
-            if isinstance(side, tuple):
-                idx.append(side[0])
+            if isinstance(side, SideRef):
+                idx.append(side.index)
             else:
                 factor *= int(side)
         if div > 1 and not idx:
             factor, div = factor // div, 1
-        self.terms.append((layer, is_param, int(factor), tuple(idx), int(div)))
+        self.terms.append(CountTerm(layer, bool(is_param), int(factor), tuple(idx), int(div)))
 
 
 class _Builder:
     """Reads the trace, the analysis and the units once and records sides and terms."""
 
-    def __init__(self, mutator: Any) -> None:
-        self.mutator = mutator
-        self.model: nn.Module = mutator.model
-        self.graph = mutator.graph_trace
-        self.ctx = mutator.analysis
+    def __init__(self, model: nn.Module, trace: TracedGraph, analysis: ChannelAnalysis, units: list) -> None:
+        self.model = model
+        self.graph = trace
+        self.analysis = analysis
         self.modules = dict(self.model.named_modules())
-        self.units = [u for u in mutator.units if u.is_mutable]
+        self.units = units
         self.spec = _Spec([u.num_channels // u.repeats for u in self.units])
         self._index_units()
 
@@ -121,20 +147,17 @@ class _Builder:
                     self.param_dims.setdefault(ch.name, set()).add(ch.param_dim)
                 self.side_items.setdefault(key, []).append((ui, span // base, span))
         # channel element (root) -> (unit, position in the unit's first block)
-        roots = self.ctx.space.roots
+        roots = self.analysis.roots
         self.roots = roots
         self.root_unit = np.full(len(roots), -1, dtype=np.int64)
         self.root_pos = np.zeros(len(roots), dtype=np.int64)
-        slots = {}
-        for slot in self.ctx.slots:
-            slots.setdefault((slot.name, slot.is_output, slot.param_dim), slot)
         for ui, unit in enumerate(self.units):
             base = unit.num_channels // unit.repeats
             for ch in unit.channels:
-                slot = slots.get((ch.name, ch.is_output_channel, ch.param_dim))
-                if slot is None:
+                side = self.analysis.side_elements(ch.name, ch.is_output_channel, ch.param_dim)
+                if side is None:
                     continue
-                ids = slot.ids[ch.start:ch.end].numpy()
+                ids = side[ch.start:ch.end].numpy()
                 pos = (np.arange(len(ids)) // ch.expand_ratio) % unit.num_channels % base
                 valid = ids >= 0
                 r = roots[ids[valid]]
@@ -157,7 +180,7 @@ class _Builder:
         ndim = len(ref.shape)
         dim %= ndim
         size = ref.shape[dim]
-        ids = self.ctx.ids.get(ref.handle)
+        ids = self.analysis.elements(ref)
         if ids is None or ids.dim() != ndim or ids.shape[dim] == 1 or size <= 1:
             return size
         lines = np.unique(ids.movedim(dim, -1).reshape(-1, ids.shape[dim]).numpy(), axis=0)
@@ -335,10 +358,10 @@ def _product_of_letters(builder: _Builder, node: Node, operands: list[tuple[Tens
             return False
         for dim, letter in enumerate(letters):
             known = sides.get(letter, 1)
-            if isinstance(known, tuple):
+            if isinstance(known, SideRef):
                 continue
             side = builder.dim_side(ref, dim)  # an int (a size that never changes) or a side index
-            sides[letter] = side if isinstance(side, tuple) else max(known, side)  # broadcast dims are 1
+            sides[letter] = side if isinstance(side, SideRef) else max(known, side)  # broadcast dims are 1
     builder.spec.term(_function_layer(node), False, 1, list(sides.values()))
     return True
 
@@ -399,7 +422,6 @@ def _param_sizes(builder: _Builder, qualname: str, owner_name: str, attr: str,
     return term.factor, list(term.sides), term.div
 
 
-def build_spec(mutator: Any) -> tuple[_Spec, list]:
-    """The count terms of a prepared mutator's model, and the mutable units they read."""
-    builder = _Builder(mutator)
-    return builder.build(), builder.units
+def build_spec(model: nn.Module, trace: TracedGraph, analysis: ChannelAnalysis, units: list) -> _Spec:
+    """The count terms of a traced model, over the kept channels of its mutable ``units``."""
+    return _Builder(model, trace, analysis, units).build()
