@@ -11,13 +11,19 @@ Both the analysis and the counter read this, so they agree on which layer a deri
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
+from .channel_space import varying_dims
 from .tracing import Node, TensorRef, TracedGraph
+
+if TYPE_CHECKING:
+    from .analysis import AnalysisContext
 
 KEEP_POSITIONS = {"reshape", "view", "reshape_as", "view_as", "flatten", "unflatten", "contiguous", "clone",
                   "detach", "to", "float", "half", "double", "bfloat16", "type_as"}
@@ -103,3 +109,34 @@ def _from_sources(graph: TracedGraph, weight: TensorRef, params: list[TensorRef]
         return None
     names = list(dict.fromkeys(name for name, _, _ in layers))
     return DerivedWeight(primary[0][0], primary[0][1], names, mixes and weight.shape[1] > 1)
+
+
+def derived_layer_rule(ctx: AnalysisContext, node: Node, kinds: tuple[type, ...],
+                       layer_rule: Callable[[str, nn.Module], None]) -> None:
+    """The channel rule of ``F.conv*`` / ``F.linear`` with a computed weight: ``layer_rule(name,
+    module)`` (the kind's own rule) for the layer whose weight it is; every layer whose weight is
+    summed in shares its input and output channels, the computed weight's and bias's rows are
+    its output channels, and a weight normalised over its input channels keeps those fixed."""
+    weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
+    derived = derived_weight(ctx.graph, weight, kinds)
+    groups = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
+    if derived is None or not set(varying_dims(ctx.get(weight))) <= {0} \
+            or groups != getattr(derived.module, "groups", 1):
+        return ctx.unknown(node)
+    x, out = node.input_refs()[0], node.output_refs()[0]
+    layer_rule(derived.layer, derived.module)
+    dim = -1 if len(weight.shape) == 2 else (1 if len(x.shape) == len(weight.shape) else 0)
+    ids_in, ids_out = ctx.read(x, dim), ctx.get(out).reshape(-1)
+    bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+    for ref in (weight, bias):
+        line = ctx.get(ref) if isinstance(ref, TensorRef) else None
+        if line is not None and line.shape[0] == ids_out.numel() and set(varying_dims(line)) <= {0}:
+            ctx.space.union(line.reshape(-1), ids_out)
+        elif line is not None:
+            ctx.fix(torch.cat([line.reshape(-1), ids_out]),
+                    f"{ref.param or 'a computed weight or bias'} is not per output channel in {ctx.describe()}")
+    for layer in derived.sources:
+        ctx.slot(layer, False, ids_in)
+        ctx.slot(layer, True, ids_out)
+    if derived.mixes_inputs:
+        ctx.fix(ids_in, f"the weight of {derived.layer!r} is normalised over its input channels in {ctx.describe()}")
