@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from ..channel_space import varying_dims
 from ..dynamic_ops import DynamicChannelMixin, index_of, kept_rows
 from ..registry import MODELS
-from ..tracing import Node
-from .base import LayerGeometry, LayerKind, Term, coupled, first_input, raw_param
+from ..tracing import Node, TensorRef
+from .base import LayerGeometry, LayerKind, Term, coupled, first_input, node_arg, raw_param
 
 if TYPE_CHECKING:
     from ..analysis import AnalysisContext
@@ -28,6 +29,27 @@ def norm_param_size(param: LayerGeometry, shape: tuple[int, ...]) -> Term | None
 
 def per_channel_weights(module: nn.Module) -> dict[str, torch.Tensor]:
     return {name: t for name in ("weight", "bias") if (t := raw_param(module, name)) is not None}
+
+
+def unowned_norm(ctx: AnalysisContext, node: Node) -> None:
+    """``F.batch_norm`` / ``F.instance_norm`` with no running statistics of a norm module, as
+    weight standardisation uses it on a conv's weight (``ScaledStdConv2d``): per channel along
+    dim 1, with statistics over the other dims, which must hold no channels. Its affine weight and
+    bias (per channel, possibly computed from parameters) share the channels."""
+    x, out = first_input(node), node.output_refs()[0]
+    stats = [node_arg(node, i, key) for i, key in ((1, "running_mean"), (2, "running_var"))]
+    if len(x.shape) < 2 or set(varying_dims(ctx.get(x))) - {1} or any(s is not None for s in stats):
+        return ctx.unknown(node)
+    line = ctx.read(x, 1)
+    for index, key in ((3, "weight"), (4, "bias")):
+        ref = node_arg(node, index, key)
+        ids = ctx.get(ref) if isinstance(ref, TensorRef) else None
+        if ids is not None and ids.shape[0] == line.numel() and set(varying_dims(ids)) <= {0}:
+            ctx.space.union(ids.reshape(-1), line)
+        elif ids is not None:
+            return ctx.unknown(node)
+    ctx.write(out, 1, line)
+    return None
 
 
 class BatchNormKind(LayerKind):
@@ -51,7 +73,9 @@ class BatchNormKind(LayerKind):
         the channel dim is 1 and must hold the module's channels."""
         owner = self.function_owner(node, ctx.modules)
         x = first_input(node)
-        if owner is None or len(x.shape) < 2 or x.shape[1] != owner.module.num_features:
+        if owner is None:
+            return unowned_norm(ctx, node)
+        if len(x.shape) < 2 or x.shape[1] != owner.module.num_features:
             return ctx.unknown(node)
         coupled(ctx, owner.name, x, node.output_refs()[0], 1)
 
