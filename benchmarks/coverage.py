@@ -1,4 +1,4 @@
-"""Coverage sweep: prepare, prune and export every torchvision classifier, and check the results.
+"""Coverage sweep: prepare, prune and export every torchvision (or timm) model, and check the results.
 
 For every model of ``torchvision.models.list_models(module=torchvision.models)`` (optionally also
 the segmentation and detection models) with at most ``--max-params`` (200 M) parameters:
@@ -29,6 +29,14 @@ All forwards run in eval mode under ``torch.no_grad()`` (the counts under ``coun
 Input: 1x3x224x224 (``--size``), inception_v3 299; vit_*, swin* and maxvit* always 224 (their
 patch grids need it). ``--fast`` tries 64x64 and falls back to the default where the model
 rejects it.
+
+Other tasks (``--task segmentation detection video``): segmentation models compare their dense
+outputs; detection models compare, and count, the outputs of ``backbone`` and of the first head
+(``rpn.head`` or ``head``), which come before every value-dependent step (proposals, NMS, top-k):
+the FLOPs after them depend on how many boxes the input gives, so the totals hold for the example
+input only. Video models get 1x3xTxSxS clips. ``--timm`` sweeps one timm model per architecture
+family instead (``coverage_timm.py``). ``--timeout`` bounds each model, and the table is written
+after every model (``--merge`` keeps earlier rows: re-run the failing ones into one table).
 
 Output: a table (model, params M, units found, mutable units, prepare seconds, warnings, seconds
 for the whole model, result) on stdout and, as markdown with the machine, versions, date, total
