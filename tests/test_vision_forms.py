@@ -176,3 +176,36 @@ def test_stacked_copies_and_unfolded_windows_keep_their_channels():
     assert not checked.warnings
     assert units["a_(0, 16)_16"].is_mutable and {c.name for c in units["a_(0, 16)_16"].channels} == {"a", "b", "out"}
     assert units["kv_(0, 8)_8"].is_mutable and units["stem_(0, 8)_8"].is_mutable
+
+
+class GatedSplit(nn.Module):
+    """``h, z = split(proj(x), [d, d])`` then ``h * silu(z)`` (EfficientViM): the parts are pruned
+    alike, so only the sizes given to split can go wrong."""
+
+    def __init__(self, literal: bool = False) -> None:
+        super().__init__()
+        self.d, self.literal = 12, literal
+        self.stem, self.proj, self.out = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 24, 1), nn.Conv2d(12, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sizes = [12, 12] if self.literal else [self.d, self.d]
+        h, z = torch.split(self.proj(self.stem(x)), sizes, dim=1)
+        return self.out(h * F.silu(z))
+
+
+def test_split_sizes_given_by_an_attribute_follow_the_export():
+    torch.manual_seed(0)
+    checked = check_model(make_nontrivial(GatedSplit()), torch.randn(2, 3, 5, 5), choice_sets=3)
+    (unit,) = [u for u in checked.mutator.units if u.name.startswith("proj_")]
+    assert unit.is_mutable and unit.name == "proj_(0, 24)_12"  # two parts, one set of channels
+    mutator = checked.mutator
+    mutator.set_choices({name: 0.5 for name in mutator.current_choices})
+    assert mutator.to_static().d == 6
+
+
+def test_split_sizes_written_as_numbers_keep_the_channels_fixed():
+    mutator = ChannelMutator()
+    mutator.prepare_from_supernet(GatedSplit(literal=True), torch.randn(2, 3, 5, 5))
+    (unit,) = [u for u in mutator.units if u.name.startswith("proj_")]
+    assert not unit.is_mutable
+    assert unit.fixed_reasons == ["split into parts of the fixed size 12 by 'split' in 'the model'"]
