@@ -127,16 +127,35 @@ def derived_layer_rule(ctx: AnalysisContext, node: Node, kinds: tuple[type, ...]
     layer_rule(derived.layer, derived.module)
     dim = -1 if len(weight.shape) == 2 else (1 if len(x.shape) == len(weight.shape) else 0)
     ids_in, ids_out = ctx.read(x, dim), ctx.get(out).reshape(-1)
-    bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
-    for ref in (weight, bias):
-        line = ctx.get(ref) if isinstance(ref, TensorRef) else None
-        if line is not None and line.shape[0] == ids_out.numel() and set(varying_dims(line)) <= {0}:
-            ctx.space.union(line.reshape(-1), ids_out)
-        elif line is not None:
-            ctx.fix(torch.cat([line.reshape(-1), ids_out]),
-                    f"{ref.param or 'a computed weight or bias'} is not per output channel in {ctx.describe()}")
+    for ref in (weight, node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")):
+        rows_are_outputs(ctx, ref, ids_out)
     for layer in derived.sources:
         ctx.slot(layer, False, ids_in)
         ctx.slot(layer, True, ids_out)
     if derived.mixes_inputs:
         ctx.fix(ids_in, f"the weight of {derived.layer!r} is normalised over its input channels in {ctx.describe()}")
+
+
+def rows_are_outputs(ctx: AnalysisContext, ref: Any, ids_out: torch.Tensor) -> None:
+    """A weight or bias tensor ``ref`` computed in the forward (``torch.cat((q_bias, k_bias,
+    v_bias))``) whose rows are a layer's output channels: its elements are those channels;
+    rows of constant data (a zero buffer) keep theirs fixed, since the export cannot cut them."""
+    if not isinstance(ref, TensorRef):
+        return
+    rows = ctx.get(ref)
+    if rows.shape[0] not in (1, ids_out.numel()) or not set(varying_dims(rows)) <= {0}:
+        ctx.fix(torch.cat([rows.reshape(-1), ids_out]),
+                f"{ref.param or 'a computed weight or bias'} is not per output channel in {ctx.describe()}")
+        return
+    rows = rows.reshape(-1).expand(ids_out.numel())
+    valid = rows >= 0
+    ctx.space.union(rows[valid], ids_out[valid])
+    if not bool(valid.all()):
+        ctx.fix(ids_out[~valid], f"a bias of constant data in {ctx.describe()}")
+
+
+def foreign_bias(ctx: AnalysisContext, node: Node, owner: str, ids_out: torch.Tensor) -> None:
+    """``F.linear(x, self.qkv.weight, bias=computed)``: a bias that is not the layer's own."""
+    bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+    if isinstance(bias, TensorRef) and bias.param != f"{owner}.bias":
+        rows_are_outputs(ctx, bias, ids_out)

@@ -209,3 +209,23 @@ def test_split_sizes_written_as_numbers_keep_the_channels_fixed():
     (unit,) = [u for u in mutator.units if u.name.startswith("proj_")]
     assert not unit.is_mutable
     assert unit.fixed_reasons == ["split into parts of the fixed size 12 by 'split' in 'the model'"]
+
+
+class ComputedBias(nn.Module):
+    """``F.linear(x, self.fc.weight, bias)`` with a bias computed from other parameters (EVA's
+    ``torch.cat((q_bias, k_bias, v_bias))``): its rows are the layer's outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.out = nn.Linear(8, 16, bias=False), nn.Linear(16, 4)
+        self.bias_a, self.bias_b = nn.Parameter(torch.randn(16)), nn.Parameter(torch.randn(16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(F.relu(F.linear(x, self.fc.weight, self.bias_a + self.bias_b)))
+
+
+def test_a_computed_bias_follows_the_layer_outputs():
+    torch.manual_seed(0)
+    checked = check_model(ComputedBias(), torch.randn(3, 8), choice_sets=3)
+    (unit,) = [u for u in checked.mutator.units if u.name == "fc_(0, 16)_16"]
+    assert unit.is_mutable and {c.name for c in unit.channels} == {"fc", "out", "bias_a", "bias_b"}

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..derived_weights import derived_layer_rule
+from ..derived_weights import derived_layer_rule, foreign_bias
 from ..dynamic_ops import DynamicChannelMixin, index_of, kept_rows, raw
 from ..registry import MODELS
 from ..tracing import Node, TensorRef
@@ -80,6 +80,7 @@ class ConvKind(LayerKind):
         if owner is None:  # a weight computed from stored ones (weight standardisation, re-param sums)
             return derived_layer_rule(ctx, node, self.module_types + self.family_types, rule)
         rule(owner.name, owner.module)
+        foreign_bias(ctx, node, owner.name, ctx.get(out).reshape(-1))
 
     def channels(self, module: nn.Module, is_output: bool) -> int:
         return int(module.out_channels if is_output else module.in_channels)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..derived_weights import derived_layer_rule
+from ..derived_weights import derived_layer_rule, foreign_bias
 from ..dynamic_ops import index_of, kept_rows, raw
 from ..registry import MODELS
 from ..tracing import Node, TensorRef
@@ -45,6 +45,7 @@ class LinearKind(LayerKind):
             return derived_layer_rule(ctx, node, self.module_types + self.family_types,
                                       lambda name, m: linear_rule(ctx, name, x, out, m.out_features))
         linear_rule(ctx, owner.name, x, out, weight.shape[0])
+        foreign_bias(ctx, node, owner.name, ctx.get(out).reshape(-1))
 
     def channels(self, module: nn.Module, is_output: bool) -> int:
         return int(module.out_features if is_output else module.in_features)
