@@ -84,6 +84,7 @@ DETECTION_HEADS = ("rpn.head", "head")
 VIDEO_INPUT = (8, 112)  # frames, height and width (8 frames to keep a CPU sweep short)
 VIDEO_FIXED = {"mvit_v1_b": (16, 224), "mvit_v2_s": (16, 224), "s3d": (8, 224)}  # what these accept
 DETECTION_SIZE = 320  # the R-CNN, RetinaNet and FCOS transforms resize to this (min_size = max_size)
+DETECTION_IMAGE = 128  # the side of the random image given to detection models
 
 
 @dataclass
@@ -115,12 +116,14 @@ class Spec:
     def default_size(self) -> int:
         if self.family == "video":
             return VIDEO_FIXED.get(self.name, VIDEO_INPUT)[1]
+        if self.family == "detection":  # the model resizes it; at 224 the negated image used by
+            return DETECTION_IMAGE      # the path check gave other ops (rows failed at prepare)
         if self.name.startswith(FIXED_224):
             return 224
         return REQUIRED_SIZE.get(self.name, DEFAULT_SIZE)
 
     def input_size(self, args: argparse.Namespace) -> int:
-        if self.name.startswith(FIXED_224) or self.family == "video":
+        if self.name.startswith(FIXED_224) or self.family in ("video", "detection"):
             return self.default_size()
         if args.fast:
             return FAST_SIZE
@@ -350,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"{args.size or DEFAULT_SIZE}" + ("" if args.size else " (inception_v3 299)"))
               + ("; timm: each model's default input size" if args.timm else
                  f"; vit/swin/maxvit 224; video 1x3xTxSxS with T, S = {VIDEO_INPUT} "
-                 f"({', '.join(f'{k} {v}' for k, v in VIDEO_FIXED.items())}); detection: one 3xSxS image, "
+                 f"({', '.join(f'{k} {v}' for k, v in VIDEO_FIXED.items())}); detection: one 3x{DETECTION_IMAGE}x"
+                 f"{DETECTION_IMAGE} image, "
                  f"resized by the model to {DETECTION_SIZE} (ssd: its own size)"),
               "units: L1MutableChannelUnit; 3 random choice sets per model (random.seed(0..2))"]
     print("\n".join(header))
