@@ -403,7 +403,8 @@ def _no_compute() -> frozenset[str]:
 
     return frozenset(rules.PASSTHROUGH | rules.ELEMENTWISE | rules.MOVEMENT | rules.CREATION
                      | rules.REDUCTIONS | set(rules.POOLING) | {"layer_norm", "group_norm",
-                                                                "batch_norm", "instance_norm"})
+                                                                "batch_norm", "instance_norm"}
+                     | {"lstm"})  # the fused CPU LSTM kernel shows FlopCounterMode no matmul (GRU, RNN: counted)
 
 
 NO_COMPUTE = _no_compute()  # ops that FlopCounterMode never counts: not replayed
