@@ -289,13 +289,16 @@ class TraceError(RuntimeError):
 def check_path_is_static(tracer: Tracer, model: nn.Module, example_inputs: Any, graph: TracedGraph) -> None:
     """When the forward read tensor values, trace it again on other values (the example input
     negated) and raise ``TraceError`` if it took another path: channel units found on one path
-    would not hold on the other."""
+    would not hold on the other. The paths are compared once the first forward has run (ops a
+    module runs only on its first call, filling a cache, are no other path)."""
     if not graph.value_reads:
         return
     other = _map_tensors(lambda t: -t if t.is_floating_point() else t, example_inputs)
     second = tracer.trace(model, other)
     ops = [(n.kind, n.name, n.scope) for n in graph.nodes]
     again = [(n.kind, n.name, n.scope) for n in second.nodes]
+    if ops != again:  # the first forward may have filled a cache (torchvision's RoI pooling scales):
+        ops = [(n.kind, n.name, n.scope) for n in Tracer(tracer.is_leaf).trace(model, example_inputs).nodes]
     if ops != again:
         k = next((i for i, (a, b) in enumerate(zip(ops, again)) if a != b), min(len(ops), len(again)))
         first = f"{ops[k][1]!r} in {ops[k][2] or 'the model'!r}" if k < len(ops) else "the end"
