@@ -141,11 +141,27 @@ def conv_module(ctx: AnalysisContext, node: Node) -> None:
 
 
 def linear_module(ctx: AnalysisContext, node: Node) -> None:
-    x, out = first_input(node), node.output_refs()[0]
+    _linear(ctx, node.name, first_input(node), node.output_refs()[0], node.target.out_features)
+
+
+def _linear(ctx: AnalysisContext, name: str, x: TensorRef, out: TensorRef, out_features: int) -> None:
+    """A linear maps the last dim; the other dims are batch dims to it. Applied along a dim
+    without channels while other dims carry them (a token-mixing linear on ``x.transpose(1, 2)``),
+    it keeps those channels apart and passes them on; its own features stay fixed."""
+    ids = ctx.get(x)
+    if ids.shape[-1] == 1 and x.shape[-1] > 1 and varying_dims(ids) and bool((ids >= 0).any()):
+        reason = f"{ctx.describe()} maps a dim without channels (its input's channels lie on another dim)"
+        ids_out = ctx.fresh_layer_output(name, out_features)  # one fixed unit when in == out
+        ids_in = ids_out if x.shape[-1] == out_features else ctx.space.fresh(x.shape[-1])
+        ctx.fix(torch.cat([ids_in, ids_out]), reason)
+        ctx.slot(name, False, ids_in)
+        ctx.slot(name, True, ids_out)
+        ctx.set(out, ids.reshape((1,) * (len(out.shape) - ids.dim()) + tuple(ids.shape)))
+        return
     ids_in = ctx.read(x, -1)
-    ids_out = ctx.fresh_layer_output(node.name, node.target.out_features)
-    ctx.slot(node.name, False, ids_in)
-    ctx.slot(node.name, True, ids_out)
+    ids_out = ctx.fresh_layer_output(name, out_features)
+    ctx.slot(name, False, ids_in)
+    ctx.slot(name, True, ids_out)
     ctx.write(out, -1, ids_out)
 
 
@@ -220,12 +236,7 @@ def functional_linear(ctx: AnalysisContext, node: Node) -> None:
     owner = _owner(weight, ctx)
     if owner is None or not isinstance(ctx.modules[owner], nn.Linear):
         return ctx.unknown(node)
-    x, out = first_input(node), node.output_refs()[0]
-    ids_in = ctx.read(x, -1)
-    ids_out = ctx.fresh_layer_output(owner, weight.shape[0])
-    ctx.slot(owner, False, ids_in)
-    ctx.slot(owner, True, ids_out)
-    ctx.write(out, -1, ids_out)
+    _linear(ctx, owner, first_input(node), node.output_refs()[0], weight.shape[0])
 
 
 def functional_conv(ctx: AnalysisContext, node: Node) -> None:
