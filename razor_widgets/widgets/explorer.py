@@ -12,6 +12,7 @@ import ipywidgets as widgets
 from torch import nn
 
 from ..budget import BudgetFit, choice_for_fraction
+from ..export_check import ExportError
 from ..mutators.channel_mutator import ChannelMutator
 from ..mutators.module_mutator import OneShotModuleMutator
 from ..plans import PlanError, load_choices, save_choices
@@ -167,7 +168,7 @@ class PruningExplorer:
         def on_click(_: Any) -> None:
             try:
                 action()
-            except (PlanError, ValueError, TypeError, KeyError, IndexError, OSError) as exc:
+            except (PlanError, ExportError, ValueError, TypeError, KeyError, IndexError, OSError) as exc:
                 self._say(str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc), error=True)
         return on_click
 
@@ -357,18 +358,19 @@ class PruningExplorer:
         return nodes
 
     # -- export and plans -----------------------------------------------------------------
-    def export(self) -> nn.Module:
+    def export(self, check: bool = True) -> nn.Module:
         """The pruned model of plain torch layers (``mutator.to_static()``); with searchable
-        ops, only the chosen candidates (``module_mutator.to_static(mutator.to_static())``)."""
+        ops, only the chosen candidates (``module_mutator.to_static(mutator.to_static())``).
+        ``check``: the export is checked against the masked model (``ExportError`` if it differs)."""
         if self.module_mutator is None:
-            return self.mutator.to_static()
+            return self.mutator.to_static(check)
         open_groups = [self.module_mutator.group_label(g) for g, c in self.module_mutator.current_choices.items()
                        if c is None]
         if open_groups:
             raise ValueError(f"choose a candidate for every searchable op before exporting: "
                              f"{len(open_groups)} run every candidate ({', '.join(open_groups[:3])}"
                              f"{', ...' if len(open_groups) > 3 else ''})")
-        return self.module_mutator.to_static(self.mutator.to_static())
+        return self.module_mutator.to_static(self.mutator.to_static(check))
 
     def _export_button(self) -> None:
         self.exported = self.export()
