@@ -285,11 +285,12 @@ def _conv_macs(b: _Builder, layer: str, m: nn.modules.conv._ConvNd, out: TensorR
 
 
 def _linear_macs(b: _Builder, layer: str, in_f: int, out_f: int, out: TensorRef) -> None:
-    """linear: rows (every leading dim) * kept_in * kept_out."""
-    rows = math.prod(out.shape) // out_f
+    """linear: rows (every leading dim, at its kept size: the rows of a token-mixing linear hold
+    channels) * kept_in * kept_out."""
+    rows = [b.dim_side(out, d) for d in range(len(out.shape) - 1)]
     sides = [b.spec.side(b.layer_form(layer, False, in_f)),
              b.spec.side(b.layer_form(layer, True, out_f))]
-    b.spec.term(layer, False, rows, sides)
+    b.spec.term(layer, False, 1, rows + sides)
 
 
 def _mha_macs(b: _Builder, node: Node) -> None:
