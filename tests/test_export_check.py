@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from razor_widgets import ChannelMutator, ExportError, MODELS, UncheckedExportWarning, count_resources
+from razor_widgets import MODELS, ChannelMutator, ExportError, UncheckedExportWarning, count_resources
 from razor_widgets.analysis import ChannelItem, UnitSpec, _no_layer_reason
 from razor_widgets.dynamic_ops import DynamicConvMixin
 from razor_widgets.export_check import compare_outputs
@@ -82,8 +82,14 @@ class BiasAttention(nn.Module):
         if bias == "mlp":
             self.register_buffer("coords", torch.randn(window ** 4, 2), persistent=False)
             self.mlp = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, heads))
+        if bias.startswith("timm"):  # timm's own bias modules (MaxViT, CoAtNet), shape (1, heads, n, n)
+            from timm.layers.pos_embed_rel import RelPosBias, RelPosMlp
+
+            self.rel_pos = (RelPosMlp if bias == "timm-mlp" else RelPosBias)((window, window), heads)
 
     def attention_bias(self, n):
+        if self.bias.startswith("timm"):
+            return self.rel_pos.get_bias()[0]
         if self.bias == "mlp":
             return self.mlp(self.coords).view(n, n, -1).permute(2, 0, 1)
         return self.table[self.index].view(n, n, -1).permute(2, 0, 1)
@@ -130,7 +136,8 @@ class ConvNet(nn.Module):
 
 
 BIAS_CASES = {"table": dict(bias="table"), "table-3d": dict(bias="table", batch_dim=False),
-              "mlp": dict(bias="mlp"), "shared": dict(bias="shared")}
+              "mlp": dict(bias="mlp"), "shared": dict(bias="shared"), "timm-table": dict(bias="timm-table"),
+              "timm-mlp": dict(bias="timm-mlp")}
 
 
 def prepared(model, x):
@@ -205,19 +212,32 @@ def test_layer_scale_exports_what_the_masked_model_computes(tokens):
 
 
 # -- case b: a per-head bias given to SDPA as attn_mask -------------------------------------------
-@pytest.mark.parametrize("case", list(BIAS_CASES))
+@pytest.mark.parametrize("case", ["table", "table-3d", "mlp", "shared"])
 def test_attention_bias_exports_with_the_heads(case, windows):
     model, original, mutator = prepared(BiasNet(**BIAS_CASES[case]), windows)
     heads = unit_of(mutator, "attn.qkv")
     assert heads.is_mutable and heads.num_channels == 4
     if case == "shared":  # one bias for every head: nothing of it is pruned
         assert not any(c.name == "attn.table" for u in mutator.mutable_units for c in u.channels)
-    else:
+    else:  # the table's head dim (or the MLP's output channels) are cut with the heads
         follows = "attn.mlp.2" if case == "mlp" else "attn.table"
         assert any(c.name == follows for c in heads.output_related)
     check_exports(model, original, mutator, windows)
     mutator.set_choices({heads.name: 0.75})
-    assert mutator.to_static().attn.heads == 3
+    static = mutator.to_static()
+    assert static.attn.heads == 3
+    if case in ("table", "table-3d"):
+        assert static.attn.table.shape[1] == 3
+
+
+@pytest.mark.parametrize("case", ["timm-table", "timm-mlp"])
+def test_timm_bias_modules_keep_their_heads_with_a_reason(case, windows):
+    """timm's RelPosBias/RelPosMlp reshape to ``self.bias_shape``, a tuple of plain numbers that
+    the export cannot update: the heads stay fixed, and everything else still exports."""
+    model, original, mutator = prepared(BiasNet(**BIAS_CASES[case]), windows)
+    heads = unit_of(mutator, "attn.qkv")
+    assert not heads.is_mutable and "fixed size 4" in heads.fixed_reasons[0]
+    check_exports(model, original, mutator, windows)
 
 
 def test_a_unit_of_parameter_entries_only_is_fixed():
