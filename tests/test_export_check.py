@@ -14,8 +14,8 @@ from torch import nn
 
 from razor_widgets import MODELS, ChannelMutator, ExportError, UncheckedExportWarning, count_resources
 from razor_widgets.analysis import ChannelItem, UnitSpec, _no_layer_reason
-from razor_widgets.layers.conv import DynamicConvMixin
 from razor_widgets.export_check import compare_outputs
+from razor_widgets.layers.conv import DynamicConvMixin
 
 from conftest import make_nontrivial
 
