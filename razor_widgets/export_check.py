@@ -131,10 +131,11 @@ def _model_rtol(model: nn.Module) -> float:
 @contextlib.contextmanager
 def _untouched(*models: nn.Module) -> Iterator[Any]:
     """Eval mode, no_grad; afterwards every module's train flag, every buffer that a forward
-    changed and the random state (CPU and the models' CUDA devices) are as they were.
+    changed or replaced and the random state (CPU and the models' CUDA devices) are as they were.
     Yields ``rerun()``, which puts the random state back where the first forward found it."""
     modes = [(m, m.training) for model in models for m in model.modules()]
-    buffers = [(b, b._version, b.detach().clone()) for model in models for b in model.buffers()]
+    buffers = [(m._buffers, key, b, b._version, b.detach().clone()) for model in models for m in model.modules()
+               for key, b in m._buffers.items() if b is not None]
     devices = sorted({t.device.index or 0 for model in models for t in (*model.parameters(), *model.buffers())
                       if t.device.type == "cuda"})
     with torch.random.fork_rng(devices=devices), torch.no_grad():
@@ -153,7 +154,8 @@ def _untouched(*models: nn.Module) -> Iterator[Any]:
         finally:
             for module, flag in modes:
                 module.training = flag
-            for buffer, version, value in buffers:
+            for store, key, buffer, version, value in buffers:  # a forward may write or replace a buffer
+                store[key] = buffer
                 if buffer._version != version:
                     buffer.copy_(value)
 

@@ -135,6 +135,20 @@ class ConvNet(nn.Module):
         return self.fc(self.drop(x.mean((2, 3))))
 
 
+class CountingNet(ConvNet):
+    """Its forward writes a buffer in place and replaces another, in eval mode too."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("calls", torch.zeros(()))
+        self.register_buffer("last", torch.zeros(2))
+
+    def forward(self, x):
+        self.calls.add_(1)
+        self.last = x.detach().flatten()[:2].clone()
+        return super().forward(x)
+
+
 BIAS_CASES = {"table": dict(bias="table"), "table-3d": dict(bias="table", batch_dim=False),
               "mlp": dict(bias="mlp"), "shared": dict(bias="shared"), "timm-table": dict(bias="timm-table"),
               "timm-mlp": dict(bias="timm-mlp")}
@@ -319,15 +333,20 @@ def test_a_broken_export_raises_naming_the_layer_and_unit(monkeypatch, image, da
 
 
 def test_the_check_leaves_a_training_model_as_it_was(image):
-    model, _, mutator = prepared(ConvNet(), image)
+    model, _, mutator = prepared(CountingNet(), image)
     mutator.set_choices({unit_of(mutator, "conv2").name: 0.5})
     model.train()
     stats = model.bn1.running_mean.clone(), model.bn1.num_batches_tracked.clone()
+    calls, last = model.calls, model.last
+    before = calls.clone(), last.clone()
     rng = torch.get_rng_state()
     static = mutator.to_static()
     assert model.training and static.training and static.drop.training
     assert torch.equal(model.bn1.running_mean, stats[0]) and torch.equal(model.bn1.num_batches_tracked, stats[1])
     assert torch.equal(static.bn1.num_batches_tracked, stats[1])
+    assert model.calls is calls and model.last is last  # written and replaced by the forward: restored
+    assert torch.equal(calls, before[0]) and torch.equal(last, before[1])
+    assert torch.equal(static.calls, before[0]) and torch.equal(static.last, before[1])
     assert torch.equal(torch.get_rng_state(), rng)
 
 
