@@ -402,3 +402,25 @@ def test_outputs_may_be_any_pytree():
     hf = BaseModelOutput(last_hidden_state=torch.ones(2, 3))
     assert compare_outputs(hf, BaseModelOutput(last_hidden_state=torch.ones(2, 3))) is None
     assert "shape" in compare_outputs(hf, BaseModelOutput(last_hidden_state=torch.ones(2, 2)))
+
+
+# -- the callers of to_static check too -----------------------------------------------------------
+def test_the_explorer_and_ite_exports_are_checked(monkeypatch, image):
+    from razor_widgets import IteAlgorithm, PruningExplorer
+
+    torch.manual_seed(0)
+    explorer = PruningExplorer(make_nontrivial(ConvNet()).eval(), image, redraw_delay=0)
+    explorer.mutator.set_choices({unit_of(explorer.mutator, "conv2").name: 0.5})
+    patch_to_static_op(monkeypatch, explorer.mutator.model.conv2, permute_outputs)
+    with pytest.raises(ExportError, match="'conv2'"):
+        explorer.export()
+    assert explorer.export(check=False) is not None
+    explorer.plan_buttons["export"].click()  # the button says so instead of raising
+    assert "does not compute what the masked model computes" in explorer.status.value
+
+    algorithm = IteAlgorithm(make_nontrivial(ConvNet()).eval(), example_inputs=image, target_pruning_ratio=0.5)
+    algorithm.step()
+    patch_to_static_op(monkeypatch, algorithm.architecture.conv2, permute_outputs)
+    with pytest.raises(ExportError, match="'conv2'"):
+        algorithm.to_static()
+    assert algorithm.to_static(check=False) is not None
