@@ -202,6 +202,8 @@ def _compare_leaf(a: Any, b: Any, rtol: float) -> str | None:
 
 def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> str | None:
     """``|a - b| <= rtol * max|a| + tiny``, the scale taken over a's finite values."""
+    if a.is_complex():
+        a, b = torch.view_as_real(a), torch.view_as_real(b)
     wide = torch.float64 if a.dtype == torch.float64 else torch.float32
     a, b = a.to(wide), b.to(wide)
     finite = torch.isfinite(a)
