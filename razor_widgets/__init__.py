@@ -20,7 +20,7 @@ from .dynamic_ops import (
     DynamicMultiheadAttention,
 )
 from .models import SearchableShuffleNetV2, ShuffleBlock, ShuffleXception
-from .module_counter import CandidateCounter
+from .module_counter import CandidateCounter, ChosenPathCounter
 from .mutables import (
     BaseMutable,
     BaseMutableChannel,
@@ -59,6 +59,7 @@ from .mutators import (
     SlimmableChannelMutator,
 )
 from .plans import PlanError, load_choices, save_choices
+from .pruning_session import ModuleGroup, PruningSession
 from .registry import MODELS, Registry
 from .resources import Resources, count_resources, reference_flops
 from .tracing import TraceError
@@ -83,6 +84,8 @@ __all__ = [
     "derive_divide_mutable", "derive_expand_mutable",
     # the explorer widget (loaded on first use), plans and budgets
     "PruningExplorer", "PlanError", "fit_budget", "load_choices", "save_choices",
+    # a model being pruned, without widgets: channel and searchable-op choices, counts, export, plans
+    "ChosenPathCounter", "ModuleGroup", "PruningSession",
 ]
 
 
