@@ -22,10 +22,11 @@ import torch
 
 DATA_URL_LIMIT = 256 * 1024  # bytes: below this a link also carries a plain data: URL
 # turns the anchor's base64 payload into a Blob URL before the browser follows the link
-BLOB_ON_CLICK = ("var s=atob(this.dataset.b64),n=s.length,u=new Uint8Array(n);"
+# (window.URL: inside an inline handler a bare URL is document.URL, a string)
+BLOB_ON_CLICK = ("var s=window.atob(this.dataset.b64),n=s.length,u=new Uint8Array(n);"
                  "for(var k=0;k<n;k++)u[k]=s.charCodeAt(k);"
-                 "if(this.dataset.url)URL.revokeObjectURL(this.dataset.url);"
-                 "this.dataset.url=URL.createObjectURL(new Blob([u],{type:this.dataset.type}));"
+                 "if(this.dataset.url)window.URL.revokeObjectURL(this.dataset.url);"
+                 "this.dataset.url=window.URL.createObjectURL(new window.Blob([u],{type:this.dataset.type}));"
                  "this.href=this.dataset.url;")
 
 
