@@ -142,15 +142,19 @@ def test_downloads_are_the_plan_and_the_export(ex):
     assert ex.plans.downloads.value == ""
 
 
+def uploaded(name: str, content: bytes) -> tuple:
+    """A FileUpload value as the browser sends it."""
+    return ({"name": name, "type": "application/json", "size": len(content), "content": memoryview(content),
+             "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+
+
 def test_upload_applies_a_plan_as_one_step_and_a_bad_one_changes_nothing(ex):
     plan = {str(k): 0.5 for k in ex.mutator.current_choices}
-    ex.plans.upload.value = ({"name": "half.json", "type": "application/json", "size": 1,
-                              "content": memoryview(json.dumps(plan).encode()), "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+    ex.plans.upload.value = uploaded("half.json", json.dumps(plan).encode())
     assert ex.plans.upload.value == () and set(ex.mutator.current_choices.values()) == {0.5}
     assert "loaded the uploaded plan half.json" in ex.status.value and len(ex.history) == 2
     text, steps = ex.counters.text, len(ex.history)
-    ex.plans.upload.value = ({"name": "bad.json", "type": "application/json", "size": 1,
-                              "content": memoryview(b'{"nope": 1}'), "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+    ex.plans.upload.value = uploaded("bad.json", b'{"nope": 1}')
     assert "does not fit this model" in ex.status.value
     assert ex.counters.text == text and len(ex.history) == steps
 
