@@ -101,7 +101,8 @@ class PruningExplorer:
         self.tabs = widgets.Tab([v.widget for v in self._views], titles=TABS)
         self.tabs.observe(lambda _: self._redraw_visible(), "selected_index")
         self._redraw = self.graph_view.redraw  # one debouncer for whichever view is visible
-        self._redraw.callback = self._redraw_visible
+        self._redraw.callback = self._settle
+        self._fraction_stale = False
         self.unit_selector = widgets.Dropdown(options=[("(none)", NO_UNIT)] + [(str(n), n) for n in self.sliders],
                                               value=NO_UNIT, description="highlight",
                                               layout=widgets.Layout(width="420px"))
@@ -197,7 +198,7 @@ class PruningExplorer:
         self.panel.update_kept(name)
         self.counters.update(self.resources())
         self.history.record_one(name, unit.current_choice, key=name)
-        self.whole.show_fraction(kept_fraction(self.mutator.mutable_units))
+        self._fraction_stale = True  # the all-units slider follows after the pause (_settle)
         self._changed()
 
     def _changed(self) -> None:
@@ -206,6 +207,13 @@ class PruningExplorer:
         self.whole.clear_budget_message()
         self.plans.clear()
         self._redraw.schedule()
+
+    def _settle(self) -> None:
+        """After a pause in the events: the all-units slider and the visible view catch up."""
+        if self._fraction_stale:
+            self._fraction_stale = False
+            self.whole.show_fraction(kept_fraction(self.mutator.mutable_units))
+        self._redraw_visible()
 
     def _redraw_visible(self) -> None:
         index = self.tabs.selected_index or 0
@@ -238,6 +246,7 @@ class PruningExplorer:
             self.history.record(self._all_choices(), key)
         if key != GLOBAL_KEY:  # the all-units slider shows what is kept (it shows its own drag as is)
             self.whole.show_fraction(kept_fraction(self.mutator.mutable_units))
+            self._fraction_stale = False
         self._say("")
         self._changed()
 
