@@ -163,3 +163,13 @@ def test_a_small_model_graph_and_counters(one_thread):
     ex = PruningExplorer(Small(), torch.randn(1, 3, 8, 8), redraw_delay=0)
     assert ex.counters.text == format_counts(ex.resources())
     assert ex.graph_view.width > 0 and ex.graph_view.height > 0
+
+
+def test_densenet_graph_is_one_svg_with_every_node(one_thread):
+    """DenseNet-121 (302 nodes): every node a marker with its tooltip, 12 px labels, one row each."""
+    ex = PruningExplorer(torchvision.models.densenet121().eval(), torch.randn(1, 3, 32, 32), redraw_delay=0)
+    view = ex.graph_view
+    html = view.html.value
+    assert html.count("class='rw-node'") == len(view.nodes) == view.graph.number_of_nodes() > 300
+    assert html.count("<text ") == len(view._rows) and "font-size='12'" in html
+    assert view.height == len(view._rows) * 22 + 32  # ROW_PX per row: labels never overlap
