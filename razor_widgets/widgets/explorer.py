@@ -167,8 +167,6 @@ class PruningExplorer:
     def set_module_choices(self, choices: dict[int, Any], record: bool = True) -> None:
         """Choose candidates for several search groups at once (``{group: candidate name}``,
         atomic: on an invalid entry nothing changes) and show it."""
-        if self.module_mutator is None:
-            raise ValueError("this model has no searchable ops (OneShotMutableOP)")
         self.session.set_choices({ModuleGroup(g): c for g, c in choices.items()})
         self._show_changes(record)
 
