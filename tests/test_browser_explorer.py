@@ -125,6 +125,16 @@ def global_handle(page):
     return page.locator(".widget-slider:has(> label:text-is('all units')) .noUi-handle")
 
 
+def test_first_view_tab_titles_fit_and_highlight_says_none(page) -> None:
+    labels = page.evaluate("""() => [...document.querySelectorAll('.lm-TabBar-tabLabel')]
+                              .map(e => [e.innerText, e.scrollWidth <= e.clientWidth])""")
+    assert [text for text, _ in labels] == ["Graph", "Channels per unit", "Params & MACs"]
+    assert all(fits for _, fits in labels), labels  # no title cut off
+    selector = page.locator(".widget-dropdown:has(> label:text-is('highlight')) select")
+    assert selector.evaluate("e => e.options[e.selectedIndex].text") == "(none)"
+    assert page.locator("label.widget-label:text-matches('conv1 · [0-9]+ layers')").count() >= 1
+
+
 # -- whole-model actions are one step of the history ---------------------------------------------
 def test_random_then_one_undo_restores_full_and_redo(page, engine) -> None:
     wait_for(page, lambda: is_full(page, engine), "the full model")
