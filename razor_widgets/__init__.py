@@ -21,7 +21,7 @@ from .layers import (
     DynamicMultiheadAttention,
 )
 from .models import SearchableShuffleNetV2, ShuffleBlock, ShuffleXception
-from .module_counter import CandidateCounter
+from .module_counter import CandidateCounter, ChosenPathCounter
 from .mutables import (
     BaseMutable,
     BaseMutableChannel,
@@ -60,6 +60,7 @@ from .mutators import (
     SlimmableChannelMutator,
 )
 from .plans import PlanError, load_choices, save_choices
+from .pruning_session import ModuleGroup, PruningSession
 from .registry import MODELS, Registry
 from .resources import Resources, count_resources, reference_flops
 from .tracing import TraceError
@@ -86,6 +87,8 @@ __all__ = [
     "ExportError", "UncheckedExportWarning",
     # the explorer widget (loaded on first use), plans and budgets
     "PruningExplorer", "PlanError", "fit_budget", "load_choices", "save_choices",
+    # a model being pruned, without widgets: channel and searchable-op choices, counts, export, plans
+    "ChosenPathCounter", "ModuleGroup", "PruningSession",
 ]
 
 
