@@ -13,7 +13,8 @@ the segmentation and detection models) with at most ``--max-params`` (200 M) par
 3. full choices: every output tensor bit-identical (``torch.equal``) to an unprepared deepcopy,
    and ``mutator.resources()`` equal to ``count_resources(original, x)`` (params and FLOPs);
 4. three random choice sets (``random.seed(k)``, k = 0, 1, 2; ``mutator.sample_choices()``),
-   each exported with ``to_static()``: the static model must compute what the masked model
+   each exported with ``to_static()`` (its own check on: the "export check" column says ok or gives the
+   ``ExportError``): the static model must compute what the masked model
    computes (``torch.testing.assert_close``, rtol 1e-4, atol 1e-4 times the largest output
    magnitude) and what the zeroing oracle computes (``zeroed_model`` of ``tests/oracle.py``: the
    original with pruned channels zeroed where read; skipped where a LayerNorm or GroupNorm
@@ -185,15 +186,20 @@ def table_rows(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     def fmt(value: Any, spec: str = "") -> str:
         return "-" if value is None else format(value, spec)
 
-    columns = ["model", "params M", "input", "units", "mutable", "prepare s", "warnings", "total s", "result"]
+    columns = ["model", "params M", "input", "units", "mutable", "prepare s", "warnings", "total s", "export check",
+               "result"]
     cells = []
     for r in rows:
         warn = len(r.unprunable_warnings) + len(r.other_warnings)
         tag = r.family if r.family.startswith("timm") else r.family[:3]
         cells.append([r.name + ("" if r.family == "classification" else f" ({tag})"),
                       fmt(r.params_m, ".1f"), fmt(r.size), fmt(r.units), fmt(r.mutable), fmt(r.prepare_s, ".2f"),
-                      "-" if r.skipped else str(warn), fmt(r.total_s, ".1f"), r.result])
+                      "-" if r.skipped else str(warn), fmt(r.total_s, ".1f"), _short(r.export_check), r.result])
     return columns, cells
+
+
+def _short(text: str | None, limit: int = 60) -> str:
+    return "-" if text is None else text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def print_table(rows: list[Row]) -> None:
@@ -236,6 +242,8 @@ def write_markdown(path: Path, rows: list[Row], args: argparse.Namespace, wall: 
             "to the zeroing oracle (`tests/oracle.py`; skipped where a LayerNorm/GroupNorm normalises over pruned",
             "channels), `mutator.resources()` equal to `count_resources(static, x)` in params and FLOPs and params",
             "equal to `sum(p.numel())` of the static model; finally full choices bit-identical again.",
+            "`export check`: `to_static()`'s own check (export vs masked model on the example input) on every set:",
+            "`ok`, or the `ExportError` (in full under Failures).",
             "`warnings`: how many warnings `prepare_from_supernet` gave (details below); they do not fail a model.",
             "`total s`: the whole model, building and every check included.", ""]
     out += ["| " + " | ".join(columns) + " |", "| " + " | ".join(aligns) + " |"]

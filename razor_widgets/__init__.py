@@ -7,6 +7,7 @@ from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
 from .analysis import UnprunableChannelsWarning
 from .compat import BaseModel
 from .dynamic_ops import DynamicChannelMixin
+from .export_check import ExportError, UncheckedExportWarning
 from .layers import (
     DynamicBatchNorm1d,
     DynamicBatchNorm2d,
@@ -20,7 +21,7 @@ from .layers import (
     DynamicMultiheadAttention,
 )
 from .models import SearchableShuffleNetV2, ShuffleBlock, ShuffleXception
-from .module_counter import CandidateCounter
+from .module_counter import CandidateCounter, ChosenPathCounter
 from .mutables import (
     BaseMutable,
     BaseMutableChannel,
@@ -59,6 +60,7 @@ from .mutators import (
     SlimmableChannelMutator,
 )
 from .plans import PlanError, load_choices, save_choices
+from .pruning_session import ModuleGroup, PruningSession
 from .registry import MODELS, Registry
 from .resources import Resources, count_resources, reference_flops
 from .tracing import TraceError
@@ -81,8 +83,12 @@ __all__ = [
     "OneShotModuleMutator", "OneShotMutableModule", "OneShotMutableOP", "OneShotMutableValue", "PruneStep",
     "SearchableShuffleNetV2", "ShuffleBlock", "ShuffleXception", "derive_concat_mutable",
     "derive_divide_mutable", "derive_expand_mutable",
+    # the export's self-check
+    "ExportError", "UncheckedExportWarning",
     # the explorer widget (loaded on first use), plans and budgets
     "PruningExplorer", "PlanError", "fit_budget", "load_choices", "save_choices",
+    # a model being pruned, without widgets: channel and searchable-op choices, counts, export, plans
+    "ChosenPathCounter", "ModuleGroup", "PruningSession",
 ]
 
 
