@@ -287,6 +287,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Arg
     parser.add_argument("--max-params", type=float, default=None,
                         help=f"skip models with more parameters than this, in millions (default {MAX_PARAMS_M:g}, "
                              "30 with --timm)")
+    parser.add_argument("--choice-sets", type=int, default=3,
+                        help="random choice sets checked per model (default 3; a row says when fewer)")
     parser.add_argument("--timeout", type=float, default=0,
                         help="seconds one model may take before its row says FAIL: timeout (0: no limit)")
     parser.add_argument("--threads", type=int, default=2,
@@ -364,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
                  f"({', '.join(f'{k} {v}' for k, v in VIDEO_FIXED.items())}); detection: one 3x{DETECTION_IMAGE}x"
                  f"{DETECTION_IMAGE} image, "
                  f"resized by the model to {DETECTION_SIZE} (ssd: its own size)"),
-              "units: L1MutableChannelUnit; 3 random choice sets per model (random.seed(0..2))"]
+              f"units: L1MutableChannelUnit; {args.choice_sets} random choice set(s) per model "
+              f"(random.seed(0..{args.choice_sets - 1}); rows of merged earlier runs say when they had other counts)"]
     print("\n".join(header))
     print(f"{len(specs)} models\n", flush=True)
     saved = Path(args.output).with_suffix(".json") if args.output else None

@@ -239,7 +239,10 @@ def _sweep(spec: Any, args: argparse.Namespace, row: Row, prebuilt: nn.Module | 
         row.notes.append(f"oracle skipped: {blocker} over pruned channels")
     if not mutator.mutable_units:
         row.notes.append("no mutable units")
-    for k in range(CHOICE_SETS):
+    sets = getattr(args, "choice_sets", CHOICE_SETS)
+    if sets != CHOICE_SETS:
+        row.notes.append(f"{sets} random choice set{'s' if sets != 1 else ''}")
+    for k in range(sets):
         tag = f"set {k}"
         stage(f"{tag} set_choices")
         random.seed(k)
