@@ -110,6 +110,7 @@ class Spec:
     def build(self) -> nn.Module:
         model = torchvision.models.get_model(self.name, **self.kwargs)
         if self.family == "detection":
+            _one_nms_path(model)
             names = dict(model.named_modules())
             self.raw_outputs = ["backbone", *[n for n in DETECTION_HEADS if n in names][:1]]
         return model
@@ -137,6 +138,21 @@ class Spec:
         if self.family == "video":
             return torch.randn(1, 3, VIDEO_FIXED.get(self.name, VIDEO_INPUT)[0], size, size, generator=gen)
         return torch.randn(1, 3, size, size, generator=gen)
+
+
+def _one_nms_path(model: nn.Module) -> None:
+    """Fixed box counts in post-processing (small top-k; score thresholds that keep every box, or,
+    for the R-CNN box heads, none), so that NMS takes
+    the same code path for every input (torchvision picks its algorithm by the number of boxes,
+    and returns early on none), and the path check of ``prepare_from_supernet`` sees one path."""
+    rpn = getattr(model, "rpn", None)
+    if rpn is not None:
+        rpn._pre_nms_top_n["testing"] = rpn._post_nms_top_n["testing"] = 100
+    roi_heads = getattr(model, "roi_heads", None)
+    if roi_heads is not None:  # no box passes: the final NMS always returns early (the mask and
+        roi_heads.score_thresh = 1.0  # keypoint heads then run on no box)
+    if hasattr(model, "topk_candidates"):  # RetinaNet, FCOS, SSD
+        model.score_thresh, model.topk_candidates = 0.0, 10
 
 
 def count_params(spec: Any) -> tuple[float, nn.Module | None]:
