@@ -19,8 +19,9 @@ from torch import nn
 
 from .channel_space import CONST, NONE, ChannelSpace, compress, varying_dims
 from .compared_sizes import resolve_comparisons
+from .derived_weights import is_layer_weight
 from .traced_size import AttrRef, attribute_sources, shape_sources
-from .tracing import Node, TensorRef, TracedGraph, TraceError
+from .tracing import Node, TensorRef, TracedGraph, analysis_error
 
 INPUT_REASON = "derived from a model input"
 ATTENTION_MODES = ("heads", "head_dims")  # how attention units prune: whole heads, or positions in every head
@@ -137,7 +138,7 @@ class AnalysisContext:
         if ids is None:
             if ref.param is not None and ref.param in self.param_ids:
                 ids = self.param_ids[ref.param][0]
-            elif ref.param is not None and _is_layer_weight(self.modules, ref.param, ref.shape):
+            elif ref.param is not None and is_layer_weight(self.modules, ref.param, ref.shape):
                 # a conv/linear weight or bias read by code (derived weights): its rows are the layer's outputs
                 owner = ref.param.rpartition(".")[0]
                 ids = self.along(self.fresh_layer_output(owner, ref.shape[0]), len(ref.shape), 0)
@@ -288,18 +289,6 @@ class AnalysisContext:
                     self.const_reasons[ref.handle] = reasons[0]
 
 
-def _is_layer_weight(modules: dict[str, nn.Module], qualname: str, shape: tuple[int, ...]) -> bool:
-    """A conv or linear layer's weight or bias: dim 0 holds its output channels."""
-    owner, _, attr = qualname.rpartition(".")
-    module = modules.get(owner)
-    if (attr, len(shape) > 1) not in (("weight", True), ("bias", False)):
-        return False
-    if isinstance(module, nn.Linear):
-        return shape[0] == module.out_features
-    conv = isinstance(module, nn.modules.conv._ConvNd) and not module.transposed
-    return conv and shape[0] == module.out_channels
-
-
 def _is_float_param(modules: dict[str, nn.Module], qualname: str) -> bool:
     owner, _, attr = qualname.rpartition(".")
     module = modules.get(owner)
@@ -337,17 +326,6 @@ class ChannelAnalyzer:
         for slot in ctx.slots:
             sides.setdefault((slot.name, slot.is_output, slot.param_dim), slot.ids)
         return ChannelAnalysis(units, roots, ctx.ids, sides, ctx.size_attributes)
-
-
-def analysis_error(ctx: AnalysisContext, exc: Exception) -> TraceError:
-    """A ``TraceError`` naming the model, the op, its module and its input shapes."""
-    model = type(ctx.modules.get("", None)).__name__
-    node = ctx.node
-    where = "after the rules ran (grouping channels into units)"
-    if node is not None:
-        shapes = ", ".join(str(tuple(r.shape)) for r in node.input_refs()) or "none"
-        where = f"at op {ctx.describe()} (node {node.index}, input shapes {shapes})"
-    return TraceError(f"the channel analysis of {model} failed {where}: {type(exc).__name__}: {exc}")
 
 
 def _resolve_size_uses(ctx: AnalysisContext, uses: list, roots: np.ndarray) -> None:

@@ -159,3 +159,15 @@ def foreign_bias(ctx: AnalysisContext, node: Node, owner: str, ids_out: torch.Te
     bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
     if isinstance(bias, TensorRef) and bias.param != f"{owner}.bias":
         rows_are_outputs(ctx, bias, ids_out)
+
+
+def is_layer_weight(modules: dict[str, nn.Module], qualname: str, shape: tuple[int, ...]) -> bool:
+    """A conv or linear layer's weight or bias: dim 0 holds its output channels."""
+    owner, _, attr = qualname.rpartition(".")
+    module = modules.get(owner)
+    if (attr, len(shape) > 1) not in (("weight", True), ("bias", False)):
+        return False
+    if isinstance(module, nn.Linear):
+        return shape[0] == module.out_features
+    conv = isinstance(module, nn.modules.conv._ConvNd) and not module.transposed
+    return conv and shape[0] == module.out_channels

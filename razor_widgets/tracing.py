@@ -286,6 +286,17 @@ class TraceError(RuntimeError):
     depends on the input's values."""
 
 
+def analysis_error(ctx: Any, exc: Exception) -> TraceError:
+    """A ``TraceError`` naming the model, the op, its module and its input shapes."""
+    model = type(ctx.modules.get("", None)).__name__
+    node = ctx.node
+    where = "after the rules ran (grouping channels into units)"
+    if node is not None:
+        shapes = ", ".join(str(tuple(r.shape)) for r in node.input_refs()) or "none"
+        where = f"at op {ctx.describe()} (node {node.index}, input shapes {shapes})"
+    return TraceError(f"the channel analysis of {model} failed {where}: {type(exc).__name__}: {exc}")
+
+
 def check_path_is_static(tracer: Tracer, model: nn.Module, example_inputs: Any, graph: TracedGraph) -> None:
     """When the forward read tensor values, trace it again on other values (the example input
     negated) and raise ``TraceError`` if it took another path: channel units found on one path
