@@ -24,7 +24,7 @@ from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode
 
 from .analysis import ChannelAnalysis
-from .layers import LayerGeometry, LayerKind, Term, function_kind, kind_of, leaf_kind
+from .layers import KINDS, LayerGeometry, LayerKind, Term, function_kind, kind_of, leaf_kind
 from .layers.base import Side
 from .resources import REFERENCE_FLOP_FORMULAS
 from .tracing import Node, TensorRef, TracedGraph
@@ -390,9 +390,9 @@ FUNCTION_OPS = {
 def _no_compute() -> frozenset[str]:
     from . import rules
 
+    norms = {name for kind in KINDS if not kind.has_macs for name in kind.functions}
     return frozenset(rules.PASSTHROUGH | rules.ELEMENTWISE | rules.MOVEMENT | rules.CREATION
-                     | rules.REDUCTIONS | set(rules.POOLING) | {"layer_norm", "group_norm",
-                                                                "batch_norm", "instance_norm"})
+                     | rules.REDUCTIONS | set(rules.POOLING) | norms)
 
 
 NO_COMPUTE = _no_compute()  # ops that FlopCounterMode never counts: not replayed

@@ -276,3 +276,22 @@ def test_a_layer_without_a_kind_freezes_its_channels_with_a_warning():
     fixed = [u for u in mutator.units if any(c.name in ("a", "b") and c.is_output_channel for c in u.channels)]
     assert len(fixed) == 2
     assert all(not u.is_mutable and any("no channel rule" in r for r in u.fixed_reasons) for u in fixed)
+
+
+class SyncNormAct(nn.modules.batchnorm._BatchNorm):
+    """A batch norm family type without a dynamic op: its functional call is not claimed."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        pass
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.1, self.eps)
+
+
+def test_a_norm_family_type_without_a_dynamic_op_stays_fixed():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), SyncNormAct(8), nn.Conv2d(8, 4, 1))
+    mutator = ChannelMutator()
+    with pytest.warns(UnprunableChannelsWarning, match="'batch_norm'"):
+        mutator.prepare_from_supernet(model, torch.randn(1, 3, 6, 6))
+    assert not any(c.name == "0" and c.is_output_channel for u in mutator.mutable_units for c in u.channels)
+    assert mutator.to_static() is not None
