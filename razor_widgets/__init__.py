@@ -59,6 +59,7 @@ from .mutators import (
     SlimmableChannelMutator,
 )
 from .plans import PlanError, load_choices, save_choices
+from .quality import EvaluationError, Sensitivity, sensitivity_scan
 from .registry import MODELS, Registry
 from .resources import Resources, count_resources, reference_flops
 from .tracing import TraceError
@@ -83,6 +84,8 @@ __all__ = [
     "derive_divide_mutable", "derive_expand_mutable",
     # the explorer widget (loaded on first use), plans and budgets
     "PruningExplorer", "PlanError", "fit_budget", "load_choices", "save_choices",
+    # quality: evaluation contract, sensitivity scans
+    "EvaluationError", "Sensitivity", "sensitivity_scan",
 ]
 
 
