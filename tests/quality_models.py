@@ -2,6 +2,7 @@
 units of a trained net differ in sensitivity, which the quality tests need."""
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -31,7 +32,24 @@ def digits_net() -> nn.Module:
 
 
 def trained_digits_net(steps: int = 150, seed: int = 0) -> nn.Module:
-    """``digits_net`` after ``steps`` Adam steps on the training split (eval mode)."""
+    """A new ``digits_net`` with the weights of ``steps`` Adam steps on the training split
+    (trained once per test session), in eval mode."""
+    net = digits_net()
+    net.load_state_dict(_trained_weights(steps, seed))
+    return net.eval()
+
+
+@functools.lru_cache(maxsize=2)
+def _trained_weights(steps: int, seed: int) -> dict[str, torch.Tensor]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(steps, seed).state_dict()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(steps: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     x, y, _, _ = digits_data()
     net = digits_net()
@@ -43,7 +61,7 @@ def trained_digits_net(steps: int = 150, seed: int = 0) -> nn.Module:
         opt.zero_grad()
         nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
         opt.step()
-    return net.eval()
+    return net
 
 
 class Accuracy:
