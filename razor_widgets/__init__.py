@@ -7,6 +7,7 @@ from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
 from .analysis import UnprunableChannelsWarning
 from .compat import BaseModel
 from .dynamic_ops import DynamicChannelMixin
+from .importance import calibrate
 from .layers import (
     DynamicBatchNorm1d,
     DynamicBatchNorm2d,
@@ -22,8 +23,10 @@ from .layers import (
 from .models import SearchableShuffleNetV2, ShuffleBlock, ShuffleXception
 from .module_counter import CandidateCounter
 from .mutables import (
+    ActivationMutableChannelUnit,
     BaseMutable,
     BaseMutableChannel,
+    BNScaleMutableChannelUnit,
     Channel,
     ChannelUnit,
     DerivedMethodMixin,
@@ -31,7 +34,9 @@ from .mutables import (
     DerivedMutableChannel,
     DiffMutableModule,
     DiffMutableOP,
+    ImportanceMutableChannelUnit,
     L1MutableChannelUnit,
+    L2MutableChannelUnit,
     MutableChannelContainer,
     MutableChannelUnit,
     MutableModule,
@@ -40,11 +45,13 @@ from .mutables import (
     OneShotMutableModule,
     OneShotMutableOP,
     OneShotMutableValue,
+    RandomMutableChannelUnit,
     SequentialMutableChannel,
     SequentialMutableChannelUnit,
     SimpleMutableChannel,
     SlimmableChannelUnit,
     SquentialMutableChannel,
+    TaylorMutableChannelUnit,
     derive_concat_mutable,
     derive_divide_mutable,
     derive_expand_mutable,
@@ -86,6 +93,9 @@ __all__ = [
     "PruningExplorer", "PlanError", "fit_budget", "load_choices", "save_choices",
     # quality: evaluation contract, sensitivity scans
     "EvaluationError", "Sensitivity", "sensitivity_scan",
+    # importance criteria as unit types, and the calibration pass of the data criteria
+    "ActivationMutableChannelUnit", "BNScaleMutableChannelUnit", "ImportanceMutableChannelUnit",
+    "L2MutableChannelUnit", "RandomMutableChannelUnit", "TaylorMutableChannelUnit", "calibrate",
 ]
 
 
