@@ -19,6 +19,7 @@ from .dynamic_ops import (
     DynamicLinear,
     DynamicMultiheadAttention,
 )
+from .finetune import LossHistory, finetune, full_choice_copy
 from .models import SearchableShuffleNetV2, ShuffleBlock, ShuffleXception
 from .module_counter import CandidateCounter
 from .mutables import (
@@ -83,6 +84,8 @@ __all__ = [
     "derive_divide_mutable", "derive_expand_mutable",
     # the explorer widget (loaded on first use), plans and budgets
     "PruningExplorer", "PlanError", "fit_budget", "load_choices", "save_choices",
+    # recovery training
+    "LossHistory", "finetune", "full_choice_copy",
 ]
 
 
