@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import functools
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -44,7 +47,12 @@ def test_the_trained_cnn_reaches_95_percent_and_reloads_the_same_weights(cache, 
 
 def test_training_is_reproducible_and_leaves_the_random_state(one_thread) -> None:
     state = torch.random.get_rng_state()
-    a, b = digits.train_digits_cnn(epochs=1), digits.train_digits_cnn(epochs=1)
+    torch.set_num_threads(2)
+    try:
+        a, b = digits.train_digits_cnn(epochs=1), digits.train_digits_cnn(epochs=1)
+        assert torch.get_num_threads() == 2  # trained on one thread, the caller's count restored
+    finally:
+        torch.set_num_threads(1)
     assert torch.equal(torch.random.get_rng_state(), state)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
@@ -94,3 +102,14 @@ def test_without_scikit_learn_the_error_says_what_to_install(monkeypatch) -> Non
             digits.digits_data()
     finally:
         digits.digits_data.cache_clear()
+
+
+def test_the_command_line_builds_it_by_name_from_the_cache(cache) -> None:
+    """``razor_widgets.models.digits:trained_digits_cnn`` is what ``razor-widgets ... digits`` loads."""
+    env = {**os.environ, digits.CACHE_ENV: str(cache)}
+    command = [sys.executable, "-m", "razor_widgets", "units", "razor_widgets.models.digits:trained_digits_cnn",
+               "--input-shape", "1", "1", "8", "8", "--choice"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"conv1_(0, 16)_16": 1.0, "conv2_(0, 32)_32": 1.0, "conv3_(0, 64)_64": 1.0}
+    assert "training" not in result.stderr

@@ -58,14 +58,16 @@ def test_the_loss_decreases_on_a_small_task(one_thread) -> None:
     assert "80 steps" in history.summary()
 
 
-def test_a_masked_model_stays_pruned_and_its_export_equals_it(pruned) -> None:
+@pytest.mark.parametrize("teacher_kind", ["mutator", "the prepared model itself"])
+def test_a_masked_model_stays_pruned_and_its_export_equals_it(pruned, teacher_kind) -> None:
     mutator, model, original = pruned
     choices = mutator.current_choices
     masks = {u.name: u.current_mask.clone() for u in mutator.mutable_units}
     shapes_before = {k: v.shape for k, v in mutator.to_static().state_dict().items()}
     raw = {name: p.detach().clone() for name, p in model.named_parameters()}
     assert model.training
-    history = finetune(mutator, quadrant_batches(), steps=40, lr=1e-2, teacher=mutator, progress=False)
+    teacher = mutator if teacher_kind == "mutator" else model
+    history = finetune(mutator, quadrant_batches(), steps=40, lr=1e-2, teacher=teacher, progress=False)
     assert history.distilled and model.training
     assert mutator.current_choices == choices
     assert all(torch.equal(u.current_mask, masks[u.name]) for u in mutator.mutable_units)
@@ -118,6 +120,19 @@ def test_an_exported_student_with_labels_and_teacher_mixes_both_losses(pruned) -
     twin = mutator.to_static()
     plain = finetune(twin, quadrant_batches(), steps=5, progress=False)
     assert history.losses == pytest.approx(plain.losses)  # alpha=1: the KL term weighs nothing
+
+
+def test_a_given_loss_fn_and_optimizer_are_used(one_thread) -> None:
+    model = small_cnn()
+    seen = []
+
+    def loss_fn(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        seen.append(target.shape)
+        return torch.nn.functional.mse_loss(output, torch.nn.functional.one_hot(target, 4).float())
+
+    history = finetune(model, quadrant_batches(n_batches=2), steps=3, loss_fn=loss_fn, progress=False,
+                       optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
+    assert seen == [(32,)] * 3 and len(history) == 3
 
 
 def test_a_one_shot_iterator_is_replayed(one_thread) -> None:
