@@ -60,6 +60,7 @@ from .mutators import (
     SlimmableChannelMutator,
 )
 from .plans import PlanError, load_choices, save_choices
+from .quality import EvaluationError, Sensitivity, sensitivity_scan
 from .registry import MODELS, Registry
 from .resources import Resources, count_resources, reference_flops
 from .tracing import TraceError
@@ -86,6 +87,8 @@ __all__ = [
     "PruningExplorer", "PlanError", "fit_budget", "load_choices", "save_choices",
     # recovery training
     "LossHistory", "finetune", "full_choice_copy",
+    # quality: evaluation contract, sensitivity scans
+    "EvaluationError", "Sensitivity", "sensitivity_scan",
 ]
 
 
