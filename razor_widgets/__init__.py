@@ -6,11 +6,11 @@ pruning framework has them.
 from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
 from .analysis import UnprunableChannelsWarning
 from .compat import BaseModel
-from .dynamic_ops import (
+from .dynamic_ops import DynamicChannelMixin
+from .layers import (
     DynamicBatchNorm1d,
     DynamicBatchNorm2d,
     DynamicBatchNorm3d,
-    DynamicChannelMixin,
     DynamicConv1d,
     DynamicConv2d,
     DynamicConv3d,
