@@ -7,6 +7,7 @@ from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
 from .analysis import UnprunableChannelsWarning
 from .compat import BaseModel
 from .dynamic_ops import DynamicChannelMixin
+from .finetune import LossHistory, finetune, full_choice_copy
 from .layers import (
     DynamicBatchNorm1d,
     DynamicBatchNorm2d,
@@ -19,7 +20,6 @@ from .layers import (
     DynamicLinear,
     DynamicMultiheadAttention,
 )
-from .finetune import LossHistory, finetune, full_choice_copy
 from .models import SearchableShuffleNetV2, ShuffleBlock, ShuffleXception
 from .module_counter import CandidateCounter
 from .mutables import (

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mutators.channel_mutator import _PREPARED, ChannelMutator
+from .mutators.channel_mutator import _PREPARED_MARK, ChannelMutator
 
 __all__ = ["LossHistory", "finetune", "full_choice_copy"]
 
@@ -84,10 +84,11 @@ def finetune(model: nn.Module | ChannelMutator, data: Iterable[Any], steps: int,
       ``steps``; a batch may be a bare input or ``(input, None)`` when a teacher gives the loss.
       A one-shot iterator is replayed from the batches it gave.
     - ``loss_fn(output, target)``: the task loss, cross-entropy by default.
-    - ``teacher``: the unpruned model to distil from, frozen. A ``ChannelMutator`` or a prepared
-      model (the student itself included) is taken at full choices, as a copy made at the start;
-      any other module is used as it is (in eval mode, never trained). Its outputs must have the
-      student's shape; classes lie along dim 1.
+    - ``teacher``: the unpruned model to distil from, frozen. A ``ChannelMutator`` (or an
+      ``IteAlgorithm``), the masked student's own included, is taken at full choices, as a copy
+      made at the start; any other module is used as it is (in eval mode, never trained). A
+      prepared model passed without its mutator is refused (it computes its current choices).
+      Its outputs must have the student's shape; classes lie along dim 1.
     - ``device``: where to train (e.g. ``"cuda"``); model and teacher go back where they were.
     - ``optimizer``: a factory ``params -> Optimizer``; Adam at ``lr`` without weight decay by
       default (weight decay would shrink the pruned weights that no gradient reaches).
@@ -150,13 +151,15 @@ def _frozen_teacher(teacher: Any, student: nn.Module) -> nn.Module | None:
         return full_choice_copy(teacher).eval().requires_grad_(False)
     if not isinstance(teacher, nn.Module):
         raise TypeError(f"finetune: teacher must be a nn.Module or a ChannelMutator, got {type(teacher).__name__}")
-    mutator = _PREPARED.get(teacher)
-    mutator = getattr(teacher, "mutator", None) if mutator is None else mutator
+    mutator = getattr(teacher, "mutator", None)  # an IteAlgorithm
     if isinstance(mutator, ChannelMutator):
         return full_choice_copy(mutator).eval().requires_grad_(False)
+    if teacher.__dict__.get(_PREPARED_MARK) is not None:
+        raise ValueError("finetune: the teacher is a prepared (masked) model, which computes its current "
+                         "choices; pass its ChannelMutator to distil from it at full choices")
     if teacher is student:
-        raise ValueError("finetune: the teacher is the student itself and is not a prepared model; "
-                         "pass the unpruned original (or its ChannelMutator) as teacher")
+        raise ValueError("finetune: the teacher is the student itself; pass the unpruned original "
+                         "(or the ChannelMutator of a masked student) as teacher")
     return teacher
 
 

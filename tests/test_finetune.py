@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from razor_widgets import ChannelMutator, LossHistory, finetune, full_choice_copy
+from razor_widgets import ChannelMutator, IteAlgorithm, LossHistory, finetune, full_choice_copy
 from razor_widgets.finetune import kd_loss
 
 from conftest import prepare
@@ -58,16 +58,14 @@ def test_the_loss_decreases_on_a_small_task(one_thread) -> None:
     assert "80 steps" in history.summary()
 
 
-@pytest.mark.parametrize("teacher_kind", ["mutator", "the prepared model itself"])
-def test_a_masked_model_stays_pruned_and_its_export_equals_it(pruned, teacher_kind) -> None:
+def test_a_masked_model_stays_pruned_and_its_export_equals_it(pruned) -> None:
     mutator, model, original = pruned
     choices = mutator.current_choices
     masks = {u.name: u.current_mask.clone() for u in mutator.mutable_units}
     shapes_before = {k: v.shape for k, v in mutator.to_static().state_dict().items()}
     raw = {name: p.detach().clone() for name, p in model.named_parameters()}
     assert model.training
-    teacher = mutator if teacher_kind == "mutator" else model
-    history = finetune(mutator, quadrant_batches(), steps=40, lr=1e-2, teacher=teacher, progress=False)
+    history = finetune(mutator, quadrant_batches(), steps=40, lr=1e-2, teacher=mutator, progress=False)
     assert history.distilled and model.training
     assert mutator.current_choices == choices
     assert all(torch.equal(u.current_mask, masks[u.name]) for u in mutator.mutable_units)
@@ -99,6 +97,16 @@ def test_a_prepared_teacher_is_the_full_model_and_the_choices_stay(pruned) -> No
     assert mutator.current_choices == choices
     assert all(u.current_mask is m for u, m in zip(mutator.mutable_units, masks))
     assert full[0].weight.data_ptr() != dict(model.named_parameters())["0.weight"].data_ptr()
+
+
+def test_an_iterative_algorithm_teaches_at_full_choices(one_thread) -> None:
+    model = small_cnn()
+    algorithm = IteAlgorithm(copy.deepcopy(model), target_pruning_ratio=0.5, example_inputs=torch.rand(2, 1, 8, 8))
+    algorithm.step()
+    choices = algorithm.mutator.current_choices
+    history = finetune(algorithm.architecture, quadrant_batches(n_batches=2), steps=3, teacher=algorithm,
+                       progress=False)
+    assert history.distilled and algorithm.mutator.current_choices == choices
 
 
 def test_distillation_pulls_the_student_towards_the_teacher(pruned) -> None:
@@ -155,10 +163,12 @@ def state(model: nn.Module) -> dict[str, torch.Tensor]:
     (dict(temperature=0), "temperature"),
     (dict(teacher=nn.Sequential(nn.Flatten(), nn.Linear(64, 10))), r"shape \(32, 4\) and the teacher's \(32, 10\)"),
     (dict(data=[torch.rand(4, 1, 8, 8)]), "no targets"),
+    ("itself", "the teacher is a prepared .masked. model"),
 ])
 def test_bad_input_raises_and_changes_nothing(pruned, kwargs, message) -> None:
     mutator, model, _ = pruned
     model.train()
+    kwargs = dict(teacher=model) if kwargs == "itself" else kwargs
     args = dict(data=quadrant_batches(n_batches=1), steps=3, progress=False) | kwargs
     choices, before = mutator.current_choices, state(model)
     with pytest.raises(ValueError, match=message):
