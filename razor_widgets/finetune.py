@@ -96,13 +96,15 @@ def finetune(model: nn.Module | ChannelMutator, data: Iterable[Any], steps: int,
     Bad input (no batches, non-positive steps or lr, a teacher whose outputs differ in shape)
     raises ``ValueError`` before anything changes. Train/eval modes are restored afterwards.
     """
+    if isinstance(model, ChannelMutator) and model.model is None:
+        raise ValueError("finetune: the ChannelMutator is not prepared (call prepare_from_supernet first)")
     student = model.model if isinstance(model, ChannelMutator) else model
     _check_arguments(student, steps, lr, alpha, temperature)
+    frozen = _frozen_teacher(teacher, student)
     iterator = iter(data)
     first = next(iterator, None)
     if first is None:
         raise ValueError("finetune: data gave no batches (an empty dataset or DataLoader?)")
-    frozen = _frozen_teacher(teacher, student)
     modes = {module: module.training for module in student.modules()}
     if frozen is teacher and teacher is not None:  # the caller's own module: its modes come back too
         modes.update({module: module.training for module in teacher.modules()})

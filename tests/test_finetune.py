@@ -177,6 +177,13 @@ def test_bad_input_raises_and_changes_nothing(pruned, kwargs, message) -> None:
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
+def test_an_unprepared_mutator_or_a_wrong_type_is_refused(one_thread) -> None:
+    with pytest.raises(ValueError, match="not prepared"):
+        finetune(ChannelMutator(), quadrant_batches(n_batches=1), steps=1)
+    with pytest.raises(TypeError, match="teacher must be a nn.Module"):
+        finetune(small_cnn(), quadrant_batches(n_batches=1), steps=1, teacher="resnet")
+
+
 def test_modes_come_back(pruned) -> None:
     _, model, original = pruned
     model.eval()
