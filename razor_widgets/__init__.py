@@ -8,6 +8,7 @@ from .analysis import UnprunableChannelsWarning
 from .compat import BaseModel
 from .dynamic_ops import DynamicChannelMixin
 from .finetune import LossHistory, finetune, full_choice_copy
+from .importance import calibrate
 from .layers import (
     DynamicBatchNorm1d,
     DynamicBatchNorm2d,
@@ -23,8 +24,10 @@ from .layers import (
 from .models import SearchableShuffleNetV2, ShuffleBlock, ShuffleXception
 from .module_counter import CandidateCounter
 from .mutables import (
+    ActivationMutableChannelUnit,
     BaseMutable,
     BaseMutableChannel,
+    BNScaleMutableChannelUnit,
     Channel,
     ChannelUnit,
     DerivedMethodMixin,
@@ -32,7 +35,9 @@ from .mutables import (
     DerivedMutableChannel,
     DiffMutableModule,
     DiffMutableOP,
+    ImportanceMutableChannelUnit,
     L1MutableChannelUnit,
+    L2MutableChannelUnit,
     MutableChannelContainer,
     MutableChannelUnit,
     MutableModule,
@@ -41,11 +46,13 @@ from .mutables import (
     OneShotMutableModule,
     OneShotMutableOP,
     OneShotMutableValue,
+    RandomMutableChannelUnit,
     SequentialMutableChannel,
     SequentialMutableChannelUnit,
     SimpleMutableChannel,
     SlimmableChannelUnit,
     SquentialMutableChannel,
+    TaylorMutableChannelUnit,
     derive_concat_mutable,
     derive_divide_mutable,
     derive_expand_mutable,
@@ -89,6 +96,9 @@ __all__ = [
     "LossHistory", "finetune", "full_choice_copy",
     # quality: evaluation contract, sensitivity scans
     "EvaluationError", "Sensitivity", "sensitivity_scan",
+    # importance criteria as unit types, and the calibration pass of the data criteria
+    "ActivationMutableChannelUnit", "BNScaleMutableChannelUnit", "ImportanceMutableChannelUnit",
+    "L2MutableChannelUnit", "RandomMutableChannelUnit", "TaylorMutableChannelUnit", "calibrate",
 ]
 
 

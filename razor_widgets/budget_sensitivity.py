@@ -36,11 +36,12 @@ def fit_sensitivity_budget(mutator: Any, keep: float, metric: str, sensitivity: 
                            ) -> tuple[dict[Any, Any], Resources]:
     """The greedy search of the module docstring; returns the choices and their counts."""
     scanned = _scanned_units(mutator, sensitivity)
+    setter = getattr(mutator, "channel_mutator", mutator)  # a counter of the chosen path counts, its mutator sets
     full = {u.name: u.validate_choice(u.max_choice) for u in mutator.mutable_units}
     saved = [(u.mutable_channel, u.mutable_channel.snapshot()) for u in mutator.mutable_units]
     try:  # choices are tried on the mutator itself (incremental counts) and put back after
         ladders = {u.name: _ladder(u, key, sensitivity) for u, key in scanned}
-        mutator.set_choices(full)
+        setter.set_choices(full)
         level = dict.fromkeys(ladders, 0)
         neighbours = _neighbours([u for u, _ in scanned])
         current = mutator.resources()
@@ -54,7 +55,7 @@ def fit_sensitivity_budget(mutator: Any, keep: float, metric: str, sensitivity: 
             if best is None:
                 break  # every unit at its smallest step
             level[best] += 1
-            mutator.set_choices({best: ladders[best][level[best]].choice})
+            setter.set_choices({best: ladders[best][level[best]].choice})
             current = mutator.resources()
             for name in neighbours[best]:
                 saving.pop(name, None)

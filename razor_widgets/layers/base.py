@@ -125,6 +125,16 @@ class LayerKind:
         grouped conv)."""
         return {}
 
+    def channel_scale(self, module: nn.Module) -> torch.Tensor | None:
+        """The raw per-channel scale of a normalisation (its gamma), which Network Slimming
+        ranks channels by; None for kinds without one."""
+        return None
+
+    def output_channel_dim(self, module: nn.Module, output: Any) -> int | None:
+        """The dim of ``output`` (the module's forward result) that holds its output channels,
+        for criteria that read activations; None where there is no such single tensor dim."""
+        return None
+
     def dynamic_op_for(self, module_type: type) -> type | None:
         """The dynamic op class of ``module_type`` (its own, or the one of its nearest base)."""
         for base in module_type.__mro__:

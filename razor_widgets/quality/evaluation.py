@@ -15,12 +15,13 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
+
+from ..calibration import Batch, calibration_batches, split_batch
 
 __all__ = ["EvalFn", "EvaluationError", "Batch", "calibration_batches", "split_batch", "to_score",
            "describe", "restored_choices"]
@@ -66,47 +67,6 @@ def evaluation_error(exc: BaseException, unit: Any, ratio: float | None) -> Eval
     if isinstance(exc, ValueError) and str(exc).startswith("eval_fn returned"):
         return EvaluationError(f"evaluating {what}: {exc}", unit, ratio)
     return EvaluationError(f"evaluating {what}: {type(exc).__name__}: {exc}", unit, ratio)
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One calibration batch: the model's input and, where the data has them, the targets."""
-
-    inputs: Any
-    targets: Any = None
-
-
-def split_batch(batch: Any) -> Batch:
-    """A batch of a DataLoader (or a list) as inputs and targets."""
-    if isinstance(batch, Batch):
-        return batch
-    if isinstance(batch, dict):
-        for key in ("inputs", "input", "x"):
-            if key in batch:
-                return Batch(batch[key], batch.get("targets", batch.get("target", batch.get("y"))))
-        raise ValueError(f"a calibration batch dict needs an 'inputs', 'input' or 'x' key, got {list(batch)}")
-    if isinstance(batch, (tuple, list)) and batch:
-        return Batch(batch[0], batch[1] if len(batch) > 1 else None)
-    return Batch(batch)
-
-
-def calibration_batches(calibration: Any) -> Iterator[Batch]:
-    """The batches of ``calibration``: a tensor (one batch), a list of batches, or any
-    iterable of batches (a ``DataLoader``). Raises ValueError on None or no batch at all."""
-    if calibration is None:
-        raise ValueError("this needs calibration data: a tensor batch, a list of batches or a DataLoader")
-    if isinstance(calibration, (torch.Tensor, Batch, dict)):
-        yield split_batch(calibration)
-        return
-    if not isinstance(calibration, Iterable):
-        raise TypeError(f"calibration data must be a tensor, a list of batches or a DataLoader, "
-                        f"got {type(calibration).__name__}")
-    count = 0
-    for batch in calibration:
-        count += 1
-        yield split_batch(batch)
-    if not count:
-        raise ValueError("the calibration data holds no batch")
 
 
 @contextlib.contextmanager

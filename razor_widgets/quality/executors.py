@@ -6,7 +6,8 @@ units, and ``eval_fn``) and is unpacked once per worker thread, then reused by e
 that worker runs; a task itself carries only a unit name and a choice. How the payload
 travels depends on the executor:
 
-- ``ThreadPoolExecutor``: the bytes object itself (no copy until a thread unpacks it);
+- ``ThreadPoolExecutor``: the bytes object itself (no copy until a thread unpacks it), and
+  ``eval_fn`` as it is (threads share it: it must be thread-safe, it need not pickle);
 - ``ProcessPoolExecutor``: a temporary file, read once per worker process;
 - Dask (``Client(...).get_executor()``): ``client.scatter(payload, broadcast=True)``, once
   per worker;
@@ -32,7 +33,7 @@ from torch import nn
 
 from .evaluation import EvalFn, to_score
 
-__all__ = ["WorkerState", "ScanPayload", "PayloadFile", "run_task", "shipped"]
+__all__ = ["WorkerState", "ScanPayload", "PayloadFile", "InProcess", "in_process", "run_task", "shipped"]
 
 _STATES: dict[int, tuple[str, WorkerState]] = {}  # thread id -> (payload token, its state)
 _STATES_LOCK = threading.Lock()
@@ -67,15 +68,27 @@ class PayloadFile:
     path: str
 
 
-class ScanPayload:
-    """The prepared model (at the choices it has now), its units and ``eval_fn``, pickled once."""
+@dataclass(frozen=True)
+class InProcess:
+    """A payload for threads of this process: the model pickled, ``eval_fn`` itself (threads
+    share it, so it need not pickle)."""
 
-    def __init__(self, mutator: Any, eval_fn: EvalFn) -> None:
+    blob: bytes
+    eval_fn: EvalFn
+
+
+class ScanPayload:
+    """The prepared model (at the choices it has now) and its units, pickled once, with
+    ``eval_fn`` (by cloudpickle) unless the workers are threads of this process."""
+
+    def __init__(self, mutator: Any, eval_fn: EvalFn, in_process: bool = False) -> None:
         import cloudpickle  # only parallel scans need it (the [distributed] extra)
 
         self.token = uuid.uuid4().hex
+        self.eval_fn = eval_fn if in_process else None
         units = {u.name: u for u in mutator.mutable_units}
-        state = {"model": mutator.model, "units": units, "eval_fn": eval_fn, "main_pid": os.getpid()}
+        state = {"model": mutator.model, "units": units, "eval_fn": None if in_process else eval_fn,
+                 "main_pid": os.getpid()}
         self.blob = cloudpickle.dumps(state)
 
 
@@ -92,13 +105,16 @@ def _state_for(source: Any, token: str) -> WorkerState:
         return held[1]
     import cloudpickle
 
-    if isinstance(source, PayloadFile):
+    eval_fn = source.eval_fn if isinstance(source, InProcess) else None
+    if isinstance(source, InProcess):
+        source = source.blob
+    elif isinstance(source, PayloadFile):
         with open(source.path, "rb") as f:
             source = f.read()
     data = cloudpickle.loads(source)
     if data["main_pid"] != os.getpid():
         torch.set_num_threads(1)
-    state = WorkerState(data["model"], data["units"], data["eval_fn"])
+    state = WorkerState(data["model"], data["units"], eval_fn or data["eval_fn"])
     with _STATES_LOCK:
         _STATES[thread] = (token, state)  # one state per thread: a new scan replaces the last
     return state
@@ -116,6 +132,11 @@ def _dask_client(executor: cf.Executor) -> Any:
     return client if client is not None and hasattr(client, "scatter") else None
 
 
+def in_process(executor: cf.Executor) -> bool:
+    """Whether the executor's workers are threads of this process."""
+    return isinstance(executor, cf.ThreadPoolExecutor)
+
+
 @contextlib.contextmanager
 def shipped(executor: cf.Executor, payload: ScanPayload) -> Iterator[Any]:
     """What to hand every task so that the payload reaches each worker once; cleaned up after."""
@@ -129,6 +150,8 @@ def shipped(executor: cf.Executor, payload: ScanPayload) -> Iterator[Any]:
             with os.fdopen(fd, "wb") as f:
                 f.write(payload.blob)
             source = PayloadFile(path)
+        elif payload.eval_fn is not None:
+            source = InProcess(payload.blob, payload.eval_fn)
         else:
             source = payload.blob
         yield source

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..budget import choice_for_fraction
 from .evaluation import EvalFn, evaluation_error, restored_choices
-from .executors import ScanPayload, WorkerState, run_task, shipped
+from .executors import ScanPayload, WorkerState, in_process, run_task, shipped
 from .sensitivity import Sensitivity
 
 __all__ = ["DEFAULT_RATIOS", "ScanTask", "sensitivity_scan", "check_ratios"]
@@ -132,7 +132,7 @@ def _run_parallel(mutator: Any, eval_fn: EvalFn, tasks: list[ScanTask], executor
                   bar: Any) -> dict[ScanTask, float]:
     with restored_choices(mutator):
         mutator.set_max_choices()
-        payload = ScanPayload(mutator, eval_fn)  # the model at full choices, pickled once
+        payload = ScanPayload(mutator, eval_fn, in_process(executor))  # the model at full choices, pickled once
     scores = {}
     with shipped(executor, payload) as source:
         futures: dict[cf.Future, ScanTask] = {}

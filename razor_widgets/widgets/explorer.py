@@ -6,6 +6,7 @@ import html
 import os
 import random
 import warnings
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import ipywidgets as widgets
@@ -30,6 +31,7 @@ from .module_choices import (
     save_plan,
 )
 from .plots import ChannelPlot, LayerPlot
+from .quality_panel import DEFAULT_RATIOS, QualityPanel, Sensitivity, quality_section
 from .sliders import UnitSliders
 
 GLOBAL_KEY = "all units"  # the history key of the whole-model slider
@@ -50,7 +52,8 @@ class PruningExplorer:
     running, and counters and ``export()`` follow the chosen candidates.
     """
 
-    def __init__(self, model: nn.Module | ChannelMutator, example_inputs: Any = None, *,
+    def __init__(self, model: nn.Module | ChannelMutator, example_inputs: Any = None,
+                 eval_fn: Callable[[nn.Module], float] | None = None, calibration: Any = None, *,
                  channel_unit_cfg: dict | str | None = None, redraw_delay: float = 0.15) -> None:
         self.warnings: list[str] = []  # what preparing warned about (unprunable channels)
         self.module_mutator: OneShotModuleMutator | None = None  # set when the model has searchable ops
@@ -110,6 +113,7 @@ class PruningExplorer:
             section = self.add_section(f"Searchable ops ({len(self.dropdowns)} search groups)", self.modules.widget)
             section.selected_index = 0
             self._show_chosen_path()
+        self.quality = quality_section(self, eval_fn, calibration)  # the Quality section (quality_panel.py)
         self._update_buttons()
 
     # -- layout ---------------------------------------------------------------------------
@@ -244,6 +248,8 @@ class PruningExplorer:
         self._changed()
 
     def _changed(self) -> None:
+        if self.quality is not None:
+            self.quality.choices_changed()
         self._stale = [True] * len(self._views)
         self._update_buttons()
         self._redraw.schedule()
@@ -344,6 +350,21 @@ class PruningExplorer:
     def refresh(self) -> None:
         """Show choices made on the mutator directly (outside the explorer), as one step."""
         self._show_changes()
+
+    # -- quality (eval_fn) ----------------------------------------------------------------
+    def evaluate(self) -> float:
+        """``eval_fn`` of the masked model at the current choices, shown against the baseline."""
+        return self._quality_panel().evaluate()
+
+    def sensitivity(self, ratios: Iterable[float] = DEFAULT_RATIOS, **kwargs: Any) -> Sensitivity:
+        """``sensitivity_scan`` with a progress bar; colours the graph by it, shows the curves
+        and offers "by sensitivity" budgets (``units=``, ``executor=`` as the scan takes them)."""
+        return self._quality_panel().scan(ratios, **kwargs)
+
+    def _quality_panel(self) -> QualityPanel:
+        if self.quality is None:
+            raise ValueError("no eval_fn: make the explorer with PruningExplorer(model, x, eval_fn=...)")
+        return self.quality
 
     # -- the graph ------------------------------------------------------------------------
     def select_unit(self, name: Any) -> list[str]:

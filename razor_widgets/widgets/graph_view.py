@@ -45,6 +45,7 @@ class GraphView:
         self.nodes = self.fractions.nodes
         self.highlighted: Any = None
         self.colours: dict[str, str] = {}
+        self.unit_values: np.ndarray | None = None  # set by colour_units(): shown instead of kept fractions
         self.redraw = Debouncer(self.recolour, delay)
         self._build(dpi)
         self.image = widgets.Image(format="png", layout=widgets.Layout(
@@ -113,7 +114,7 @@ class GraphView:
     def recolour(self) -> None:
         """Recolour the nodes at the current choices and show the new image (no new layout)."""
         self.redraw.cancel()
-        fractions = self.fractions()
+        fractions = self.fractions() if self.unit_values is None else self.fractions.spread(self.unit_values)
         prunable = self.fractions.prunable
         rgba = CMAP(fractions)
         rgba[~prunable] = mpl.colors.to_rgba(NOT_PRUNABLE)
@@ -131,6 +132,12 @@ class GraphView:
         for text in self._highlight_texts:
             self._ax.draw_artist(text)
         self.image.value = canvas_png(canvas)
+
+    def colour_units(self, values: Any) -> None:
+        """Colour by one value per mutable unit in [0, 1] (green 1, red 0; ``mutable_units``
+        order) instead of the kept fractions, e.g. robustness to pruning; None goes back."""
+        self.unit_values = None if values is None else np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+        self.recolour()
 
     def _ringed(self) -> np.ndarray:
         if self.highlighted is None:
