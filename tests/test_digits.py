@@ -113,3 +113,16 @@ def test_the_command_line_builds_it_by_name_from_the_cache(cache) -> None:
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"conv1_(0, 16)_16": 1.0, "conv2_(0, 32)_32": 1.0, "conv3_(0, 64)_64": 1.0}
     assert "training" not in result.stderr
+
+
+def test_the_explorer_scores_the_digits_cnn_by_its_test_accuracy(cache) -> None:
+    """The pieces ``razor-widgets dashboard digits`` needs: the cached CNN, its example input and
+    its test accuracy as the explorer's eval_fn."""
+    from razor_widgets import PruningExplorer
+
+    model = digits.trained_digits_cnn(cache_dir=cache)
+    full = digits.digits_accuracy(model)
+    explorer = PruningExplorer(model, digits.digits_example_inputs(), eval_fn=digits.digits_accuracy)
+    assert explorer.evaluate() == full >= 0.95
+    explorer.apply_budget(50, "MACs", "uniform")
+    assert explorer.evaluate() == digits.digits_accuracy(explorer.export())
