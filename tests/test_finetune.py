@@ -71,13 +71,21 @@ def test_a_masked_model_stays_pruned_and_its_export_equals_it(pruned) -> None:
     assert all(torch.equal(u.current_mask, masks[u.name]) for u in mutator.mutable_units)
     # weights of pruned channels got no gradient: unchanged; kept ones trained
     params = dict(model.named_parameters())  # the raw tensors (a dynamic op's .weight is masked)
+    checked = 0
     for unit in mutator.mutable_units:
-        for channel in unit.output_related:
-            if isinstance(channel.module, nn.Conv2d):
-                name = f"{channel.name}.weight"
-                pruned_rows = ~unit.current_mask
-                assert torch.equal(params[name][pruned_rows], raw[name][pruned_rows])
-                assert not torch.equal(params[name][~pruned_rows], raw[name][~pruned_rows])
+        for channel in unit.channels:  # every layer side the unit prunes: writers, norms and readers
+            for kind in ("weight", "bias") if channel.is_output_channel else ("weight",):
+                name = f"{channel.name}.{kind}"
+                if name not in params:
+                    continue
+                dim = 0 if channel.is_output_channel or params[name].dim() == 1 else 1
+                pruned = torch.zeros(params[name].shape[dim], dtype=torch.bool)
+                pruned[channel.start:channel.end] = ~unit.channel_mask(channel)
+                assert torch.equal(params[name].index_select(dim, pruned.nonzero().squeeze(1)),
+                                   raw[name].index_select(dim, pruned.nonzero().squeeze(1))), name
+                checked += 1
+    assert checked >= 9  # conv and bn weights and biases of three units, the readers' weights
+    assert not all(torch.equal(p, raw[name]) for name, p in params.items())  # the kept weights trained
     small = mutator.to_static().eval()
     assert {k: v.shape for k, v in small.state_dict().items()} == shapes_before
     model.eval()
