@@ -20,7 +20,7 @@ from torch import nn
 
 from .mutators.channel_mutator import _PREPARED_MARK, ChannelMutator
 
-__all__ = ["LossHistory", "finetune", "full_choice_copy"]
+__all__ = ["LossHistory", "finetune", "full_choice_copy", "kd_loss"]
 
 _NO_TARGET = object()
 
