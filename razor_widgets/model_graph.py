@@ -173,6 +173,7 @@ class KeptFractions:
         self._cols = np.array(cols, dtype=np.int64)
         self._weights = np.array(weights, dtype=np.float64)
         self._fixed = fixed
+        self.channels = total.copy()  # channels counted per node (0 where no unit names them)
         self._total = np.where(total > 0, total, 1.0)
         self._has_units = total > 0
         self.prunable = np.bincount(self._rows, minlength=len(self.nodes)) > 0  # touches a mutable unit

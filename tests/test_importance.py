@@ -7,7 +7,7 @@ import copy
 import pickle
 import random
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import pytest
 import torch
@@ -252,6 +252,8 @@ def test_a_copy_keeps_its_ranking_and_scans_agree(x):
 
     serial = sensitivity_scan(mutator, score, [0.5], progress=False)
     with ThreadPoolExecutor(2) as pool:
+        assert sensitivity_scan(mutator, score, [0.5], executor=pool, progress=False) == serial
+    with ProcessPoolExecutor(2) as pool:  # the calibration data stays here: the copies keep their rankings
         assert sensitivity_scan(mutator, score, [0.5], executor=pool, progress=False) == serial
 
 

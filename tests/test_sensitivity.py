@@ -242,3 +242,10 @@ def test_csv_round_trip_and_plots(scanned, tmp_path):
     assert heat.axes[0].images[0].get_array().shape == (len(sens.units), len(RATIOS))
     with pytest.raises(ValueError, match="kind must be one of"):
         sens.plot("pie")
+
+
+def test_the_default_progress_bar_is_tqdm(scanned, capsys):
+    mutator, score, _ = scanned
+    sensitivity_scan(mutator, score, [0.5], units=[mutator.mutable_units[0].name])
+    err = capsys.readouterr().err
+    assert "sensitivity scan" in err and "2/2" in err

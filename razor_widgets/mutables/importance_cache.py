@@ -38,11 +38,18 @@ class ImportanceCache:
         self.__dict__.update(state)
 
 
+def _weight_of(channel: Any) -> torch.Tensor | None:
+    if channel.module is None or channel.param_dim is not None:
+        return None
+    return channel.module.__dict__.get("_parameters", {}).get("weight")
+
+
 class CachedImportanceMixin:
     """For channel units: keeps the channels of highest ``compute_importance()``, ranked once.
 
-    Subclasses give ``compute_importance() -> tensor of base_channels scores`` and may narrow
-    ``watched_parameters()`` (default: the weights of every layer of the unit)."""
+    Subclasses give ``compute_importance() -> tensor of base_channels scores`` and may change
+    ``watched_parameters()`` (default: the weight matrices of the layers that write the unit's
+    channels, else of those that read them: what weight criteria read)."""
 
     def compute_importance(self) -> torch.Tensor:
         raise NotImplementedError
@@ -52,22 +59,25 @@ class CachedImportanceMixin:
         pairs = self.__dict__.get("_watched")
         if pairs is None:
             pairs = []
-            for channel in self.channels:
-                if channel.module is None:
-                    continue
-                attr = channel.name.rpartition(".")[2] if channel.param_dim is not None else "weight"
-                if (channel.module, attr) not in pairs:
-                    pairs.append((channel.module, attr))
+            for related in (self.output_related, self.input_related):
+                for channel in related:
+                    weight = _weight_of(channel)
+                    if weight is not None and weight.dim() >= 2 and (channel.module, "weight") not in pairs:
+                        pairs.append((channel.module, "weight"))
+                if pairs:
+                    break
             self.__dict__["_watched"] = pairs
         return pairs
 
     def importance_key(self) -> tuple:
-        """Changes when a watched tensor is written in place or replaced (no element read)."""
-        key = []
-        for module, attr in self.watched_parameters():
-            tensor = module.__dict__.get("_parameters", {}).get(attr)
-            key.append(None if tensor is None else (tensor._version, tensor.data_ptr()))
-        return tuple(key)
+        """Changes when a watched tensor is written in place or replaced (no element read):
+        every slider move checks it, so it is one tight pass over the parameter dicts."""
+        stores = self.__dict__.get("_watched_stores")
+        if stores is None:
+            stores = self.__dict__["_watched_stores"] = [
+                (module.__dict__.get("_parameters", {}), attr) for module, attr in self.watched_parameters()]
+        return tuple([(t._version, t.data_ptr()) if (t := store.get(attr)) is not None else None
+                      for store, attr in stores])
 
     def importance_cache(self) -> ImportanceCache:
         """The cache, recomputed first when it is stale."""

@@ -72,9 +72,22 @@ class BNScaleMutableChannelUnit(ImportanceMutableChannelUnit):
     def scores(self) -> torch.Tensor | None:
         return importance.bn_scale_scores(self)
 
+    def watched_parameters(self) -> list:
+        """The gammas it reads."""
+        return [(c.module, "weight") for c in self.output_related + self.input_related
+                if c.param_dim is None and getattr(c.module, "layer_kind", None) is not None
+                and c.module.layer_kind.channel_scale(c.module) is not None]
+
 
 class DataMutableChannelUnit(ImportanceMutableChannelUnit):
-    """A unit scored on calibration data (``importance.calibrate(mutator, data)``)."""
+    """A unit scored on calibration data (``importance.calibrate(mutator, data)``). It scores
+    again when the weights of its own layers change (a training step changes them all; a
+    change elsewhere alone needs ``refresh_importance()``)."""
+
+    def watched_parameters(self) -> list:
+        """The weights of the layers whose outputs it reads."""
+        return [(c.module, attr) for c in self.output_related if c.param_dim is None and c.module is not None
+                for attr in ("weight",) if c.module.__dict__.get("_parameters", {}).get(attr) is not None]
 
     def use_calibration(self, run: Any) -> None:
         self.__dict__["_calibration"] = run
