@@ -7,6 +7,7 @@ from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
 from .analysis import UnprunableChannelsWarning
 from .compat import BaseModel
 from .dynamic_ops import DynamicChannelMixin
+from .export_check import ExportError, UncheckedExportWarning
 from .finetune import LossHistory, finetune, full_choice_copy
 from .importance import calibrate
 from .layers import (
@@ -91,6 +92,8 @@ __all__ = [
     "OneShotModuleMutator", "OneShotMutableModule", "OneShotMutableOP", "OneShotMutableValue", "PruneStep",
     "SearchableShuffleNetV2", "ShuffleBlock", "ShuffleXception", "derive_concat_mutable",
     "derive_divide_mutable", "derive_expand_mutable",
+    # the export's self-check
+    "ExportError", "UncheckedExportWarning",
     # the explorer widget (loaded on first use), plans and budgets
     "PruningExplorer", "PlanError", "fit_budget", "load_choices", "save_choices",
     # recovery training

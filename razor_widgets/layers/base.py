@@ -55,9 +55,14 @@ class LayerGeometry:
     input_shapes: tuple[tuple[int, ...], ...] = ()
     output_shape: tuple[int, ...] = ()
     kept_side: Callable[[bool], Side] = field(default=lambda is_output: 1, repr=False)
+    output_dim_side: Callable[[int], Side] | None = field(default=None, repr=False)
 
     def kept(self, is_output: bool) -> Side:
         return self.kept_side(is_output)
+
+    def kept_output_dim(self, dim: int) -> Side:
+        """The kept size of one dim of the output (its full size where no unit prunes it)."""
+        return self.output_shape[dim] if self.output_dim_side is None else self.output_dim_side(dim)
 
 
 @dataclass(frozen=True)

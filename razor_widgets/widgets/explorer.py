@@ -16,6 +16,7 @@ import ipywidgets as widgets
 from torch import nn
 
 from ..budget import BudgetFit, choice_for_fraction
+from ..export_check import ExportError
 from ..mutators.channel_mutator import ChannelMutator
 from ..plans import PlanError
 from ..pruning_session import ModuleGroup, PruningSession
@@ -32,7 +33,7 @@ from .whole_model import GLOBAL_KEY, WholeModelControls, kept_fraction
 
 TABS = ("Graph", "Channels per unit", "Params & MACs")  # short: the tab bar cuts longer titles
 NO_UNIT = ""  # the highlight dropdown's "(none)"
-ERRORS = (PlanError, ValueError, TypeError, KeyError, IndexError, OSError)
+ERRORS = (PlanError, ExportError, ValueError, TypeError, KeyError, IndexError, OSError)
 
 
 def _message(exc: Exception) -> str:
@@ -335,10 +336,11 @@ class PruningExplorer:
         return units[0]
 
     # -- export, downloads and plans --------------------------------------------------------
-    def export(self) -> nn.Module:
+    def export(self, check: bool = True) -> nn.Module:
         """The pruned model of plain torch layers (``mutator.to_static()``); with searchable
-        ops, only the chosen candidates (``module_mutator.to_static(mutator.to_static())``)."""
-        return self.session.export()
+        ops, only the chosen candidates (``module_mutator.to_static(mutator.to_static())``).
+        ``check``: the export is checked against the masked model (``ExportError`` if it differs)."""
+        return self.session.export(check)
 
     def offer_downloads(self) -> list[DownloadFile]:
         """Export (``exported``) and show download links for the plan (JSON), the exported model
