@@ -7,7 +7,7 @@ each 1-D parameter keeps the kept channels.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -54,6 +54,7 @@ def unowned_norm(ctx: AnalysisContext, node: Node) -> None:
 
 class BatchNormKind(LayerKind):
     name = "batch_norm"
+    has_macs = False
     module_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
                     nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
     family_types = (nn.modules.batchnorm._NormBase,)
@@ -90,6 +91,12 @@ class BatchNormKind(LayerKind):
 
     def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
         return per_channel_weights(module)
+
+    def channel_scale(self, module: nn.Module) -> torch.Tensor | None:
+        return raw_param(module, "weight")  # gamma; None without affine parameters
+
+    def output_channel_dim(self, module: nn.Module, output: Any) -> int | None:
+        return 1 if isinstance(output, torch.Tensor) and output.dim() >= 2 else None
 
 
 class DynamicNormMixin(DynamicChannelMixin):

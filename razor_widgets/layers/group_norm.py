@@ -6,7 +6,7 @@ kept channels only, in the masked model as in the export. No MACs.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 class GroupNormKind(LayerKind):
     name = "group_norm"
+    has_macs = False
     module_types = (nn.GroupNorm,)
     functions = ("group_norm",)
     owner_args = ((2, "weight"),)
@@ -53,6 +54,9 @@ class GroupNormKind(LayerKind):
 
     def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
         return per_channel_weights(module)
+
+    def output_channel_dim(self, module: nn.Module, output: Any) -> int | None:
+        return 1 if isinstance(output, torch.Tensor) and output.dim() >= 2 else None
 
 
 class _KeptGroupNorm(TorchFunctionMode):

@@ -6,7 +6,7 @@ other dims carry channels passes those on: see ``linear_rule``).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -80,6 +80,9 @@ class LinearKind(LayerKind):
 
     def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
         return weights_along(module, 1, ("weight",))
+
+    def output_channel_dim(self, module: nn.Module, output: Any) -> int | None:
+        return -1 if isinstance(output, torch.Tensor) else None  # features are the last dim
 
 
 class DynamicLinearMixin(DynamicConvMixin):
