@@ -79,11 +79,11 @@ REQUIRED_SIZE = {"inception_v3": 299}  # its native size (it accepts >= 75)
 FIXED_224 = ("vit_", "swin", "maxvit")  # patch grids / window partitions need exactly 224
 
 
-# raw outputs compared for detection models: the backbone's and the first head's, which come
-# before every value-dependent step (proposals, NMS, top-k)
+# detection models: the raw outputs of the first head are compared, and the FLOPs of the backbone
+# and that head counted; both come before every value-dependent step (proposals, NMS, top-k)
 DETECTION_HEADS = ("rpn.head", "head")
 VIDEO_INPUT = (8, 112)  # frames, height and width (8 frames to keep a CPU sweep short)
-VIDEO_FIXED = {"mvit_v1_b": (16, 224), "mvit_v2_s": (16, 224), "s3d": (8, 224)}  # what these accept
+VIDEO_FIXED = {"mvit_v1_b": (16, 224), "mvit_v2_s": (16, 224), "s3d": (16, 224)}  # what these accept
 DETECTION_SIZE = 320  # the R-CNN, RetinaNet and FCOS transforms resize to this (min_size = max_size)
 DETECTION_IMAGE = 128  # the side of the random image given to detection models
 
@@ -96,6 +96,7 @@ class Spec:
     name: str
     family: str  # "classification", "segmentation", "detection" or "video"
     raw_outputs: list[str] | None = None  # module outputs compared instead of the model's
+    counted_modules: list[str] | None = None  # modules whose FLOPs are checked instead of the model's
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -112,7 +113,8 @@ class Spec:
         if self.family == "detection":
             _one_nms_path(model)
             names = dict(model.named_modules())
-            self.raw_outputs = ["backbone", *[n for n in DETECTION_HEADS if n in names][:1]]
+            self.raw_outputs = [n for n in DETECTION_HEADS if n in names][:1]
+            self.counted_modules = ["backbone", *self.raw_outputs]
         return model
 
     def default_size(self) -> int:

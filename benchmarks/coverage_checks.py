@@ -232,8 +232,8 @@ def _sweep(spec: Any, args: argparse.Namespace, row: Row, prebuilt: nn.Module | 
                             f"FLOPs {counted.flops:,} vs {reference.flops:,} (FlopCounterMode)")
 
     if spec.raw_outputs:
-        row.notes.append(f"compared: outputs and FLOPs of {', '.join(spec.raw_outputs)}; the FLOPs after them "
-                         "depend on how many boxes the input gives")
+        row.notes.append(f"compared: raw outputs of {', '.join(spec.raw_outputs)}, FLOPs of "
+                         f"{', '.join(spec.counted_modules)}; later FLOPs depend on the boxes of this input")
     blocker = oracle_blocker(mutator, original)
     if blocker:
         row.notes.append(f"oracle skipped: {blocker} over pruned channels")
@@ -280,7 +280,7 @@ def _sweep(spec: Any, args: argparse.Namespace, row: Row, prebuilt: nn.Module | 
             reference = count_resources(static, x)
         kept = sum(p.numel() for p in static.parameters())
         if spec.raw_outputs:  # FLOPs after the value-dependent steps depend on how many boxes survive
-            counted_flops, reference_flops = raw_part_flops(mutator, static, x, spec.raw_outputs)
+            counted_flops, reference_flops = raw_part_flops(mutator, static, x, spec.counted_modules)
         else:
             counted_flops, reference_flops = counted.flops, reference.flops
         if not (counted.params == reference.params == kept) or counted_flops != reference_flops:

@@ -35,6 +35,7 @@ class TimmSpec:
     family: str  # "timm.<module>"
     params_m: float | None = None
     raw_outputs: list[str] | None = None
+    counted_modules: list[str] | None = None
 
     def build(self) -> nn.Module:
         return timm.create_model(self.name, pretrained=False)
