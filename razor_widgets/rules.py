@@ -50,9 +50,7 @@ def elementwise(ctx: AnalysisContext, node: Node) -> None:
     ids = [i.reshape((1,) * (len(out.shape) - i.dim()) + tuple(i.shape)) for i in ids]
     shapes = [(1,) * (len(out.shape) - len(r.shape)) + tuple(r.shape) for r in refs]
     vary = {d for i in ids for d in varying_dims(i)}
-    # an operand broadcast along a dim where channels vary joins them when it holds channels itself
-    # (a layer scale times tokens of different origin); one without (a per-token weight) does not
-    part = [i for i, s in zip(ids, shapes) if all(s[d] == out.shape[d] for d in vary) or bool((i >= 0).any())]
+    part = [i for i, s in zip(ids, shapes) if all(s[d] == out.shape[d] for d in vary)]
     if not part:
         ctx.set(out, torch.full([1] * len(out.shape), CONST, dtype=torch.long))
         return
