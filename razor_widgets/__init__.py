@@ -3,66 +3,6 @@
 Everything a notebook needs is importable from here, under MMRazor's names where its
 pruning framework has them.
 """
-from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
-from .analysis import UnprunableChannelsWarning
-from .compat import BaseModel
-from .dynamic_ops import (
-    DynamicBatchNorm1d,
-    DynamicBatchNorm2d,
-    DynamicBatchNorm3d,
-    DynamicChannelMixin,
-    DynamicConv1d,
-    DynamicConv2d,
-    DynamicConv3d,
-    DynamicGroupNorm,
-    DynamicLayerNorm,
-    DynamicLinear,
-    DynamicMultiheadAttention,
-)
-from .models import SearchableShuffleNetV2, ShuffleBlock, ShuffleXception
-from .module_counter import CandidateCounter
-from .mutables import (
-    BaseMutable,
-    BaseMutableChannel,
-    Channel,
-    ChannelUnit,
-    DerivedMethodMixin,
-    DerivedMutable,
-    DerivedMutableChannel,
-    DiffMutableModule,
-    DiffMutableOP,
-    L1MutableChannelUnit,
-    MutableChannelContainer,
-    MutableChannelUnit,
-    MutableModule,
-    MutableValue,
-    OneShotMutableChannelUnit,
-    OneShotMutableModule,
-    OneShotMutableOP,
-    OneShotMutableValue,
-    SequentialMutableChannel,
-    SequentialMutableChannelUnit,
-    SimpleMutableChannel,
-    SlimmableChannelUnit,
-    SquentialMutableChannel,
-    derive_concat_mutable,
-    derive_divide_mutable,
-    derive_expand_mutable,
-)
-from .mutators import (
-    BaseMutator,
-    ChannelMutator,
-    DiffModuleMutator,
-    ModuleMutator,
-    OneShotChannelMutator,
-    OneShotModuleMutator,
-    SlimmableChannelMutator,
-)
-from .plans import PlanError, load_choices, save_choices
-from .registry import MODELS, Registry
-from .resources import Resources, count_resources, reference_flops
-from .tracing import TraceError
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -87,11 +27,28 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """The widgets load on first use: the engine alone imports no ipywidgets or matplotlib."""
+    """Everything loads on first use, as one piece (so every registered type is there):
+    ``import razor_widgets`` alone imports no torch, and the engine alone imports no ipywidgets
+    or matplotlib (the widgets load when asked for)."""
+    if name.startswith("__"):
+        raise AttributeError(f"module 'razor_widgets' has no attribute {name!r}")
+    import importlib
+    import importlib.util
+
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:  # a submodule (``from . import rules``)
+        return importlib.import_module(f"{__name__}.{name}")
+    exports = importlib.import_module(f"{__name__}.exports")
+    globals().update({key: value for key, value in vars(exports).items() if not key.startswith("_")})
     if name == "PruningExplorer":
         from .widgets import PruningExplorer
         return PruningExplorer
     if name == "fit_budget":
         from .budget import fit_budget
         return fit_budget
+    if name in globals():
+        return globals()[name]
     raise AttributeError(f"module 'razor_widgets' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
