@@ -2,13 +2,16 @@
 
 - Idle culling: a kernel whose page is gone (no connection) and that has been idle for
   ``cull_idle`` seconds is shut down (jupyter_server's ``MappingKernelManager.cull_*``).
-- Closing or reloading a tab ends its kernel at once: Voilà's page sends a shutdown request
-  on ``beforeunload`` without an xsrf token, so the xsrf check is off. The server listens on
+- Reloading a page or leaving it ends its kernel at once: Voilà's page sends a shutdown
+  request on ``beforeunload`` (a beacon) without an xsrf token, so the xsrf check is off.
+  A browser that closes without sending it (headless chromium closing a tab, a crash)
+  leaves the kernel to idle culling. The server listens on
   loopback with no token by default, so that check protected nothing a local page could not
   do anyway; the kernels only accept widget messages.
 - Quiet logs: the packaged notebook is signed in memory when the server starts (no "not
-  trusted" line, no key file written) and kernels talk to the server over local IPC sockets
-  instead of TCP (no "running over TCP without encryption" line).
+  trusted" line, no key file written), kernels talk to the server over local IPC sockets
+  instead of TCP (no "running over TCP without encryption" line), and the websocket ping
+  timeout is no longer than its interval (no tornado warning on each page load).
 
 ``python -m razor_widgets.dashboard.server VOILA_ARGS...`` runs Voilà so configured; ``serve``
 checks the arguments and then becomes that process.
@@ -55,7 +58,10 @@ def run_voila(argv: Sequence[str]) -> None:
             return settings
 
     config = Config()
-    config.Voila.tornado_settings = {"disable_check_xsrf": True}
+    # ws_ping_timeout: jupyter_server's default (3 x the 30 s ping interval) makes tornado warn on every
+    # page load that it cannot be longer than the interval; a page that stops answering pings for 30 s
+    # is disconnected, and its kernel is then culled when idle
+    config.Voila.tornado_settings = {"disable_check_xsrf": True, "ws_ping_timeout": 30_000}
     config.NotebookNotary.db_file = ":memory:"
     config.NotebookNotary.secret = os.urandom(32)
     app = DashboardVoila.instance(config=config)
