@@ -7,7 +7,7 @@
   does a crashed browser) has its kernel culled once idle;
 - a model that cannot be traced shows the TraceError's text on the page.
 
-Kernels are counted as the server's ``ipykernel_launcher`` child processes. Locally the tests
+Kernels are counted as the server's ``ipykernel_launcher`` child processes (Linux /proc). Locally the tests
 skip without chromium or playwright; with CI set they fail instead (as tests/test_browser.py).
 """
 from __future__ import annotations
@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 from test_browser import accepts_connections, browser, free_port, stop, wait_until  # noqa: F401 (browser: a fixture)
 
@@ -45,13 +44,13 @@ class Dashboard:
         self.process, self.url, self.log = process, url, log
 
     def kernels(self) -> int:
-        """How many kernels the server runs now."""
-        children = psutil.Process(self.process.pid).children(recursive=True)
+        """How many kernels the server runs now: its ``ipykernel_launcher`` children (from /proc)."""
         count = 0
-        for child in children:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
-                count += any("ipykernel_launcher" in part for part in child.cmdline())
-            except psutil.NoSuchProcess:
+                parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                count += parent == self.process.pid and b"ipykernel_launcher" in (stat.parent / "cmdline").read_bytes()
+            except (OSError, ValueError, IndexError):  # a process that ended meanwhile
                 pass
         return count
 
