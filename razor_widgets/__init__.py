@@ -21,8 +21,17 @@ __all__ = [
     "OneShotModuleMutator", "OneShotMutableModule", "OneShotMutableOP", "OneShotMutableValue", "PruneStep",
     "SearchableShuffleNetV2", "ShuffleBlock", "ShuffleXception", "derive_concat_mutable",
     "derive_divide_mutable", "derive_expand_mutable",
+    # the export's self-check
+    "ExportError", "UncheckedExportWarning",
     # the explorer widget (loaded on first use), plans and budgets
     "PruningExplorer", "PlanError", "fit_budget", "load_choices", "save_choices",
+    # quality: evaluation contract, sensitivity scans
+    "EvaluationError", "Sensitivity", "sensitivity_scan",
+    # importance criteria as unit types, and the calibration pass of the data criteria
+    "ActivationMutableChannelUnit", "BNScaleMutableChannelUnit", "ImportanceMutableChannelUnit",
+    "L2MutableChannelUnit", "RandomMutableChannelUnit", "TaylorMutableChannelUnit", "calibrate",
+    # a model being pruned, without widgets: channel and searchable-op choices, counts, export, plans
+    "ChosenPathCounter", "ModuleGroup", "PruningSession",
 ]
 
 

@@ -83,6 +83,30 @@ class UnitSpec:
         return not self.fixed_reasons and self.num_channels // self.repeats > 1
 
 
+@dataclass(frozen=True)
+class ChannelAnalysis:
+    """What the analysis hands on to the mutator and the counter (read-only).
+
+    ``units``: the units found. ``roots[e]``: the channel element that element ``e`` was
+    unioned into. ``elements(ref)``: the element ids of a traced tensor (compressed: a dim of
+    size 1 is broadcast), or None. ``side_elements(name, is_output, param_dim)``: the elements
+    of a layer side (or of a parameter's dim) as the layer's first call read or wrote them.
+    ``size_attributes``: ``(module, attribute) -> elements`` the attribute counts.
+    """
+
+    units: list[UnitSpec]
+    roots: np.ndarray
+    tensor_ids: dict[int, torch.Tensor]
+    sides: dict[tuple[str, bool, int | None], torch.Tensor]
+    size_attributes: dict[tuple[str, str], torch.Tensor]
+
+    def elements(self, ref: TensorRef) -> torch.Tensor | None:
+        return self.tensor_ids.get(ref.handle)
+
+    def side_elements(self, name: str, is_output: bool, param_dim: int | None = None) -> torch.Tensor | None:
+        return self.sides.get((name, is_output, param_dim))
+
+
 class AnalysisContext:
     """What a channel rule sees: ids of tensors, fresh elements, unions, fixes and slots."""
 
@@ -271,7 +295,7 @@ class ChannelAnalyzer:
         self.rules = rules
         self.attention = attention
 
-    def analyze(self, graph: TracedGraph) -> tuple[list[UnitSpec], AnalysisContext]:
+    def analyze(self, graph: TracedGraph) -> ChannelAnalysis:
         ctx = AnalysisContext(graph, graph.modules, self.attention)
         for node in graph.nodes:
             ctx.node = node
@@ -284,7 +308,10 @@ class ChannelAnalyzer:
         _resolve_size_uses(ctx, graph.size_uses, roots)
         units = build_units(ctx, roots)
         _warn_unknown(ctx, units)
-        return units, ctx
+        sides: dict[tuple[str, bool, int | None], torch.Tensor] = {}
+        for slot in ctx.slots:
+            sides.setdefault((slot.name, slot.is_output, slot.param_dim), slot.ids)
+        return ChannelAnalysis(units, roots, ctx.ids, sides, ctx.size_attributes)
 
 
 def _resolve_size_uses(ctx: AnalysisContext, uses: list, roots: np.ndarray) -> None:
@@ -389,11 +416,22 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
                 slot.is_output, expand, slot.param_dim,
             )
             (spec.output_related if slot.is_output else spec.input_related).append(item)
-        spec.fixed_reasons.extend(chain_reasons.get(c, []))
+        spec.fixed_reasons.extend(chain_reasons.get(c, []) or _no_layer_reason(spec))
         spec.roots = chain.tolist()
         units.append(spec)
     units.sort(key=lambda u: u.order)
     return units
+
+
+def _no_layer_reason(spec: UnitSpec) -> list[str]:
+    """A unit of parameter entries only: no layer on either side can shrink with it, so slicing
+    the parameters would leave the data they meet (``ls * branch(x)``) at full width."""
+    items = spec.output_related + spec.input_related
+    if any(item.param_dim is None for item in items):
+        return []
+    names = ", ".join(dict.fromkeys(item.name for item in items))
+    return [f"no layer reads or writes these channels, only the parameter(s) {names}: "
+            "slicing them alone would not match the data they meet"]
 
 
 def _chains(members: np.ndarray, linked: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:

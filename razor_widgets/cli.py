@@ -182,7 +182,7 @@ def demo(source: ModelSource, ratio: float, shape: Sequence[int]) -> int:
     """Find the units of a model, prune every unit to ``ratio`` and export it."""
     import torch
 
-    from . import ChannelMutator, count_resources
+    from . import ChannelMutator, ExportError, count_resources
 
     model = _load(source, "demo")
     x = torch.randn(*shape)
@@ -200,7 +200,11 @@ def demo(source: ModelSource, ratio: float, shape: Sequence[int]) -> int:
         before = _tensors(model(x))
         mutator.set_choices({name: ratio for name in mutator.current_choices})
         masked = _tensors(model(x))
-        small = mutator.to_static().eval()
+        try:
+            small = mutator.to_static().eval()  # checked: ExportError if it differs from the masked model
+        except ExportError as error:
+            print(f"the export failed its check: {error}")
+            return 1
         after = _tensors(small(x))
     live = mutator.resources()
     reference = count_resources(small, x)

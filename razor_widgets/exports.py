@@ -7,11 +7,13 @@ The package loads this module on the first attribute it is asked for, so that
 from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
 from .analysis import UnprunableChannelsWarning
 from .compat import BaseModel
-from .dynamic_ops import (
+from .dynamic_ops import DynamicChannelMixin
+from .export_check import ExportError, UncheckedExportWarning
+from .importance import calibrate
+from .layers import (
     DynamicBatchNorm1d,
     DynamicBatchNorm2d,
     DynamicBatchNorm3d,
-    DynamicChannelMixin,
     DynamicConv1d,
     DynamicConv2d,
     DynamicConv3d,
@@ -21,10 +23,12 @@ from .dynamic_ops import (
     DynamicMultiheadAttention,
 )
 from .models import SearchableShuffleNetV2, ShuffleBlock, ShuffleXception
-from .module_counter import CandidateCounter
+from .module_counter import CandidateCounter, ChosenPathCounter
 from .mutables import (
+    ActivationMutableChannelUnit,
     BaseMutable,
     BaseMutableChannel,
+    BNScaleMutableChannelUnit,
     Channel,
     ChannelUnit,
     DerivedMethodMixin,
@@ -32,7 +36,9 @@ from .mutables import (
     DerivedMutableChannel,
     DiffMutableModule,
     DiffMutableOP,
+    ImportanceMutableChannelUnit,
     L1MutableChannelUnit,
+    L2MutableChannelUnit,
     MutableChannelContainer,
     MutableChannelUnit,
     MutableModule,
@@ -41,11 +47,13 @@ from .mutables import (
     OneShotMutableModule,
     OneShotMutableOP,
     OneShotMutableValue,
+    RandomMutableChannelUnit,
     SequentialMutableChannel,
     SequentialMutableChannelUnit,
     SimpleMutableChannel,
     SlimmableChannelUnit,
     SquentialMutableChannel,
+    TaylorMutableChannelUnit,
     derive_concat_mutable,
     derive_divide_mutable,
     derive_expand_mutable,
@@ -60,6 +68,8 @@ from .mutators import (
     SlimmableChannelMutator,
 )
 from .plans import PlanError, load_choices, save_choices
+from .pruning_session import ModuleGroup, PruningSession
+from .quality import EvaluationError, Sensitivity, sensitivity_scan
 from .registry import MODELS, Registry
 from .resources import Resources, count_resources, reference_flops
 from .tracing import TraceError

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..registry import MODELS
 from .base import BaseMutable
+from .importance_cache import CachedImportanceMixin
 from .mutable_channel import (
     BaseMutableChannel,
     DerivedMutableChannel,
@@ -299,16 +300,16 @@ MODELS.register_module("SequentialChannelUnit", module=SequentialMutableChannelU
 
 
 @MODELS.register_module()
-class L1MutableChannelUnit(SequentialMutableChannelUnit):
-    """Keeps the channels whose weights have the largest L1 norm (any subset, not a prefix)."""
+class L1MutableChannelUnit(CachedImportanceMixin, SequentialMutableChannelUnit):
+    """Keeps the channels whose weights have the largest L1 norm (any subset, not a prefix);
+    the ranking is computed once and cached until the weights change (``importance_cache.py``)."""
 
     def __init__(self, num_channels: int, choice_mode: str = "ratio", divisor: int = 1,
                  min_value: int = 1, min_ratio: float = 0.9, **kwargs: Any) -> None:
         super().__init__(num_channels, choice_mode, divisor, min_value, min_ratio, **kwargs)
 
-    def _order(self) -> torch.Tensor:
-        importance = self.importance()
-        return torch.argsort(-importance, stable=True)
+    def compute_importance(self) -> torch.Tensor:
+        return self.importance()
 
     def importance(self) -> torch.Tensor:
         """L1 norm per channel position of the writing layers' weights (else the readers')."""
@@ -328,22 +329,17 @@ class L1MutableChannelUnit(SequentialMutableChannelUnit):
 
 
 def _l1_norms(channel: Channel) -> torch.Tensor | None:
+    """L1 norm of the ``weight`` slice of every channel in the range (none for 1-D weights)."""
     module = channel.module
-    if module is None or channel.param_dim is not None:
+    kind = getattr(module, "layer_kind", None)  # a dynamic op knows its layer kind
+    if kind is None or channel.param_dim is not None:
         return None
-    params = module.__dict__.get("_parameters", {})
-    weight = params.get("weight")
-    if weight is None or weight.dim() < 2 or isinstance(module, nn.MultiheadAttention):
+    weights = (kind.output_channel_weights if channel.is_output_channel else kind.input_channel_weights)(module)
+    weight = weights.get("weight")
+    if weight is None or weight.dim() < 2:
         return None
     w = weight.detach().to(torch.float64).abs()
-    if channel.is_output_channel:
-        norms = w.reshape(w.shape[0], -1).sum(1)
-    else:
-        groups = getattr(module, "groups", 1)
-        if groups != 1:
-            return None
-        norms = w.transpose(0, 1).reshape(w.shape[1], -1).sum(1)
-    return norms[channel.start:channel.end]
+    return w.reshape(w.shape[0], -1).sum(1)[channel.start:channel.end]
 
 
 MODELS.register_module(["L1ChannelUnit"], module=L1MutableChannelUnit)
