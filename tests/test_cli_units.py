@@ -62,7 +62,8 @@ def test_resnet34_template_rebuilds_the_same_units(capsys, tmp_path) -> None:
         assert unit.config_template(with_init_args=True, with_channels=True)["channels"] == saved["channels"]
         assert unit.is_mutable == ("fixed_reasons" not in saved)
     mutator.set_choices({name: 0.5 for name in mutator.current_choices})
-    assert mutator.to_static()(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+    x = torch.randn(1, 3, 64, 64)
+    assert mutator.to_static(example_inputs=x)(x).shape == (1, 1000)  # the export checked on x
 
 
 def test_template_flags(capsys) -> None:
