@@ -25,6 +25,8 @@ __all__ = [
     "ExportError", "UncheckedExportWarning",
     # the explorer widget (loaded on first use), plans and budgets
     "PruningExplorer", "PlanError", "fit_budget", "load_choices", "save_choices",
+    # recovery training
+    "LossHistory", "finetune", "full_choice_copy",
     # quality: evaluation contract, sensitivity scans
     "EvaluationError", "Sensitivity", "sensitivity_scan",
     # importance criteria as unit types, and the calibration pass of the data criteria

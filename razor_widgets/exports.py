@@ -9,6 +9,7 @@ from .analysis import UnprunableChannelsWarning
 from .compat import BaseModel
 from .dynamic_ops import DynamicChannelMixin
 from .export_check import ExportError, UncheckedExportWarning
+from .finetune import LossHistory, finetune, full_choice_copy
 from .importance import calibrate
 from .layers import (
     DynamicBatchNorm1d,
