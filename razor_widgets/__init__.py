@@ -46,8 +46,8 @@ def __getattr__(name: str):
     import importlib
     import importlib.util
 
-    if importlib.util.find_spec(f"{__name__}.{name}") is not None:  # a submodule (``from . import rules``)
-        return importlib.import_module(f"{__name__}.{name}")
+    if name not in __all__ and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")  # a submodule (``from . import rules``)
     exports = importlib.import_module(f"{__name__}.exports")
     globals().update({key: value for key, value in vars(exports).items() if not key.startswith("_")})
     if name == "PruningExplorer":
