@@ -24,7 +24,7 @@ import pytest
 from test_browser import accepts_connections, browser, free_port, stop, wait_until  # noqa: F401 (browser: a fixture)
 
 TESTS = Path(__file__).resolve().parent
-RELOADS = 3
+RELOADS = 4  # page loads: the first and three reloads
 SLIDER = ".widget-slider:visible"
 # records, from the first moment of each page, when the status line and the first slider appear
 WATCH_PAGE = """
