@@ -30,26 +30,31 @@ TORCHVISION_FAMILIES = ("", "detection", "segmentation", "video")  # sub-package
 @dataclass(frozen=True)
 class NamedModel:
     """A model this package names: ``target`` is ``package.module:callable``; ``input_shape``
-    the example input it is traced on."""
+    the example input it is traced on; ``score``, where the model has one, is the
+    ``package.module:callable`` of its eval_fn (model -> float, higher is better)."""
 
     target: str
     input_shape: tuple[int, ...]
     description: str
+    score: str | None = None
 
 
 # Named models, looked up before anything else. A name whose callable is not (yet) in the
 # package is reported as unavailable, never guessed at.
 NAMED_MODELS: dict[str, NamedModel] = {
     "digits": NamedModel("razor_widgets.models.digits:trained_digits_cnn", (1, 1, 8, 8),
-                         "a small CNN trained on scikit-learn's 8x8 digits"),
+                         "a small CNN trained on scikit-learn's 8x8 digits",
+                         score="razor_widgets.models.digits:digits_accuracy"),
 }
 
 
-def register_model(name: str, target: str, input_shape: tuple[int, ...], description: str = "") -> None:
-    """Give ``package.module:callable`` a short name that every command accepts as MODEL."""
+def register_model(name: str, target: str, input_shape: tuple[int, ...], description: str = "",
+                   score: str | None = None) -> None:
+    """Give ``package.module:callable`` a short name that every command accepts as MODEL
+    (``score``: the ``package.module:callable`` of its eval_fn, shown live by the dashboard)."""
     if ":" in name or not name:
         raise ValueError(f"a model name has no ':' and is not empty, got {name!r}")
-    NAMED_MODELS[name] = NamedModel(target, tuple(int(d) for d in input_shape), description)
+    NAMED_MODELS[name] = NamedModel(target, tuple(int(d) for d in input_shape), description, score)
 
 
 class ModelLoadError(ValueError):
@@ -65,6 +70,7 @@ class ModelSource:
     kind: str  # "named", "torchvision", "timm" or "callable"
     build: Callable[[], nn.Module]
     input_shape: tuple[int, ...]
+    eval_fn: Callable[[nn.Module], float] | None = None  # the model's score, where it has one
 
     def with_input_size(self, size: int) -> tuple[int, ...]:
         """The example input shape with its last two dims (height and width) set to ``size``."""
@@ -98,9 +104,10 @@ def resolve_model(spec: str) -> ModelSource:
         named = NAMED_MODELS[spec]
         try:
             target = _resolve_callable(named.target)
+            eval_fn = _resolve_callable(named.score) if named.score else None
         except ModelLoadError as error:
             raise ModelLoadError(f"the named model {spec!r} ({named.target}) is not available: {error}") from None
-        return ModelSource(spec, "named", target, named.input_shape)
+        return ModelSource(spec, "named", target, named.input_shape, eval_fn)
     if spec.startswith("timm:"):
         return _resolve_timm(spec)
     if ":" in spec:

@@ -25,10 +25,10 @@ ERROR_CLASS = "razor-dashboard-error"
 
 def dashboard_page(spec: str | None = None, input_shape: Sequence[int] | None = None) -> widgets.VBox:
     """The page's one widget, for ``spec`` and ``input_shape`` (from the environment the command
-    set when not given). It shows a status line now and builds the explorer in the background."""
+    set when not given, else the model's own example input). It shows a status line now and
+    builds the explorer in the background."""
     spec = spec or os.environ.get(MODEL_ENV, DEFAULT_MODEL)
-    shape = tuple(input_shape) if input_shape else parse_shape(
-        os.environ.get(INPUT_SHAPE_ENV, format_shape(DEFAULT_INPUT_SHAPE)))
+    shape = tuple(input_shape) if input_shape else _shape_of(spec)
     os.chdir(os.environ.get(WORKDIR_ENV, os.getcwd()))  # plans are saved where the command was started
     status = widgets.HTML(_status_html(f"Building {spec} and tracing its channels on a random "
                                        f"{format_shape(shape)} input…"))
@@ -38,6 +38,19 @@ def dashboard_page(spec: str | None = None, input_shape: Sequence[int] | None = 
     threading.Thread(target=_build, args=(page, status, spec, shape), name="razor-dashboard-build",
                      daemon=True).start()
     return page
+
+
+def _shape_of(spec: str) -> tuple[int, ...]:
+    """The input shape the command set, else the one ``spec``'s model takes (the default where
+    ``spec`` names nothing: the background build then reports why)."""
+    if INPUT_SHAPE_ENV in os.environ:
+        return parse_shape(os.environ[INPUT_SHAPE_ENV])
+    from ..model_loading import ModelLoadError, resolve_model
+
+    try:
+        return resolve_model(spec).input_shape
+    except ModelLoadError:
+        return DEFAULT_INPUT_SHAPE
 
 
 def _status_html(text: str) -> str:
@@ -63,8 +76,12 @@ def _build(page: widgets.VBox, status: widgets.HTML, spec: str, shape: tuple[int
         from .. import PruningExplorer
         from ..model_loading import resolve_model
 
-        model = resolve_model(spec).load()
-        explorer = PruningExplorer(model, torch.randn(*shape))
+        source = resolve_model(spec)
+        model = source.load()
+        explorer = PruningExplorer(model, torch.randn(*shape), eval_fn=source.eval_fn)
+        if explorer.quality is not None:  # a model with a score shows it live, and its baseline now
+            explorer.quality.live.value = True
+            explorer.evaluate()
     except Exception as error:  # every failure shows on the page, with its text
         status.value = error_html(spec, shape, error)
         status.remove_class(STATUS_CLASS)
