@@ -119,6 +119,7 @@ class AnalysisContext:
         self.ids: dict[int, torch.Tensor] = {}
         self.slots: list[Slot] = []
         self.param_ids: dict[str, tuple[torch.Tensor, tuple[int, ...]]] = {}
+        self.lazy_params: dict[str, list[int]] = {}  # parameter -> its reserved fixes (no ids yet)
         self.layer_out: dict[str, torch.Tensor] = {}  # output elements of each layer (reuse)
         self.unknown_ops: list[tuple[str, str]] = []
         self.slice_checks: list[tuple[torch.Tensor, list[torch.Tensor], str]] = []
@@ -129,20 +130,42 @@ class AnalysisContext:
         self.frozen_attributes: list[tuple[AttrRef, str]] = []  # attributes that must keep their value
 
     # -- ids of tensors -------------------------------------------------------------------
-    def get(self, ref: TensorRef) -> torch.Tensor:
-        """Compressed ids of a tensor; parameters get elements of their own on first use."""
+    def get(self, ref: TensorRef, along: int | None = None) -> torch.Tensor:
+        """Compressed ids of a tensor; parameters get elements of their own on first use.
+
+        A parameter first read by a layer along its dim ``along`` gets one element per
+        position of that dim only: the layer would union every other position with it anyway,
+        so the sets are the same and the cost is its channels, not its elements.
+        """
         ids = self.ids.get(ref.handle)
         if ids is None:
-            if ref.param is not None and ref.param in self.param_ids:
-                ids = self.param_ids[ref.param][0]
-            elif ref.param is not None and _is_float_param(self.modules, ref.param):
-                n = math.prod(ref.shape)
-                ids = compress(self.space.fresh(n).reshape(ref.shape))
-                self.param_ids[ref.param] = (ids, ref.shape)
-            else:
+            ids = self._param_elements(ref, along) if ref.param is not None else None
+            if ids is None:
                 ids = torch.full([1] * len(ref.shape), CONST, dtype=torch.long)
             self.ids[ref.handle] = ids
         return ids
+
+    def _param_elements(self, ref: TensorRef, along: int | None) -> torch.Tensor | None:
+        """A float parameter's elements (made on first use), None for other tensors."""
+        known = self.param_ids.get(ref.param)
+        if known is not None:
+            return known[0]
+        if not _is_float_param(self.modules, ref.param):
+            return None
+        if along is None:
+            ids = compress(self.space.fresh(math.prod(ref.shape)).reshape(ref.shape))
+        else:
+            ids = compress(self.along(self.space.fresh(ref.shape[along]), len(ref.shape), along))
+        for index in self.lazy_params.pop(ref.param, []):
+            self.space.fill_fix(index, ids)
+        self.param_ids[ref.param] = (ids, ref.shape)
+        return ids
+
+    def _defers(self, ref: TensorRef) -> bool:
+        """Whether the elements of a parameter not used yet, varying along two dims or more,
+        can wait: an op without a rule only fixes them, so they get ids only if used again."""
+        return (ref.handle not in self.ids and ref.param is not None and ref.param not in self.param_ids
+                and sum(s > 1 for s in ref.shape) >= 2 and _is_float_param(self.modules, ref.param))
 
     def set(self, ref: TensorRef, ids: torch.Tensor) -> None:
         self.ids[ref.handle] = compress(ids)
@@ -196,7 +219,7 @@ class AnalysisContext:
         """Elements of the channel dim ``dim`` as read by a layer (other dims share them)."""
         dim = dim % len(ref.shape)
         size = ref.shape[dim]
-        ids = self.get(ref)
+        ids = self.get(ref, along=dim)
         if ids.numel() == size and ids.shape[dim] == size and bool((ids >= 0).all()):
             return ids.reshape(-1)  # the common case: one element per channel, nothing to merge
         reason = self.const_reasons.get(ref.handle, INPUT_REASON)
@@ -258,12 +281,17 @@ class AnalysisContext:
 
     def unknown(self, node: Node) -> None:
         """No rule: fix every element the op touches and give its outputs no structure."""
-        touched = [self.get(r) for r in node.input_refs()]
-        has_elements = any(bool((t >= 0).any()) for t in touched)
+        refs = node.input_refs()
+        deferred = [self._defers(r) for r in refs]
+        touched = [None if later else self.get(r) for r, later in zip(refs, deferred)]
+        has_elements = any(deferred) or any(bool((t >= 0).any()) for t in touched if t is not None)
         if has_elements:
             reason = f"no channel rule for {self.describe()}"
-            for t in touched:
-                self.fix(t, reason)
+            for ref, t in zip(refs, touched):
+                if t is None:
+                    self.lazy_params.setdefault(ref.param, []).append(self.space.reserve_fix(reason))
+                else:
+                    self.fix(t, reason)
             self.unknown_ops.append((node.name, node.scope))
         for ref in node.output_refs():
             self.set(ref, torch.full([1] * len(ref.shape), CONST, dtype=torch.long))
@@ -348,15 +376,16 @@ def _per_head_size(ctx: AnalysisContext, sources: tuple, value: int, roots: np.n
 
 def _param_slots(ctx: AnalysisContext, roots: np.ndarray) -> None:
     """Parameters used by functional ops: sliceable when their elements vary along one dim."""
-    for name, (ids, shape) in ctx.param_ids.items():
-        full = torch.from_numpy(roots[ids.expand(shape).reshape(-1).numpy()]).reshape(shape)
-        dims = varying_dims(compress(full))
+    for name, (ids, _shape) in ctx.param_ids.items():
+        dims = varying_dims(compress(torch.from_numpy(roots[ids.reshape(-1).numpy()]).reshape(ids.shape)))
         if len(dims) == 1:
             dim = dims[0]
-            line = ids.expand(shape).movedim(dim, 0).reshape(shape[dim], -1)[:, 0]
+            line = ids.movedim(dim, 0).reshape(ids.shape[dim], -1)[:, 0]
             ctx.slot(name, True, line, param_dim=dim)
         elif len(dims) > 1:
             ctx.fix(ids, f"parameter {name!r} mixes channels along several dims")
+    # parameters still in ctx.lazy_params were only fixed, one element per position: they mix
+    # channels along several dims, hold no slot and meet no other element (nothing to add)
 
 
 def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
