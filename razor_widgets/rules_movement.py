@@ -30,13 +30,28 @@ def creation(ctx: AnalysisContext, node: Node) -> None:
         ctx.set(ref, torch.full([1] * len(ref.shape), CONST, dtype=torch.long))
 
 
-def _swap_refs(ctx: AnalysisContext, tree):
-    """Float tensors become their id tensors; integer and bool tensors (indices) keep values."""
+class _NoIndexValues(Exception):
+    """An index tensor on the meta device: its values are unknown."""
+
+
+def _swap_refs(ctx: AnalysisContext, tree, rows_joined: bool = False):
+    """Float tensors become their id tensors; integer and bool tensors (indices) keep values.
+
+    On the meta device indices have no values: where the rows they pick were joined as one
+    (a table lookup, ``_table_rows``) any index gives the same ids, so zeros stand in;
+    elsewhere the op cannot be replayed (``_NoIndexValues``)."""
 
     def swap(x):
         if not isinstance(x, TensorRef):
             return x
-        return ctx.full(x) if x.is_float else ctx.graph.values[x.handle]
+        if x.is_float:
+            return ctx.full(x)
+        value = ctx.graph.values[x.handle]
+        if value.is_meta:
+            if not rows_joined:
+                raise _NoIndexValues
+            return torch.zeros(value.shape, dtype=value.dtype)
+        return value
 
     return tree_map(swap, tree)
 
@@ -45,8 +60,12 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
     """Replay the op on the id tensors: exact for every shape and index argument."""
     if not first_input(node).is_float:  # index arithmetic, not data: no channels
         return creation(ctx, node)
-    args = _swap_refs(ctx, node.args)
-    kwargs = _swap_refs(ctx, node.kwargs)
+    gathered = _table_rows(ctx, node)
+    try:
+        args = _swap_refs(ctx, node.args, bool(gathered))
+        kwargs = _swap_refs(ctx, node.kwargs, bool(gathered))
+    except _NoIndexValues:  # indices without values (meta device): no rule can place the ids
+        return ctx.unknown(node)
     if node.name == "pad":
         if len(args) > 3:
             args = (*args[:3], CONST, *args[4:])
@@ -54,7 +73,6 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
             kwargs["value"] = CONST
     if node.name == "__setitem__" and len(args) > 2 and not isinstance(args[2], torch.Tensor):
         args = (*args[:2], CONST)  # a number written into the data, not an element id
-    gathered = _table_rows(ctx, node)
     if gathered:
         args = (_rows_as_one(ctx, args[0], gathered), *args[1:])
     try:
