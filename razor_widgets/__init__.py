@@ -59,6 +59,7 @@ from .mutators import (
     SlimmableChannelMutator,
 )
 from .plans import PlanError, load_choices, save_choices
+from .meta_device import MetaDeviceError, is_meta_model
 from .pruning_session import ModuleGroup, PruningSession
 from .registry import MODELS, Registry
 from .resources import Resources, count_resources, reference_flops
@@ -86,6 +87,8 @@ __all__ = [
     "PruningExplorer", "PlanError", "fit_budget", "load_choices", "save_choices",
     # a model being pruned, without widgets: channel and searchable-op choices, counts, export, plans
     "ChosenPathCounter", "ModuleGroup", "PruningSession",
+    # models built on the meta device (shapes, no data)
+    "MetaDeviceError", "is_meta_model",
 ]
 
 

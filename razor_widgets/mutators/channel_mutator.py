@@ -11,6 +11,7 @@ from ..analysis import ChannelAnalysis, ChannelAnalyzer, UnitSpec
 from ..dynamic_ops import DynamicChannelMixin
 from ..layers import dynamic_op_for, kind_of
 from ..live_counter import ResourceCounter, mutator_resources
+from ..meta_device import require_real_weights
 from ..mutables.units import Channel, MutableChannelUnit
 from ..registry import MODELS
 from ..resources import Resources
@@ -362,6 +363,7 @@ class ChannelMutator(BaseMutator):
     # -- export ---------------------------------------------------------------------------
     def to_static(self) -> nn.Module:
         """A new model of plain torch layers holding only the kept channels."""
+        require_real_weights(self._model, "to_static()")
         self._require_prepared()
         originals = {id(t): t for t in (*self._model.parameters(), *self._model.buffers())}
         static = copy.deepcopy(self._model, dict(originals))  # the copy shares the tensors: no second copy
