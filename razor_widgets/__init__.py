@@ -19,6 +19,7 @@ from .layers import (
     DynamicLinear,
     DynamicMultiheadAttention,
 )
+from .meta_device import MetaDeviceError, is_meta_model
 from .models import SearchableShuffleNetV2, ShuffleBlock, ShuffleXception
 from .module_counter import CandidateCounter, ChosenPathCounter
 from .mutables import (
@@ -59,7 +60,6 @@ from .mutators import (
     SlimmableChannelMutator,
 )
 from .plans import PlanError, load_choices, save_choices
-from .meta_device import MetaDeviceError, is_meta_model
 from .pruning_session import ModuleGroup, PruningSession
 from .registry import MODELS, Registry
 from .resources import Resources, count_resources, reference_flops

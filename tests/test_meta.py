@@ -15,8 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
-from razor_widgets import (ChannelMutator, MetaDeviceError, count_resources, is_meta_model,
-                           load_choices, save_choices)
+from razor_widgets import ChannelMutator, MetaDeviceError, count_resources, is_meta_model, load_choices, save_choices
 
 from conftest import make_nontrivial
 
