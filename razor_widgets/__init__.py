@@ -7,6 +7,8 @@ from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
 from .analysis import UnprunableChannelsWarning
 from .compat import BaseModel
 from .dynamic_ops import DynamicChannelMixin
+from .export_check import ExportError, UncheckedExportWarning
+from .importance import calibrate
 from .layers import (
     DynamicBatchNorm1d,
     DynamicBatchNorm2d,
@@ -23,8 +25,10 @@ from .meta_device import MetaDeviceError, is_meta_model
 from .models import SearchableShuffleNetV2, ShuffleBlock, ShuffleXception
 from .module_counter import CandidateCounter, ChosenPathCounter
 from .mutables import (
+    ActivationMutableChannelUnit,
     BaseMutable,
     BaseMutableChannel,
+    BNScaleMutableChannelUnit,
     Channel,
     ChannelUnit,
     DerivedMethodMixin,
@@ -32,7 +36,9 @@ from .mutables import (
     DerivedMutableChannel,
     DiffMutableModule,
     DiffMutableOP,
+    ImportanceMutableChannelUnit,
     L1MutableChannelUnit,
+    L2MutableChannelUnit,
     MutableChannelContainer,
     MutableChannelUnit,
     MutableModule,
@@ -41,11 +47,13 @@ from .mutables import (
     OneShotMutableModule,
     OneShotMutableOP,
     OneShotMutableValue,
+    RandomMutableChannelUnit,
     SequentialMutableChannel,
     SequentialMutableChannelUnit,
     SimpleMutableChannel,
     SlimmableChannelUnit,
     SquentialMutableChannel,
+    TaylorMutableChannelUnit,
     derive_concat_mutable,
     derive_divide_mutable,
     derive_expand_mutable,
@@ -61,6 +69,7 @@ from .mutators import (
 )
 from .plans import PlanError, load_choices, save_choices
 from .pruning_session import ModuleGroup, PruningSession
+from .quality import EvaluationError, Sensitivity, sensitivity_scan
 from .registry import MODELS, Registry
 from .resources import Resources, count_resources, reference_flops
 from .tracing import TraceError
@@ -83,8 +92,15 @@ __all__ = [
     "OneShotModuleMutator", "OneShotMutableModule", "OneShotMutableOP", "OneShotMutableValue", "PruneStep",
     "SearchableShuffleNetV2", "ShuffleBlock", "ShuffleXception", "derive_concat_mutable",
     "derive_divide_mutable", "derive_expand_mutable",
+    # the export's self-check
+    "ExportError", "UncheckedExportWarning",
     # the explorer widget (loaded on first use), plans and budgets
     "PruningExplorer", "PlanError", "fit_budget", "load_choices", "save_choices",
+    # quality: evaluation contract, sensitivity scans
+    "EvaluationError", "Sensitivity", "sensitivity_scan",
+    # importance criteria as unit types, and the calibration pass of the data criteria
+    "ActivationMutableChannelUnit", "BNScaleMutableChannelUnit", "ImportanceMutableChannelUnit",
+    "L2MutableChannelUnit", "RandomMutableChannelUnit", "TaylorMutableChannelUnit", "calibrate",
     # a model being pruned, without widgets: channel and searchable-op choices, counts, export, plans
     "ChosenPathCounter", "ModuleGroup", "PruningSession",
     # models built on the meta device (shapes, no data)

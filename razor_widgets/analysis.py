@@ -445,11 +445,22 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
                 slot.is_output, expand, slot.param_dim,
             )
             (spec.output_related if slot.is_output else spec.input_related).append(item)
-        spec.fixed_reasons.extend(chain_reasons.get(c, []))
+        spec.fixed_reasons.extend(chain_reasons.get(c, []) or _no_layer_reason(spec))
         spec.roots = chain.tolist()
         units.append(spec)
     units.sort(key=lambda u: u.order)
     return units
+
+
+def _no_layer_reason(spec: UnitSpec) -> list[str]:
+    """A unit of parameter entries only: no layer on either side can shrink with it, so slicing
+    the parameters would leave the data they meet (``ls * branch(x)``) at full width."""
+    items = spec.output_related + spec.input_related
+    if any(item.param_dim is None for item in items):
+        return []
+    names = ", ".join(dict.fromkeys(item.name for item in items))
+    return [f"no layer reads or writes these channels, only the parameter(s) {names}: "
+            "slicing them alone would not match the data they meet"]
 
 
 def _chains(members: np.ndarray, linked: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:

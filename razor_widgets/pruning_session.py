@@ -162,17 +162,18 @@ class PruningSession:
         return [self.module_mutator.group_label(g) for g, c in self.module_mutator.current_choices.items()
                 if c is None]
 
-    def export(self) -> nn.Module:
+    def export(self, check: bool = True) -> nn.Module:
         """The pruned model of plain torch layers (``mutator.to_static()``); with searchable ops,
-        only the chosen candidates (every search group must have chosen one)."""
+        only the chosen candidates (every search group must have chosen one). ``check``: see
+        ``ChannelMutator.to_static`` (``ExportError`` when the export differs from the masked model)."""
         if self.module_mutator is None:
-            return self.mutator.to_static()
+            return self.mutator.to_static(check)
         open_groups = self.open_groups()
         if open_groups:
             raise ValueError(f"choose a candidate for every searchable op before exporting: "
                              f"{len(open_groups)} run every candidate ({', '.join(open_groups[:3])}"
                              f"{', ...' if len(open_groups) > 3 else ''})")
-        return self.module_mutator.to_static(self.mutator.to_static())
+        return self.module_mutator.to_static(self.mutator.to_static(check))
 
     # -- plans ----------------------------------------------------------------------------
     def plan(self) -> dict[str, Any]:

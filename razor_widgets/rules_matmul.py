@@ -10,7 +10,7 @@ import torch
 
 from .analysis import AnalysisContext
 from .channel_space import CONST, NONE, compress
-from .tracing import Node
+from .tracing import Node, TensorRef
 
 
 def matmul(ctx: AnalysisContext, node: Node) -> None:
@@ -130,4 +130,29 @@ def sdpa(ctx: AnalysisContext, node: Node) -> None:
     else:
         ctx.space.union(qi, ki)
         ctx.space.union(qi, vi)
+    _mask_follows_heads(ctx, node, qi)
     ctx.set(node.output_refs()[0], vi)
+
+
+def _mask_follows_heads(ctx: AnalysisContext, node: Node, qi: torch.Tensor) -> None:
+    """An ``attn_mask`` with channels (a relative-position bias, one slice per head) is pruned
+    with the heads: each entry is one with the head of q it is added to (broadcast right-aligned
+    against the scores ``[*q.shape[:-2], L, S]``). Channels that cannot follow the heads (a mask
+    shared by several heads, or heads that are not whole elements) stay fixed."""
+    mask = node.args[3] if len(node.args) > 3 else node.kwargs.get("attn_mask")
+    if not isinstance(mask, TensorRef):
+        return
+    mi = ctx.get(mask)
+    if not bool((mi >= 0).any()):
+        return  # a causal or padding mask: no channels
+    heads = qi if qi.shape[-1] == 1 and qi.dim() >= 2 and qi.shape[-2] == 1 else None
+    if heads is not None:
+        ndim = max(mi.dim(), heads.dim())
+        m = mi.reshape((1,) * (ndim - mi.dim()) + tuple(mi.shape))
+        h = heads.reshape((1,) * (ndim - heads.dim()) + tuple(heads.shape))
+        shared = any(h.shape[d] > 1 and m.shape[d] == 1 for d in range(ndim))
+        m, h = torch.broadcast_tensors(m, h)
+        if not shared and not bool(((m >= 0) & (h < 0)).any()):
+            ctx.space.union(m, h)
+            return
+    ctx.fix(mi, f"the attention mask of {ctx.describe()} cannot follow its heads")

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..analysis import ChannelAnalysis, ChannelAnalyzer, UnitSpec
 from ..dynamic_ops import DynamicChannelMixin
+from ..export_check import verify_export
 from ..layers import dynamic_op_for, kind_of
 from ..live_counter import ResourceCounter, mutator_resources
 from ..meta_device import require_real_weights
@@ -83,6 +84,7 @@ class ChannelMutator(BaseMutator):
         if supernet.__dict__.get(_PREPARED_MARK):
             raise RuntimeError("this model is already prepared by another ChannelMutator")
         parse_type = self.parse_cfg.get("type", "ChannelAnalyzer")
+        self.example_inputs = example_inputs  # a reference (no copy): what to_static() checks with
         if parse_type in TRACER_TYPES:
             units = self._units_from_trace(supernet, example_inputs)
         elif parse_type == "Config":
@@ -111,6 +113,7 @@ class ChannelMutator(BaseMutator):
     def _units_from_trace(self, model: nn.Module, example_inputs: Any) -> list[MutableChannelUnit]:
         if example_inputs is None:
             example_inputs = make_example_inputs(self.parse_cfg.get("demo_input", (1, 3, 224, 224)))
+            self.example_inputs = example_inputs
         graph = Tracer(RULES.is_leaf).trace(model, example_inputs)
         check_path_is_static(Tracer(RULES.is_leaf), model, example_inputs, graph)
         analysis = ChannelAnalyzer(RULES, self.parse_cfg.get("attention", "heads")).analyze(graph)
@@ -361,8 +364,9 @@ class ChannelMutator(BaseMutator):
         return mutator_resources(self, choices, by_layer)
 
     # -- export ---------------------------------------------------------------------------
-    def to_static(self) -> nn.Module:
-        """A new model of plain torch layers holding only the kept channels."""
+    def to_static(self, check: bool = True, example_inputs: Any = None) -> nn.Module:
+        """A new model of plain torch layers holding only the kept channels. ``check``: it must
+        compute what the masked model does on the example input, else ``ExportError`` (two forwards)."""
         require_real_weights(self._model, "to_static()")
         self._require_prepared()
         originals = {id(t): t for t in (*self._model.parameters(), *self._model.buffers())}
@@ -380,7 +384,7 @@ class ChannelMutator(BaseMutator):
             kept = sum(unit is None or bool(unit.current_mask[pos]) for unit, pos in positions)
             setattr(static.get_submodule(owner_name) if owner_name else static, attr, kept)
         _own_tensors(static, originals)
-        return static
+        return verify_export(self, static, example_inputs) if check else static
 
     def _param_masks(self) -> dict[str, tuple[int, torch.Tensor]]:
         masks: dict[str, tuple[int, torch.Tensor]] = {}

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import html
 import os
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import ipywidgets as widgets
 from torch import nn
 
 from ..budget import BudgetFit, choice_for_fraction
+from ..export_check import ExportError
 from ..mutators.channel_mutator import ChannelMutator
 from ..plans import PlanError
 from ..pruning_session import ModuleGroup, PruningSession
@@ -25,12 +27,13 @@ from .history import ChoiceHistory
 from .module_choices import ModuleChoices
 from .plan_controls import DownloadFile, PlanControls, torch_bytes
 from .plots import ChannelPlot, LayerPlot
+from .quality_panel import DEFAULT_RATIOS, QualityPanel, Sensitivity, quality_section
 from .sliders import UnitSliders
 from .whole_model import GLOBAL_KEY, WholeModelControls, kept_fraction
 
 TABS = ("Graph", "Channels per unit", "Params & MACs")  # short: the tab bar cuts longer titles
 NO_UNIT = ""  # the highlight dropdown's "(none)"
-ERRORS = (PlanError, ValueError, TypeError, KeyError, IndexError, OSError)
+ERRORS = (PlanError, ExportError, ValueError, TypeError, KeyError, IndexError, OSError)
 
 
 def _message(exc: Exception) -> str:
@@ -51,7 +54,8 @@ class PruningExplorer:
     candidates (see ``PruningSession``).
     """
 
-    def __init__(self, model: nn.Module | ChannelMutator | PruningSession, example_inputs: Any = None, *,
+    def __init__(self, model: nn.Module | ChannelMutator | PruningSession, example_inputs: Any = None,
+                 eval_fn: Callable[[nn.Module], float] | None = None, calibration: Any = None, *,
                  channel_unit_cfg: dict | str | None = None, redraw_delay: float = 0.15) -> None:
         if isinstance(model, PruningSession):
             self.session = model
@@ -89,6 +93,7 @@ class PruningExplorer:
             section = self.add_section(f"Searchable ops ({len(self.dropdowns)} search groups)", self.modules.widget)
             section.selected_index = 0
             self._show_chosen_path()
+        self.quality = quality_section(self, eval_fn, calibration)  # the Quality section (quality_panel.py)
         self._update_buttons()
 
     # -- layout ---------------------------------------------------------------------------
@@ -200,6 +205,8 @@ class PruningExplorer:
         self._changed()
 
     def _changed(self) -> None:
+        if self.quality is not None:
+            self.quality.choices_changed()
         self._stale = [True] * len(self._views)
         self._update_buttons()
         self.whole.clear_budget_message()
@@ -289,6 +296,21 @@ class PruningExplorer:
         """Show choices made on the mutator directly (outside the explorer), as one step."""
         self._show_changes()
 
+    # -- quality (eval_fn) ----------------------------------------------------------------
+    def evaluate(self) -> float:
+        """``eval_fn`` of the masked model at the current choices, shown against the baseline."""
+        return self._quality_panel().evaluate()
+
+    def sensitivity(self, ratios: Iterable[float] = DEFAULT_RATIOS, **kwargs: Any) -> Sensitivity:
+        """``sensitivity_scan`` with a progress bar; colours the graph by it, shows the curves
+        and offers "by sensitivity" budgets (``units=``, ``executor=`` as the scan takes them)."""
+        return self._quality_panel().scan(ratios, **kwargs)
+
+    def _quality_panel(self) -> QualityPanel:
+        if self.quality is None:
+            raise ValueError("no eval_fn: make the explorer with PruningExplorer(model, x, eval_fn=...)")
+        return self.quality
+
     # -- the graph ------------------------------------------------------------------------
     def select_unit(self, name: Any) -> list[str]:
         """Highlight every layer the unit ``name`` touches (None: none); returns their nodes."""
@@ -314,10 +336,11 @@ class PruningExplorer:
         return units[0]
 
     # -- export, downloads and plans --------------------------------------------------------
-    def export(self) -> nn.Module:
+    def export(self, check: bool = True) -> nn.Module:
         """The pruned model of plain torch layers (``mutator.to_static()``); with searchable
-        ops, only the chosen candidates (``module_mutator.to_static(mutator.to_static())``)."""
-        return self.session.export()
+        ops, only the chosen candidates (``module_mutator.to_static(mutator.to_static())``).
+        ``check``: the export is checked against the masked model (``ExportError`` if it differs)."""
+        return self.session.export(check)
 
     def offer_downloads(self) -> list[DownloadFile]:
         """Export (``exported``) and show download links for the plan (JSON), the exported model

@@ -74,6 +74,7 @@ class GraphView:
         self.highlighted: Any = None
         self.colours: dict[str, str] = {}
         self.on_click = on_click
+        self.unit_values: np.ndarray | None = None  # set by colour_units(): shown instead of kept fractions
         self.redraw = Debouncer(self.recolour, delay)
         self._build()
         self.html = widgets.HTML(layout=widgets.Layout(width="100%"))
@@ -134,15 +135,18 @@ class GraphView:
         """Recolour the nodes at the current choices and send the new SVG (no new layout)."""
         self.redraw.cancel()
         fractions = self.fractions()
+        shades = fractions if self.unit_values is None else self.fractions.spread(self.unit_values)
         prunable = self.fractions.prunable
-        self.colours = {n: node_colour(f, p) for n, f, p in zip(self.nodes, fractions, prunable)}
-        self.html.value = self.svg(fractions)
+        self.colours = {n: node_colour(f, p) for n, f, p in zip(self.nodes, shades, prunable)}
+        self.html.value = self.svg(fractions, shades)
 
-    def svg(self, fractions: np.ndarray | None = None) -> str:
-        """The whole view (toolbar, scroll box, SVG) as HTML at the current choices."""
+    def svg(self, fractions: np.ndarray | None = None, shades: np.ndarray | None = None) -> str:
+        """The whole view (toolbar, scroll box, SVG) as HTML at the current choices; nodes are
+        coloured by ``shades`` (default: the kept fractions)."""
         fractions = self.fractions() if fractions is None else fractions
+        shades = fractions if shades is None else shades
         ringed = self._ringed()
-        markers = [self._marker(i, node, fractions[i], ringed[i]) for i, node in enumerate(self.nodes)]
+        markers = [self._marker(i, node, fractions[i], ringed[i], shades[i]) for i, node in enumerate(self.nodes)]
         labels = []
         for y, members in self._rows.items():
             bold = bool(ringed[members].any())
@@ -157,7 +161,9 @@ class GraphView:
             f"<button class='rw-zoom' title='{t}' onclick=\"{_ZOOM_JS.format(action=a)}\">{label}</button>"
             for a, label, t in (("fit", "Fit", "fit the whole graph in view"), ("1.25", "+", "zoom in"),
                                 ("0.8", "&minus;", "zoom out"), ("1", "100 %", "labels at 12 px")))
-        legend = ("<span style='margin-left:12px;font-size:12px'>kept fraction of channels: 0 "
+        scale = ("kept fraction of channels" if self.unit_values is None
+                 else "robustness to pruning (sensitivity scan; 0: the most sensitive unit)")
+        legend = (f"<span style='margin-left:12px;font-size:12px'>{scale}: 0 "
                   f"<span style='display:inline-block;width:120px;height:10px;background:linear-gradient(90deg,"
                   f"{','.join(to_hex(CMAP(t)) for t in np.linspace(0, 1, 6))})'></span> 1 · "
                   f"<span style='color:{NOT_PRUNABLE}'>&#9632;</span> not prunable · ctrl+wheel zooms · "
@@ -175,11 +181,11 @@ class GraphView:
                 f"<div class='rw-graph-box' onwheel=\"{_WHEEL_JS}\" style='position:relative;max-height:640px;"
                 f"height:640px;overflow:auto;border:1px solid #ddd;line-height:normal'>{svg}{tip}</div>")
 
-    def _marker(self, i: int, node: str, fraction: float, ringed: bool) -> str:
+    def _marker(self, i: int, node: str, fraction: float, ringed: bool, shade: float) -> str:
         x, y = self._px[node]
         kind = self.graph.nodes[node]["kind"]
         prunable = bool(self.fractions.prunable[i])
-        colour = node_colour(fraction, prunable)
+        colour = node_colour(shade, prunable)
         total = self._channels[i]
         kept = f"{round(fraction * total)}/{round(total)}" if total else "none counted"
         tip = f"{self._tips_static[i]}\nkept channels: {kept}" + ("" if prunable else " (not prunable)")
@@ -196,6 +202,12 @@ class GraphView:
             shape = f"<path d='M{x:.1f},{y + d * r:.1f}l{r},{-2 * d * r}h{-2 * r}z'/>"
         return (f"<g class='rw-node' data-node='{_attr(node)}' data-tip='{_attr(tip)}' fill='{colour}'"
                 f"{stroke} style='cursor:pointer'>{shape}</g>")
+
+    def colour_units(self, values: Any) -> None:
+        """Colour by one value per mutable unit in [0, 1] (green 1, red 0; ``mutable_units``
+        order) instead of the kept fractions, e.g. robustness to pruning; None goes back."""
+        self.unit_values = None if values is None else np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+        self.recolour()
 
     def _ringed(self) -> np.ndarray:
         if self.highlighted is None:
