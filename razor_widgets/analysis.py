@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .channel_space import CONST, NONE, ChannelSpace, compress, varying_dims
+from .param_elements import ParameterElements
 from .traced_size import AttrRef, attribute_sources, shape_sources
 from .tracing import Node, TensorRef, TracedGraph
 
@@ -118,8 +119,8 @@ class AnalysisContext:
         self.space = ChannelSpace()
         self.ids: dict[int, torch.Tensor] = {}
         self.slots: list[Slot] = []
-        self.param_ids: dict[str, tuple[torch.Tensor, tuple[int, ...]]] = {}
-        self.lazy_params: dict[str, list[int]] = {}  # parameter -> its reserved fixes (no ids yet)
+        self.params = ParameterElements(self.space, modules)  # elements of parameters ops read
+        self.param_ids = self.params.ids  # name -> (ids, shape)
         self.layer_out: dict[str, torch.Tensor] = {}  # output elements of each layer (reuse)
         self.unknown_ops: list[tuple[str, str]] = []
         self.slice_checks: list[tuple[torch.Tensor, list[torch.Tensor], str]] = []
@@ -131,41 +132,15 @@ class AnalysisContext:
 
     # -- ids of tensors -------------------------------------------------------------------
     def get(self, ref: TensorRef, along: int | None = None) -> torch.Tensor:
-        """Compressed ids of a tensor; parameters get elements of their own on first use.
-
-        A parameter first read by a layer along its dim ``along`` gets one element per
-        position of that dim only: the layer would union every other position with it anyway,
-        so the sets are the same and the cost is its channels, not its elements.
-        """
+        """Compressed ids of a tensor; parameters get elements of their own on first use (per
+        position of dim ``along`` only when a layer reads them along it: ``param_elements.py``)."""
         ids = self.ids.get(ref.handle)
         if ids is None:
-            ids = self._param_elements(ref, along) if ref.param is not None else None
+            ids = self.params.elements(ref, along) if ref.param is not None else None
             if ids is None:
                 ids = torch.full([1] * len(ref.shape), CONST, dtype=torch.long)
             self.ids[ref.handle] = ids
         return ids
-
-    def _param_elements(self, ref: TensorRef, along: int | None) -> torch.Tensor | None:
-        """A float parameter's elements (made on first use), None for other tensors."""
-        known = self.param_ids.get(ref.param)
-        if known is not None:
-            return known[0]
-        if not _is_float_param(self.modules, ref.param):
-            return None
-        if along is None:
-            ids = compress(self.space.fresh(math.prod(ref.shape)).reshape(ref.shape))
-        else:
-            ids = compress(self.along(self.space.fresh(ref.shape[along]), len(ref.shape), along))
-        for index in self.lazy_params.pop(ref.param, []):
-            self.space.fill_fix(index, ids)
-        self.param_ids[ref.param] = (ids, ref.shape)
-        return ids
-
-    def _defers(self, ref: TensorRef) -> bool:
-        """Whether the elements of a parameter not used yet, varying along two dims or more,
-        can wait: an op without a rule only fixes them, so they get ids only if used again."""
-        return (ref.handle not in self.ids and ref.param is not None and ref.param not in self.param_ids
-                and sum(s > 1 for s in ref.shape) >= 2 and _is_float_param(self.modules, ref.param))
 
     def set(self, ref: TensorRef, ids: torch.Tensor) -> None:
         self.ids[ref.handle] = compress(ids)
@@ -282,14 +257,14 @@ class AnalysisContext:
     def unknown(self, node: Node) -> None:
         """No rule: fix every element the op touches and give its outputs no structure."""
         refs = node.input_refs()
-        deferred = [self._defers(r) for r in refs]
+        deferred = [r.handle not in self.ids and self.params.can_wait(r) for r in refs]
         touched = [None if later else self.get(r) for r, later in zip(refs, deferred)]
         has_elements = any(deferred) or any(bool((t >= 0).any()) for t in touched if t is not None)
         if has_elements:
             reason = f"no channel rule for {self.describe()}"
             for ref, t in zip(refs, touched):
                 if t is None:
-                    self.lazy_params.setdefault(ref.param, []).append(self.space.reserve_fix(reason))
+                    self.params.fix_later(ref.param, reason)
                 else:
                     self.fix(t, reason)
             self.unknown_ops.append((node.name, node.scope))
@@ -305,13 +280,6 @@ class AnalysisContext:
             for ref in node.output_refs():
                 if ref.handle not in self.const_reasons and bool((self.get(ref) < 0).all()):
                     self.const_reasons[ref.handle] = reasons[0]
-
-
-def _is_float_param(modules: dict[str, nn.Module], qualname: str) -> bool:
-    owner, _, attr = qualname.rpartition(".")
-    module = modules.get(owner)
-    tensor = None if module is None else getattr(module, attr, None)
-    return isinstance(tensor, nn.Parameter)
 
 
 class ChannelAnalyzer:
@@ -384,8 +352,8 @@ def _param_slots(ctx: AnalysisContext, roots: np.ndarray) -> None:
             ctx.slot(name, True, line, param_dim=dim)
         elif len(dims) > 1:
             ctx.fix(ids, f"parameter {name!r} mixes channels along several dims")
-    # parameters still in ctx.lazy_params were only fixed, one element per position: they mix
-    # channels along several dims, hold no slot and meet no other element (nothing to add)
+    # parameters still in ctx.params.pending were only fixed, one element per position: they
+    # mix channels along several dims, hold no slot and meet no other element
 
 
 def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
