@@ -222,9 +222,9 @@ class AnalysisContext:
     def check_slices(self, source: torch.Tensor, parts: list[torch.Tensor], reason: str) -> None:
         """After the union-find: a part holding only some of the source's channels means a
         selection by fixed indices, which pruning would shift; those channels stay fixed."""
-        source = torch.unique(source[source >= 0])
+        source = torch.unique(_valid(compress(source)))
         if source.numel():
-            self.slice_checks.append((source, [torch.unique(p[p >= 0]) for p in parts], reason))
+            self.slice_checks.append((source, [torch.unique(_valid(compress(p))) for p in parts], reason))
 
     def resolve_slices(self, roots: np.ndarray) -> None:
         for source, parts, reason in self.slice_checks:
@@ -280,6 +280,10 @@ class AnalysisContext:
             for ref in node.output_refs():
                 if ref.handle not in self.const_reasons and bool((self.get(ref) < 0).all()):
                     self.const_reasons[ref.handle] = reasons[0]
+
+
+def _valid(ids: torch.Tensor) -> torch.Tensor:
+    return ids[ids >= 0]
 
 
 class ChannelAnalyzer:
