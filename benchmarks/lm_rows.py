@@ -76,7 +76,8 @@ def child(row: str, engine: str) -> dict:
     else:
         import torch_pruning as tp
 
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=x)
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=x,
+                                                   output_transform=lambda out: out.logits)
         out["units"] = len(list(dg.get_all_groups()))
         out["prepare_s"] = time.perf_counter() - start
     out["rss_peak_gb"] = rss_gb()
