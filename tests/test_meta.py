@@ -108,3 +108,19 @@ def test_plan_made_on_meta_applies_to_real_weights(name: str, tmp_path, one_thre
     assert live.params == ref.params == sum(p.numel() for p in static.parameters())
     assert live.flops == ref.flops and live.macs == ref.macs
     assert live.params < sum(p.numel() for p in build(name, "cpu")[0].parameters())
+
+
+def test_explorer_sliders_on_meta_count_as_on_cpu(one_thread) -> None:
+    from razor_widgets import PruningExplorer
+
+    shown = {}
+    for device in ("cpu", "meta"):
+        model, x = build("resnet18", device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            explorer = PruningExplorer(model, x)
+        name, slider = next(iter(explorer.sliders.items()))
+        slider.value = slider.min  # a person moves the first unit's slider to its smallest choice
+        shown[device] = (name, explorer.counters.widget.value, explorer.session.mutator.resources())
+    assert shown["meta"] == shown["cpu"]
+    assert shown["meta"][2].params < sum(p.numel() for p in build("resnet18", "cpu")[0].parameters())
