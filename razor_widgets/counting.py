@@ -3,13 +3,14 @@
 After ``prepare_from_supernet`` the trace holds every op with its tensor shapes, and the
 channel analysis holds the channel elements of each tensor. From these :func:`build_spec`
 records once, per layer, the channel-independent geometry (output positions and kernel area
-of a conv, rows of a linear, sequence lengths of an attention) and a small formula (the
-table of ``_conv_macs``, ``_linear_macs``, ``_mha_macs``, ``_fn_*`` below) that multiplies it
-with the kept channel counts of the layer's sides. A side's kept count is linear in the
+of a conv, rows of a linear, sequence lengths of an attention) and a small formula (a layer
+kind's ``macs`` and ``param_size``, see ``layers/``; the products ``_fn_*`` below) that
+multiplies it with the kept channel counts of the layer's sides. A side's kept count is linear in the
 units' kept channels per block, ``const + sum(coef * kept[unit])``; a tensor dim whose kept
 size depends on *which* channels are kept (a dim holding one position of every head, say)
 is a "special" side evaluated from the unit masks. Every count is then a sum of terms
-``factor * side_a * side_b * ... // div``; ``live_counter.py`` evaluates them.
+``factor * side_a * side_b * ... // div`` (a :class:`CountTerm`); ``live_counter.py``
+evaluates them. The convention: docs/counting.md.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode
 
 from .analysis import ChannelAnalysis
-from .layers import LayerGeometry, LayerKind, Term, function_kind, kind_of, leaf_kind
+from .layers import KINDS, LayerGeometry, LayerKind, Term, function_kind, kind_of, leaf_kind
 from .layers.base import Side
 from .resources import REFERENCE_FLOP_FORMULAS
 from .tracing import Node, TensorRef, TracedGraph
@@ -390,9 +391,9 @@ FUNCTION_OPS = {
 def _no_compute() -> frozenset[str]:
     from . import rules
 
+    norms = {name for kind in KINDS if not kind.has_macs for name in kind.functions}
     return frozenset(rules.PASSTHROUGH | rules.ELEMENTWISE | rules.MOVEMENT | rules.CREATION
-                     | rules.REDUCTIONS | set(rules.POOLING) | {"layer_norm", "group_norm",
-                                                                "batch_norm", "instance_norm"})
+                     | rules.REDUCTIONS | set(rules.POOLING) | norms)
 
 
 NO_COMPUTE = _no_compute()  # ops that FlopCounterMode never counts: not replayed
