@@ -23,6 +23,7 @@ from .layers import (
     DynamicLinear,
     DynamicMultiheadAttention,
 )
+from .meta_device import MetaDeviceError, is_meta_model
 from .models import SearchableShuffleNetV2, ShuffleBlock, ShuffleXception
 from .module_counter import CandidateCounter, ChosenPathCounter
 from .mutables import (
@@ -68,7 +69,6 @@ from .mutators import (
     OneShotModuleMutator,
     SlimmableChannelMutator,
 )
-from .meta_device import MetaDeviceError, is_meta_model
 from .plans import PlanError, load_choices, save_choices
 from .pruning_session import ModuleGroup, PruningSession
 from .quality import EvaluationError, Sensitivity, sensitivity_scan
