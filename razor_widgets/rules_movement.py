@@ -6,8 +6,6 @@ size written as a plain number keeps its channels fixed.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch.utils._pytree import tree_flatten, tree_map
 
@@ -33,23 +31,33 @@ def creation(ctx: AnalysisContext, node: Node) -> None:
         ctx.set(ref, torch.full([1] * len(ref.shape), CONST, dtype=torch.long))
 
 
-def _swap_refs(ctx: AnalysisContext, tree):
-    """Float tensors become their id tensors; integer and bool tensors (indices) keep values."""
+class _NoIndexValues(Exception):
+    """An index tensor on the meta device: its values are unknown."""
+
+
+def _swap_refs(ctx: AnalysisContext, tree, rows_joined: bool = False, views: bool = True):
+    """Float tensors become their id tensors; integer and bool tensors (indices) keep values.
+
+    Id tensors are broadcast views of the compressed ids (``views``): dims without channels
+    (tokens, space, batch) are never materialised unless the op needs a dense tensor.
+
+    On the meta device indices have no values: where the rows they pick were joined as one
+    (a table lookup, ``_table_rows``) any index gives the same ids, so zeros stand in;
+    elsewhere the op cannot be replayed (``_NoIndexValues``)."""
 
     def swap(x):
         if not isinstance(x, TensorRef):
             return x
-        return ctx.full(x) if x.is_float else ctx.graph.values[x.handle]
+        if x.is_float:
+            return ctx.get(x).expand(x.shape) if views else ctx.full(x)
+        value = ctx.graph.values[x.handle]
+        if value.is_meta:
+            if not rows_joined:
+                raise _NoIndexValues
+            return torch.zeros(value.shape, dtype=value.dtype)
+        return value
 
     return tree_map(swap, tree)
-
-
-def _as_double(x: Any) -> Any:
-    return x.double() if isinstance(x, torch.Tensor) and x.dtype == torch.long else x
-
-
-def _as_long(x: Any) -> Any:
-    return x.round().long() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
 
 
 def _pads_only_uniform_dims(ctx: AnalysisContext, node: Node) -> bool:
@@ -64,27 +72,17 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
     """Replay the op on the id tensors: exact for every shape and index argument."""
     if not first_input(node).is_float:  # index arithmetic, not data: no channels
         return creation(ctx, node)
-    args = _swap_refs(ctx, node.args)
-    kwargs = _swap_refs(ctx, node.kwargs)
     if node.name == "pad" and _pads_only_uniform_dims(ctx, node):  # reflect/replicate/circular:
         ctx.set(node.output_refs()[0], ctx.get(first_input(node)))  # positions move, channels stay
         return None
-    if node.name == "pad":
-        if len(args) > 3:
-            args = (*args[:3], CONST, *args[4:])
-        else:
-            kwargs["value"] = CONST
-    if node.name == "__setitem__" and len(args) > 2 and not isinstance(args[2], torch.Tensor):
-        args = (*args[:2], CONST)  # a number written into the data, not an element id
-    gathered = _table_rows(ctx, node)
-    if gathered:
-        args = (_rows_as_one(ctx, args[0], gathered), *args[1:])
     try:
-        out = node.target(*args, **kwargs)
-    except Exception:  # the op does not take int64 tensors (reflect/replicate pads): ids as float64,
-        try:           # exact up to 2**53, and back
-            out = tree_map(_as_long, node.target(*tree_map(_as_double, args), **tree_map(_as_double, kwargs)))
-        except Exception:
+        out, args = _replay(ctx, node, views=node.name != "__setitem__")
+    except _NoIndexValues:  # indices without values (meta device): no rule can place the ids
+        return ctx.unknown(node)
+    except Exception:  # noqa: BLE001 (the op needs dense tensors: replay on dense ids)
+        try:
+            out, args = _replay(ctx, node, views=False)
+        except Exception:  # the op does not accept int64 tensors: no rule after all
             return ctx.unknown(node)
     if node.name == "pad":
         out = _pad_positions_keep_channels(ctx.get(first_input(node)), out, node)
@@ -110,6 +108,23 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
             _keep_computed_sizes(ctx, node, out_ids[0])
             ids = _resized_channels(ctx, ids, _target_shape(node, ids.dim()))
         ctx.set(ref, ids)
+
+
+def _replay(ctx: AnalysisContext, node: Node, views: bool) -> tuple:
+    """Run the op on the id tensors: (its output, the arguments it got)."""
+    gathered = _table_rows(ctx, node)
+    args = _swap_refs(ctx, node.args, bool(gathered), views)
+    kwargs = _swap_refs(ctx, node.kwargs, bool(gathered), views)
+    if node.name == "pad":
+        if len(args) > 3:
+            args = (*args[:3], CONST, *args[4:])
+        else:
+            kwargs["value"] = CONST
+    if node.name == "__setitem__" and len(args) > 2 and not isinstance(args[2], torch.Tensor):
+        args = (*args[:2], CONST)  # a number written into the data, not an element id
+    if gathered:
+        args = (_rows_as_one(ctx, args[0], gathered), *args[1:])
+    return node.target(*args, **kwargs), args
 
 
 def _resized_channels(ctx: AnalysisContext, ids: torch.Tensor, target: list) -> torch.Tensor:
