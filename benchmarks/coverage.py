@@ -255,7 +255,8 @@ def write_markdown(path: Path, rows: list[Row], args: argparse.Namespace, wall: 
     out += ["Checks per model (all forwards in eval mode, under `torch.no_grad()`; the model is put in `eval()`",
             "before preparing, so GoogLeNet's and Inception's aux heads are unreached, not pruned and not counted):",
             "full-choice outputs bit-identical to an unprepared deepcopy and full-choice counts equal to",
-            "`count_resources`; then for three random choice sets (`random.seed(k)`, L1 units) the `to_static()`",
+            f"`count_resources`; then for {args.choice_sets} random choice set(s) (`random.seed(k)`, L1 units) "
+            "the `to_static()`",
             f"model close to the masked model (rtol {RTOL:g}, atol {ATOL:g} x output scale), the masked model close",
             "to the zeroing oracle (`tests/oracle.py`; skipped where a LayerNorm/GroupNorm normalises over pruned",
             "channels), `mutator.resources()` equal to `count_resources(static, x)` in params and FLOPs and params",
