@@ -48,15 +48,14 @@ class UncheckedExportWarning(UserWarning):
 def verify_export(mutator: Any, static: nn.Module, example_inputs: Any = None) -> nn.Module:
     """Return ``static`` when it computes what ``mutator.model`` (masked) computes on the
     example input (``example_inputs``, else the one the mutator was prepared with); raise
-    :class:`ExportError` when it does not. Without an input, or for a model on the meta
-    device, warn (:class:`UncheckedExportWarning`) that nothing was checked."""
+    :class:`ExportError` when it does not. Without an input, warn
+    (:class:`UncheckedExportWarning`) that nothing was checked. (A model on the meta device never
+    gets here: ``to_static`` refuses it first, with :class:`MetaDeviceError`.)"""
     model = mutator.model
     inputs = example_inputs if example_inputs is not None else getattr(mutator, "example_inputs", None)
     if inputs is None:
         return _unchecked(static, "the mutator has no example input (give one to prepare_from_supernet "
                                   "or to_static(example_inputs=...))")
-    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
-        return _unchecked(static, "the model is on the meta device, where it cannot run")
     inputs = _to_model(inputs, model)
     rtol = _model_rtol(model)
     with _untouched(model, static) as rerun:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from razor_widgets import MODELS, ChannelMutator, ExportError, UncheckedExportWarning, count_resources
+from razor_widgets import MODELS, ChannelMutator, ExportError, MetaDeviceError, UncheckedExportWarning, count_resources
 from razor_widgets.analysis import UnitSpec, _no_layer_reason
 from razor_widgets.channel_range import Channel
 from razor_widgets.export_check import compare_outputs
@@ -370,13 +370,15 @@ def test_a_mutator_from_a_config_checks_where_it_is_given_an_input(monkeypatch, 
         mutator.to_static(example_inputs=image)
 
 
-def test_a_model_on_the_meta_device_is_not_checked_and_says_so(image):
+def test_a_model_on_the_meta_device_is_refused_before_any_check(image):
+    """Meta tensors cannot run: ``to_static`` says what to do instead, and changes nothing."""
     model, _, mutator = prepared(ConvNet(), image)
     mutator.set_choices({unit_of(mutator, "conv2").name: 0.5})
+    choices = mutator.current_choices
     model.to("meta")
-    with pytest.warns(UncheckedExportWarning, match="meta device"):
-        static = mutator.to_static()
-    assert static.conv2.weight.is_meta and static.conv2.out_channels == 6
+    with pytest.raises(MetaDeviceError, match="real weights"):
+        mutator.to_static()
+    assert mutator.current_choices == choices
 
 
 # -- comparing outputs ----------------------------------------------------------------------------
