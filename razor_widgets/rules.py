@@ -68,9 +68,13 @@ def elementwise(ctx: AnalysisContext, node: Node) -> None:
 
 def reduction(ctx: AnalysisContext, node: Node) -> None:
     """Reductions and softmax: fine across non-channel dims, no rule across channel dims."""
+    if _binary_form(node):  # torch.min(a, b), torch.max(a, b): elementwise
+        return elementwise(ctx, node)
     src = first_input(node)
     ids = ctx.get(src)
     dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+    if not _is_dims(dims):
+        return ctx.unknown(node)
     if node.name == "normalize":  # normalize(x, p=2.0, dim=1)
         dims = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 1)
     ndim = len(src.shape)
@@ -89,6 +93,17 @@ def reduction(ctx: AnalysisContext, node: Node) -> None:
             out = out.squeeze(d)
     for ref in node.output_refs():
         ctx.set(ref, out if out.dim() == len(ref.shape) else out.reshape([1] * len(ref.shape)))
+
+
+def _binary_form(node: Node) -> bool:
+    """``min``/``max`` of two tensors (``other`` given) are elementwise, not reductions."""
+    other = node.kwargs.get("other", node.args[1] if len(node.args) > 1 else None)
+    return node.name in ("min", "max") and isinstance(other, TensorRef)
+
+
+def _is_dims(dims: object) -> bool:
+    return dims is None or isinstance(dims, int) or (
+        isinstance(dims, (list, tuple)) and all(isinstance(d, int) for d in dims))
 
 
 def pooling(ctx: AnalysisContext, node: Node, spatial: int) -> None:

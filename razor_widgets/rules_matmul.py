@@ -10,7 +10,7 @@ import torch
 
 from .analysis import AnalysisContext
 from .channel_space import CONST, NONE, compress
-from .tracing import Node
+from .tracing import Node, TensorRef
 
 
 def matmul(ctx: AnalysisContext, node: Node) -> None:
@@ -116,18 +116,83 @@ def _grouped(ids: torch.Tensor, letters: str, groups: list[list[str]]) -> torch.
 def sdpa(ctx: AnalysisContext, node: Node) -> None:
     """``scaled_dot_product_attention``: q and k meet over the head dim, v passes to the output.
 
-    The scale is derived from q's size, so channels that vary within a head of q or k stay
-    fixed (pruning them would change it); v's channels are free. When every head is one
-    element (whole heads, ``attention='heads'``), the head dim keeps its size: q, k and v of a
-    head are pruned together.
+    Without ``scale=``, the scale is derived from q's size, so channels that vary within a
+    head of q or k stay fixed (pruning them would change it); v's channels are free. An
+    explicit ``scale`` (HF passes ``scaling``) is a number that pruning does not change: the
+    positions of q and k in a head are then contracted together like a matmul's. When every
+    head is one element (whole heads, ``attention='heads'``), the head dim keeps its size: q,
+    k and v of a head are pruned together. With grouped KV heads (``enable_gqa=True``) each
+    KV head serves a group of query heads (see ``_gqa_repeat``).
     """
     q, k, v = node.input_refs()[:3]
-    qi, ki, vi = ctx.get(q), ctx.get(k), ctx.get(v)
+    qi, ki, vi = ctx.get(q), _gqa_repeat(ctx, node, k), _gqa_repeat(ctx, node, v)
     if qi.shape[-1] > 1 or ki.shape[-1] > 1:
-        reason = f"the attention scale of {ctx.describe()} depends on the head dim"
-        ctx.fix(qi, reason)
-        ctx.fix(ki, reason)
+        if _explicit_scale(node):
+            _contract_head_dim(ctx, qi, ki)
+        else:
+            reason = f"the attention scale of {ctx.describe()} depends on the head dim"
+            ctx.fix(qi, reason)
+            ctx.fix(ki, reason)
     else:
-        ctx.space.union(qi, ki)
-        ctx.space.union(qi, vi)
+        ctx.space.union(*torch.broadcast_tensors(qi, ki))
+        ctx.space.union(*torch.broadcast_tensors(qi, vi))
+    _per_head_mask(ctx, node, qi)
     ctx.set(node.output_refs()[0], vi)
+
+
+def _per_head_mask(ctx: AnalysisContext, node: Node, qi: torch.Tensor) -> None:
+    """An ``attn_mask`` with one entry per head (T5's position bias) is added to the scores of
+    that head: its channels are the head's; constant data there keeps the heads fixed."""
+    mask = node.kwargs.get("attn_mask", node.args[3] if len(node.args) > 3 else None)
+    if not isinstance(mask, TensorRef) or not mask.is_float or len(mask.shape) < 3 or mask.shape[-3] == 1:
+        return
+    heads = qi[..., :1, :1]
+    mi = ctx.get(mask)
+    mi = mi.reshape((1,) * (heads.dim() - mi.dim()) + tuple(mi.shape)) if mi.dim() < heads.dim() else mi
+    if (mi.shape[-2] > 1 or mi.shape[-1] > 1) and bool((mi >= 0).any()):
+        mi = _same_along_tokens(ctx, mi)
+    a, b = torch.broadcast_tensors(heads, mi[..., :1, :1])
+    ctx.space.union(a, b)
+    if bool(((a >= 0) != (b >= 0)).any()):
+        reason = f"a per-head attention mask of constant data in {ctx.describe()}"
+        ctx.fix(torch.cat([a.reshape(-1), b.reshape(-1)]), reason)
+
+
+def _same_along_tokens(ctx: AnalysisContext, ids: torch.Tensor) -> torch.Tensor:
+    """Mask ids varying along the token dims: every token of a head is one channel."""
+    lines = ids.reshape(*ids.shape[:-2], -1)
+    ctx.space.union(lines[..., :1].expand_as(lines), lines)
+    return ids
+
+
+def _explicit_scale(node: Node) -> bool:
+    """Whether the call gives ``scale=`` as a number (not derived from the head dim here)."""
+    scale = node.kwargs.get("scale", node.args[6] if len(node.args) > 6 else None)
+    return isinstance(scale, (int, float)) and not isinstance(scale, bool)
+
+
+def _contract_head_dim(ctx: AnalysisContext, qi: torch.Tensor, ki: torch.Tensor) -> None:
+    """q and k summed over the head dim: position by position, their channels are one (fixed
+    where one side has channels and the other has none)."""
+    a, b = torch.broadcast_tensors(qi, ki)
+    ctx.space.union(a, b)
+    if bool(((a >= 0) != (b >= 0)).any()):
+        ctx.fix(torch.cat([a.reshape(-1), b.reshape(-1)]), f"contracted with constant data at {ctx.describe()}")
+
+
+def _gqa_repeat(ctx: AnalysisContext, node: Node, ref: TensorRef) -> torch.Tensor:
+    """Ids of k or v as the query heads see them. With ``enable_gqa=True`` and fewer KV heads
+    than query heads, query head ``h`` reads KV head ``h // group``: the KV ids are repeated
+    (interleaved) along the heads dim, so a KV head and its whole group of query heads become
+    one element in the whole-heads mode: pruning a KV head prunes its group."""
+    ids = ctx.get(ref)
+    q = node.input_refs()[0]
+    gqa = node.kwargs.get("enable_gqa", node.args[7] if len(node.args) > 7 else False)
+    if not gqa or len(ref.shape) < 3 or ref.shape[-3] == q.shape[-3]:
+        return ids
+    heads, kv_heads = q.shape[-3], ref.shape[-3]
+    if heads % kv_heads:
+        raise ValueError(f"{heads} query heads cannot share {kv_heads} KV heads evenly")
+    if ids.shape[-3] == 1:
+        return ids
+    return ids.repeat_interleave(heads // kv_heads, dim=-3)

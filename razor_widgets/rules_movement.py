@@ -108,18 +108,30 @@ def _resized_channels(ctx: AnalysisContext, ids: torch.Tensor, target: list) -> 
         return ids
     heads = [i for i, attr in enumerate(attrs[:-1]) if attr is not None]
     if ctx.attention == "heads" and heads:
-        dim = vary[heads[-1]]
-        moved = ids.movedim(dim, 0)
-        per_head = moved.reshape(moved.shape[0], -1)
-        ctx.space.union(per_head[:, :1].expand_as(per_head), per_head)
-        ctx.count_with_attribute(attrs[heads[-1]], per_head[:, 0])
-        return compress(per_head[:, :1].expand_as(per_head).reshape(moved.shape).movedim(0, dim))
+        ctx.count_with_attribute(attrs[heads[-1]], _whole_heads(ctx, ids, vary[heads[-1]])[:, 0])
+        return compress(_whole_heads(ctx, ids, vary[heads[-1]], expand=True))
+    inferred_heads = len(vary) == 2 and sizes[0] == -1 and attrs[1] is not None
+    if ctx.attention == "heads" and inferred_heads:  # view(*shape, -1, self.head_dim): the heads follow
+        return compress(_whole_heads(ctx, ids, vary[0], expand=True))
     inner = vary[-1]
     lines = ids.movedim(inner, -1).reshape(-1, ids.shape[inner])
     ctx.space.union(lines[:1].expand_as(lines), lines)
-    if not _fits_pruning(sizes[-1]):
+    if inferred_heads:  # head_dims mode: the head-size attribute counts the kept positions
+        ctx.count_with_attribute(attrs[1], lines[0])
+    elif not _fits_pruning(sizes[-1]):
         ctx.fix(ids, f"split to the fixed size {sizes[-1]} by {ctx.describe()}")
     return ids
+
+
+def _whole_heads(ctx: AnalysisContext, ids: torch.Tensor, dim: int, expand: bool = False) -> torch.Tensor:
+    """Make every head along ``dim`` one element: returns ``[heads, rest]`` lines, or (``expand``)
+    ids of ``ids``'s shape that vary along the heads dim only."""
+    moved = ids.movedim(dim, 0)
+    per_head = moved.reshape(moved.shape[0], -1)
+    ctx.space.union(per_head[:, :1].expand_as(per_head), per_head)
+    if not expand:
+        return per_head
+    return per_head[:, :1].expand_as(per_head).reshape(moved.shape).movedim(0, dim)
 
 
 def _fits_pruning(size: int) -> bool:
@@ -206,6 +218,19 @@ def _lines(ids: torch.Tensor, dims: list[int], n: int, shape: tuple[int, ...] | 
     return moved.reshape(-1, n).unique(dim=0)
 
 
+def _repeats_channels(out: torch.Tensor, dim: int, src: torch.Tensor, size: int, n: int) -> bool:
+    """Whether dim ``dim`` of ``out`` (sized ``n * k``, ``k`` not a channel count) holds the
+    ``n`` source channels each exactly ``k`` times and nothing else (``repeat_kv``'s
+    ``reshape(B, kv_heads * n_rep, ...)``): pruning a channel removes its ``k`` copies."""
+    if len(src) != 1 or size % n or out.shape[dim] != size:
+        return False
+    line = out.movedim(dim, -1).reshape(-1, size)
+    if not bool((line == line[:1]).all()):
+        return False
+    values, counts = line[0].unique(return_counts=True)
+    return bool((counts == size // n).all()) and torch.equal(values.sort().values, src[0].unique().sort().values)
+
+
 def _keep_computed_sizes(ctx: AnalysisContext, node: Node, out: torch.Tensor) -> None:
     """``reshape(..., heads, C // heads)`` with ``C`` read from another tensor's channel dim: after
     pruning, the dims computed from ``C`` must still hold the kept channels, so those channels
@@ -218,6 +243,8 @@ def _keep_computed_sizes(ctx: AnalysisContext, node: Node, out: torch.Tensor) ->
             n = ref.shape[src_dim]
             src = _lines(ctx.get(ref), [src_dim], n)
             block = _block_of(tuple(out.shape), dim, n)
+            if block is None and _repeats_channels(out, dim, src, size, n):
+                continue  # repeat_kv: n channels, each repeated size // n times, as the code sizes it
             if block is None:
                 reason = f"a size computed from its channel count does not fit in {ctx.describe()}"
                 ctx.fix(src, reason)

@@ -1,0 +1,209 @@
+"""Hugging Face transformers, built tiny from config with random weights (never downloaded).
+
+For each model: preparing works, full choices are bit-identical, the export computes what the
+masked model computes at random choices, the counts equal a reference count of the export, and
+whole heads (or KV groups) are units.
+"""
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from razor_widgets import ChannelMutator, count_resources
+from razor_widgets.resources import REFERENCE_FLOP_FORMULAS
+
+transformers = pytest.importorskip("transformers")
+VOCAB = 128
+
+
+def _llama(attn: str = "sdpa"):
+    config = transformers.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=VOCAB)
+    config._attn_implementation = attn
+    return transformers.LlamaForCausalLM(config)
+
+
+def _bert():
+    return transformers.BertModel(transformers.BertConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        vocab_size=VOCAB, max_position_embeddings=64))
+
+
+def _t5():
+    return transformers.T5ForConditionalGeneration(transformers.T5Config(
+        d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4, vocab_size=VOCAB, decoder_start_token_id=0))
+
+
+BUILDERS = {"llama": _llama, "llama_eager": lambda: _llama("eager"), "bert": _bert, "t5": _t5}
+
+
+def _inputs(name: str) -> dict[str, torch.Tensor]:
+    ids = torch.randint(0, VOCAB, (2, 8), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if name == "t5":
+        inputs["decoder_input_ids"] = ids
+    return inputs
+
+
+def _output(model, inputs) -> torch.Tensor:
+    with torch.no_grad():
+        out = model(**inputs)
+    return out.logits if hasattr(out, "logits") else out.last_hidden_state
+
+
+class Prepared:
+    """A tiny model, its output before preparing, and its prepared mutator."""
+
+    def __init__(self, name: str) -> None:
+        torch.manual_seed(0)
+        self.name = name
+        self.model = BUILDERS[name]().eval()
+        self.inputs = _inputs(name)
+        self.original = copy.deepcopy(self.model)
+        self.before = _output(self.model, self.inputs)
+        self.mutator = ChannelMutator()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.mutator.prepare_from_supernet(self.model, self.inputs)
+
+
+@pytest.fixture(scope="module", params=sorted(BUILDERS))
+def prepared(request, one_thread) -> Prepared:
+    return Prepared(request.param)
+
+
+def test_full_choices_are_bit_identical(prepared):
+    prepared.mutator.set_max_choices()
+    assert torch.equal(_output(prepared.model, prepared.inputs), prepared.before)
+
+
+def test_export_matches_masked_and_counts_are_exact(prepared):
+    mutator = prepared.mutator
+    for seed in range(3):
+        torch.manual_seed(seed)
+        mutator.set_choices(mutator.sample_choices())
+        masked = _output(prepared.model, prepared.inputs)
+        static = mutator.to_static()
+        assert torch.allclose(_output(static, prepared.inputs), masked, atol=1e-5, rtol=1e-4)
+        predicted, counted = mutator.resources(), count_resources(static, prepared.inputs)
+        assert (predicted.params, predicted.macs) == (counted.params, counted.macs)
+    mutator.set_max_choices()
+
+
+def test_attention_flops_are_exact_on_the_cpu_flash_path(prepared):
+    """Under no_grad the CPU flash SDPA kernel runs; its FLOPs are counted (trap 1)."""
+    prepared.mutator.set_min_choices()
+    static = prepared.mutator.to_static()
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=REFERENCE_FLOP_FORMULAS) as counter:
+        static(**prepared.inputs)
+    assert counter.get_total_flops() == prepared.mutator.resources().flops
+    prepared.mutator.set_max_choices()
+
+
+def _head_units(mutator) -> list:
+    return [u for u in mutator.mutable_units if any(
+        c.expand_ratio > 1 and not c.is_output_channel for c in u.channels)]
+
+
+def test_whole_heads_are_units(prepared):
+    """Heads split by ``view(*shape, -1, self.head_dim)`` give one unit per attention layer,
+    whose channels are heads (KV groups with grouped KV heads)."""
+    heads = {"llama": 2, "llama_eager": 2, "bert": 4, "t5": 4}[prepared.name]
+    units = [u for u in _head_units(prepared.mutator) if u.num_channels == heads]
+    attention_layers = {"llama": 2, "llama_eager": 2, "bert": 2, "t5": 0}[prepared.name]
+    assert len(units) >= attention_layers
+    for unit in units:
+        assert all(c.expand_ratio % 16 == 0 for c in unit.channels if c.expand_ratio > 1)
+
+
+def test_grouped_kv_prunes_a_kv_head_with_its_group():
+    """Llama with 4 query heads over 2 KV heads: one unit of 2 KV groups per layer; pruning
+    one removes 2 query heads and 1 KV head, and the export still runs both SDPA paths."""
+    p = Prepared("llama")
+    unit = next(u for u in p.mutator.mutable_units if u.name.startswith("model.layers.0.self_attn.q_proj"))
+    assert unit.num_channels == 2
+    ratios = {c.name.rpartition(".")[2]: c.expand_ratio for c in unit.channels}
+    assert ratios["q_proj"] == ratios["o_proj"] == 32 and ratios["k_proj"] == ratios["v_proj"] == 16
+    p.mutator.set_choices({unit.name: 0.5})
+    static = p.mutator.to_static()
+    attn = static.model.layers[0].self_attn
+    assert (attn.q_proj.out_features, attn.k_proj.out_features, attn.o_proj.in_features) == (32, 16, 32)
+    assert attn.num_key_value_groups == 2 and attn.head_dim == 16
+    assert torch.allclose(_output(static, p.inputs), _output(p.model, p.inputs), atol=1e-5)
+
+
+def test_two_tensor_min_is_elementwise():
+    """``torch.min(a, b)`` (T5's relative positions) is elementwise, not a reduction."""
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.c = torch.nn.Linear(4, 8), torch.nn.Linear(4, 8), torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.c(torch.min(self.a(x), self.b(x)) + torch.max(self.a(x), self.b(x)))
+
+    mutator = ChannelMutator()
+    mutator.prepare_from_supernet(Net(), torch.randn(2, 4))
+    (unit,) = mutator.mutable_units
+    assert {c.name for c in unit.output_related} == {"a", "b"}
+
+
+def test_explicit_scale_does_not_fix_the_head_dim():
+    """With ``scale=`` given, SDPA's scale does not follow the head size: in head_dims mode
+    the same positions of every head of q and k are pruned together."""
+
+    class Attention(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head_dim, self.scaling = 8, 8 ** -0.5
+            self.q, self.k, self.v, self.o = (torch.nn.Linear(32, 32) for _ in range(4))
+
+        def forward(self, x):
+            shape = (*x.shape[:-1], -1, self.head_dim)
+            q, k, v = (f(x).view(shape).transpose(1, 2) for f in (self.q, self.k, self.v))
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=self.scaling)
+            return self.o(out.transpose(1, 2).reshape(*x.shape[:-1], -1))
+
+    x = torch.randn(2, 5, 32)
+    for mode, expected in (("heads", 4), ("head_dims", 8)):
+        net = Attention()
+        mutator = ChannelMutator(parse_cfg=dict(type="ChannelAnalyzer", attention=mode))
+        mutator.prepare_from_supernet(net, x)
+        qk = [u for u in mutator.mutable_units if any(c.name == "q" for c in u.output_related)]
+        assert len(qk) == 1 and qk[0].num_channels // qk[0].repeats == expected
+        assert {"q", "k"} <= {c.name for c in qk[0].output_related}
+        mutator.set_choices({qk[0].name: 0.5})
+        with torch.no_grad():
+            assert torch.allclose(mutator.to_static()(x), net(x), atol=1e-6)
+
+
+def test_a_rule_that_meets_an_unexpected_form_freezes_with_a_warning(monkeypatch):
+    """A rule that raises does not escape: the op's channels are fixed, with a warning naming
+    the model, the op and the module."""
+    from razor_widgets import rules
+
+    original = rules.passthrough
+
+    def broken(ctx, node):
+        if node.name == "relu":
+            raise IndexError("an unexpected form")
+        return original(ctx, node)
+
+    monkeypatch.setattr(rules, "passthrough", broken)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    net[1] = _FunctionalRelu()
+    mutator = ChannelMutator()
+    with pytest.warns(UserWarning, match=r"Sequential: the channel rule for 'relu' in '1' does not handle"):
+        mutator.prepare_from_supernet(net, torch.randn(2, 4))
+    assert not mutator.mutable_units
+
+
+class _FunctionalRelu(torch.nn.Module):
+    def forward(self, x):
+        return torch.relu(x)
