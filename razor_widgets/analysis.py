@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .channel_space import CONST, NONE, ChannelSpace, compress, varying_dims
+from .rules_embedding import tie_shared_weights
 from .traced_size import AttrRef, attribute_sources, shape_sources
 from .tracing import Node, TensorRef, TracedGraph
 
@@ -232,6 +233,10 @@ class AnalysisContext:
         self._first_slot[name, is_output] = ids1d
         self.slots.append(Slot(name, is_output, ids1d, len(self.slots), param_dim))
 
+    def first_slot(self, name: str, is_output: bool) -> torch.Tensor | None:
+        """The elements of a layer side as first recorded (None when it has no slot)."""
+        return self._first_slot.get((name, is_output))
+
     def unknown(self, node: Node) -> None:
         """No rule: fix every element the op touches and give its outputs no structure."""
         touched = [self.get(r) for r in node.input_refs()]
@@ -299,6 +304,7 @@ class ChannelAnalyzer:
             except Exception as exc:  # noqa: BLE001 (an op form the rule does not expect: freeze it)
                 ctx.rule_failed(node, exc)
         ctx.node = None
+        tie_shared_weights(ctx)
         for ref in graph.outputs:
             ctx.fix(ctx.get(ref), "model output")
         roots = ctx.space.resolve()
@@ -344,11 +350,12 @@ def _per_head_size(ctx: AnalysisContext, sources: tuple, value: int, roots: np.n
 def _param_slots(ctx: AnalysisContext, roots: np.ndarray) -> None:
     """Parameters used by functional ops: sliceable when their elements vary along one dim."""
     for name, (ids, shape) in ctx.param_ids.items():
-        full = torch.from_numpy(roots[ids.expand(shape).reshape(-1).numpy()]).reshape(shape)
+        ids = ids.reshape((1,) * (len(shape) - ids.dim()) + tuple(ids.shape))
+        full = torch.from_numpy(roots[ids.reshape(-1).numpy()]).reshape(ids.shape)  # compressed: no entry per element
         dims = varying_dims(compress(full))
         if len(dims) == 1:
             dim = dims[0]
-            line = ids.expand(shape).movedim(dim, 0).reshape(shape[dim], -1)[:, 0]
+            line = ids.movedim(dim, 0).reshape(shape[dim], -1)[:, 0]
             ctx.slot(name, True, line, param_dim=dim)
         elif len(dims) > 1:
             ctx.fix(ids, f"parameter {name!r} mixes channels along several dims")

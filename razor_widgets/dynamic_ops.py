@@ -461,4 +461,6 @@ def dynamic_op_for(module: nn.Module) -> type | None:
     for base in type(module).__mro__:
         if base in DYNAMIC_OPS:
             return DYNAMIC_OPS[base]
-    return None
+    from .channel_mean import CHANNEL_MEAN_TYPES, DynamicChannelMean  # builds on this module
+
+    return DynamicChannelMean if type(module) in CHANNEL_MEAN_TYPES else None

@@ -21,7 +21,9 @@ import torch
 from torch import nn
 
 from .analysis import AnalysisContext
+from .channel_mean import MEAN_OPS, channel_mean
 from .channel_space import CONST, NONE, varying_dims
+from .rules_embedding import embedding
 from .rules_matmul import einsum, matmul, sdpa
 from .rules_movement import RESHAPES, creation, first_input, movement
 from .traced_size import TracedSize
@@ -82,6 +84,8 @@ def reduction(ctx: AnalysisContext, node: Node) -> None:
         dims = list(range(ndim))
     dims = [d % ndim for d in ([dims] if isinstance(dims, int) else dims)]
     if any(ids.shape[d] > 1 for d in dims):
+        if node.name in MEAN_OPS and len(dims) == 1:
+            return channel_mean(ctx, node, dims[0])
         return ctx.unknown(node)
     if node.name in ("softmax", "log_softmax", "cumsum", "cumprod", "normalize"):
         return passthrough(ctx, node)
@@ -305,7 +309,7 @@ FUNCTIONAL_LAYERS: dict[str, Rule] = {
     "linear": functional_linear, "conv1d": functional_conv, "conv2d": functional_conv,
     "conv3d": functional_conv, "layer_norm": functional_layer_norm,
     "matmul": matmul, "__matmul__": matmul, "bmm": matmul, "mm": matmul, "einsum": einsum,
-    "scaled_dot_product_attention": sdpa,
+    "scaled_dot_product_attention": sdpa, "embedding": embedding,
 }
 MODULE_RULES: dict[type, Rule] = {
     nn.Conv1d: conv_module, nn.Conv2d: conv_module, nn.Conv3d: conv_module,

@@ -354,6 +354,7 @@ class ChannelMutator(BaseMutator):
             kept = sum(unit is None or bool(unit.current_mask[pos]) for unit, pos in positions)
             setattr(static.get_submodule(owner_name) if owner_name else static, attr, kept)
         _own_tensors(static, originals)
+        _retie(static, self._model)
         return static
 
     def _param_masks(self) -> dict[str, tuple[int, torch.Tensor]]:
@@ -380,6 +381,25 @@ def _own_tensors(static: nn.Module, originals: dict[int, torch.Tensor]) -> None:
                     if id(tensor) not in copies:
                         copies[id(tensor)] = make(tensor)
                     store[key] = copies[id(tensor)]
+
+
+def _retie(static: nn.Module, prepared: nn.Module) -> None:
+    """Parameters shared in the prepared model (a tied LM head and its token embedding) are
+    shared again in the export, where their kept slices agree; an embedding's sizes follow its
+    weight."""
+    names: dict[int, list[str]] = {}
+    for name, param in prepared.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    for tied in (n for n in names.values() if len(n) > 1):
+        owners = [(static.get_submodule(n.rpartition(".")[0]) if "." in n else static, n.rpartition(".")[2])
+                  for n in tied]
+        first = getattr(*owners[0])
+        for owner, attr in owners[1:]:
+            if getattr(owner, attr).shape == first.shape:
+                owner._parameters[attr] = first
+    for module in static.modules():
+        if isinstance(module, nn.Embedding):
+            module.num_embeddings, module.embedding_dim = module.weight.shape
 
 
 def _parameter_copy(param: torch.Tensor) -> nn.Parameter:
