@@ -25,9 +25,34 @@ def first_input(node: Node) -> TensorRef:
     return node.input_refs()[0]
 
 
+FILLS = {"zeros", "ones", "full", "empty", "new_zeros", "new_ones", "new_full", "new_empty"}
+
+
 def creation(ctx: AnalysisContext, node: Node) -> None:
     for ref in node.output_refs():
         ctx.set(ref, torch.full([1] * len(ref.shape), CONST, dtype=torch.long))
+    if node.name in FILLS and len(node.output_refs()) == 1:
+        _attribute_sized_fill(ctx, node)
+
+
+def _attribute_sized_fill(ctx: AnalysisContext, node: Node) -> None:
+    """``torch.zeros((1, self.n_heads, q, k))``: one value everywhere, along a dim sized by a
+    module attribute. That dim holds one channel per position (fresh elements, pruned with
+    whatever they meet, a per-head bias say), and the export sets the attribute to the kept count."""
+    sizes = node.args[1:] if node.name.startswith("new_") else node.args
+    sizes = node.kwargs.get("size", sizes)
+    if len(sizes) >= 1 and isinstance(sizes[0], (tuple, list, torch.Size)):
+        sizes = sizes[0]
+    if node.name in ("full", "new_full") and len(sizes) == 2 and isinstance(sizes[0], (tuple, list)):
+        sizes = sizes[0]
+    out = node.output_refs()[0]
+    attrs = [(i, bare_attribute(s)) for i, s in enumerate(sizes) if bare_attribute(s) is not None]
+    if len(sizes) != len(out.shape) or len(attrs) != 1 or out.shape[attrs[0][0]] < 2:
+        return
+    dim, attr = attrs[0]
+    ids = ctx.space.fresh(out.shape[dim])
+    ctx.count_with_attribute(attr, ids)
+    ctx.write(out, dim, ids)
 
 
 def _swap_refs(ctx: AnalysisContext, tree):

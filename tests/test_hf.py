@@ -14,7 +14,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from razor_widgets import ChannelMutator, count_resources
+from razor_widgets.hf_export import HFConfigWarning
 from razor_widgets.resources import REFERENCE_FLOP_FORMULAS
+from razor_widgets.unit_labels import describe_unit, unit_role
 
 transformers = pytest.importorskip("transformers")
 VOCAB = 128
@@ -28,14 +30,27 @@ def _llama(attn: str = "sdpa"):
 
 
 def _bert():
-    return transformers.BertModel(transformers.BertConfig(
+    """BERT with its masked-LM head, whose decoder is tied to the word embeddings."""
+    return transformers.BertForMaskedLM(transformers.BertConfig(
         hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
         vocab_size=VOCAB, max_position_embeddings=64))
 
 
+class LogitsOnly(torch.nn.Module):
+    """T5 returns the encoder's hidden states too, which fixes the hidden size (a model
+    output keeps its shape): this wrapper returns the logits only."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, **inputs):
+        return self.model(**inputs).logits
+
+
 def _t5():
-    return transformers.T5ForConditionalGeneration(transformers.T5Config(
-        d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4, vocab_size=VOCAB, decoder_start_token_id=0))
+    return LogitsOnly(transformers.T5ForConditionalGeneration(transformers.T5Config(
+        d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4, vocab_size=VOCAB, decoder_start_token_id=0)))
 
 
 BUILDERS = {"llama": _llama, "llama_eager": lambda: _llama("eager"), "bert": _bert, "t5": _t5}
@@ -53,7 +68,7 @@ def _inputs(name: str) -> dict[str, torch.Tensor]:
 def _output(model, inputs) -> torch.Tensor:
     with torch.no_grad():
         out = model(**inputs)
-    return out.logits if hasattr(out, "logits") else out.last_hidden_state
+    return out if isinstance(out, torch.Tensor) else out.logits
 
 
 class Prepared:
@@ -88,7 +103,9 @@ def test_export_matches_masked_and_counts_are_exact(prepared):
         torch.manual_seed(seed)
         mutator.set_choices(mutator.sample_choices())
         masked = _output(prepared.model, prepared.inputs)
-        static = mutator.to_static()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", HFConfigWarning)  # random choices differ per layer
+            static = mutator.to_static()
         assert torch.allclose(_output(static, prepared.inputs), masked, atol=1e-5, rtol=1e-4)
         predicted, counted = mutator.resources(), count_resources(static, prepared.inputs)
         assert (predicted.params, predicted.macs) == (counted.params, counted.macs)
@@ -98,7 +115,9 @@ def test_export_matches_masked_and_counts_are_exact(prepared):
 def test_attention_flops_are_exact_on_the_cpu_flash_path(prepared):
     """Under no_grad the CPU flash SDPA kernel runs; its FLOPs are counted (trap 1)."""
     prepared.mutator.set_min_choices()
-    static = prepared.mutator.to_static()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HFConfigWarning)
+        static = prepared.mutator.to_static()
     with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=REFERENCE_FLOP_FORMULAS) as counter:
         static(**prepared.inputs)
     assert counter.get_total_flops() == prepared.mutator.resources().flops
@@ -121,6 +140,51 @@ def test_whole_heads_are_units(prepared):
         assert all(c.expand_ratio % 16 == 0 for c in unit.channels if c.expand_ratio > 1)
 
 
+def test_the_hidden_size_is_one_unit(prepared):
+    """The residual stream (embeddings, norms, every block's input and output) is one unit."""
+    if prepared.name == "llama_eager":
+        pytest.skip("the same model as llama")
+    hidden = [u for u in prepared.mutator.mutable_units if unit_role(u).kind == "hidden"]
+    assert len(hidden) == 1
+    assert describe_unit(hidden[0]) == "hidden size: 64"
+    layers = {c.name for c in hidden[0].channels}
+    assert any(name.endswith("embed_tokens.weight") or name.endswith("word_embeddings.weight")
+               or name.endswith("shared.weight") for name in layers)
+
+
+def test_units_say_what_they_are(prepared):
+    labels = {describe_unit(u) for u in prepared.mutator.mutable_units}
+    expected = {
+        "llama": "KV groups of layer 1 (model.layers.1.self_attn): 2 × 2 query heads of 16",
+        "llama_eager": "MLP of layer 0 (model.layers.0.mlp): 128",
+        "bert": "heads of layer 0 (bert.encoder.layer.0.attention): 4 of 16",
+        "t5": "MLP of layer 1 (model.decoder.block.1.layer.2.DenseReluDense): 128",
+    }[prepared.name]
+    assert expected in labels
+
+
+def test_an_export_round_trips_through_save_pretrained(tmp_path):
+    """Every layer pruned alike: the config says the new sizes and from_pretrained rebuilds the
+    same model. Different head counts per layer: a warning says HF cannot represent it."""
+    p = Prepared("llama")
+    p.mutator.set_choices({u.name: 0.5 for u in p.mutator.mutable_units})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HFConfigWarning)
+        static = p.mutator.to_static()
+    config = static.config
+    assert (config.hidden_size, config.num_attention_heads, config.num_key_value_heads,
+            config.intermediate_size, config.head_dim) == (32, 2, 1, 64, 16)
+    static.save_pretrained(tmp_path)
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert torch.equal(_output(reloaded, p.inputs), _output(static, p.inputs))
+    first = next(u for u in p.mutator.mutable_units if unit_role(u).kind == "kv_groups")
+    p.mutator.set_choices({first.name: 1.0})
+    with pytest.warns(HFConfigWarning, match="num_attention_heads differs per layer"):
+        uneven = p.mutator.to_static()
+    assert torch.allclose(_output(uneven, p.inputs), _output(p.model, p.inputs), atol=1e-5)
+    assert uneven.config.razor_widgets_unrepresentable
+
+
 def test_grouped_kv_prunes_a_kv_head_with_its_group():
     """Llama with 4 query heads over 2 KV heads: one unit of 2 KV groups per layer; pruning
     one removes 2 query heads and 1 KV head, and the export still runs both SDPA paths."""
@@ -130,7 +194,9 @@ def test_grouped_kv_prunes_a_kv_head_with_its_group():
     ratios = {c.name.rpartition(".")[2]: c.expand_ratio for c in unit.channels}
     assert ratios["q_proj"] == ratios["o_proj"] == 32 and ratios["k_proj"] == ratios["v_proj"] == 16
     p.mutator.set_choices({unit.name: 0.5})
-    static = p.mutator.to_static()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HFConfigWarning)
+        static = p.mutator.to_static()
     attn = static.model.layers[0].self_attn
     assert (attn.q_proj.out_features, attn.k_proj.out_features, attn.o_proj.in_features) == (32, 16, 32)
     assert attn.num_key_value_groups == 2 and attn.head_dim == 16

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..analysis import ChannelAnalyzer, UnitSpec
 from ..dynamic_ops import DynamicChannelMixin, DynamicMultiheadAttentionMixin, dynamic_op_for
+from ..hf_export import update_hf_models
 from ..live_counter import mutator_resources, resource_counter
 from ..mutables.units import Channel, MutableChannelUnit
 from ..registry import MODELS
@@ -355,6 +356,7 @@ class ChannelMutator(BaseMutator):
             setattr(static.get_submodule(owner_name) if owner_name else static, attr, kept)
         _own_tensors(static, originals)
         _retie(static, self._model)
+        update_hf_models(static, self)  # a Hugging Face model's config says the kept sizes
         return static
 
     def _param_masks(self) -> dict[str, tuple[int, torch.Tensor]]:
@@ -388,14 +390,20 @@ def _retie(static: nn.Module, prepared: nn.Module) -> None:
     shared again in the export, where their kept slices agree; an embedding's sizes follow its
     weight."""
     names: dict[int, list[str]] = {}
+    shapes: dict[int, torch.Size] = {}
     for name, param in prepared.named_parameters(remove_duplicate=False):
         names.setdefault(id(param), []).append(name)
-    for tied in (n for n in names.values() if len(n) > 1):
+        shapes[id(param)] = param.shape
+    for key, tied in names.items():
+        if len(tied) < 2:
+            continue
         owners = [(static.get_submodule(n.rpartition(".")[0]) if "." in n else static, n.rpartition(".")[2])
                   for n in tied]
-        first = getattr(*owners[0])
-        for owner, attr in owners[1:]:
-            if getattr(owner, attr).shape == first.shape:
+        params = [owner._parameters[attr] for owner, attr in owners]
+        pruned = [p for p in params if p.shape != shapes[key]]  # sliced by the export
+        first = pruned[0] if pruned else params[0]
+        for (owner, attr), param in zip(owners, params):
+            if param.shape in (first.shape, shapes[key]):  # same slice, or a tie the export left whole
                 owner._parameters[attr] = first
     for module in static.modules():
         if isinstance(module, nn.Embedding):
