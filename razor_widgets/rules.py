@@ -51,6 +51,9 @@ def elementwise(ctx: AnalysisContext, node: Node) -> None:
     shapes = [(1,) * (len(out.shape) - len(r.shape)) + tuple(r.shape) for r in refs]
     vary = {d for i in ids for d in varying_dims(i)}
     part = [i for i, s in zip(ids, shapes) if all(s[d] == out.shape[d] for d in vary)]
+    for i in ids:  # broadcast across another operand's channels: its own meet them all
+        if not any(i is p for p in part) and bool((i >= 0).any()):
+            ctx.fix(i, f"broadcast across channels in {ctx.describe()}")
     if not part:
         ctx.set(out, torch.full([1] * len(out.shape), CONST, dtype=torch.long))
         return

@@ -128,20 +128,20 @@ def _resized_channels(ctx: AnalysisContext, ids: torch.Tensor, target: list) -> 
     if len(vary) == 1:
         if attrs[0] is not None:
             ctx.count_with_attribute(attrs[0], ids.reshape(-1))
-        elif not _fits_pruning(sizes[0]):
+        elif not _fits_pruning(sizes[0]) and not _follows_counted_attribute(ctx, sizes[0]):
             ctx.fix(ids, f"reshaped to the fixed size {sizes[0]} by {ctx.describe()}")
         return ids
     heads = [i for i, attr in enumerate(attrs[:-1]) if attr is not None]
     if ctx.attention == "heads" and heads:
         ctx.count_with_attribute(attrs[heads[-1]], _whole_heads(ctx, ids, vary[heads[-1]])[:, 0])
         return compress(_whole_heads(ctx, ids, vary[heads[-1]], expand=True))
-    inferred_heads = len(vary) == 2 and sizes[0] == -1 and attrs[1] is not None
+    inferred_heads = len(vary) == 2 and sizes[0] == -1 and (attrs[1] is not None or _from_attributes(sizes[1]))
     if ctx.attention == "heads" and inferred_heads:  # view(*shape, -1, self.head_dim): the heads follow
         return compress(_whole_heads(ctx, ids, vary[0], expand=True))
     inner = vary[-1]
     lines = ids.movedim(inner, -1).reshape(-1, ids.shape[inner])
     ctx.space.union(lines[:1].expand_as(lines), lines)
-    if inferred_heads:  # head_dims mode: the head-size attribute counts the kept positions
+    if inferred_heads and attrs[1] is not None:  # head_dims mode: the head-size attribute counts the kept positions
         ctx.count_with_attribute(attrs[1], lines[0])
     elif not _fits_pruning(sizes[-1]):
         ctx.fix(ids, f"split to the fixed size {sizes[-1]} by {ctx.describe()}")
@@ -157,6 +157,19 @@ def _whole_heads(ctx: AnalysisContext, ids: torch.Tensor, dim: int, expand: bool
     if not expand:
         return per_head
     return per_head[:, :1].expand_as(per_head).reshape(moved.shape).movedim(0, dim)
+
+
+def _from_attributes(size: object) -> bool:
+    """A size computed from module attributes only (``3 * self.head_size``): a per-head size."""
+    return isinstance(size, TracedSize) and not shape_sources(size.sources) and bool(size.sources)
+
+
+def _follows_counted_attribute(ctx: AnalysisContext, size: object) -> bool:
+    """``num_heads * head_dim`` with ``num_heads`` an attribute that the export already sets to
+    the kept heads (it sized a head split): the merged size follows the kept heads."""
+    if not _from_attributes(size):
+        return False
+    return any((ref.module, ref.attr) in ctx.size_attributes for ref, _ in size.sources)
 
 
 def _fits_pruning(size: int) -> bool:

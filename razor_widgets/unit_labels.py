@@ -34,10 +34,10 @@ def unit_role(unit: Any) -> UnitRole:
     scope = _common_prefix(layers)
     layer = _layer_index(scope)
     ratios = [c.expand_ratio for c in channels if c.param_dim is None and c.expand_ratio > 1]
-    if ratios:
-        head_dim, widest = min(ratios), max(ratios)
-        kind = "kv_groups" if widest > head_dim else "heads"
-        return UnitRole(kind, scope, layer, widest // head_dim, head_dim)
+    if ratios:  # heads: query layers write group * head_dim per element, key/value layers head_dim
+        written = [c.expand_ratio for c in channels if c.param_dim is None and c.is_output_channel]
+        group = max(written) // min(written) if written else 1
+        return UnitRole("kv_groups" if group > 1 else "heads", scope, layer, group, min(ratios))
     if any(c.param_dim == 1 and isinstance(c.module, nn.Embedding) for c in channels) or _blocks(layers) > 1:
         return UnitRole("hidden", scope)
     if any(c.param_dim is None and getattr(c.module, "weight", None) is not None
