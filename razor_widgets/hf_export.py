@@ -8,14 +8,14 @@ never imported here). It sets ``hidden_size``, ``num_attention_heads``,
 checks the result: the model class built from the new config (on the meta device, no memory)
 must have exactly the export's parameter shapes, or ``from_pretrained`` could not load it.
 Where HF cannot say a choice (different head counts or MLP widths per layer, a hidden size
-that the config ties to the heads), :class:`HFConfigWarning` says so, and
-``config.razor_widgets_unrepresentable`` lists the parameters that would not load; the
+that the config ties to the heads), :class:`HFConfigWarning` says so; the config keeps its
+value for that size, ``config.razor_widgets_per_layer`` gives each layer's, and
+``config.razor_widgets_unrepresentable`` lists the parameters that would not load. The
 export is still a working torch module (save it with ``torch.save``).
 """
 from __future__ import annotations
 
 import warnings
-from collections import Counter
 from typing import Any
 
 import torch
@@ -65,10 +65,13 @@ def update_hf_config(static: nn.Module, mutator: Any, prefix: str = "") -> list[
         key = next((k for k in keys if getattr(config, k, None) is not None), None)
         key = key or next((k for k in keys if hasattr(config, k)), None)
         if values and key is not None:
-            common, _ = Counter(values.values()).most_common(1)[0]
-            setattr(config, key, common)
-            if len(set(values.values())) > 1:
+            if len(set(values.values())) == 1:
+                setattr(config, key, next(iter(values.values())))
+            else:  # the config keeps its value; the layers' own sizes are listed
                 notes.append(f"{key} differs per layer ({_spread(values)})")
+                per_layer = dict(getattr(config, "razor_widgets_per_layer", None) or {})
+                per_layer[key] = dict(values)
+                config.razor_widgets_per_layer = per_layer
     mismatched = _mismatched_params(static)
     if mismatched or notes:
         config.razor_widgets_unrepresentable = mismatched
