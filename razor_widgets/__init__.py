@@ -19,6 +19,7 @@ from .dynamic_ops import (
     DynamicLinear,
     DynamicMultiheadAttention,
 )
+from .hf_export import HFConfigWarning
 from .models import SearchableShuffleNetV2, ShuffleBlock, ShuffleXception
 from .module_counter import CandidateCounter
 from .mutables import (
@@ -62,6 +63,7 @@ from .plans import PlanError, load_choices, save_choices
 from .registry import MODELS, Registry
 from .resources import Resources, count_resources, reference_flops
 from .tracing import TraceError
+from .unit_labels import UnitRole, describe_unit, unit_role
 
 __version__ = "0.1.0"
 
@@ -83,6 +85,8 @@ __all__ = [
     "derive_divide_mutable", "derive_expand_mutable",
     # the explorer widget (loaded on first use), plans and budgets
     "PruningExplorer", "PlanError", "fit_budget", "load_choices", "save_choices",
+    # what a unit is (heads, KV groups, hidden size, MLP); HF exports that their config cannot say
+    "HFConfigWarning", "UnitRole", "describe_unit", "unit_role",
 ]
 
 
