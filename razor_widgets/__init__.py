@@ -6,11 +6,12 @@ pruning framework has them.
 from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
 from .analysis import UnprunableChannelsWarning
 from .compat import BaseModel
-from .dynamic_ops import (
+from .dynamic_ops import DynamicChannelMixin
+from .hf_export import HFConfigWarning
+from .layers import (
     DynamicBatchNorm1d,
     DynamicBatchNorm2d,
     DynamicBatchNorm3d,
-    DynamicChannelMixin,
     DynamicConv1d,
     DynamicConv2d,
     DynamicConv3d,
@@ -19,7 +20,6 @@ from .dynamic_ops import (
     DynamicLinear,
     DynamicMultiheadAttention,
 )
-from .hf_export import HFConfigWarning
 from .models import SearchableShuffleNetV2, ShuffleBlock, ShuffleXception
 from .module_counter import CandidateCounter
 from .mutables import (

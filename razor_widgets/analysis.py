@@ -18,7 +18,6 @@ import torch
 from torch import nn
 
 from .channel_space import CONST, NONE, ChannelSpace, compress, varying_dims
-from .rules_embedding import tie_shared_weights
 from .traced_size import AttrRef, attribute_sources, shape_sources
 from .tracing import Node, TensorRef, TracedGraph
 
@@ -82,6 +81,30 @@ class UnitSpec:
     @property
     def is_prunable(self) -> bool:
         return not self.fixed_reasons and self.num_channels // self.repeats > 1
+
+
+@dataclass(frozen=True)
+class ChannelAnalysis:
+    """What the analysis hands on to the mutator and the counter (read-only).
+
+    ``units``: the units found. ``roots[e]``: the channel element that element ``e`` was
+    unioned into. ``elements(ref)``: the element ids of a traced tensor (compressed: a dim of
+    size 1 is broadcast), or None. ``side_elements(name, is_output, param_dim)``: the elements
+    of a layer side (or of a parameter's dim) as the layer's first call read or wrote them.
+    ``size_attributes``: ``(module, attribute) -> elements`` the attribute counts.
+    """
+
+    units: list[UnitSpec]
+    roots: np.ndarray
+    tensor_ids: dict[int, torch.Tensor]
+    sides: dict[tuple[str, bool, int | None], torch.Tensor]
+    size_attributes: dict[tuple[str, str], torch.Tensor]
+
+    def elements(self, ref: TensorRef) -> torch.Tensor | None:
+        return self.tensor_ids.get(ref.handle)
+
+    def side_elements(self, name: str, is_output: bool, param_dim: int | None = None) -> torch.Tensor | None:
+        return self.sides.get((name, is_output, param_dim))
 
 
 class AnalysisContext:
@@ -295,7 +318,7 @@ class ChannelAnalyzer:
         self.rules = rules
         self.attention = attention
 
-    def analyze(self, graph: TracedGraph) -> tuple[list[UnitSpec], AnalysisContext]:
+    def analyze(self, graph: TracedGraph) -> ChannelAnalysis:
         ctx = AnalysisContext(graph, graph.modules, self.attention)
         for node in graph.nodes:
             ctx.node = node
@@ -304,6 +327,8 @@ class ChannelAnalyzer:
             except Exception as exc:  # noqa: BLE001 (an op form the rule does not expect: freeze it)
                 ctx.rule_failed(node, exc)
         ctx.node = None
+        from .layers.embedding import tie_shared_weights  # layers build on this module
+
         tie_shared_weights(ctx)
         for ref in graph.outputs:
             ctx.fix(ctx.get(ref), "model output")
@@ -312,7 +337,10 @@ class ChannelAnalyzer:
         _resolve_size_uses(ctx, graph.size_uses, roots)
         units = build_units(ctx, roots)
         _warn_unknown(ctx, units)
-        return units, ctx
+        sides: dict[tuple[str, bool, int | None], torch.Tensor] = {}
+        for slot in ctx.slots:
+            sides.setdefault((slot.name, slot.is_output, slot.param_dim), slot.ids)
+        return ChannelAnalysis(units, roots, ctx.ids, sides, ctx.size_attributes)
 
 
 def _resolve_size_uses(ctx: AnalysisContext, uses: list, roots: np.ndarray) -> None:

@@ -13,9 +13,8 @@ is a "special" side evaluated from the unit masks. Every count is then a sum of 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -23,15 +22,44 @@ from torch import nn
 from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode
 
+from .analysis import ChannelAnalysis
+from .layers import LayerGeometry, LayerKind, Term, function_kind, kind_of, leaf_kind
+from .layers.base import Side
 from .resources import REFERENCE_FLOP_FORMULAS
-from .tracing import Node, TensorRef
+from .tracing import Node, TensorRef, TracedGraph
+
 
 # -- the analytic counter: linear forms, special sides and terms ---------------------------------
-Form = tuple[int, tuple[tuple[int, int], ...]]  # (const, ((unit index, coef), ...))
+class Form(NamedTuple):
+    """A kept size linear in the units' kept channels per block: ``const + sum(coef * kept[unit])``."""
+
+    const: int
+    coefs: tuple[tuple[int, int], ...]  # (unit index, coef), sorted
+
+
+class SideRef(NamedTuple):
+    """A side whose value changes with the choices: an index into the counter's side array."""
+
+    index: int
+
+
+class SpecialSide(NamedTuple):
+    side: int
+    special: _Special
+
+
+class CountTerm(NamedTuple):
+    """``factor * prod(sides[i] for i in sides) // div`` params (``is_param``) or MACs of a layer."""
+
+    layer: str
+    is_param: bool
+    factor: int
+    sides: tuple[int, ...]  # side indices (0 is the constant 1)
+    div: int
 
 
 def _form(const: int, coefs: dict[int, int] | None = None) -> Form:
-    return int(const), tuple(sorted((u, int(c)) for u, c in (coefs or {}).items() if c))
+    return Form(int(const), tuple(sorted((u, int(c)) for u, c in (coefs or {}).items() if c)))
 
 
 @dataclass
@@ -51,31 +79,31 @@ class _Spec:
         self.forms: dict[Form, int] = {_form(1): 0}  # side 0 is the constant 1 (padding)
         self.full: dict[int, int] = {0: 1}  # every side's value at full choices
         self.specials: dict[Any, int] = {}
-        self.special_defs: list[tuple[int, _Special]] = []
-        self.terms: list[tuple[str, bool, int, tuple[int, ...], int]] = []
+        self.special_defs: list[SpecialSide] = []
+        self.terms: list[CountTerm] = []
         self.layers: dict[str, int] = {}
         self.notes: list[str] = []
 
-    def side(self, form: Form | _Special | int, key: Any = None) -> int | tuple[int]:
-        """An ``int`` for a constant side, else ``(side index,)``."""
+    def side(self, form: Form | _Special | int, key: Any = None) -> int | SideRef:
+        """An ``int`` for a constant side, else a :class:`SideRef`."""
         if isinstance(form, int):
             return form
         if isinstance(form, _Special):
             if key not in self.specials:
                 idx = self.specials[key] = len(self.forms) + len(self.special_defs)
-                self.special_defs.append((idx, form))
+                self.special_defs.append(SpecialSide(idx, form))
                 self.full[idx] = int(form.weights.sum(axis=1).max())
-            return (self.specials[key],)
-        if not form[1]:
-            return form[0]
+            return SideRef(self.specials[key])
+        if not form.coefs:
+            return form.const
         if form not in self.forms:
             idx = self.forms[form] = len(self.forms) + len(self.special_defs)
-            self.full[idx] = form[0] + sum(c * self.bases[u] for u, c in form[1])
-        return (self.forms[form],)
+            self.full[idx] = form.const + sum(c * self.bases[u] for u, c in form.coefs)
+        return SideRef(self.forms[form])
 
     def full_value(self, factor: int, sides: list, div: int) -> int:
         for side in sides:
-            factor *= self.full[side[0]] if isinstance(side, tuple) else int(side)
+            factor *= self.full[side.index] if isinstance(side, SideRef) else int(side)
         return factor // div
 
     def term(self, layer: str, is_param: bool, factor: int, sides: list, div: int = 1) -> None:
@@ -83,25 +111,24 @@ class _Spec:
         self.layers.setdefault(layer, len(self.layers))
         idx = []
         for side in sides:
-            if isinstance(side, tuple):
-                idx.append(side[0])
+            if isinstance(side, SideRef):
+                idx.append(side.index)
             else:
                 factor *= int(side)
         if div > 1 and not idx:
             factor, div = factor // div, 1
-        self.terms.append((layer, is_param, int(factor), tuple(idx), int(div)))
+        self.terms.append(CountTerm(layer, bool(is_param), int(factor), tuple(idx), int(div)))
 
 
 class _Builder:
     """Reads the trace, the analysis and the units once and records sides and terms."""
 
-    def __init__(self, mutator: Any) -> None:
-        self.mutator = mutator
-        self.model: nn.Module = mutator.model
-        self.graph = mutator.graph_trace
-        self.ctx = mutator.analysis
+    def __init__(self, model: nn.Module, trace: TracedGraph, analysis: ChannelAnalysis, units: list) -> None:
+        self.model = model
+        self.graph = trace
+        self.analysis = analysis
         self.modules = dict(self.model.named_modules())
-        self.units = [u for u in mutator.units if u.is_mutable]
+        self.units = units
         self.spec = _Spec([u.num_channels // u.repeats for u in self.units])
         self._index_units()
 
@@ -120,20 +147,17 @@ class _Builder:
                     self.param_dims.setdefault(ch.name, set()).add(ch.param_dim)
                 self.side_items.setdefault(key, []).append((ui, span // base, span))
         # channel element (root) -> (unit, position in the unit's first block)
-        roots = self.ctx.space.roots
+        roots = self.analysis.roots
         self.roots = roots
         self.root_unit = np.full(len(roots), -1, dtype=np.int64)
         self.root_pos = np.zeros(len(roots), dtype=np.int64)
-        slots = {}
-        for slot in self.ctx.slots:
-            slots.setdefault((slot.name, slot.is_output, slot.param_dim), slot)
         for ui, unit in enumerate(self.units):
             base = unit.num_channels // unit.repeats
             for ch in unit.channels:
-                slot = slots.get((ch.name, ch.is_output_channel, ch.param_dim))
-                if slot is None:
+                side = self.analysis.side_elements(ch.name, ch.is_output_channel, ch.param_dim)
+                if side is None:
                     continue
-                ids = slot.ids[ch.start:ch.end].numpy()
+                ids = side[ch.start:ch.end].numpy()
                 pos = (np.arange(len(ids)) // ch.expand_ratio) % unit.num_channels % base
                 valid = ids >= 0
                 r = roots[ids[valid]]
@@ -156,7 +180,7 @@ class _Builder:
         ndim = len(ref.shape)
         dim %= ndim
         size = ref.shape[dim]
-        ids = self.ctx.ids.get(ref.handle)
+        ids = self.analysis.elements(ref)
         if ids is None or ids.dim() != ndim or ids.shape[dim] == 1 or size <= 1:
             return size
         lines = np.unique(ids.movedim(dim, -1).reshape(-1, ids.shape[dim]).numpy(), axis=0)
@@ -198,7 +222,7 @@ class _Builder:
             if node.kind == "module":
                 _module_op(self, node)
             else:
-                handler = FUNCTION_OPS.get(node.name)
+                handler = _fn_layer if function_kind(node.name) is not None else FUNCTION_OPS.get(node.name)
                 if handler is None or not handler(self, node):
                     if node.name not in NO_COMPUTE:
                         replay.append((_function_layer(node), node))
@@ -256,112 +280,51 @@ def _param_layer(owner: str, layers: set[str], modules: dict[str, nn.Module]) ->
         prefix = ".".join(parts[:i])
         if prefix in layers:
             return prefix
-    module = modules.get(owner)
-    if module is not None and isinstance(module, _LAYER_TYPES):
+    if kind_of(modules.get(owner)) is not None:
         return owner
     return None
 
 
-# -- the formula table --------------------------------------------------------------------------
-_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
-_LAYER_TYPES = (nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention, *_NORMS)
+# -- layers: the formulas of their kinds -----------------------------------------------------------
+def _geometry(builder: _Builder, name: str, module: nn.Module, kind: LayerKind,
+              node: Node | None = None) -> LayerGeometry:
+    """What a kind's formula reads: shapes of the call, and the kept sides of the layer."""
+    def kept(is_output: bool) -> Side:
+        return builder.spec.side(builder.layer_form(name, is_output, kind.channels(module, is_output)))
+
+    if node is None:
+        return LayerGeometry(name, module, kept_side=kept)
+    return LayerGeometry(name, module, tuple(r.shape for r in node.input_refs()),
+                         node.output_refs()[0].shape, kept)
 
 
-def _conv_forms(b: _Builder, name: str, m: nn.modules.conv._ConvNd) -> tuple[Form, Form, int, bool]:
-    f_in = b.layer_form(name, False, m.in_channels)
-    f_out = b.layer_form(name, True, m.out_channels)
-    depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
-    return f_in, f_out, m.groups, depthwise
+def _add_terms(builder: _Builder, layer: str, is_param: bool, terms: list[Term]) -> None:
+    builder.spec.layers.setdefault(layer, len(builder.spec.layers))
+    for term in terms:
+        builder.spec.term(layer, is_param, term.factor, list(term.sides), term.div)
 
 
-def _conv_macs(b: _Builder, layer: str, m: nn.modules.conv._ConvNd, out: TensorRef) -> None:
-    """conv: out positions * kept_out * kept_in / groups * kernel area (depthwise: groups
-    follow the kept channels, so kept_in / groups = 1)."""
-    f_in, f_out, groups, depthwise = _conv_forms(b, layer, m)
-    positions = math.prod(out.shape) // m.out_channels
-    kernel = math.prod(m.kernel_size)
-    sides = [b.spec.side(f_out)] if depthwise else [b.spec.side(f_out), b.spec.side(f_in)]
-    b.spec.term(layer, False, positions * kernel, sides, 1 if depthwise else groups)
+def _module_op(builder: _Builder, node: Node) -> None:
+    """A leaf layer: the MACs of its kind's formula (norms have none)."""
+    kind = leaf_kind(node.target)
+    builder.op_layers.add(node.name)
+    _add_terms(builder, node.name, False, kind.macs(_geometry(builder, node.name, node.target, kind, node)))
 
 
-def _linear_macs(b: _Builder, layer: str, in_f: int, out_f: int, out: TensorRef) -> None:
-    """linear: rows (every leading dim) * kept_in * kept_out."""
-    rows = math.prod(out.shape) // out_f
-    sides = [b.spec.side(b.layer_form(layer, False, in_f)),
-             b.spec.side(b.layer_form(layer, True, out_f))]
-    b.spec.term(layer, False, rows, sides)
-
-
-def _mha_macs(b: _Builder, node: Node) -> None:
-    """nn.MultiheadAttention: q/k/v and output projections plus Q·Kᵀ and A·V, all inside
-    the formula (the layer reads ``out_proj.weight`` directly, so no hook would see it)."""
-    m: nn.MultiheadAttention = node.target
-    q, k = node.input_refs()[:2]
-    if len(q.shape) == 2:
-        n, length, source = 1, q.shape[0], k.shape[0]
-    elif m.batch_first:
-        n, length, source = q.shape[0], q.shape[1], k.shape[1]
-    else:
-        n, length, source = q.shape[1], q.shape[0], k.shape[0]
-    embed = b.spec.side(b.layer_form(node.name, True, m.embed_dim))
-    keys = source + (m.bias_k is not None) + bool(m.add_zero_attn)
-    spec, layer = b.spec, node.name
-    if m._qkv_same_embed_dim:
-        spec.term(layer, False, (2 * length + 2 * source) * n, [embed, embed])  # q, k, v, out
-    else:
-        spec.term(layer, False, 2 * length * n, [embed, embed])  # q and out projections
-        spec.term(layer, False, source * n * (m.kdim + m.vdim), [embed])
-    spec.term(layer, False, 2 * n * length * keys, [embed])  # Q·Kᵀ and A·V
-
-
-def _module_op(b: _Builder, node: Node) -> None:
-    m, name = node.target, node.name
-    out = node.output_refs()[0]
-    b.op_layers.add(name)
-    if isinstance(m, nn.modules.conv._ConvNd) and not m.transposed:
-        _conv_macs(b, name, m, out)
-    elif isinstance(m, nn.Linear):
-        _linear_macs(b, name, m.in_features, m.out_features, out)
-    elif isinstance(m, nn.MultiheadAttention):
-        _mha_macs(b, node)
-    else:  # norms: parameters only
-        b.spec.layers.setdefault(name, len(b.spec.layers))
-
-
-def _weight_ref(node: Node, index: int, key: str) -> TensorRef | None:
-    value = node.args[index] if len(node.args) > index else node.kwargs.get(key)
-    return value if isinstance(value, TensorRef) else None
-
-
-def _owner(b: _Builder, ref: TensorRef | None, kind: type) -> tuple[str, nn.Module] | None:
-    if ref is None or ref.param is None:
-        return None
-    name, _, attr = ref.param.rpartition(".")
-    module = b.graph.modules.get(name)
-    return (name, module) if isinstance(module, kind) and attr == "weight" else None
-
-
-def _fn_linear(b: _Builder, node: Node) -> bool:
-    weight = _weight_ref(node, 1, "weight")
-    owner = _owner(b, weight, nn.Linear)
-    if owner is None:
+def _fn_layer(builder: _Builder, node: Node) -> bool:
+    """A functional layer call with a module's weight (``F.conv2d(x, conv.weight)``)."""
+    kind = function_kind(node.name)
+    owner = kind.function_owner(node, builder.graph.modules)
+    if owner is None or owner.attr != "weight":
         return False
-    b.op_layers.add(owner[0])
-    _linear_macs(b, owner[0], weight.shape[1], weight.shape[0], node.output_refs()[0])
+    terms = kind.macs(_geometry(builder, owner.name, owner.module, kind, node))
+    if terms:  # norms have none: their layer is their parameters'
+        builder.op_layers.add(owner.name)
+        _add_terms(builder, owner.name, False, terms)
     return True
 
 
-def _fn_conv(b: _Builder, node: Node) -> bool:
-    weight = _weight_ref(node, 1, "weight")
-    owner = _owner(b, weight, nn.modules.conv._ConvNd)
-    if owner is None or owner[1].transposed:
-        return False
-    b.op_layers.add(owner[0])
-    _conv_macs(b, owner[0], owner[1], node.output_refs()[0])
-    return True
-
-
-def _fn_matmul(b: _Builder, node: Node) -> bool:
+def _fn_matmul(builder: _Builder, node: Node) -> bool:
     """``a @ b`` as the einsum ``...nk,...km->...nm``."""
     refs = node.input_refs()
     if len(refs) < 2 or len(refs[0].shape) < 2 or len(refs[1].shape) < 2:
@@ -371,10 +334,10 @@ def _fn_matmul(b: _Builder, node: Node) -> bool:
     batch = "".join(chr(ord("A") + i) for i in range(len(out.shape) - 2))
     a_letters = batch[len(batch) - (len(a.shape) - 2):] + "nk"
     b_letters = batch[len(batch) - (len(c.shape) - 2):] + "km"
-    return _product_of_letters(b, node, [(a, a_letters), (c, b_letters), (out, batch + "nm")])
+    return _product_of_letters(builder, node, [(a, a_letters), (c, b_letters), (out, batch + "nm")])
 
 
-def _fn_einsum(b: _Builder, node: Node) -> bool:
+def _fn_einsum(builder: _Builder, node: Node) -> bool:
     """Two-operand einsum: one MAC per combination of all its letters."""
     refs = node.input_refs()
     equation = node.args[0] if node.args and isinstance(node.args[0], str) else None
@@ -382,11 +345,11 @@ def _fn_einsum(b: _Builder, node: Node) -> bool:
         return False
     lhs, out_letters = equation.replace(" ", "").split("->")
     a_letters, b_letters = lhs.split(",")
-    return _product_of_letters(b, node, [(refs[0], a_letters), (refs[1], b_letters),
+    return _product_of_letters(builder, node, [(refs[0], a_letters), (refs[1], b_letters),
                                          (node.output_refs()[0], out_letters)])
 
 
-def _product_of_letters(b: _Builder, node: Node, operands: list[tuple[TensorRef, str]]) -> bool:
+def _product_of_letters(builder: _Builder, node: Node, operands: list[tuple[TensorRef, str]]) -> bool:
     """MACs = the product of every letter's kept size, each read from the first operand whose
     channels vary along it (heads pruned in q give the kept heads, for instance)."""
     sides: dict[str, Any] = {}
@@ -395,30 +358,29 @@ def _product_of_letters(b: _Builder, node: Node, operands: list[tuple[TensorRef,
             return False
         for dim, letter in enumerate(letters):
             known = sides.get(letter, 1)
-            if isinstance(known, tuple):
+            if isinstance(known, SideRef):
                 continue
-            side = b.dim_side(ref, dim)  # an int (a size that never changes) or a side index
-            sides[letter] = side if isinstance(side, tuple) else max(known, side)  # broadcast dims are 1
-    b.spec.term(_function_layer(node), False, 1, list(sides.values()))
+            side = builder.dim_side(ref, dim)  # an int (a size that never changes) or a side index
+            sides[letter] = side if isinstance(side, SideRef) else max(known, side)  # broadcast dims are 1
+    builder.spec.term(_function_layer(node), False, 1, list(sides.values()))
     return True
 
 
-def _fn_sdpa(b: _Builder, node: Node) -> bool:
+def _fn_sdpa(builder: _Builder, node: Node) -> bool:
     """scaled_dot_product_attention: Q·Kᵀ = kept(q) * keys, A·V = kept(out) * keys."""
     refs = node.input_refs()
     if len(refs) < 3:
         return False
     q, k = refs[0], refs[1]
     out = node.output_refs()[0]
-    keys = b.dim_side(k, -2)
+    keys = builder.dim_side(k, -2)
     layer = _function_layer(node)
-    b.spec.term(layer, False, 1, [*b.numel_sides(q), keys])
-    b.spec.term(layer, False, 1, [*b.numel_sides(out), keys])
+    builder.spec.term(layer, False, 1, [*builder.numel_sides(q), keys])
+    builder.spec.term(layer, False, 1, [*builder.numel_sides(out), keys])
     return True
 
 
 FUNCTION_OPS = {
-    "linear": _fn_linear, "conv1d": _fn_conv, "conv2d": _fn_conv, "conv3d": _fn_conv,
     "matmul": _fn_matmul, "__matmul__": _fn_matmul, "bmm": _fn_matmul, "mm": _fn_matmul,
     "einsum": _fn_einsum, "scaled_dot_product_attention": _fn_sdpa,
 }
@@ -435,45 +397,31 @@ def _no_compute() -> frozenset[str]:
 NO_COMPUTE = _no_compute()  # ops that FlopCounterMode never counts: not replayed
 
 
-def _param_sizes(b: _Builder, qualname: str, owner_name: str, attr: str,
+def _param_sizes(builder: _Builder, qualname: str, owner_name: str, attr: str,
                  param: torch.Tensor) -> tuple[int, list, int]:
     """``(factor, sides, div)`` with ``numel = factor * prod(sides) // div`` after export."""
-    spec = b.spec
     shape = tuple(param.shape)
-    dims = b.param_dims.get(qualname)
+    dims = builder.param_dims.get(qualname)
     if dims:  # class tokens, position embeddings, layer scales: pruned along one dim
-        sides = [spec.side(b.layer_form(qualname, d, shape[d])) if d in dims else shape[d]
+        sides = [builder.spec.side(builder.layer_form(qualname, d, shape[d])) if d in dims else shape[d]
                  for d in range(len(shape))]
         return 1, sides, 1
-    owner = b.modules.get(owner_name)
-    parent_name = owner_name.rpartition(".")[0]
-    parent = b.modules.get(parent_name) if owner_name else None
-    if isinstance(parent, nn.MultiheadAttention) and owner is parent.out_proj:
-        owner, owner_name = parent, parent_name
-        embed = spec.side(b.layer_form(owner_name, True, owner.embed_dim))
-        return 1, ([embed, embed] if attr == "weight" else [embed]), 1
-    if isinstance(owner, nn.modules.conv._ConvNd) and not owner.transposed:
-        f_in, f_out, groups, depthwise = _conv_forms(b, owner_name, owner)
-        if attr == "bias":
-            return 1, [spec.side(f_out)], 1
-        kernel = math.prod(shape[2:])
-        if depthwise:
-            return kernel, [spec.side(f_out)], 1
-        return kernel, [spec.side(f_out), spec.side(f_in)], groups
-    if isinstance(owner, nn.Linear):
-        f_out = spec.side(b.layer_form(owner_name, True, owner.out_features))
-        if attr == "bias":
-            return 1, [f_out], 1
-        return 1, [f_out, spec.side(b.layer_form(owner_name, False, owner.in_features))], 1
-    if isinstance(owner, _NORMS) and param.dim() == 1:
-        return 1, [spec.side(b.layer_form(owner_name, True, shape[0]))], 1
-    if isinstance(owner, nn.MultiheadAttention) and attr in ("in_proj_weight", "in_proj_bias"):
-        embed = spec.side(b.layer_form(owner_name, True, owner.embed_dim))
-        return 3, ([embed, embed] if attr == "in_proj_weight" else [embed]), 1
-    return param.numel(), [], 1
+    parent_name, _, child = owner_name.rpartition(".")
+    parent = builder.modules.get(parent_name) if owner_name else None
+    parent_kind = kind_of(parent)
+    term = None
+    if parent_kind is not None and child in parent_kind.child_params:  # MHA's out_proj
+        geometry = _geometry(builder, parent_name, parent, parent_kind)
+        term = parent_kind.param_size(geometry, f"{child}.{attr}", shape)
+    owner = builder.modules.get(owner_name)
+    kind = kind_of(owner)
+    if term is None and kind is not None:
+        term = kind.param_size(_geometry(builder, owner_name, owner, kind), attr, shape)
+    if term is None:
+        return param.numel(), [], 1
+    return term.factor, list(term.sides), term.div
 
 
-def build_spec(mutator: Any) -> tuple[_Spec, list]:
-    """The count terms of a prepared mutator's model, and the mutable units they read."""
-    builder = _Builder(mutator)
-    return builder.build(), builder.units
+def build_spec(model: nn.Module, trace: TracedGraph, analysis: ChannelAnalysis, units: list) -> _Spec:
+    """The count terms of a traced model, over the kept channels of its mutable ``units``."""
+    return _Builder(model, trace, analysis, units).build()

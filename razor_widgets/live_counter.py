@@ -6,16 +6,19 @@ costs microseconds and no forward pass.
 """
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from .analysis import ChannelAnalysis
 from .counting import build_spec
 from .mutables.mutable_channel import add_change_listener
+from .mutables.units import MutableChannelUnit
 from .resources import Resources
+from .tracing import TracedGraph
 
 __all__ = ["ResourceCounter", "resource_counter", "mutator_resources"]
 
@@ -32,14 +35,16 @@ class ResourceCounter:
     ``mutator.resources()``; ``resource_counter(mutator)`` returns the mutator's counter.
     """
 
-    def __init__(self, mutator: Any) -> None:
-        if getattr(mutator, "graph_trace", None) is None or getattr(mutator, "analysis", None) is None:
+    def __init__(self, model: nn.Module, trace: TracedGraph | None, analysis: ChannelAnalysis | None,
+                 units: list[MutableChannelUnit]) -> None:
+        if trace is None or analysis is None:
             raise RuntimeError(
                 "resources() needs the geometry of a traced model: prepare the mutator with a "
                 "tracing parse_cfg (ChannelAnalyzer), not from a config or predefined ops")
-        spec, units = build_spec(mutator)
+        spec = build_spec(model, trace, analysis, units)
         self.notes = list(spec.notes)
-        self.units = units
+        self.units = list(units)
+        self._channels = [u.mutable_channel for u in self.units]
         self._unit_index = {id(u): i for i, u in enumerate(self.units)}
         self._repeats = np.array([u.repeats for u in self.units] + [1], dtype=np.int64)
         self._bases = [u.num_channels // u.repeats for u in self.units]
@@ -47,58 +52,59 @@ class ResourceCounter:
         # linear sides: S = const + sum(coef * kept[unit])
         n_sides = len(spec.forms) + len(spec.special_defs)
         self._const = np.zeros(n_sides, dtype=np.int64)
-        e_side, e_unit, e_coef = [], [], []
+        # one entry per (side, unit) pair of the linear sides: side S moves by coef * kept[unit]
+        entry_side, entry_unit, entry_coef = [], [], []
         for form, i in spec.forms.items():
-            self._const[i] = form[0]
-            for u, c in form[1]:
-                e_side.append(i)
-                e_unit.append(u)
-                e_coef.append(c)
-        self._e_side = np.array(e_side, dtype=np.int64)
-        self._e_unit = np.array(e_unit, dtype=np.int64)
-        self._e_coef = np.array(e_coef, dtype=np.int64)
+            self._const[i] = form.const
+            for u, c in form.coefs:
+                entry_side.append(i)
+                entry_unit.append(u)
+                entry_coef.append(c)
+        self._entry_side = np.array(entry_side, dtype=np.int64)
+        self._entry_unit = np.array(entry_unit, dtype=np.int64)
+        self._entry_coef = np.array(entry_coef, dtype=np.int64)
         self._n_sides = n_sides
         self._specials = spec.special_defs
         # per unit: its linear entries and specials
-        self._unit_entries = [np.flatnonzero(self._e_unit == u) for u in range(n_units)]
+        self._unit_entries = [np.flatnonzero(self._entry_unit == u) for u in range(n_units)]
         self._mask_counts: dict[int, tuple[Any, int]] = {}
         self._unit_specials: list[list[int]] = [[] for _ in range(n_units)]
-        for j, (_, special) in enumerate(self._specials):
-            for u in special.units:
+        for j, special_side in enumerate(self._specials):
+            for u in special_side.special.units:
                 self._unit_specials[u].append(j)
         # terms, ordered by layer
-        terms = sorted(spec.terms, key=lambda t: spec.layers[t[0]])  # stable: by layer
-        width = max([1] + [len(t[3]) for t in terms])
-        self._layer_names = list(dict.fromkeys(t[0] for t in terms))
+        terms = sorted(spec.terms, key=lambda t: spec.layers[t.layer])  # stable: by layer
+        width = max([1] + [len(t.sides) for t in terms])
+        self._layer_names = list(dict.fromkeys(t.layer for t in terms))
         layer_id = {name: i for i, name in enumerate(self._layer_names)}
-        self._t_layer = np.array([layer_id[t[0]] for t in terms], dtype=np.int64)
-        self._t_param = np.array([t[1] for t in terms], dtype=np.int64)
+        self._t_layer = np.array([layer_id[t.layer] for t in terms], dtype=np.int64)
+        self._t_param = np.array([t.is_param for t in terms], dtype=np.int64)
         self._t_mac = 1 - self._t_param
-        self._t_factor = np.array([t[2] for t in terms], dtype=np.int64)
-        self._t_div = np.array([t[4] for t in terms], dtype=np.int64)
-        self._t_idx = np.zeros((len(terms), width), dtype=np.int64)  # 0 = the constant side
+        self._t_factor = np.array([t.factor for t in terms], dtype=np.int64)
+        self._t_div = np.array([t.div for t in terms], dtype=np.int64)
+        self._term_sides = np.zeros((len(terms), width), dtype=np.int64)  # 0 = the constant side
         for i, t in enumerate(terms):
-            self._t_idx[i, :len(t[3])] = t[3]
+            self._term_sides[i, :len(t.sides)] = t.sides
         self._layer_starts = np.flatnonzero(np.r_[1, np.diff(self._t_layer)]) if terms else \
             np.zeros(0, dtype=np.int64)
         # per unit: the terms that read one of its sides
         side_terms: dict[int, set[int]] = {}
-        for i, row in enumerate(self._t_idx.tolist()):
+        for i, row in enumerate(self._term_sides.tolist()):
             for s in row:
                 if s:
                     side_terms.setdefault(s, set()).add(i)
         self._unit_terms = []
         for u in range(n_units):
-            sides = set(self._e_side[self._unit_entries[u]].tolist())
-            sides |= {self._specials[j][0] for j in self._unit_specials[u]}
+            sides = set(self._entry_side[self._unit_entries[u]].tolist())
+            sides |= {self._specials[j].side for j in self._unit_specials[u]}
             ts = set().union(*[side_terms.get(s, set()) for s in sides]) if sides else set()
             self._unit_terms.append(np.array(sorted(ts), dtype=np.int64))
         # per unit, the gathered arrays of its terms: a slider move then costs a few numpy calls
         self._weights = np.stack([self._t_param, self._t_mac], axis=1)
-        self._unit_gathered = [(t, self._t_factor[t], _side_columns(self._t_idx[t]),
+        self._unit_gathered = [(t, self._t_factor[t], _side_columns(self._term_sides[t]),
                                 self._t_div[t] if (self._t_div[t] != 1).any() else None)
                                for t in self._unit_terms]
-        self._unit_side_coefs = [list(zip(self._e_side[e].tolist(), self._e_coef[e].tolist()))
+        self._unit_side_coefs = [list(zip(self._entry_side[e].tolist(), self._entry_coef[e].tolist()))
                                  for e in self._unit_entries]
         # state: originals at full choices, then the live state
         self._kept = np.array(self._bases + [1], dtype=np.int64)
@@ -114,9 +120,9 @@ class ResourceCounter:
 
     # -- state ----------------------------------------------------------------------------
     def _full_state(self) -> None:
-        kept = self._kept[self._e_unit].astype(np.float64) * self._e_coef
+        kept = self._kept[self._entry_unit].astype(np.float64) * self._entry_coef
         self._sides = self._const + np.rint(
-            np.bincount(self._e_side, weights=kept, minlength=self._n_sides)).astype(np.int64)
+            np.bincount(self._entry_side, weights=kept, minlength=self._n_sides)).astype(np.int64)
         self._sides[0] = 1
         for j in range(len(self._specials)):
             self._eval_special(j)
@@ -126,7 +132,7 @@ class ResourceCounter:
         self._kept_now = self._kept.tolist()  # the same, as Python ints for the per-unit path
 
     def _eval_special(self, j: int) -> None:
-        side, special = self._specials[j]
+        side, special = self._specials[j].side, self._specials[j].special
         vec = [np.ones(1, dtype=np.int64)]
         for u in special.units:
             if self._kept[u] == self._bases[u]:
@@ -136,7 +142,7 @@ class ResourceCounter:
         self._sides[side] = int((special.weights @ np.concatenate(vec)).max())
 
     def _eval_terms(self, idx: Any) -> np.ndarray:
-        values = self._t_factor[idx] * self._sides[self._t_idx[idx]].prod(axis=1)
+        values = self._t_factor[idx] * self._sides[self._term_sides[idx]].prod(axis=1)
         return values // self._t_div[idx]
 
     def _layer_sums(self) -> tuple[np.ndarray, np.ndarray]:
@@ -163,9 +169,7 @@ class ResourceCounter:
     def _token(self, u: int) -> Any:
         """An object that changes whenever unit ``u``'s choice does (its mask, or its count);
         a fresh object, so always "changed", for mutable channels that hold neither."""
-        d = self.units[u]._modules["mutable_channel"].__dict__
-        token = d.get("_mask", d.get("_kept", _MISSING))
-        return token if token is not _MISSING else object()
+        return self._channels[u].choice_token()
 
     def update(self, recount: bool = False) -> None:
         """Bring the counts up to date with the units' current choices.
@@ -200,7 +204,7 @@ class ResourceCounter:
             idx, factor, columns, div = self._unit_gathered[changed[0]]
         else:
             idx = np.unique(np.concatenate([self._unit_terms[u] for u in changed]))
-            factor, columns, div = self._t_factor[idx], _side_columns(self._t_idx[idx]), self._t_div[idx]
+            factor, columns, div = self._t_factor[idx], _side_columns(self._term_sides[idx]), self._t_div[idx]
         if len(idx):
             values = factor
             for column in columns:
@@ -245,17 +249,9 @@ def _marker(dirty: set[int], u: int) -> Callable[[], None]:
     return lambda: dirty.add(u)
 
 
-_COUNTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def resource_counter(mutator: Any) -> ResourceCounter:
     """The mutator's counter, built on first use (after ``prepare_from_supernet``)."""
-    if mutator.model is None:
-        raise RuntimeError("call prepare_from_supernet(model) before counting resources")
-    counter = _COUNTERS.get(mutator)
-    if counter is None:
-        counter = _COUNTERS[mutator] = ResourceCounter(mutator)
-    return counter
+    return mutator.resource_counter()
 
 
 def mutator_resources(mutator: Any, choices: dict | None = None,

@@ -7,7 +7,8 @@ A rule gets the analysis context and the recorded node. Four kinds cover almost 
 * ``movement``: data moves but is not mixed (view, permute, cat, split, getitem...): the op is
   replayed on the id tensor itself, so every index and shape argument is handled exactly;
 * ``layer``: modules with weights, which read their input channels and write fresh output
-  channels (or couple both, as norms and depthwise convs do).
+  channels (or couple both, as norms and depthwise convs do). Their rules, for the module and
+  for its functional form, belong to their layer kind (``razor_widgets/layers/``).
 
 Products (``matmul``, ``einsum``, attention) live in ``rules_matmul.py``, the movement rules
 and the reshape size checks in ``rules_movement.py``; this module holds the rest and the table.
@@ -21,9 +22,9 @@ import torch
 from torch import nn
 
 from .analysis import AnalysisContext
-from .channel_mean import MEAN_OPS, channel_mean
 from .channel_space import CONST, NONE, varying_dims
-from .rules_embedding import embedding
+from .layers import function_kind, leaf_kind
+from .layers.channel_mean import MEAN_OPS, channel_mean
 from .rules_matmul import einsum, matmul, sdpa
 from .rules_movement import RESHAPES, creation, first_input, movement
 from .traced_size import TracedSize
@@ -121,154 +122,6 @@ def pooling(ctx: AnalysisContext, node: Node, spatial: int) -> None:
     passthrough(ctx, node)
 
 
-# -- layers -------------------------------------------------------------------------------------
-def _channel_dim(ref: TensorRef, batched_ndim: int) -> int:
-    return 1 if len(ref.shape) == batched_ndim else 0
-
-
-def conv_like(ctx: AnalysisContext, name: str, x: TensorRef, out: TensorRef, spatial: int,
-              in_channels: int, out_channels: int, groups: int) -> None:
-    dim = _channel_dim(x, spatial + 2)
-    ids_in = ctx.read(x, dim)
-    if groups == 1:
-        ids_out = ctx.fresh_layer_output(name, out_channels)
-    elif groups == in_channels == out_channels:  # depthwise: each channel is its own group
-        ids_out = ids_in
-    else:  # grouped: the same position in every group is pruned together
-        _group_union(ctx, ids_in, groups)
-        ids_out = ctx.fresh_layer_output(name, out_channels)
-        _group_union(ctx, ids_out, groups)
-    ctx.slot(name, False, ids_in)
-    ctx.slot(name, True, ids_out)
-    ctx.write(out, dim, ids_out)
-
-
-def _group_union(ctx: AnalysisContext, ids: torch.Tensor, groups: int) -> None:
-    blocks = ids.reshape(groups, -1)
-    ctx.space.union(blocks[:1].expand_as(blocks), blocks)
-
-
-def _head_union(ctx: AnalysisContext, ids: torch.Tensor, heads: int) -> None:
-    """Channels of ``heads`` equal heads: one element per head, or one per position in a head."""
-    if ctx.attention == "head_dims":
-        return _group_union(ctx, ids, heads)
-    blocks = ids.reshape(heads, -1)
-    ctx.space.union(blocks[:, :1].expand_as(blocks), blocks)
-
-
-def conv_module(ctx: AnalysisContext, node: Node) -> None:
-    m = node.target
-    conv_like(ctx, node.name, first_input(node), node.output_refs()[0], len(m.kernel_size),
-              m.in_channels, m.out_channels, m.groups)
-
-
-def linear_module(ctx: AnalysisContext, node: Node) -> None:
-    x, out = first_input(node), node.output_refs()[0]
-    ids_in = ctx.read(x, -1)
-    ids_out = ctx.fresh_layer_output(node.name, node.target.out_features)
-    ctx.slot(node.name, False, ids_in)
-    ctx.slot(node.name, True, ids_out)
-    ctx.write(out, -1, ids_out)
-
-
-def norm_module(ctx: AnalysisContext, node: Node) -> None:
-    """Batch/instance norms: per channel, input and output channels are the same."""
-    m = node.target
-    x, out = first_input(node), node.output_refs()[0]
-    spatial = {nn.BatchNorm1d: 1, nn.InstanceNorm1d: 1}.get(type(m), None)
-    batched = (spatial or (3 if isinstance(m, (nn.BatchNorm3d, nn.InstanceNorm3d)) else 2)) + 2
-    dim = 1 if len(x.shape) >= 2 and (len(x.shape) == batched or isinstance(m, nn.BatchNorm1d)) else 0
-    _coupled(ctx, node.name, x, out, dim)
-
-
-def _coupled(ctx: AnalysisContext, name: str, x: TensorRef, out: TensorRef, dim: int, groups: int = 1) -> None:
-    ids = ctx.read(x, dim)
-    if groups > 1:
-        _group_union(ctx, ids, groups)
-    ctx.slot(name, False, ids)
-    ctx.slot(name, True, ids)
-    ctx.write(out, dim, ids)
-
-
-def layer_norm_module(ctx: AnalysisContext, node: Node) -> None:
-    m = node.target
-    if len(m.normalized_shape) != 1:
-        return ctx.unknown(node)
-    _coupled(ctx, node.name, first_input(node), node.output_refs()[0], -1)
-
-
-def group_norm_module(ctx: AnalysisContext, node: Node) -> None:
-    m = node.target
-    _coupled(ctx, node.name, first_input(node), node.output_refs()[0], 1, groups=m.num_groups)
-
-
-def mha_module(ctx: AnalysisContext, node: Node) -> None:
-    """``nn.MultiheadAttention``: inputs, q/k/v projections and output share one width (embed_dim).
-    Whole heads are kept or pruned (``num_heads`` shrinks, ``head_dim`` stays), or, with
-    ``attention='head_dims'``, every head keeps the same positions (``head_dim`` shrinks);
-    either way ``embed_dim % num_heads == 0`` by construction."""
-    m: nn.MultiheadAttention = node.target
-    refs = node.input_refs()[:3]
-    out = node.output_refs()[0]
-    if not m._qkv_same_embed_dim or m.bias_k is not None:
-        return ctx.unknown(node)
-    dim = -1 if m.batch_first or len(refs[0].shape) == 2 else 2
-    ids = ctx.read(refs[0], dim)
-    for ref in refs[1:]:
-        ctx.space.union(ids, ctx.read(ref, dim))
-    _head_union(ctx, ids, m.num_heads)
-    ctx.slot(node.name, False, ids)
-    ctx.slot(node.name, True, ids)
-    ctx.write(out, dim, ids)
-    for extra in node.output_refs()[1:]:
-        ctx.set(extra, torch.full([1] * len(extra.shape), NONE, dtype=torch.long))
-
-
-# -- functional layers that use a module's parameters -----------------------------------------
-def _owner(ref: TensorRef | None, ctx: AnalysisContext) -> str | None:
-    if ref is None or ref.param is None:
-        return None
-    owner = ref.param.rpartition(".")[0]
-    return owner if owner in ctx.modules else None
-
-
-def _param_arg(node: Node, index: int, key: str) -> TensorRef | None:
-    value = node.args[index] if len(node.args) > index else node.kwargs.get(key)
-    return value if isinstance(value, TensorRef) else None
-
-
-def functional_linear(ctx: AnalysisContext, node: Node) -> None:
-    weight = _param_arg(node, 1, "weight")
-    owner = _owner(weight, ctx)
-    if owner is None or not isinstance(ctx.modules[owner], nn.Linear):
-        return ctx.unknown(node)
-    x, out = first_input(node), node.output_refs()[0]
-    ids_in = ctx.read(x, -1)
-    ids_out = ctx.fresh_layer_output(owner, weight.shape[0])
-    ctx.slot(owner, False, ids_in)
-    ctx.slot(owner, True, ids_out)
-    ctx.write(out, -1, ids_out)
-
-
-def functional_conv(ctx: AnalysisContext, node: Node) -> None:
-    weight = _param_arg(node, 1, "weight")
-    owner = _owner(weight, ctx)
-    if owner is None or not isinstance(ctx.modules[owner], nn.modules.conv._ConvNd):
-        return ctx.unknown(node)
-    m = ctx.modules[owner]
-    conv_like(ctx, owner, first_input(node), node.output_refs()[0], len(m.kernel_size),
-              m.in_channels, m.out_channels, m.groups)
-
-
-def functional_layer_norm(ctx: AnalysisContext, node: Node) -> None:
-    weight = _param_arg(node, 2, "weight")
-    owner = _owner(weight, ctx)
-    shape = node.args[1] if len(node.args) > 1 else node.kwargs.get("normalized_shape")
-    if owner is None or not isinstance(ctx.modules[owner], nn.LayerNorm) or len(shape) != 1:
-        return ctx.unknown(node)
-    _coupled(ctx, owner, first_input(node), node.output_refs()[0], -1)
-
-
 # -- the table ----------------------------------------------------------------------------------
 PASSTHROUGH = {
     "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "gelu", "silu", "silu_", "sigmoid",
@@ -308,39 +161,27 @@ POOLING = {
     "max_pool3d": 3, "avg_pool3d": 3, "adaptive_avg_pool3d": 3, "adaptive_max_pool3d": 3,
     "interpolate": 0, "upsample": 0, "max_pool2d_with_indices": 2,
 }
-FUNCTIONAL_LAYERS: dict[str, Rule] = {
-    "linear": functional_linear, "conv1d": functional_conv, "conv2d": functional_conv,
-    "conv3d": functional_conv, "layer_norm": functional_layer_norm,
+PRODUCTS: dict[str, Rule] = {
     "matmul": matmul, "__matmul__": matmul, "bmm": matmul, "mm": matmul, "einsum": einsum,
-    "scaled_dot_product_attention": sdpa, "embedding": embedding,
-}
-MODULE_RULES: dict[type, Rule] = {
-    nn.Conv1d: conv_module, nn.Conv2d: conv_module, nn.Conv3d: conv_module,
-    nn.Linear: linear_module,
-    nn.BatchNorm1d: norm_module, nn.BatchNorm2d: norm_module, nn.BatchNorm3d: norm_module,
-    nn.InstanceNorm1d: norm_module, nn.InstanceNorm2d: norm_module, nn.InstanceNorm3d: norm_module,
-    nn.LayerNorm: layer_norm_module, nn.GroupNorm: group_norm_module,
-    nn.MultiheadAttention: mha_module,
+    "scaled_dot_product_attention": sdpa,
 }
 
 
 def module_rule(module: nn.Module) -> Rule | None:
     """The rule of a layer type, also for subclasses that keep the base class's forward."""
-    for base in type(module).__mro__:
-        if base in MODULE_RULES:
-            return MODULE_RULES[base] if type(module).forward is base.forward else None
-    return None
+    kind = leaf_kind(module)
+    return None if kind is None else kind.module_rule
 
 
 class RuleTable:
     """Dispatch a recorded node to its rule."""
 
     def is_leaf(self, module: nn.Module) -> bool:
-        return module_rule(module) is not None
+        return leaf_kind(module) is not None
 
     def apply(self, ctx: AnalysisContext, node: Node) -> None:
         if node.kind == "module":
-            return module_rule(node.target)(ctx, node)
+            return leaf_kind(node.target).module_rule(ctx, node)
         self._apply_function(ctx, node)
         ctx.carry_const_reasons(node)
 
@@ -348,8 +189,11 @@ class RuleTable:
         name = node.name
         if not node.input_refs():
             return creation(ctx, node)
-        if name in FUNCTIONAL_LAYERS:
-            return FUNCTIONAL_LAYERS[name](ctx, node)
+        kind = function_kind(name)
+        if kind is not None:
+            return kind.function_rule(ctx, node)
+        if name in PRODUCTS:
+            return PRODUCTS[name](ctx, node)
         if name in PASSTHROUGH:
             return passthrough(ctx, node)
         if name in ELEMENTWISE:

@@ -52,6 +52,11 @@ class BaseMutableChannel(BaseMutable):
     def restore(self, state: Any) -> None:
         self.current_choice = state
 
+    def choice_token(self) -> Any:
+        """An object that is the same (``is``) while the choice is: a counter re-reads the mask
+        only when it changes. A fresh object (always "changed") unless a subclass knows better."""
+        return object()
+
     def _changed(self) -> None:
         for callback in _LISTENERS.get(self, ()):
             callback()
@@ -101,6 +106,9 @@ class SimpleMutableChannel(BaseMutableChannel):
     def snapshot(self) -> torch.Tensor:
         return self._mask  # masks are replaced, never changed in place
 
+    def choice_token(self) -> torch.Tensor:
+        return self.__dict__["_mask"]  # replaced, never changed in place
+
     def restore(self, state: torch.Tensor) -> None:
         self.set_valid_mask(state)
 
@@ -137,6 +145,9 @@ class SquentialMutableChannel(BaseMutableChannel):
         self._changed()
 
     notifies_changes = True
+
+    def choice_token(self) -> int:
+        return self.__dict__["_kept"]
 
     @property
     def current_mask(self) -> torch.Tensor:

@@ -328,22 +328,17 @@ class L1MutableChannelUnit(SequentialMutableChannelUnit):
 
 
 def _l1_norms(channel: Channel) -> torch.Tensor | None:
+    """L1 norm of the ``weight`` slice of every channel in the range (none for 1-D weights)."""
     module = channel.module
-    if module is None or channel.param_dim is not None:
+    kind = getattr(module, "layer_kind", None)  # a dynamic op knows its layer kind
+    if kind is None or channel.param_dim is not None:
         return None
-    params = module.__dict__.get("_parameters", {})
-    weight = params.get("weight")
-    if weight is None or weight.dim() < 2 or isinstance(module, nn.MultiheadAttention):
+    weights = (kind.output_channel_weights if channel.is_output_channel else kind.input_channel_weights)(module)
+    weight = weights.get("weight")
+    if weight is None or weight.dim() < 2:
         return None
     w = weight.detach().to(torch.float64).abs()
-    if channel.is_output_channel:
-        norms = w.reshape(w.shape[0], -1).sum(1)
-    else:
-        groups = getattr(module, "groups", 1)
-        if groups != 1:
-            return None
-        norms = w.transpose(0, 1).reshape(w.shape[1], -1).sum(1)
-    return norms[channel.start:channel.end]
+    return w.reshape(w.shape[0], -1).sum(1)[channel.start:channel.end]
 
 
 MODELS.register_module(["L1ChannelUnit"], module=L1MutableChannelUnit)

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import copy
-import weakref
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..analysis import ChannelAnalyzer, UnitSpec
-from ..dynamic_ops import DynamicChannelMixin, DynamicMultiheadAttentionMixin, dynamic_op_for
+from ..analysis import ChannelAnalysis, ChannelAnalyzer, UnitSpec
+from ..dynamic_ops import DynamicChannelMixin
 from ..hf_export import update_hf_models
-from ..live_counter import mutator_resources, resource_counter
+from ..layers import dynamic_op_for, kind_of
+from ..live_counter import ResourceCounter, mutator_resources
 from ..mutables.units import Channel, MutableChannelUnit
 from ..registry import MODELS
 from ..resources import Resources
@@ -19,7 +19,22 @@ from ..rules import RULES
 from ..tracing import TracedGraph, Tracer, check_path_is_static, make_example_inputs
 from .base import BaseMutator
 
-_PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its mutator
+_PREPARED_MARK = "_prepared_by_channel_mutator"  # set on a model once a mutator prepares it
+
+
+class _PreparedMark:
+    """Marks a prepared model; copies and pickles of the model do not carry it (they are new
+    models, as the export is)."""
+
+    def __deepcopy__(self, memo: dict) -> None:
+        return None
+
+    def __reduce__(self) -> tuple:
+        return (_no_mark, ())
+
+
+def _no_mark() -> None:
+    return None
 TRACER_TYPES = ("ChannelAnalyzer", "BackwardTracer", "FxTracer", "PruneTracer")
 DEFAULT_UNIT_CFG = {"type": "SequentialMutableChannelUnit", "default_args": {"choice_mode": "ratio"},
                     "units": {}}
@@ -53,7 +68,8 @@ class ChannelMutator(BaseMutator):
         self._mutable: list[MutableChannelUnit] = []
         self._mutable_by_name: dict[str, MutableChannelUnit] = {}
         self.graph_trace: TracedGraph | None = None
-        self.analysis = None
+        self.analysis: ChannelAnalysis | None = None
+        self._resource_counter: ResourceCounter | None = None
         # int attributes the forward reads as channel counts -> the (unit, position) of each
         # element they count: the export sets them to the kept count
         self._size_attributes: dict[tuple[str, str], list[tuple[MutableChannelUnit | None, int]]] = {}
@@ -64,7 +80,7 @@ class ChannelMutator(BaseMutator):
         """Find the units of ``supernet`` and turn the layers they touch into dynamic ops."""
         if self._model is not None:
             raise RuntimeError("this mutator is already prepared; make a new one for another model")
-        if supernet in _PREPARED:
+        if supernet.__dict__.get(_PREPARED_MARK):
             raise RuntimeError("this model is already prepared by another ChannelMutator")
         parse_type = self.parse_cfg.get("type", "ChannelAnalyzer")
         if parse_type in TRACER_TYPES:
@@ -85,27 +101,28 @@ class ChannelMutator(BaseMutator):
         self._mutable = [u for u in units if u.is_mutable]
         self._mutable_by_name = {u.name: u for u in self._mutable}
         object.__setattr__(self, "_model", supernet)
-        _PREPARED[supernet] = self
+        supernet.__dict__[_PREPARED_MARK] = _PreparedMark()
         configured = self.channel_unit_cfg.get("units", {})
         self.set_choices({u.name: configured[u.name]["choice"] for u in self.mutable_units
                           if isinstance(configured.get(u.name), dict) and "choice" in configured[u.name]})
         if self.graph_trace is not None:
-            resource_counter(self)  # record the geometry now: resources() never runs a forward
+            self.resource_counter()  # record the geometry now: resources() never runs a forward
 
     def _units_from_trace(self, model: nn.Module, example_inputs: Any) -> list[MutableChannelUnit]:
         if example_inputs is None:
             example_inputs = make_example_inputs(self.parse_cfg.get("demo_input", (1, 3, 224, 224)))
         graph = Tracer(RULES.is_leaf).trace(model, example_inputs)
         check_path_is_static(Tracer(RULES.is_leaf), model, example_inputs, graph)
-        specs, ctx = ChannelAnalyzer(RULES, self.parse_cfg.get("attention", "heads")).analyze(graph)
-        self.graph_trace, self.analysis = graph, ctx
+        analysis = ChannelAnalyzer(RULES, self.parse_cfg.get("attention", "heads")).analyze(graph)
+        specs = analysis.units
+        self.graph_trace, self.analysis = graph, analysis
         configured = self.channel_unit_cfg.get("units", {})
         unknown = [name for name in configured if name not in {s.name for s in specs}]
         if unknown:
             raise KeyError(f"the config names units this model does not have: {', '.join(unknown)}")
         modules = dict(model.named_modules())
         units = [self._unit_from_spec(modules, spec, configured.get(spec.name)) for spec in specs]
-        self._size_attributes = _attribute_positions(ctx, specs, units)
+        self._size_attributes = _attribute_positions(analysis, units)
         return units
 
     def _new_unit(self, num_channels: int, unit_cfg: dict | None) -> MutableChannelUnit:
@@ -194,8 +211,8 @@ class ChannelMutator(BaseMutator):
             new = dynamic_cls.convert_from(module)
             _set_submodule(model, name, new)
             converted[name] = new
-            if isinstance(new, DynamicMultiheadAttentionMixin):
-                converted[f"{name}.out_proj"] = new.out_proj
+            for child in new.dynamic_children:  # made dynamic with their parent (MHA's out_proj)
+                converted[f"{name}.{child}"] = getattr(new, child)
         for unit in units:
             for channel in unit.channels:
                 if channel.param_dim is None:
@@ -321,6 +338,15 @@ class ChannelMutator(BaseMutator):
         return {"type": type(self).__name__, "channel_unit_cfg": unit_cfg, "parse_cfg": parse_cfg}
 
     # -- counting -------------------------------------------------------------------------
+    def resource_counter(self) -> ResourceCounter:
+        """The live counter of this mutator's model, built from the trace on first use."""
+        if self._model is None:
+            raise RuntimeError("call prepare_from_supernet(model) before counting resources")
+        if self._resource_counter is None:
+            self._resource_counter = ResourceCounter(self._model, self.graph_trace, self.analysis,
+                                                     self.mutable_units)
+        return self._resource_counter
+
     def resources(self, choices: dict[Any, Any] | None = None,
                   by_layer: bool = False) -> Resources | dict[str, Resources]:
         """Exact params, MACs and FLOPs of the model as ``to_static()`` would export it.
@@ -331,7 +357,7 @@ class ChannelMutator(BaseMutator):
         """
         self._require_prepared()
         if choices is None and not by_layer:  # a slider's path: straight to the counter
-            return resource_counter(self).resources()
+            return self.resource_counter().resources()
         return mutator_resources(self, choices, by_layer)
 
     # -- export ---------------------------------------------------------------------------
@@ -341,9 +367,7 @@ class ChannelMutator(BaseMutator):
         originals = {id(t): t for t in (*self._model.parameters(), *self._model.buffers())}
         static = copy.deepcopy(self._model, dict(originals))  # the copy shares the tensors: no second copy
         for name, module in list(static.named_modules()):
-            parent = name.rpartition(".")[0]
-            if isinstance(module, DynamicChannelMixin) and not isinstance(
-                    static.get_submodule(parent) if parent else None, DynamicMultiheadAttentionMixin):
+            if isinstance(module, DynamicChannelMixin) and not _exported_by_parent(static, name):
                 _set_submodule(static, name, module.to_static_op())
         for qualname, (dim, mask) in self._param_masks().items():
             owner_name, _, attr = qualname.rpartition(".")
@@ -370,6 +394,13 @@ class ChannelMutator(BaseMutator):
                 dim, mask = masks.setdefault(channel.name, (channel.param_dim, torch.ones(size, dtype=torch.bool)))
                 mask[channel.start:channel.end] = unit.channel_mask(channel)
         return masks
+
+
+def _exported_by_parent(model: nn.Module, name: str) -> bool:
+    """Whether a dynamic op is a child its dynamic parent exports (MHA's out_proj)."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else None
+    return isinstance(parent, DynamicChannelMixin) and child in parent.dynamic_children
 
 
 def _own_tensors(static: nn.Module, originals: dict[int, torch.Tensor]) -> None:
@@ -433,13 +464,13 @@ def _attributes_from_cfg(cfg: dict, modules: dict[str, nn.Module], units: list[M
     return out
 
 
-def _attribute_positions(ctx: Any, specs: list[UnitSpec], units: list[MutableChannelUnit]
+def _attribute_positions(analysis: ChannelAnalysis, units: list[MutableChannelUnit]
                          ) -> dict[tuple[str, str], list[tuple[MutableChannelUnit | None, int]]]:
     """Where each element counted by a size attribute sits: (its unit, position in a block)."""
-    where = {root: (unit, pos) for spec, unit in zip(specs, units) for pos, root in enumerate(spec.roots)}
-    roots = ctx.space.roots
+    where = {root: (unit, pos) for spec, unit in zip(analysis.units, units) for pos, root in enumerate(spec.roots)}
+    roots = analysis.roots
     return {key: [where.get(int(r), (None, 0)) for r in roots[line.numpy()]]  # (None, 0): in no layer
-            for key, line in ctx.size_attributes.items()}
+            for key, line in analysis.size_attributes.items()}
 
 
 def _unit_cfg(cfg: dict | str | None, default_type: str) -> dict[str, Any]:
@@ -484,15 +515,10 @@ def _channel_from_cfg(ch: dict, is_output: bool, modules: dict, params: dict, un
 
 
 def _side_size(module: nn.Module, is_output: bool) -> int:
-    for attr in (("out_channels", "out_features") if is_output else ("in_channels", "in_features")):
-        if hasattr(module, attr):
-            return int(getattr(module, attr))
-    for attr in ("num_features", "num_channels", "embed_dim"):
-        if hasattr(module, attr):
-            return int(getattr(module, attr))
-    if isinstance(module, nn.LayerNorm):
-        return int(module.normalized_shape[-1])
-    raise TypeError(f"cannot tell the channel count of {type(module).__name__}")
+    kind = kind_of(module)
+    if kind is None:
+        raise TypeError(f"cannot tell the channel count of {type(module).__name__}")
+    return kind.channels(module, is_output)
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:

@@ -17,16 +17,17 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .channel_space import CONST
-from .dynamic_ops import DynamicChannelMixin
-from .registry import MODELS
+from ..channel_space import CONST
+from ..dynamic_ops import DynamicChannelMixin
+from ..registry import MODELS
+from .base import LayerKind
+from .registry import register_family_type
 
 if TYPE_CHECKING:
-    from .analysis import AnalysisContext
-    from .tracing import Node
+    from ..analysis import AnalysisContext
+    from ..tracing import Node
 
 MEAN_OPS = frozenset({"mean"})
-CHANNEL_MEAN_TYPES: set[type] = set()  # module types whose own code was seen averaging over channels
 
 
 def channel_mean(ctx: AnalysisContext, node: Node, dim: int) -> None:
@@ -40,7 +41,7 @@ def channel_mean(ctx: AnalysisContext, node: Node, dim: int) -> None:
         return ctx.unknown(node)  # not a norm-like module over its last dim: no rule
     ids = ctx.read(src, dim)
     ctx.slot(node.scope, False, ids)
-    CHANNEL_MEAN_TYPES.add(type(module))
+    register_family_type(CHANNEL_MEAN, type(module))
     for ref in node.output_refs():
         ctx.set(ref, torch.full([1] * len(ref.shape), CONST, dtype=torch.long))
 
@@ -89,3 +90,20 @@ class DynamicChannelMean(DynamicChannelMeanMixin, nn.Module):
 
 
 MODELS.register_module(module=DynamicChannelMean)
+
+
+class ChannelMeanKind(LayerKind):
+    """Modules whose own code averages over their channels (RMSNorm): no rule of a module type
+    (their forward is traced; ``channel_mean`` is called by the reduction rule), their types
+    join the kind as they are met; no MACs; their weight is sized as a parameter slot."""
+
+    name = "channel_mean"
+
+    def channels(self, module: nn.Module, is_output: bool) -> int:
+        return int(module.__dict__["_parameters"]["weight"].shape[-1])
+
+    def dynamic_op_for(self, module_type: type) -> type | None:
+        return DynamicChannelMean
+
+
+CHANNEL_MEAN = ChannelMeanKind()

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from .base import LayerGeometry, LayerKind, Term
+
 if TYPE_CHECKING:
-    from .analysis import AnalysisContext
-    from .tracing import Node
+    from ..analysis import AnalysisContext
+    from ..tracing import Node
 
 
 def embedding(ctx: AnalysisContext, node: Node) -> None:
@@ -59,3 +61,24 @@ def tie_shared_weights(ctx: AnalysisContext) -> None:
                 ctx.space.union(slot, columns)
             else:
                 ctx.fix(torch.cat([slot, columns]), f"{name!r} shares the weight of an embedding of another width")
+
+
+class EmbeddingKind(LayerKind):
+    """``F.embedding`` (``nn.Embedding`` is traced through to it): no MACs (a lookup); the
+    weight's columns are a parameter slot, sliced by the export like a class token's."""
+
+    name = "embedding"
+    family_types = (nn.Embedding,)
+    functions = ("embedding",)
+
+    def function_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        embedding(ctx, node)
+
+    def channels(self, module: nn.Module, is_output: bool) -> int:
+        return int(module.embedding_dim if is_output else module.num_embeddings)
+
+    def param_size(self, param: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term | None:
+        return None  # the weight is a parameter slot: sized along its columns
+
+
+EMBEDDING = EmbeddingKind()

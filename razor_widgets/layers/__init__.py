@@ -1,0 +1,39 @@
+"""Layer kinds: one module per family of layers, each owning its rules, dynamic op, counts,
+channel counts and importance weights (see ``base.py`` and docs/architecture.md).
+
+Adding a kind: write ``layers/<family>.py`` with a :class:`LayerKind` subclass and its dynamic
+op, register its instance below, and add its tests.
+"""
+from .attention import MULTIHEAD_ATTENTION, DynamicMultiheadAttention, DynamicMultiheadAttentionMixin
+from .base import FunctionOwner, LayerGeometry, LayerKind, Term
+from .batch_norm import (
+    BATCH_NORM,
+    DynamicBatchNorm1d,
+    DynamicBatchNorm2d,
+    DynamicBatchNorm3d,
+    DynamicInstanceNorm1d,
+    DynamicInstanceNorm2d,
+    DynamicInstanceNorm3d,
+)
+from .channel_mean import CHANNEL_MEAN, DynamicChannelMean
+from .conv import CONV, DynamicConv1d, DynamicConv2d, DynamicConv3d
+from .conv_transpose import CONV_TRANSPOSE, DynamicConvTranspose1d, DynamicConvTranspose2d, DynamicConvTranspose3d
+from .embedding import EMBEDDING
+from .group_norm import GROUP_NORM, DynamicGroupNorm
+from .layer_norm import LAYER_NORM, DynamicLayerNorm
+from .linear import LINEAR, DynamicLinear
+from .registry import KINDS, dynamic_op_for, function_kind, function_names, kind_of, leaf_kind, register_kind
+
+for _kind in (CONV, CONV_TRANSPOSE, LINEAR, BATCH_NORM, LAYER_NORM, GROUP_NORM, MULTIHEAD_ATTENTION,
+              EMBEDDING, CHANNEL_MEAN):
+    register_kind(_kind)
+
+__all__ = [
+    "KINDS", "FunctionOwner", "LayerGeometry", "LayerKind", "Term", "register_kind", "kind_of",
+    "leaf_kind", "function_kind", "function_names", "dynamic_op_for",
+    "DynamicBatchNorm1d", "DynamicBatchNorm2d", "DynamicBatchNorm3d", "DynamicConv1d",
+    "DynamicConv2d", "DynamicConv3d", "DynamicConvTranspose1d", "DynamicConvTranspose2d",
+    "DynamicConvTranspose3d", "DynamicGroupNorm", "DynamicInstanceNorm1d",
+    "DynamicInstanceNorm2d", "DynamicInstanceNorm3d", "DynamicLayerNorm", "DynamicLinear",
+    "DynamicMultiheadAttention", "DynamicMultiheadAttentionMixin", "DynamicChannelMean",
+]

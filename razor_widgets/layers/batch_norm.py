@@ -1,0 +1,141 @@
+"""Batch and instance norms (``nn.BatchNorm1d/2d/3d``, ``nn.InstanceNorm1d/2d/3d``, and
+``F.batch_norm`` / ``F.instance_norm`` called with such a module's parameters or buffers, as
+fused norm+activation modules do from their own forward).
+
+Channels: per channel, so input and output channels are one. No MACs (docs/counting.md);
+each 1-D parameter keeps the kept channels.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from ..dynamic_ops import DynamicChannelMixin, index_of, kept_rows
+from ..registry import MODELS
+from ..tracing import Node
+from .base import LayerGeometry, LayerKind, Term, coupled, first_input, raw_param
+
+if TYPE_CHECKING:
+    from ..analysis import AnalysisContext
+
+
+def norm_param_size(param: LayerGeometry, shape: tuple[int, ...]) -> Term | None:
+    """A per-channel norm's 1-D parameters keep the kept channels; others are counted whole."""
+    return Term(1, (param.kept(True),)) if len(shape) == 1 else None
+
+
+def per_channel_weights(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: t for name in ("weight", "bias") if (t := raw_param(module, name)) is not None}
+
+
+class BatchNormKind(LayerKind):
+    name = "batch_norm"
+    module_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
+                    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+    family_types = (nn.modules.batchnorm._NormBase,)
+    functions = ("batch_norm", "instance_norm")
+    owner_args = ((3, "weight"), (1, "running_mean"))
+
+    def module_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        m = node.target
+        x, out = first_input(node), node.output_refs()[0]
+        spatial = {nn.BatchNorm1d: 1, nn.InstanceNorm1d: 1}.get(type(m), None)
+        batched = (spatial or (3 if isinstance(m, (nn.BatchNorm3d, nn.InstanceNorm3d)) else 2)) + 2
+        dim = 1 if len(x.shape) >= 2 and (len(x.shape) == batched or isinstance(m, nn.BatchNorm1d)) else 0
+        coupled(ctx, node.name, x, out, dim)
+
+    def function_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        """``F.batch_norm(x, running_mean, running_var, weight, bias, ...)`` (and instance norm):
+        the channel dim is 1 and must hold the module's channels."""
+        owner = self.function_owner(node, ctx.modules)
+        x = first_input(node)
+        if owner is None or len(x.shape) < 2 or x.shape[1] != owner.module.num_features:
+            return ctx.unknown(node)
+        coupled(ctx, owner.name, x, node.output_refs()[0], 1)
+
+    def channels(self, module: nn.Module, is_output: bool) -> int:
+        return int(module.num_features)
+
+    def param_size(self, param: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term | None:
+        return norm_param_size(param, shape)
+
+    def output_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        return per_channel_weights(module)
+
+    def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        return per_channel_weights(module)
+
+
+class DynamicNormMixin(DynamicChannelMixin):
+    """Per-channel norms (batch and instance norm): pruned channels output zero."""
+
+    container_names = {"in_channels": "num_features", "out_channels": "num_features"}
+    channel_attr = "num_features"
+
+    def _channel_counts(self) -> dict[str, int]:
+        return {"num_features": getattr(self, self.channel_attr)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        mask = self.mask("out_channels")
+        if mask is None:
+            return out
+        dim = 1 if x.dim() > 1 and not (x.dim() == self._unbatched_ndim()) else 0
+        shape = [1] * out.dim()
+        shape[dim] = -1
+        return out * mask.view(shape).to(device=out.device, dtype=out.dtype)
+
+    def _unbatched_ndim(self) -> int:
+        return -1
+
+    def to_static_op(self) -> nn.Module:
+        idx = index_of(self.mask("out_channels"), getattr(self, self.channel_attr))
+        params = {k: kept_rows(v, idx) for k, v in self._parameters.items()}
+        buffers = {k: (kept_rows(v, idx) if v is not None and v.dim() > 0 else v)
+                   for k, v in self._buffers.items()}
+        return self._static_copy(params, buffers, **{self.channel_attr: len(idx)})
+
+
+class _BatchNormMixin(DynamicNormMixin):
+    pass
+
+
+class DynamicBatchNorm1d(_BatchNormMixin, nn.BatchNorm1d):
+    static_class = nn.BatchNorm1d
+
+
+class DynamicBatchNorm2d(_BatchNormMixin, nn.BatchNorm2d):
+    static_class = nn.BatchNorm2d
+
+
+class DynamicBatchNorm3d(_BatchNormMixin, nn.BatchNorm3d):
+    static_class = nn.BatchNorm3d
+
+
+class _InstanceNormMixin(DynamicNormMixin):
+    def _unbatched_ndim(self) -> int:
+        return self._get_no_batch_dim()
+
+
+class DynamicInstanceNorm1d(_InstanceNormMixin, nn.InstanceNorm1d):
+    static_class = nn.InstanceNorm1d
+
+
+class DynamicInstanceNorm2d(_InstanceNormMixin, nn.InstanceNorm2d):
+    static_class = nn.InstanceNorm2d
+
+
+class DynamicInstanceNorm3d(_InstanceNormMixin, nn.InstanceNorm3d):
+    static_class = nn.InstanceNorm3d
+
+
+BatchNormKind.dynamic_ops = {
+    nn.BatchNorm1d: DynamicBatchNorm1d, nn.BatchNorm2d: DynamicBatchNorm2d,
+    nn.BatchNorm3d: DynamicBatchNorm3d, nn.InstanceNorm1d: DynamicInstanceNorm1d,
+    nn.InstanceNorm2d: DynamicInstanceNorm2d, nn.InstanceNorm3d: DynamicInstanceNorm3d,
+}
+for _cls in BatchNormKind.dynamic_ops.values():
+    MODELS.register_module(module=_cls)
+BATCH_NORM = BatchNormKind()

@@ -1,0 +1,177 @@
+"""Convolutions (``nn.Conv1d/2d/3d`` and ``F.conv1d/2d/3d`` with a conv's weight).
+
+Channels: a plain conv reads its input channels and writes fresh output channels; a depthwise
+conv (``groups == in == out``) couples them; a grouped conv keeps the same positions in every
+group. MACs: ``out positions * kept_out * kept_in / groups * kernel area`` (depthwise: the
+groups follow the kept channels, so ``kept_in / groups = 1``).
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from ..dynamic_ops import DynamicChannelMixin, index_of, kept_rows, raw
+from ..registry import MODELS
+from ..tracing import Node, TensorRef
+from .base import LayerGeometry, LayerKind, Term, first_input, group_union, positions, weights_along
+
+if TYPE_CHECKING:
+    from ..analysis import AnalysisContext
+
+
+def channel_dim(ref: TensorRef, batched_ndim: int) -> int:
+    return 1 if len(ref.shape) == batched_ndim else 0
+
+
+def conv_like(ctx: AnalysisContext, name: str, x: TensorRef, out: TensorRef, spatial: int,
+              in_channels: int, out_channels: int, groups: int) -> None:
+    """The channel rule of a convolution (also used by the transposed one)."""
+    dim = channel_dim(x, spatial + 2)
+    ids_in = ctx.read(x, dim)
+    if groups == 1:
+        ids_out = ctx.fresh_layer_output(name, out_channels)
+    elif groups == in_channels == out_channels:  # depthwise: each channel is its own group
+        ids_out = ids_in
+    else:  # grouped: the same position in every group is pruned together
+        group_union(ctx, ids_in, groups)
+        ids_out = ctx.fresh_layer_output(name, out_channels)
+        group_union(ctx, ids_out, groups)
+    ctx.slot(name, False, ids_in)
+    ctx.slot(name, True, ids_out)
+    ctx.write(out, dim, ids_out)
+
+
+def is_depthwise(module: nn.Module) -> bool:
+    return module.groups > 1 and module.groups == module.in_channels == module.out_channels
+
+
+def conv_weight_terms(geo: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term:
+    """Exported size of a conv's (or transposed conv's) weight or bias."""
+    m = geo.module
+    if attr == "bias":
+        return Term(1, (geo.kept(True),))
+    kernel = math.prod(shape[2:])
+    if is_depthwise(m):
+        return Term(kernel, (geo.kept(True),))
+    return Term(kernel, (geo.kept(True), geo.kept(False)), m.groups)
+
+
+class ConvKind(LayerKind):
+    name = "conv"
+    module_types = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    functions = ("conv1d", "conv2d", "conv3d")
+
+    def module_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        m = node.target
+        conv_like(ctx, node.name, first_input(node), node.output_refs()[0], len(m.kernel_size),
+                  m.in_channels, m.out_channels, m.groups)
+
+    def function_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        owner = self.function_owner(node, ctx.modules)
+        if owner is None:
+            return ctx.unknown(node)
+        m = owner.module
+        conv_like(ctx, owner.name, first_input(node), node.output_refs()[0], len(m.kernel_size),
+                  m.in_channels, m.out_channels, m.groups)
+
+    def channels(self, module: nn.Module, is_output: bool) -> int:
+        return int(module.out_channels if is_output else module.in_channels)
+
+    def macs(self, call: LayerGeometry) -> list[Term]:
+        m = call.module
+        factor = positions(call.output_shape, m.out_channels) * math.prod(m.kernel_size)
+        if is_depthwise(m):
+            return [Term(factor, (call.kept(True),))]
+        return [Term(factor, (call.kept(True), call.kept(False)), m.groups)]
+
+    def param_size(self, param: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term | None:
+        return conv_weight_terms(param, attr, shape)
+
+    def output_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        return weights_along(module, 0, ("weight", "bias"))
+
+    def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        return {} if module.groups != 1 else weights_along(module, 1, ("weight",))
+
+
+# -- the dynamic op -------------------------------------------------------------------------------
+class DynamicConvMixin(DynamicChannelMixin):
+    def _channel_counts(self) -> dict[str, int]:
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels}
+
+    def _weight_mask(self, w: torch.Tensor) -> torch.Tensor | None:
+        m_in, m_out = self.mask("in_channels"), self.mask("out_channels")
+        if m_in is None and m_out is None:
+            return None
+        out_c, in_per_group = w.shape[0], w.shape[1]
+        groups = self.in_channels // in_per_group
+        m_in = torch.ones(self.in_channels, dtype=torch.bool) if m_in is None else m_in
+        m_out = torch.ones(out_c, dtype=torch.bool) if m_out is None else m_out
+        per_out = m_in.view(groups, in_per_group).repeat_interleave(out_c // groups, dim=0)
+        mask = per_out & m_out.unsqueeze(1)
+        return mask.view(*mask.shape, *([1] * (w.dim() - 2))).to(device=w.device, dtype=w.dtype)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        w = raw(self, "weight")
+        mask = self._weight_mask(w) if "mutable_attrs" in self._modules else None
+        return w if mask is None else w * mask
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        b = raw(self, "bias")
+        m_out = self.mask("out_channels") if b is not None and "mutable_attrs" in self._modules else None
+        return b if m_out is None else b * m_out.to(device=b.device, dtype=b.dtype)
+
+    def to_static_op(self) -> nn.Module:
+        w, b = raw(self, "weight"), raw(self, "bias")
+        m_in, m_out = self.mask("in_channels"), self.mask("out_channels")
+        out_idx = index_of(m_out, self.out_channels)
+        groups = self.groups
+        if groups == 1:
+            in_idx = index_of(m_in, self.in_channels)
+            weight = kept_rows(w, out_idx)[:, in_idx.to(w.device)]
+            new_in, new_groups = len(in_idx), 1
+        elif groups == self.in_channels == self.out_channels:
+            in_idx = index_of(m_in, self.in_channels)
+            if not torch.equal(in_idx, out_idx):
+                raise RuntimeError(f"depthwise {type(self).__name__}: input and output masks differ")
+            weight, new_in, new_groups = kept_rows(w, out_idx), len(out_idx), len(out_idx)
+        else:
+            pos = group_positions(m_in, groups, self.in_channels)
+            group_positions(m_out, groups, self.out_channels)
+            weight = kept_rows(w, out_idx)[:, pos.to(w.device)]
+            new_in, new_groups = groups * len(pos), groups
+        return self._static_copy({"weight": weight, "bias": kept_rows(b, out_idx)}, {},
+                                 in_channels=new_in, out_channels=len(out_idx), groups=new_groups)
+
+
+def group_positions(mask: torch.Tensor | None, groups: int, n: int) -> torch.Tensor:
+    """Kept positions inside a group; every group must keep the same ones."""
+    if mask is None:
+        return torch.arange(n // groups)
+    blocks = mask.view(groups, -1)
+    if not bool((blocks == blocks[:1]).all()):
+        raise RuntimeError("a grouped layer's mask must keep the same positions in every group")
+    return blocks[0].nonzero().squeeze(1)
+
+
+class DynamicConv1d(DynamicConvMixin, nn.Conv1d):
+    static_class = nn.Conv1d
+
+
+class DynamicConv2d(DynamicConvMixin, nn.Conv2d):
+    static_class = nn.Conv2d
+
+
+class DynamicConv3d(DynamicConvMixin, nn.Conv3d):
+    static_class = nn.Conv3d
+
+
+ConvKind.dynamic_ops = {nn.Conv1d: DynamicConv1d, nn.Conv2d: DynamicConv2d, nn.Conv3d: DynamicConv3d}
+for _cls in ConvKind.dynamic_ops.values():
+    MODELS.register_module(module=_cls)
+CONV = ConvKind()

@@ -1,0 +1,137 @@
+"""Transposed convolutions (``nn.ConvTranspose1d/2d/3d`` and ``F.conv_transpose1d/2d/3d`` with
+such a layer's weight), with groups, output_padding and dilation.
+
+The weight is ``(in, out / groups, *kernel)``: input channels on dim 0. Channels: as a conv
+(fresh outputs; depthwise couples both sides; grouped keeps the same positions in every
+group). MACs, as FlopCounterMode counts them: ``input positions * kept_in * kept_out / groups
+* kernel area`` (each input element is scattered through the whole kernel).
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from ..dynamic_ops import DynamicChannelMixin, index_of, kept_rows, raw
+from ..registry import MODELS
+from ..tracing import Node
+from .base import LayerGeometry, LayerKind, Term, first_input, node_arg, positions, weights_along
+from .conv import conv_like, conv_weight_terms, group_positions, is_depthwise
+
+if TYPE_CHECKING:
+    from ..analysis import AnalysisContext
+
+
+class ConvTransposeKind(LayerKind):
+    name = "conv_transpose"
+    module_types = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+    functions = ("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+
+    def module_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        m = node.target
+        conv_like(ctx, node.name, first_input(node), node.output_refs()[0], len(m.kernel_size),
+                  m.in_channels, m.out_channels, m.groups)
+
+    def function_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        """``F.conv_transpose2d(x, weight, bias, stride, padding, output_padding, groups, ...)``
+        with a layer's weight and its group count."""
+        owner = self.function_owner(node, ctx.modules)
+        if owner is None or owner.attr != "weight" or node_arg(node, 6, "groups", 1) != owner.module.groups:
+            return ctx.unknown(node)
+        m = owner.module
+        conv_like(ctx, owner.name, first_input(node), node.output_refs()[0], len(m.kernel_size),
+                  m.in_channels, m.out_channels, m.groups)
+
+    def channels(self, module: nn.Module, is_output: bool) -> int:
+        return int(module.out_channels if is_output else module.in_channels)
+
+    def macs(self, call: LayerGeometry) -> list[Term]:
+        m = call.module
+        factor = positions(call.input_shapes[0], m.in_channels) * math.prod(m.kernel_size)
+        if is_depthwise(m):
+            return [Term(factor, (call.kept(True),))]
+        return [Term(factor, (call.kept(False), call.kept(True)), m.groups)]
+
+    def param_size(self, param: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term | None:
+        return conv_weight_terms(param, attr, shape)
+
+    def output_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        found = weights_along(module, 0, ("bias",))
+        if module.groups == 1:
+            found.update(weights_along(module, 1, ("weight",)))
+        return found
+
+    def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        return weights_along(module, 0, ("weight",))
+
+
+class DynamicConvTransposeMixin(DynamicChannelMixin):
+    """A transposed conv whose input and output channels follow masks."""
+
+    def _channel_counts(self) -> dict[str, int]:
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels}
+
+    def _weight_mask(self, w: torch.Tensor) -> torch.Tensor | None:
+        m_in, m_out = self.mask("in_channels"), self.mask("out_channels")
+        if m_in is None and m_out is None:
+            return None
+        in_c, out_per_group = w.shape[0], w.shape[1]
+        groups = self.out_channels // out_per_group
+        m_in = torch.ones(in_c, dtype=torch.bool) if m_in is None else m_in
+        m_out = torch.ones(self.out_channels, dtype=torch.bool) if m_out is None else m_out
+        per_in = m_out.view(groups, out_per_group).repeat_interleave(in_c // groups, dim=0)
+        mask = per_in & m_in.unsqueeze(1)
+        return mask.view(*mask.shape, *([1] * (w.dim() - 2))).to(device=w.device, dtype=w.dtype)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        w = raw(self, "weight")
+        mask = self._weight_mask(w) if "mutable_attrs" in self._modules else None
+        return w if mask is None else w * mask
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        b = raw(self, "bias")
+        m_out = self.mask("out_channels") if b is not None and "mutable_attrs" in self._modules else None
+        return b if m_out is None else b * m_out.to(device=b.device, dtype=b.dtype)
+
+    def to_static_op(self) -> nn.Module:
+        w, b = raw(self, "weight"), raw(self, "bias")
+        m_in, m_out = self.mask("in_channels"), self.mask("out_channels")
+        in_idx = index_of(m_in, self.in_channels)
+        out_idx = index_of(m_out, self.out_channels)
+        groups = self.groups
+        if groups == 1:
+            weight = kept_rows(w, in_idx)[:, out_idx.to(w.device)]
+            new_groups = 1
+        elif is_depthwise(self):
+            if not torch.equal(in_idx, out_idx):
+                raise RuntimeError(f"depthwise {type(self).__name__}: input and output masks differ")
+            weight, new_groups = kept_rows(w, in_idx), len(in_idx)
+        else:
+            group_positions(m_in, groups, self.in_channels)
+            pos = group_positions(m_out, groups, self.out_channels)
+            weight, new_groups = kept_rows(w, in_idx)[:, pos.to(w.device)], groups
+        return self._static_copy({"weight": weight, "bias": kept_rows(b, out_idx)}, {},
+                                 in_channels=len(in_idx), out_channels=len(out_idx), groups=new_groups)
+
+
+class DynamicConvTranspose1d(DynamicConvTransposeMixin, nn.ConvTranspose1d):
+    static_class = nn.ConvTranspose1d
+
+
+class DynamicConvTranspose2d(DynamicConvTransposeMixin, nn.ConvTranspose2d):
+    static_class = nn.ConvTranspose2d
+
+
+class DynamicConvTranspose3d(DynamicConvTransposeMixin, nn.ConvTranspose3d):
+    static_class = nn.ConvTranspose3d
+
+
+ConvTransposeKind.dynamic_ops = {nn.ConvTranspose1d: DynamicConvTranspose1d, nn.ConvTranspose2d: DynamicConvTranspose2d,
+                                 nn.ConvTranspose3d: DynamicConvTranspose3d}
+for _cls in ConvTransposeKind.dynamic_ops.values():
+    MODELS.register_module(module=_cls)
+CONV_TRANSPOSE = ConvTransposeKind()

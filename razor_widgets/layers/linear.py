@@ -1,0 +1,95 @@
+"""Linear layers (``nn.Linear`` and ``F.linear`` with a linear layer's weight).
+
+Channels: reads its last dim, writes fresh output features. MACs: ``rows * kept_in * kept_out``
+where rows are all leading dims of the output.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from ..dynamic_ops import index_of, kept_rows, raw
+from ..registry import MODELS
+from ..tracing import Node, TensorRef
+from .base import LayerGeometry, LayerKind, Term, first_input, positions, weights_along
+from .conv import DynamicConvMixin
+
+if TYPE_CHECKING:
+    from ..analysis import AnalysisContext
+
+
+def linear_rule(ctx: AnalysisContext, name: str, x: TensorRef, out: TensorRef, out_features: int) -> None:
+    ids_in = ctx.read(x, -1)
+    ids_out = ctx.fresh_layer_output(name, out_features)
+    ctx.slot(name, False, ids_in)
+    ctx.slot(name, True, ids_out)
+    ctx.write(out, -1, ids_out)
+
+
+class LinearKind(LayerKind):
+    name = "linear"
+    module_types = (nn.Linear,)
+    functions = ("linear",)
+
+    def module_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        linear_rule(ctx, node.name, first_input(node), node.output_refs()[0], node.target.out_features)
+
+    def function_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        owner = self.function_owner(node, ctx.modules)
+        if owner is None:
+            return ctx.unknown(node)
+        weight = node.args[1] if len(node.args) > 1 else node.kwargs["weight"]
+        linear_rule(ctx, owner.name, first_input(node), node.output_refs()[0], weight.shape[0])
+
+    def channels(self, module: nn.Module, is_output: bool) -> int:
+        return int(module.out_features if is_output else module.in_features)
+
+    def macs(self, call: LayerGeometry) -> list[Term]:
+        rows = positions(call.output_shape, self.channels(call.module, True))
+        return [Term(rows, (call.kept(False), call.kept(True)))]
+
+    def param_size(self, param: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term | None:
+        if attr == "bias":
+            return Term(1, (param.kept(True),))
+        return Term(1, (param.kept(True), param.kept(False)))
+
+    def output_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        return weights_along(module, 0, ("weight", "bias"))
+
+    def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        return weights_along(module, 1, ("weight",))
+
+
+class DynamicLinearMixin(DynamicConvMixin):
+    container_names = {"in_channels": "in_features", "out_channels": "out_features",
+                       "in_features": "in_features", "out_features": "out_features"}
+
+    def _channel_counts(self) -> dict[str, int]:
+        return {"in_features": self.in_features, "out_features": self.out_features}
+
+    @property
+    def in_channels(self) -> int:
+        return self.in_features
+
+    @property
+    def groups(self) -> int:
+        return 1
+
+    def to_static_op(self) -> nn.Module:
+        w, b = raw(self, "weight"), raw(self, "bias")
+        out_idx = index_of(self.mask("out_channels"), self.out_features)
+        in_idx = index_of(self.mask("in_channels"), self.in_features)
+        weight = kept_rows(w, out_idx)[:, in_idx.to(w.device)]
+        return self._static_copy({"weight": weight, "bias": kept_rows(b, out_idx)}, {},
+                                 in_features=len(in_idx), out_features=len(out_idx))
+
+
+class DynamicLinear(DynamicLinearMixin, nn.Linear):
+    static_class = nn.Linear
+
+
+LinearKind.dynamic_ops = {nn.Linear: DynamicLinear}
+MODELS.register_module(module=DynamicLinear)
+LINEAR = LinearKind()
