@@ -102,12 +102,29 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
             ctx.fix(args[0], f"uneven chunks in {ctx.describe()}")
     elif node.name in SLICES:
         ctx.check_slices(args[0], out_ids, f"channels selected by fixed indices in {ctx.describe()}")
+        _split_by_attribute(ctx, node, out_ids)
     for ref, ids in zip(refs, out_ids):
         ids = compress(ids)
         if node.name in RESHAPES:
             _keep_computed_sizes(ctx, node, out_ids[0])
             ids = _resized_channels(ctx, ids, _target_shape(node, ids.dim()))
         ctx.set(ref, ids)
+
+
+def _split_by_attribute(ctx: AnalysisContext, node: Node, parts: list[torch.Tensor]) -> None:
+    """``x.split(self.split_size, dim)`` (GPT-2's fused q/k/v): the attribute counts the
+    channels of every part along ``dim``, so the export sets it to the kept count."""
+    if node.name != "split" or len(parts) < 2:
+        return
+    key = "split_size" if "split_size" in node.kwargs else "split_size_or_sections"
+    size = node.args[1] if len(node.args) > 1 else node.kwargs.get(key)
+    attr = bare_attribute(size)
+    dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+    if attr is None or not isinstance(dim, int):
+        return
+    for part in parts:
+        if part.shape[dim] == int(size):
+            ctx.count_with_attribute(attr, part.movedim(dim, -1).reshape(-1, part.shape[dim])[0])
 
 
 def _resized_channels(ctx: AnalysisContext, ids: torch.Tensor, target: list) -> torch.Tensor:
