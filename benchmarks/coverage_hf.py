@@ -52,7 +52,7 @@ from common import versions  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "coverage_hf.md"
 ROLES = ("heads", "kv_groups", "hidden", "mlp", "experts")
-TP_SECONDS = 60
+TP_SECONDS = 40
 
 
 @dataclass

@@ -72,6 +72,7 @@ class UnitSpec:
     fixed_reasons: list[str] = field(default_factory=list)
     order: int = 0
     roots: list[int] = field(default_factory=list)  # the unit's elements, one per channel of a block
+    divisor: int = 1  # kept channels per block must be a multiple (a kernel's alignment)
 
     @property
     def name(self) -> str:
@@ -92,6 +93,7 @@ class ChannelAnalysis:
     size 1 is broadcast), or None. ``side_elements(name, is_output, param_dim)``: the elements
     of a layer side (or of a parameter's dim) as the layer's first call read or wrote them.
     ``size_attributes``: ``(module, attribute) -> elements`` the attribute counts.
+    ``expert_slices``: tensors that are one expert of a 3-D expert parameter (``layers/experts.py``).
     """
 
     units: list[UnitSpec]
@@ -99,6 +101,7 @@ class ChannelAnalysis:
     tensor_ids: dict[int, torch.Tensor]
     sides: dict[tuple[str, bool, int | None], torch.Tensor]
     size_attributes: dict[tuple[str, str], torch.Tensor]
+    expert_slices: dict[int, TensorRef] = field(default_factory=dict)  # ``P[e]`` -> the 3-D parameter ``P``
 
     def elements(self, ref: TensorRef) -> torch.Tensor | None:
         return self.tensor_ids.get(ref.handle)
@@ -124,6 +127,8 @@ class AnalysisContext:
         self.slice_checks: list[tuple[torch.Tensor, list[torch.Tensor], str]] = []
         self.const_reasons: dict[int, str] = {}  # why a tensor without elements has none
         self._first_slot: dict[tuple[str, bool], torch.Tensor] = {}
+        self.expert_slices: dict[int, TensorRef] = {}  # P[e] of a 3-D expert parameter -> P
+        self.divisors: list[tuple[torch.Tensor, int]] = []  # elements whose kept count a kernel aligns
         self.node: Node | None = None
         self.size_attributes: dict[tuple[str, str], torch.Tensor] = {}  # attribute -> elements it counts
         self.frozen_attributes: list[tuple[AttrRef, str]] = []  # attributes that must keep their value
@@ -256,6 +261,11 @@ class AnalysisContext:
         self._first_slot[name, is_output] = ids1d
         self.slots.append(Slot(name, is_output, ids1d, len(self.slots), param_dim))
 
+    def require_divisor(self, ids: torch.Tensor, divisor: int) -> None:
+        """The kept count of these channels must be a multiple of ``divisor`` (a kernel's
+        alignment, such as the 16-byte strides of a grouped matmul)."""
+        self.divisors.append((ids.reshape(-1), divisor))
+
     def first_slot(self, name: str, is_output: bool) -> torch.Tensor | None:
         """The elements of a layer side as first recorded (None when it has no slot)."""
         return self._first_slot.get((name, is_output))
@@ -340,7 +350,7 @@ class ChannelAnalyzer:
         sides: dict[tuple[str, bool, int | None], torch.Tensor] = {}
         for slot in ctx.slots:
             sides.setdefault((slot.name, slot.is_output, slot.param_dim), slot.ids)
-        return ChannelAnalysis(units, roots, ctx.ids, sides, ctx.size_attributes)
+        return ChannelAnalysis(units, roots, ctx.ids, sides, ctx.size_attributes, ctx.expert_slices)
 
 
 def _resolve_size_uses(ctx: AnalysisContext, uses: list, roots: np.ndarray) -> None:
@@ -431,6 +441,11 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
             runs.setdefault(c, []).append((slot, p, count, expand))
             p += count * length
     chain_reasons = _reasons_by_chain(ctx.space.fixed_pairs(), chain_id, chain_pos)
+    chain_divisor: dict[int, int] = {}
+    for ids, divisor in ctx.divisors:
+        for c in np.unique(chain_id[roots[ids[ids >= 0].numpy()]]).tolist():
+            if c >= 0:
+                chain_divisor[c] = math.lcm(chain_divisor.get(c, 1), divisor)
     # 4. one unit per chain
     units = []
     for c, chain in enumerate(chains):
@@ -448,6 +463,7 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
             (spec.output_related if slot.is_output else spec.input_related).append(item)
         spec.fixed_reasons.extend(chain_reasons.get(c, []))
         spec.roots = chain.tolist()
+        spec.divisor = chain_divisor.get(c, 1)
         units.append(spec)
     units.sort(key=lambda u: u.order)
     return units

@@ -24,6 +24,7 @@ from torch import nn
 from .unit_labels import unit_role
 
 MLP_KEYS = ("intermediate_size", "n_inner", "d_ff", "ffn_dim", "encoder_ffn_dim", "decoder_ffn_dim")
+EXPERT_KEYS = ("moe_intermediate_size", "intermediate_size")  # the width of every expert
 HEAD_ATTRS = ("num_heads", "num_attention_heads", "n_heads", "n_head")
 KV_ATTRS = ("num_key_value_heads", "num_kv_heads")
 
@@ -52,7 +53,7 @@ def update_hf_config(static: nn.Module, mutator: Any, prefix: str = "") -> list[
     ``prefix``: where ``static`` sits in the prepared model (the units' names start with it)."""
     config = static.config
     original = {key: getattr(config, key, None) for key in ("hidden_size", "num_attention_heads", "head_dim")}
-    heads, kv_heads, mlp = _kept_per_role(mutator, static, prefix)
+    heads, kv_heads, mlp, experts = _kept_per_role(mutator, static, prefix)
     if hasattr(config, "head_dim") and original["head_dim"] is None and original["num_attention_heads"]:
         config.head_dim = original["hidden_size"] // original["num_attention_heads"]
     embeddings = static.get_input_embeddings() if hasattr(static, "get_input_embeddings") else None
@@ -61,7 +62,8 @@ def update_hf_config(static: nn.Module, mutator: Any, prefix: str = "") -> list[
     if not kv_heads and getattr(config, "num_key_value_heads", None) == original["num_attention_heads"]:
         kv_heads = heads  # no grouping: as many KV heads as query heads
     notes = []
-    for keys, values in ((("num_attention_heads",), heads), (KV_ATTRS, kv_heads), (MLP_KEYS, mlp)):
+    for keys, values in ((("num_attention_heads",), heads), (KV_ATTRS, kv_heads), (MLP_KEYS, mlp),
+                         (EXPERT_KEYS, experts)):
         key = next((k for k in keys if getattr(config, k, None) is not None), None)
         key = key or next((k for k in keys if hasattr(config, k)), None)
         if values and key is not None:
@@ -84,9 +86,9 @@ def update_hf_config(static: nn.Module, mutator: Any, prefix: str = "") -> list[
     return mismatched
 
 
-def _kept_per_role(mutator: Any, static: nn.Module, prefix: str) -> tuple[dict, dict, dict]:
-    """Kept query heads, KV heads and MLP widths by scope; sets the attention modules' counts."""
-    heads, kv_heads, mlp = {}, {}, {}
+def _kept_per_role(mutator: Any, static: nn.Module, prefix: str) -> tuple[dict, dict, dict, dict]:
+    """Kept query heads, KV heads, MLP and expert widths by scope; sets the attention modules' counts."""
+    heads, kv_heads, mlp, experts = {}, {}, {}, {}
     modules = {prefix + name: m for name, m in static.named_modules()}
     for unit in mutator.mutable_units:
         role = unit_role(unit)
@@ -102,7 +104,9 @@ def _kept_per_role(mutator: Any, static: nn.Module, prefix: str) -> tuple[dict, 
                         full, kept if role.kind == "kv_groups" else None, role.head_dim)
         elif role.kind == "mlp":
             mlp[role.scope] = kept
-    return heads, kv_heads, mlp
+        elif role.kind == "experts":
+            experts[role.scope] = kept
+    return heads, kv_heads, mlp, experts
 
 
 def _set_counts(module: nn.Module | None, q_full: int, q_kept: int, kv_full: int, kv_kept: int | None,

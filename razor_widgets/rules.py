@@ -25,6 +25,8 @@ from .analysis import AnalysisContext
 from .channel_space import CONST, NONE, varying_dims
 from .layers import function_kind, leaf_kind
 from .layers.channel_mean import MEAN_OPS, channel_mean
+from .layers.experts import expert_grouped_mm, expert_linear
+from .layers.transposed_linear import OWNED_LINEAR
 from .rules_matmul import einsum, matmul, sdpa
 from .rules_movement import RESHAPES, creation, first_input, movement
 from .traced_size import TracedSize
@@ -163,7 +165,7 @@ POOLING = {
 }
 PRODUCTS: dict[str, Rule] = {
     "matmul": matmul, "__matmul__": matmul, "bmm": matmul, "mm": matmul, "einsum": einsum,
-    "scaled_dot_product_attention": sdpa,
+    "scaled_dot_product_attention": sdpa, "_grouped_mm": expert_grouped_mm,
 }
 
 
@@ -189,6 +191,10 @@ class RuleTable:
         name = node.name
         if not node.input_refs():
             return creation(ctx, node)
+        if name == "linear" and expert_linear(ctx, node):  # F.linear(x, experts[e]): 3-D expert weights
+            return None
+        if name == "linear" and OWNED_LINEAR.function_owner(node, ctx.modules) is not None:  # a router's weight
+            return OWNED_LINEAR.function_rule(ctx, node)
         kind = function_kind(name)
         if kind is not None:
             return kind.function_rule(ctx, node)

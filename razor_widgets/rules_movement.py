@@ -70,6 +70,10 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
     """Replay the op on the id tensors: exact for every shape and index argument."""
     if not first_input(node).is_float:  # index arithmetic, not data: no channels
         return creation(ctx, node)
+    from .layers.experts import expert_slice  # layers build on this module
+
+    if node.name in ("__getitem__", "transpose", "swapaxes") and expert_slice(ctx, node):
+        return None
     args = _swap_refs(ctx, node.args)
     kwargs = _swap_refs(ctx, node.kwargs)
     if node.name == "pad":

@@ -40,9 +40,8 @@ def unit_role(unit: Any) -> UnitRole:
         return UnitRole("kv_groups" if group > 1 else "heads", scope, layer, group, min(ratios))
     if any(c.param_dim == 1 and isinstance(c.module, nn.Embedding) for c in channels) or _blocks(layers) > 1:
         return UnitRole("hidden", scope)
-    if any(c.param_dim is None and getattr(c.module, "weight", None) is not None
-           and c.module.weight.dim() == 3 for c in channels):
-        return UnitRole("experts", scope, layer)
+    if any(c.param_dim is not None and _param_dims(c) == 3 for c in channels):
+        return UnitRole("experts", scope, layer)  # the intermediate size of every expert
     if layer is not None and len({c.name for c in channels if c.param_dim is None}) > 1:
         return UnitRole("mlp", scope, layer)
     return UnitRole("channels", scope, layer)
@@ -62,8 +61,13 @@ def describe_unit(unit: Any) -> str:
     if role.kind == "mlp":
         return f"MLP of {where}: {n}"
     if role.kind == "experts":
-        return f"experts of {where}: {n}"
+        return f"expert MLPs of {where}: {n} in every expert"
     return f"channels of {where}: {n}"
+
+
+def _param_dims(channel: Any) -> int:
+    param = getattr(channel.module, "__dict__", {}).get("_parameters", {}).get(channel.name.rpartition(".")[2])
+    return param.dim() if param is not None else 0
 
 
 def _common_prefix(names: list[str]) -> str:

@@ -156,18 +156,28 @@ def test_whole_heads_are_units(prepared):
 
 
 def test_the_hidden_size_is_one_unit(prepared):
-    """The residual stream (embeddings, norms, every block's input and output) is one unit."""
-    if prepared.name == "mixtral":  # not yet: the fused 3-D experts have no rule (see README)
-        hidden = [u for u in prepared.mutator.units if unit_role(u).kind == "hidden"]
-        assert hidden and not any(u.is_mutable for u in hidden)
-        assert any("no channel rule for 'linear' in 'model.layers.0.mlp" in r for r in hidden[0].fixed_reasons)
-        return
+    """The residual stream (embeddings, norms, every block's input and output, an MoE router)
+    is one unit."""
     hidden = [u for u in prepared.mutator.mutable_units if unit_role(u).kind == "hidden"]
     assert len(hidden) == 1
     assert describe_unit(hidden[0]) == "hidden size: 64"
     layers = {c.name for c in hidden[0].channels}
     assert any(name.endswith(("embed_tokens.weight", "word_embeddings.weight", "shared.weight", "wte.weight"))
                for name in layers)
+
+
+def test_moe_experts_prune_their_intermediate_size(prepared):
+    """Mixtral's experts are 3-D parameters run by a grouped matmul: one unit per MoE layer, the
+    same positions in every expert; the router reads the hidden size. Whole experts stay."""
+    if prepared.name != "mixtral":
+        pytest.skip("an MoE model")
+    experts = [u for u in prepared.mutator.mutable_units if unit_role(u).kind == "experts"]
+    assert len(experts) == 2 and all(u.num_channels // u.repeats == 128 for u in experts)
+    assert {c.param_dim for c in experts[0].channels} == {1, 2}
+    hidden = next(u for u in prepared.mutator.mutable_units if unit_role(u).kind == "hidden")
+    assert "model.layers.0.mlp.gate" in {c.name for c in hidden.channels}
+    router = next(u for u in prepared.mutator.units if u.name.startswith("model.layers.0.mlp.gate_"))
+    assert not router.is_mutable  # its outputs are the experts, read by softmax and top-k
 
 
 def test_units_say_what_they_are(prepared):
@@ -178,7 +188,7 @@ def test_units_say_what_they_are(prepared):
         "bert": "heads of layer 0 (bert.encoder.layer.0.attention): 4 of 16",
         "t5": "MLP of layer 1 (model.decoder.block.1.layer.2.DenseReluDense): 128",
         "gpt2": "heads of layer 1 (transformer.h.1.attn): 4 of 16",
-        "mixtral": "KV groups of layer 0 (model.layers.0.self_attn): 2 × 2 query heads of 16",
+        "mixtral": "expert MLPs of layer 1 (model.layers.1.mlp.experts): 128 in every expert",
     }[prepared.name]
     assert expected in labels
 

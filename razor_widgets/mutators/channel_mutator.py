@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import inspect
+import math
 from typing import Any
 
 import torch
@@ -125,10 +127,13 @@ class ChannelMutator(BaseMutator):
         self._size_attributes = _attribute_positions(analysis, units)
         return units
 
-    def _new_unit(self, num_channels: int, unit_cfg: dict | None) -> MutableChannelUnit:
+    def _new_unit(self, num_channels: int, unit_cfg: dict | None, divisor: int = 1) -> MutableChannelUnit:
         args = dict(self.channel_unit_cfg.get("default_args", {}))
         if isinstance(unit_cfg, dict):
             args.update(unit_cfg.get("init_args", {}))
+        if divisor > 1 and "divisor" in inspect.signature(self.unit_class).parameters:
+            args["divisor"] = math.lcm(int(args.get("divisor", 1)), divisor)  # a kernel's alignment
+            args["min_value"] = max(int(args.get("min_value", 1)), args["divisor"])
         declared = args.pop("num_channels", num_channels)
         if declared != num_channels:
             raise ValueError(f"the config gives {declared} channels for a unit of {num_channels}")
@@ -136,7 +141,7 @@ class ChannelMutator(BaseMutator):
 
     def _unit_from_spec(self, modules: dict[str, nn.Module], spec: UnitSpec,
                         unit_cfg: dict | None) -> MutableChannelUnit:
-        unit = self._new_unit(spec.num_channels, unit_cfg)
+        unit = self._new_unit(spec.num_channels, unit_cfg, spec.divisor)
         unit.name, unit.repeats = spec.name, spec.repeats
         unit.fixed_reasons = list(spec.fixed_reasons)
         for item in spec.output_related + spec.input_related:
@@ -217,6 +222,7 @@ class ChannelMutator(BaseMutator):
             for channel in unit.channels:
                 if channel.param_dim is None:
                     channel.module = converted[channel.name]
+        _convert_param_owners(model, units)
 
     # -- units and choices ----------------------------------------------------------------
     @property
@@ -369,7 +375,7 @@ class ChannelMutator(BaseMutator):
         for name, module in list(static.named_modules()):
             if isinstance(module, DynamicChannelMixin) and not _exported_by_parent(static, name):
                 _set_submodule(static, name, module.to_static_op())
-        for qualname, (dim, mask) in self._param_masks().items():
+        for (qualname, dim), mask in self._param_masks().items():
             owner_name, _, attr = qualname.rpartition(".")
             owner = static.get_submodule(owner_name) if owner_name else static
             param = getattr(owner, attr)
@@ -383,17 +389,37 @@ class ChannelMutator(BaseMutator):
         update_hf_models(static, self)  # a Hugging Face model's config says the kept sizes
         return static
 
-    def _param_masks(self) -> dict[str, tuple[int, torch.Tensor]]:
-        masks: dict[str, tuple[int, torch.Tensor]] = {}
+    def _param_masks(self) -> dict[tuple[str, int], torch.Tensor]:
+        """``(parameter, dim) -> kept mask`` of the parameters pruned along dims (one or more)."""
+        masks: dict[tuple[str, int], torch.Tensor] = {}
         params = dict(self._model.named_parameters())
         for unit in self.mutable_units:
             for channel in unit.channels:
                 if channel.param_dim is None:
                     continue
                 size = params[channel.name].shape[channel.param_dim]
-                dim, mask = masks.setdefault(channel.name, (channel.param_dim, torch.ones(size, dtype=torch.bool)))
+                mask = masks.setdefault((channel.name, channel.param_dim), torch.ones(size, dtype=torch.bool))
                 mask[channel.start:channel.end] = unit.channel_mask(channel)
         return masks
+
+
+def _convert_param_owners(model: nn.Module, units: list[MutableChannelUnit]) -> None:
+    """Modules whose parameter slots the masked model must read masked (3-D expert weights):
+    their kind's dynamic op, told which unit masks which dim of which parameter."""
+    modules = dict(model.named_modules())
+    converted: dict[str, nn.Module] = {}
+    for unit in units:
+        for channel in unit.channels:
+            owner_name, _, attr = channel.name.rpartition(".")
+            module = converted.get(owner_name, modules.get(owner_name))
+            kind = kind_of(module)
+            if channel.param_dim is None or not getattr(kind, "masks_param_slots", False):
+                continue
+            if owner_name not in converted:
+                converted[owner_name] = kind.dynamic_op_for(type(module)).convert_from(module)
+                _set_submodule(model, owner_name, converted[owner_name])
+            converted[owner_name].add_param_channel(attr, channel.param_dim, unit, channel)
+            channel.module = converted[owner_name]
 
 
 def _exported_by_parent(model: nn.Module, name: str) -> bool:
