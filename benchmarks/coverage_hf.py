@@ -16,9 +16,9 @@ wrapped to return its logits only):
 
 Torch-Pruning 1.6.1 side by side (``--tp``, where it is installed): ``MetaPruner`` with magnitude
 importance, ``pruning_ratio=0.5``, ``global_pruning=False``, the LM head / classifier ignored
-and ``num_heads`` given from the attention modules' q/k/v projections, run in a child process with
-a time limit (it hangs on grouped KV heads); its row says whether ``step()`` finished, whether
-the pruned model still runs, and the params it kept.
+and ``num_heads`` given from the attention modules' q/k/v projections, run in a child process
+with a time limit of 60 s from the moment the model is built (it hangs on grouped KV heads); its
+row says whether ``step()`` finished, whether the pruned model still runs, and the params it kept.
 
 Run:  nice -n 10 python3 benchmarks/coverage_hf.py [--families llama,bert] [--tp] [--output PATH]
 """
@@ -52,7 +52,8 @@ from common import versions  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "coverage_hf.md"
 ROLES = ("heads", "kv_groups", "hidden", "mlp", "experts")
-TP_SECONDS = 40
+TP_SECONDS = 60  # for MetaPruner and step(), after the child has built the model
+READY_SECONDS = 300
 
 
 @dataclass
@@ -138,6 +139,7 @@ def _tp_child(name: str, queue: mp.Queue) -> None:
     family = next(f for f in FAMILIES if f.name == name)
     model, inputs = build(family), example_inputs(family)
     before = sum(p.numel() for p in model.parameters())
+    queue.put("ready")  # imports and the build are done: the time limit starts now
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -171,12 +173,18 @@ def torch_pruning(name: str) -> str:
     queue = ctx.Queue()
     child = ctx.Process(target=_tp_child, args=(name, queue), daemon=True)
     child.start()
-    child.join(TP_SECONDS)
+    try:
+        ready = queue.get(timeout=READY_SECONDS)
+    except Exception:  # noqa: BLE001 (queue.Empty: the child never got as far as the pruner)
+        ready = None
+    try:
+        result = queue.get(timeout=TP_SECONDS) if ready == "ready" else None
+    except Exception:  # noqa: BLE001 (queue.Empty)
+        result = f"no result in {TP_SECONDS} s (hangs in grouping or pruning)"
     if child.is_alive():
         child.kill()
-        child.join()
-        return f"no result in {TP_SECONDS} s (hangs)"
-    return queue.get() if not queue.empty() else f"child exited with {child.exitcode}"
+    child.join()
+    return result or f"child exited with {child.exitcode} before pruning"
 
 
 def write_report(rows: list[Row], path: Path, seconds: float, command: str) -> None:
