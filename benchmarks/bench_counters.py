@@ -26,7 +26,14 @@ Correctness is checked too: at the final choices, and at one seeded random choic
 analytic counts must equal ``count_resources(mutator.to_static(), x)`` (params and FLOPs);
 the exit status is 1 otherwise.
 
+``--unit-type`` chooses the channel unit type (default ``SequentialMutableChannelUnit``; several,
+comma-separated, are measured one after the other): importance units (``L1``, ``L2``, ``BNScale``,
+``Taylor``, ``Activation``, ``Random``) rank their channels once and cache the ranking, so a move
+should cost what a sequential unit's does. Taylor and activation units are calibrated first on
+the benchmark's input (untimed).
+
 Run:  python3 benchmarks/bench_counters.py [--models resnet50 vit_b_16] [--repeat 2000]
+          [--unit-type SequentialMutableChannelUnit,L1MutableChannelUnit,TaylorMutableChannelUnit]
 """
 from __future__ import annotations
 
@@ -45,7 +52,7 @@ from typing import Any
 import torch
 import torchvision
 
-from razor_widgets import ChannelMutator, count_resources, reference_flops
+from razor_widgets import MODELS, ChannelMutator, calibrate, count_resources, reference_flops
 from razor_widgets.live_counter import resource_counter
 
 from common import model_names, quiet, versions
@@ -95,6 +102,7 @@ class Check:
 @dataclass
 class Result:
     name: str
+    unit_type: str = "SequentialMutableChannelUnit"
     units: int = 0
     unit: str = ""
     layers_touched: int = 0
@@ -150,13 +158,15 @@ def check(label: str, mutator: ChannelMutator, x: torch.Tensor) -> Check:
     return Check(label, live.params, live.flops, ref.params, ref.flops)
 
 
-def bench_model(name: str, x: torch.Tensor, repeat: int, forward_repeat: int) -> Result:
-    res = Result(name)
+def bench_model(name: str, x: torch.Tensor, repeat: int, forward_repeat: int,
+                unit_type: str = "SequentialMutableChannelUnit") -> Result:
+    res = Result(name, unit_type)
     with quiet():
         plain = getattr(torchvision.models, name)(weights=None).eval()
         model = copy.deepcopy(plain)
-        mutator = ChannelMutator()
+        mutator = ChannelMutator(channel_unit_cfg=unit_type)
         mutator.prepare_from_supernet(model, example_inputs=x)
+        calibrate(mutator, x)  # Taylor and activation units score on the input (untimed); others: nothing
     counter = resource_counter(mutator)
     res.units = len(mutator.mutable_units)
     res.unit, res.layers_touched, res.layers = busiest_unit(mutator)
@@ -209,12 +219,13 @@ def fmt(value: Any, spec: str = "") -> str:
 
 
 def print_table(results: list[Result], repeat: int, forward_repeat: int) -> None:
-    columns = ["model", "units", "one-unit update µs", "full recount µs", "FlopCounterMode ms",
+    columns = ["model", "unit type", "units", "one-unit update µs", "full recount µs", "FlopCounterMode ms",
                "forward/one-unit", "forward/full recount"]
     rows = []
     for r in results:
         up, rc, fw = r.update_s, r.recount_s, r.forward_s
-        rows.append([r.name, fmt(r.units), fmt(up and up * 1e6, ".1f"), fmt(rc and rc * 1e6, ".1f"),
+        rows.append([r.name, r.unit_type.replace("MutableChannelUnit", ""), fmt(r.units),
+                     fmt(up and up * 1e6, ".1f"), fmt(rc and rc * 1e6, ".1f"),
                      fmt(fw and fw * 1e3, ".1f"), fmt(fw / up if fw and up else None, ",.0f"),
                      fmt(fw / rc if fw and rc else None, ",.0f")])
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(columns)]
@@ -233,7 +244,8 @@ def print_table(results: list[Result], repeat: int, forward_repeat: int) -> None
     for r in results:
         if r.update:
             st, ct, fw = r.update_set_s, r.update_count_s, r.forward_s
-            print(f"  {r.name:<13} set_choices {st * 1e6:>8.1f}   resources() {ct * 1e6:>8.1f}   "
+            print(f"  {r.name:<13} {r.unit_type.replace('MutableChannelUnit', ''):<11} set_choices {st * 1e6:>8.1f}   "
+                  f"resources() {ct * 1e6:>8.1f}   "
                   f"forward/resources() {fw / ct:>10,.0f}")
     for r in results:
         if r.unit:
@@ -242,7 +254,7 @@ def print_table(results: list[Result], repeat: int, forward_repeat: int) -> None
         if r.name == "resnet50" and r.update_s and r.forward_s:
             ratio = r.forward_s / r.update_s
             verdict = "met" if ratio >= TARGET else "NOT met"
-            print(f"target (resnet50: one-unit update >= {TARGET:,}x faster than the forward): "
+            print(f"target (resnet50, {r.unit_type}: one-unit update >= {TARGET:,}x faster than the forward): "
                   f"{ratio:,.0f}x -> {verdict}")
 
 
@@ -285,9 +297,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch.set_num_threads for the forwards (default 1, as bench_prepare.py: on "
                              "a shared 2-core box a second thread makes timings far noisier); 0 keeps "
                              "torch's default")
+    parser.add_argument("--unit-type", default="SequentialMutableChannelUnit", metavar="TYPE[,TYPE...]",
+                        help="channel unit type(s) from the registry, comma-separated (default "
+                             "SequentialMutableChannelUnit), e.g. L1MutableChannelUnit,TaylorMutableChannelUnit")
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.forward_repeat < 1:
         parser.error("--repeat and --forward-repeat must be at least 1")
+    unit_types = [t for t in args.unit_type.split(",") if t]
+    unknown = [t for t in unit_types if t not in MODELS]
+    if unknown or not unit_types:
+        parser.error(f"unknown unit type(s): {', '.join(unknown) or '(none given)'}")
     models = model_names(parser, args.models)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -300,15 +319,16 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.randn(*INPUT_SHAPE)
     results = []
     wall = time.perf_counter()
-    for name in models:
-        start = time.perf_counter()
-        try:
-            res = bench_model(name, x, args.repeat, args.forward_repeat)
-        except Exception as exc:  # report and carry on with the other models
-            res = Result(name, error=f"{type(exc).__name__}: {exc}")
-        results.append(res)
-        print(f"  {name}: done in {time.perf_counter() - start:.1f}s"
-              + (f" [error: {res.error}]" if res.error else ""), flush=True)
+    for unit_type in unit_types:
+        for name in models:
+            start = time.perf_counter()
+            try:
+                res = bench_model(name, x, args.repeat, args.forward_repeat, unit_type)
+            except Exception as exc:  # report and carry on with the other models
+                res = Result(name, unit_type, error=f"{type(exc).__name__}: {exc}")
+            results.append(res)
+            print(f"  {name} [{unit_type}]: done in {time.perf_counter() - start:.1f}s"
+                  + (f" [error: {res.error}]" if res.error else ""), flush=True)
 
     print_table(results, args.repeat, args.forward_repeat)
     ok = print_checks(results)

@@ -13,7 +13,8 @@ the segmentation and detection models) with at most ``--max-params`` (200 M) par
 3. full choices: every output tensor bit-identical (``torch.equal``) to an unprepared deepcopy,
    and ``mutator.resources()`` equal to ``count_resources(original, x)`` (params and FLOPs);
 4. three random choice sets (``random.seed(k)``, k = 0, 1, 2; ``mutator.sample_choices()``),
-   each exported with ``to_static()``: the static model must compute what the masked model
+   each exported with ``to_static()`` (its own check on: the "export check" column says ok or gives the
+   ``ExportError``): the static model must compute what the masked model
    computes (``torch.testing.assert_close``, rtol 1e-4, atol 1e-4 times the largest output
    magnitude) and what the zeroing oracle computes (``zeroed_model`` of ``tests/oracle.py``: the
    original with pruned channels zeroed where read; skipped where a LayerNorm or GroupNorm
@@ -62,7 +63,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 from tqdm.auto import tqdm
 
-from razor_widgets import ChannelMutator, UnprunableChannelsWarning, count_resources
+from razor_widgets import ChannelMutator, ExportError, UnprunableChannelsWarning, count_resources
 
 from common import quiet, versions
 
@@ -121,6 +122,7 @@ class Row:
     trace: str | None = None
     skipped: str | None = None
     notes: list[str] = field(default_factory=list)
+    export_check: str | None = None  # "ok" when to_static()'s own check passed every set, else its ExportError
 
     @property
     def ok(self) -> bool:
@@ -301,8 +303,13 @@ def _sweep(spec: Spec, args: argparse.Namespace, row: Row, prebuilt: nn.Module |
         stage(f"{tag} set_choices")
         random.seed(k)
         mutator.set_choices(mutator.sample_choices())
-        stage(f"{tag} to_static")
-        static = mutator.to_static().eval()
+        stage(f"{tag} to_static (checked)")
+        try:
+            static = mutator.to_static().eval()
+        except ExportError as error:  # reported; the sweep's own checks still run on the unchecked export
+            row.export_check = row.export_check or first_line(error, 2000)
+            row.failures.append(f"{tag}: {first_line(error, 2000)}")
+            static = mutator.to_static(check=False).eval()
         stage(f"{tag} masked forward")
         with quiet():
             masked = call(model, x)
@@ -335,6 +342,7 @@ def _sweep(spec: Spec, args: argparse.Namespace, row: Row, prebuilt: nn.Module |
         del static
         gc.collect()
 
+    row.export_check = row.export_check or "ok"
     stage("back to full choices")
     mutator.set_choices(mutator.max_choices)
     with quiet():
@@ -370,14 +378,19 @@ def table_rows(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     def fmt(value: Any, spec: str = "") -> str:
         return "-" if value is None else format(value, spec)
 
-    columns = ["model", "params M", "input", "units", "mutable", "prepare s", "warnings", "total s", "result"]
+    columns = ["model", "params M", "input", "units", "mutable", "prepare s", "warnings", "total s", "export check",
+               "result"]
     cells = []
     for r in rows:
         warn = len(r.unprunable_warnings) + len(r.other_warnings)
         cells.append([r.name + ("" if r.family == "classification" else f" ({r.family[:3]})"),
                       fmt(r.params_m, ".1f"), fmt(r.size), fmt(r.units), fmt(r.mutable), fmt(r.prepare_s, ".2f"),
-                      "-" if r.skipped else str(warn), fmt(r.total_s, ".1f"), r.result])
+                      "-" if r.skipped else str(warn), fmt(r.total_s, ".1f"), _short(r.export_check), r.result])
     return columns, cells
+
+
+def _short(text: str | None, limit: int = 60) -> str:
+    return "-" if text is None else text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def print_table(rows: list[Row]) -> None:
@@ -417,6 +430,8 @@ def write_markdown(path: Path, rows: list[Row], args: argparse.Namespace, wall: 
             "to the zeroing oracle (`tests/oracle.py`; skipped where a LayerNorm/GroupNorm normalises over pruned",
             "channels), `mutator.resources()` equal to `count_resources(static, x)` in params and FLOPs and params",
             "equal to `sum(p.numel())` of the static model; finally full choices bit-identical again.",
+            "`export check`: `to_static()`'s own check (export vs masked model on the example input) on every set:",
+            "`ok`, or the `ExportError` (in full under Failures).",
             "`warnings`: how many warnings `prepare_from_supernet` gave (details below); they do not fail a model.",
             "`total s`: the whole model, building and every check included.", ""]
     out += ["| " + " | ".join(columns) + " |", "| " + " | ".join(aligns) + " |"]

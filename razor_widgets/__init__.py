@@ -7,7 +7,9 @@ from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
 from .analysis import UnprunableChannelsWarning
 from .compat import BaseModel
 from .dynamic_ops import DynamicChannelMixin
+from .export_check import ExportError, UncheckedExportWarning
 from .hf_export import HFConfigWarning
+from .importance import calibrate
 from .layers import (
     DynamicBatchNorm1d,
     DynamicBatchNorm2d,
@@ -21,10 +23,12 @@ from .layers import (
     DynamicMultiheadAttention,
 )
 from .models import SearchableShuffleNetV2, ShuffleBlock, ShuffleXception
-from .module_counter import CandidateCounter
+from .module_counter import CandidateCounter, ChosenPathCounter
 from .mutables import (
+    ActivationMutableChannelUnit,
     BaseMutable,
     BaseMutableChannel,
+    BNScaleMutableChannelUnit,
     Channel,
     ChannelUnit,
     DerivedMethodMixin,
@@ -32,7 +36,9 @@ from .mutables import (
     DerivedMutableChannel,
     DiffMutableModule,
     DiffMutableOP,
+    ImportanceMutableChannelUnit,
     L1MutableChannelUnit,
+    L2MutableChannelUnit,
     MutableChannelContainer,
     MutableChannelUnit,
     MutableModule,
@@ -41,11 +47,13 @@ from .mutables import (
     OneShotMutableModule,
     OneShotMutableOP,
     OneShotMutableValue,
+    RandomMutableChannelUnit,
     SequentialMutableChannel,
     SequentialMutableChannelUnit,
     SimpleMutableChannel,
     SlimmableChannelUnit,
     SquentialMutableChannel,
+    TaylorMutableChannelUnit,
     derive_concat_mutable,
     derive_divide_mutable,
     derive_expand_mutable,
@@ -60,6 +68,8 @@ from .mutators import (
     SlimmableChannelMutator,
 )
 from .plans import PlanError, load_choices, save_choices
+from .pruning_session import ModuleGroup, PruningSession
+from .quality import EvaluationError, Sensitivity, sensitivity_scan
 from .registry import MODELS, Registry
 from .resources import Resources, count_resources, reference_flops
 from .tracing import TraceError
@@ -83,8 +93,17 @@ __all__ = [
     "OneShotModuleMutator", "OneShotMutableModule", "OneShotMutableOP", "OneShotMutableValue", "PruneStep",
     "SearchableShuffleNetV2", "ShuffleBlock", "ShuffleXception", "derive_concat_mutable",
     "derive_divide_mutable", "derive_expand_mutable",
+    # the export's self-check
+    "ExportError", "UncheckedExportWarning",
     # the explorer widget (loaded on first use), plans and budgets
     "PruningExplorer", "PlanError", "fit_budget", "load_choices", "save_choices",
+    # quality: evaluation contract, sensitivity scans
+    "EvaluationError", "Sensitivity", "sensitivity_scan",
+    # importance criteria as unit types, and the calibration pass of the data criteria
+    "ActivationMutableChannelUnit", "BNScaleMutableChannelUnit", "ImportanceMutableChannelUnit",
+    "L2MutableChannelUnit", "RandomMutableChannelUnit", "TaylorMutableChannelUnit", "calibrate",
+    # a model being pruned, without widgets: channel and searchable-op choices, counts, export, plans
+    "ChosenPathCounter", "ModuleGroup", "PruningSession",
     # what a unit is (heads, KV groups, hidden size, MLP); HF exports that their config cannot say
     "HFConfigWarning", "UnitRole", "describe_unit", "unit_role",
 ]

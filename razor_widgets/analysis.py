@@ -129,6 +129,7 @@ class AnalysisContext:
         self._first_slot: dict[tuple[str, bool], torch.Tensor] = {}
         self.expert_slices: dict[int, TensorRef] = {}  # P[e] of a 3-D expert parameter -> P
         self.divisors: list[tuple[torch.Tensor, int]] = []  # elements whose kept count a kernel aligns
+        self.layer_params: set[str] = set()  # parameters run as layers (3-D expert weights)
         self.node: Node | None = None
         self.size_attributes: dict[tuple[str, str], torch.Tensor] = {}  # attribute -> elements it counts
         self.frozen_attributes: list[tuple[AttrRef, str]] = []  # attributes that must keep their value
@@ -461,12 +462,24 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
                 slot.is_output, expand, slot.param_dim,
             )
             (spec.output_related if slot.is_output else spec.input_related).append(item)
-        spec.fixed_reasons.extend(chain_reasons.get(c, []))
+        spec.fixed_reasons.extend(chain_reasons.get(c, []) or _no_layer_reason(spec, ctx.layer_params))
         spec.roots = chain.tolist()
         spec.divisor = chain_divisor.get(c, 1)
         units.append(spec)
     units.sort(key=lambda u: u.order)
     return units
+
+
+def _no_layer_reason(spec: UnitSpec, layer_params: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """A unit of parameter entries only: no layer on either side can shrink with it, so slicing
+    the parameters would leave the data they meet (``ls * branch(x)``) at full width. The
+    parameters a layer kind runs as a layer (3-D expert weights) are layers here."""
+    items = spec.output_related + spec.input_related
+    if any(item.param_dim is None or item.name in layer_params for item in items):
+        return []
+    names = ", ".join(dict.fromkeys(item.name for item in items))
+    return [f"no layer reads or writes these channels, only the parameter(s) {names}: "
+            "slicing them alone would not match the data they meet"]
 
 
 def _chains(members: np.ndarray, linked: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:

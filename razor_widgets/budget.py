@@ -1,8 +1,9 @@
 """Choices that meet a budget: "keep X % of MACs" (or of params, or FLOPs).
 
-Two ways to spread the cut over the units: ``uniform`` keeps the same fraction of every unit,
+Three ways to spread the cut over the units: ``uniform`` keeps the same fraction of every unit,
 ``l1`` ranks all channels of all units by the L1 norm of their weights (normalised per unit, so
-that layers of different scales compare) and keeps the strongest. Both search with what-if
+that layers of different scales compare) and keeps the strongest, and ``sensitivity`` prunes
+where a sensitivity scan predicts the least loss of score (``budget_sensitivity.py``). All search with what-if
 counts (``mutator.resources(choices=...)``): no forward pass, and the mutator's choices are left
 as they were. The L1 ranking decides how many channels each unit keeps; which ones it keeps is
 the unit type's business (``L1MutableChannelUnit`` keeps the largest, sequential units a prefix).
@@ -22,7 +23,7 @@ __all__ = ["BudgetFit", "choice_for_fraction", "fit_budget", "l1_importance", "n
            "METRICS", "MODES"]
 
 METRICS = ("macs", "params", "flops")
-MODES = ("uniform", "l1")
+MODES = ("uniform", "l1", "sensitivity")
 
 
 @dataclass(frozen=True)
@@ -75,16 +76,26 @@ def l1_importance(unit: MutableChannelUnit) -> torch.Tensor:
     return L1MutableChannelUnit.importance(unit)  # reads only the unit's layers and sizes
 
 
-def fit_budget(mutator: Any, keep: float, metric: str = "macs", mode: str = "uniform") -> BudgetFit:
+def fit_budget(mutator: Any, keep: float, metric: str = "macs", mode: str = "uniform",
+               sensitivity: Any = None) -> BudgetFit:
     """Choices that keep at most ``keep`` (a fraction in (0, 1]) of the original ``metric``,
     as close to it as the units' choices allow. Where even the smallest choices use more, those
-    are returned and ``met`` is False. The mutator's choices do not change."""
+    are returned and ``met`` is False. The mutator's choices do not change.
+
+    ``mode="sensitivity"`` needs ``sensitivity``, a :class:`Sensitivity` of this mutator: it
+    minimises the predicted loss of score (see :func:`fit_sensitivity_budget`)."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0:
         raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}")
+    if mode == "sensitivity":
+        from .budget_sensitivity import fit_sensitivity_budget
+        choices, res = fit_sensitivity_budget(mutator, keep, metric, sensitivity)
+        return BudgetFit(choices, res, keep, metric, mode)
+    if sensitivity is not None:
+        raise ValueError(f"sensitivity= is for mode='sensitivity', not {mode!r}")
     units = mutator.mutable_units
     spread = _uniform(units) if mode == "uniform" else _by_l1(units)
     lo, hi = 0.0, 1.0  # spread(level) uses more as level grows; find the largest level that fits

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .export_check import ExportError
 from .mutables import MutableChannelUnit
 from .mutators import ChannelMutator
 from .mutators.channel_mutator import DEFAULT_PARSE_CFG
@@ -47,7 +48,11 @@ def demo(model_name: str, ratio: float, input_size: int) -> int:
         before = model(x)
         mutator.set_choices({name: ratio for name in mutator.current_choices})
         masked = model(x)
-        small = mutator.to_static().eval()
+        try:
+            small = mutator.to_static().eval()  # checked: ExportError if it differs from the masked model
+        except ExportError as error:
+            print(f"the export failed its check: {error}")
+            return 1
         after = small(x)
     live = mutator.resources()
     reference = count_resources(small, x)

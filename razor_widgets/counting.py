@@ -295,8 +295,9 @@ def _geometry(builder: _Builder, name: str, module: nn.Module, kind: LayerKind,
 
     if node is None:
         return LayerGeometry(name, module, kept_side=kept)
-    return LayerGeometry(name, module, tuple(r.shape for r in node.input_refs()),
-                         node.output_refs()[0].shape, kept)
+    out = node.output_refs()[0]
+    return LayerGeometry(name, module, tuple(r.shape for r in node.input_refs()), out.shape, kept,
+                         lambda dim: builder.dim_side(out, dim))
 
 
 def _add_terms(builder: _Builder, layer: str, is_param: bool, terms: list[Term]) -> None:

@@ -173,6 +173,7 @@ class KeptFractions:
         self._cols = np.array(cols, dtype=np.int64)
         self._weights = np.array(weights, dtype=np.float64)
         self._fixed = fixed
+        self.channels = total.copy()  # channels counted per node (0 where no unit names them)
         self._total = np.where(total > 0, total, 1.0)
         self._has_units = total > 0
         self.prunable = np.bincount(self._rows, minlength=len(self.nodes)) > 0  # touches a mutable unit
@@ -185,6 +186,10 @@ class KeptFractions:
 
     def __call__(self) -> np.ndarray:
         """Kept fraction per node, in ``self.nodes`` order (1.0 for nodes without units)."""
-        frac = self.unit_fractions()
+        return self.spread(self.unit_fractions())
+
+    def spread(self, frac: np.ndarray) -> np.ndarray:
+        """Per node, the channel-weighted mean of one value per mutable unit (in
+        ``mutator.mutable_units`` order; fixed channels count as 1.0)."""
         kept = np.bincount(self._rows, weights=self._weights * frac[self._cols], minlength=len(self.nodes))
         return np.where(self._has_units, (kept + self._fixed) / self._total, 1.0)

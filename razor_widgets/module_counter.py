@@ -1,4 +1,10 @@
-"""Params and MACs of a supernet at chosen candidates, from one measuring forward pass.
+"""Params and MACs of a supernet at chosen candidates.
+
+``ChosenPathCounter`` counts the model that a channel mutator traced with every candidate
+running exports once each search group has chosen: the channel mutator's per-layer counts
+less the layers of the candidates that are not chosen, with no forward pass.
+
+``CandidateCounter`` measures each candidate from one forward pass:
 
 Candidates of a module mutable take inputs of the same shape whatever the other mutables
 choose, so a model's MACs are those outside every mutable (the base) plus those of each
@@ -15,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .resources import REFERENCE_FLOP_FORMULAS, Resources, reference_flops
 
-__all__ = ["CandidateCounter"]
+__all__ = ["CandidateCounter", "ChosenPathCounter"]
 
 
 def _candidates(mutable: nn.Module) -> nn.ModuleDict:
@@ -135,3 +141,77 @@ class CandidateCounter:
         """Params and MACs of one candidate op of one mutable."""
         params = sum(p.numel() for op in self._kept_ops(name, choice) for p in op.parameters())
         return Resources(params, self._macs_of(name, choice))
+
+
+# -- the exported model of a supernet traced with every candidate running ------------------------
+def _candidate_prefixes(name: str, mutable: nn.Module) -> dict[Any, str]:
+    """``{candidate name: module path of that candidate op}`` for the mutable at ``name``."""
+    ops = getattr(mutable, "candidates", None)
+    if not isinstance(ops, nn.ModuleDict):
+        raise TypeError(f"{name}: {type(mutable).__name__} has no candidate ops (a `candidates` ModuleDict)")
+    paths = {id(m): rel for rel, m in mutable.named_modules(remove_duplicate=False)}
+    return {choice: f"{name}.{paths[id(op)]}" for choice, op in ops.items()}
+
+
+def _inside(layer: str, prefix: str) -> bool:
+    return layer == prefix or layer.startswith(prefix + ".")
+
+
+class ChosenPathCounter:
+    """Params and MACs of the exported model (chosen candidates, channels pruned).
+
+    ``channel_mutator`` must be traced with every candidate running; ``resources(choices)``
+    takes channel choices as ``ChannelMutator.resources`` does (a what-if; ``fit_budget``
+    uses it through ``mutable_units`` and ``resources``). The originals are those of the chosen
+    candidates at full width (the whole supernet while a group has no choice).
+    """
+
+    def __init__(self, channel_mutator: Any, module_mutator: Any) -> None:
+        self.channel_mutator = channel_mutator
+        self.module_mutator = module_mutator
+        layers = list(channel_mutator.resources(by_layer=True))
+        # {group: {candidate: [counted layers inside it, over the group's mutables]}}
+        self.layers: dict[int, dict[Any, list[str]]] = {}
+        for gid, names in module_mutator.group_names.items():
+            per: dict[Any, list[str]] = {}
+            for name in names:
+                for choice, prefix in _candidate_prefixes(name, module_mutator.name2mutable[name]).items():
+                    per.setdefault(choice, []).extend(n for n in layers if _inside(n, prefix))
+            self.layers[gid] = per
+
+    @property
+    def mutable_units(self) -> list:
+        return self.channel_mutator.mutable_units
+
+    def dropped_layers(self, module_choices: dict[int, Any] | None = None) -> set[str]:
+        """The counted layers that the export leaves out: those of the unchosen candidates."""
+        current = self.module_mutator.current_choices
+        current.update(module_choices or {})
+        dropped: set[str] = set()
+        for gid, per in self.layers.items():
+            choice = current[gid]
+            if choice is not None and len(per) > 1:
+                for other, names in per.items():
+                    if other != choice:
+                        dropped.update(names)
+        return dropped
+
+    def resources(self, choices: dict[Any, Any] | None = None,
+                  module_choices: dict[int, Any] | None = None) -> Resources:
+        """Exact params and MACs of ``export()`` at the current (or the given) choices."""
+        dropped = self.dropped_layers(module_choices)
+        if not dropped:  # the supernet (or one candidate per op): the channel mutator's own count
+            return self.channel_mutator.resources(choices=choices)
+        layers = self.channel_mutator.resources(choices=choices, by_layer=True)
+        kept = [r for name, r in layers.items() if name not in dropped]
+        return Resources(sum(r.params for r in kept), sum(r.macs for r in kept),
+                         sum(r.original_params for r in kept), sum(r.original_macs for r in kept))
+
+    def candidate_resources(self, group: int) -> dict[Any, Resources]:
+        """Params and MACs of each candidate of ``group`` at full width, over its mutables."""
+        layers = self.channel_mutator.resources(by_layer=True)
+        return {choice: Resources(sum(layers[n].original_params for n in names),
+                                  sum(layers[n].original_macs for n in names))
+                for choice, names in self.layers[group].items()}
+
+

@@ -12,7 +12,8 @@ import math
 import os
 from typing import Any
 
-__all__ = ["PlanError", "apply_plan", "channel_plan", "load_choices", "read_json_plan", "read_plan", "save_choices"]
+__all__ = ["PlanError", "apply_plan", "apply_plan_data", "channel_plan", "load_choices", "module_plan", "parse_plan",
+           "plan_json", "plan_of", "read_json_plan", "read_plan", "save_choices", "write_plan"]
 
 
 class PlanError(ValueError):
@@ -21,23 +22,48 @@ class PlanError(ValueError):
 
 def save_choices(mutator: Any, path: str | os.PathLike) -> None:
     """Write the mutator's current choices to ``path`` as JSON ``{unit_name: choice}``."""
-    choices = {str(name): choice for name, choice in mutator.current_choices.items()}
+    write_plan(plan_of(mutator), path)
+
+
+def plan_of(channel_mutator: Any, module_mutator: Any = None) -> dict[str, Any]:
+    """The plan of the current choices: ``{unit_name: choice}`` and, with a module mutator,
+    ``{mutable module name: candidate name}`` beside them (MMRazor's subnet form)."""
+    plan = {str(name): choice for name, choice in channel_mutator.current_choices.items()}
+    if module_mutator is not None:
+        plan.update(module_plan(module_mutator))
+    return plan
+
+
+def plan_json(plan: dict[str, Any]) -> str:
+    """The text of a plan file (indented JSON, one trailing newline)."""
+    return json.dumps(plan, indent=2) + "\n"
+
+
+def write_plan(plan: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write ``plan`` (``plan_of``) to ``path`` as JSON."""
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(choices, f, indent=2)
-        f.write("\n")
+        f.write(plan_json(plan))
 
 
 def read_json_plan(path: str | os.PathLike) -> dict[str, Any]:
     """The JSON object in ``path``, as read (raises PlanError if it is not one)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f, parse_constant=_no_constant)
+        with open(path, "rb") as f:
+            text = f.read()
     except OSError as exc:
         raise PlanError(f"cannot read the plan {os.fspath(path)!r}: {exc.strerror or exc}") from exc
-    except ValueError as exc:
-        raise PlanError(f"the plan {os.fspath(path)!r} is not valid JSON: {exc}") from exc
+    return parse_plan(text, os.fspath(path))
+
+
+def parse_plan(text: str | bytes, source: str) -> dict[str, Any]:
+    """The JSON object in ``text`` (a plan file's content, e.g. an upload, named ``source``);
+    raises PlanError if it is not UTF-8 JSON holding one object."""
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError alike
+        raise PlanError(f"the plan {source!r} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise PlanError(f"the plan {os.fspath(path)!r} must be a JSON object of unit name to choice, "
+        raise PlanError(f"the plan {source!r} must be a JSON object of unit name to choice, "
                         f"not a {type(data).__name__}")
     return data
 
@@ -97,6 +123,58 @@ def apply_plan(mutator: Any, plan: dict[str, Any], source: str) -> dict[Any, Any
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         raise PlanError(f"the plan {source!r} does not fit this model: {message}") from exc
     return choices
+
+
+# -- plans with module choices (searchable ops) ---------------------------------------------------
+def module_plan(module_mutator: Any) -> dict[str, Any]:
+    """``{mutable module name: candidate name}`` (MMRazor's subnet form; None: every candidate)."""
+    current = module_mutator.current_choices
+    return {name: current[gid] for gid, names in module_mutator.group_names.items() for name in names}
+
+
+def _group_choices(module_mutator: Any, entries: dict[str, Any], source: str) -> dict[int, Any]:
+    """Group choices from ``{mutable name: candidate}``; every mutable must be named, and the
+    mutables of one group must agree. Raises PlanError; changes nothing."""
+    def fail(message: str) -> PlanError:
+        return PlanError(f"the plan {source!r} does not fit this model: {message}")
+
+    choices: dict[int, Any] = {}
+    for gid, names in module_mutator.group_names.items():
+        missing = [n for n in names if n not in entries]
+        if missing:
+            raise fail(f"it leaves out the searchable op {missing[0]!r}")
+        values = []
+        for name in names:
+            value = entries[name]
+            if isinstance(value, dict):
+                if "chosen" not in value and "choice" not in value:
+                    raise fail(f"op {name!r}: an object choice needs a 'chosen' or 'choice' key")
+                value = value.get("chosen", value.get("choice"))
+            if value is not None and not isinstance(value, str):
+                raise fail(f"op {name!r}: a candidate is a name (or null for every candidate), got {value!r}")
+            values.append(value)
+        if any(v != values[0] for v in values):
+            raise fail(f"the ops {names} share one choice (one search group) but the plan gives {values}")
+        choices[gid] = values[0]
+    try:
+        return module_mutator.validate_choices(choices)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise fail(str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)) from exc
+
+
+def apply_plan_data(channel_mutator: Any, module_mutator: Any, data: dict[str, Any],
+                    source: str) -> tuple[dict[Any, Any], dict[int, Any]]:
+    """Apply a plan object (``plan_of``'s form, read from ``source``) to the channel mutator
+    and, if given, the module mutator; returns (channel choices, group choices). On any problem
+    raises PlanError, changing nothing."""
+    if module_mutator is None:
+        return apply_plan(channel_mutator, channel_plan(data), source), {}
+    names = module_mutator.name2mutable
+    modules = _group_choices(module_mutator, {k: v for k, v in data.items() if k in names}, source)
+    channels = channel_plan({k: v for k, v in data.items() if k not in names})
+    applied = apply_plan(channel_mutator, channels, source)  # atomic; modules are already checked
+    module_mutator.set_choices(modules)
+    return applied, modules
 
 
 def _few(names: list[str], limit: int = 3) -> str:

@@ -136,33 +136,34 @@ def sdpa(ctx: AnalysisContext, node: Node) -> None:
     else:
         ctx.space.union(*torch.broadcast_tensors(qi, ki))
         ctx.space.union(*torch.broadcast_tensors(qi, vi))
-    _per_head_mask(ctx, node, qi)
+    _mask_follows_heads(ctx, node, qi)
     ctx.set(node.output_refs()[0], vi)
 
 
-def _per_head_mask(ctx: AnalysisContext, node: Node, qi: torch.Tensor) -> None:
-    """An ``attn_mask`` with one entry per head (T5's position bias) is added to the scores of
-    that head: its channels are the head's; constant data there keeps the heads fixed."""
-    mask = node.kwargs.get("attn_mask", node.args[3] if len(node.args) > 3 else None)
-    if not isinstance(mask, TensorRef) or not mask.is_float or len(mask.shape) < 3 or mask.shape[-3] == 1:
+def _mask_follows_heads(ctx: AnalysisContext, node: Node, qi: torch.Tensor) -> None:
+    """An ``attn_mask`` with channels (a relative-position bias, one slice per head) is pruned
+    with the heads: each entry is one with the head of q it is added to (broadcast right-aligned
+    against the scores ``[*q.shape[:-2], L, S]``). Channels that cannot follow the heads (a mask
+    shared by several heads, or heads that are not whole elements) stay fixed."""
+    mask = node.args[3] if len(node.args) > 3 else node.kwargs.get("attn_mask")
+    if not isinstance(mask, TensorRef):
         return
-    heads = qi[..., :1, :1]
     mi = ctx.get(mask)
-    mi = mi.reshape((1,) * (heads.dim() - mi.dim()) + tuple(mi.shape)) if mi.dim() < heads.dim() else mi
-    if (mi.shape[-2] > 1 or mi.shape[-1] > 1) and bool((mi >= 0).any()):
-        mi = _same_along_tokens(ctx, mi)
-    a, b = torch.broadcast_tensors(heads, mi[..., :1, :1])
-    ctx.space.union(a, b)
-    if bool(((a >= 0) != (b >= 0)).any()):
-        reason = f"a per-head attention mask of constant data in {ctx.describe()}"
-        ctx.fix(torch.cat([a.reshape(-1), b.reshape(-1)]), reason)
-
-
-def _same_along_tokens(ctx: AnalysisContext, ids: torch.Tensor) -> torch.Tensor:
-    """Mask ids varying along the token dims: every token of a head is one channel."""
-    lines = ids.reshape(*ids.shape[:-2], -1)
-    ctx.space.union(lines[..., :1].expand_as(lines), lines)
-    return ids
+    if not bool((mi >= 0).any()):  # a causal or padding mask: no channels
+        if len(mask.shape) >= 3 and mask.shape[-3] > 1 and qi.dim() >= 3 and qi.shape[-3] > 1:
+            ctx.fix(qi, f"a per-head attention mask of constant data in {ctx.describe()}")  # ALiBi-like
+        return
+    heads = qi if qi.shape[-1] == 1 and qi.dim() >= 2 and qi.shape[-2] == 1 else None
+    if heads is not None:
+        ndim = max(mi.dim(), heads.dim())
+        m = mi.reshape((1,) * (ndim - mi.dim()) + tuple(mi.shape))
+        h = heads.reshape((1,) * (ndim - heads.dim()) + tuple(heads.shape))
+        shared = any(h.shape[d] > 1 and m.shape[d] == 1 for d in range(ndim))
+        m, h = torch.broadcast_tensors(m, h)
+        if not shared and not bool(((m >= 0) & (h < 0)).any()):
+            ctx.space.union(m, h)
+            return
+    ctx.fix(mi, f"the attention mask of {ctx.describe()} cannot follow its heads")
 
 
 def _explicit_scale(node: Node) -> bool:

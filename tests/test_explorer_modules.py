@@ -13,6 +13,7 @@ from torch import nn
 
 from razor_widgets import (
     ChannelMutator,
+    ModuleGroup,
     OneShotMutableOP,
     PlanError,
     PruningExplorer,
@@ -21,7 +22,7 @@ from razor_widgets import (
 )
 from razor_widgets.models import STAGE_MUTABLE
 from razor_widgets.widgets.counters import format_counts
-from razor_widgets.widgets.module_choices import SUPERNET, ModuleGroup
+from razor_widgets.widgets.module_choices import SUPERNET
 
 CANDIDATES = dict(conv1x1=dict(type='Conv2d', kernel_size=1),
                   conv3x3=dict(type='Conv2d', kernel_size=3, padding=1),

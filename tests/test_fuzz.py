@@ -17,7 +17,7 @@ import torchvision
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from razor_widgets import ChannelMutator, count_resources
+from razor_widgets import ChannelMutator, ExportError, UncheckedExportWarning, count_resources
 
 from conftest import make_nontrivial
 from oracle import zeroed_model
@@ -67,7 +67,12 @@ def check(name: str, picks: dict) -> None:
             unit.validate_choice(pick)
     mutator.set_choices(choices)
     try:
-        static = mutator.to_static().eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UncheckedExportWarning)
+            try:
+                static = mutator.to_static(check=True).eval()
+            except ExportError as error:  # the export's own check must never fire on these patterns
+                pytest.fail(f"the export check fired: {error}")
         with torch.no_grad():
             masked, exported = model(x), static(x)
             torch.testing.assert_close(exported, masked, rtol=1e-4, atol=1e-5)

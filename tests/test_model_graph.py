@@ -141,3 +141,12 @@ def test_kept_fractions(resnet18_mutator):
         assert not prunable["fc"] and not prunable["input"] and prunable["conv1"]
     finally:
         mutator.set_max_choices()
+
+
+def test_channels_per_node(resnet18_mutator):
+    """The channels each node's kept fraction is of: out channels of a layer, flowing ones of a join."""
+    graph = resnet18_mutator.graph
+    fractions = KeptFractions(resnet18_mutator, graph)
+    channels = dict(zip(fractions.nodes, fractions.channels))
+    assert channels["conv1"] == 64 and channels["layer2.0.conv1"] == 128 and channels["fc"] == 1000
+    assert channels["layer1.0.add_"] == 64 and channels["input"] == 0

@@ -157,9 +157,9 @@ class IteAlgorithm(BaseAlgorithm):
         logger.info(record.summary())
         return record
 
-    def to_static(self) -> nn.Module:
-        """The pruned model as plain torch layers (see ``ChannelMutator.to_static``)."""
-        return self.mutator.to_static()
+    def to_static(self, check: bool = True, example_inputs: Any = None) -> nn.Module:
+        """The pruned model as plain torch layers (see ``ChannelMutator.to_static``, which checks it)."""
+        return self.mutator.to_static(check, example_inputs)
 
 
 MODELS.register_module("ItePruneAlgorithm", module=IteAlgorithm)

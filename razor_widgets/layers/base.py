@@ -55,9 +55,14 @@ class LayerGeometry:
     input_shapes: tuple[tuple[int, ...], ...] = ()
     output_shape: tuple[int, ...] = ()
     kept_side: Callable[[bool], Side] = field(default=lambda is_output: 1, repr=False)
+    output_dim_side: Callable[[int], Side] | None = field(default=None, repr=False)
 
     def kept(self, is_output: bool) -> Side:
         return self.kept_side(is_output)
+
+    def kept_output_dim(self, dim: int) -> Side:
+        """The kept size of one dim of the output (its full size where no unit prunes it)."""
+        return self.output_shape[dim] if self.output_dim_side is None else self.output_dim_side(dim)
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,16 @@ class LayerKind:
         """The same for input channels (empty where no tensor has them on one dim, as in a
         grouped conv)."""
         return {}
+
+    def channel_scale(self, module: nn.Module) -> torch.Tensor | None:
+        """The raw per-channel scale of a normalisation (its gamma), which Network Slimming
+        ranks channels by; None for kinds without one."""
+        return None
+
+    def output_channel_dim(self, module: nn.Module, output: Any) -> int | None:
+        """The dim of ``output`` (the module's forward result) that holds its output channels,
+        for criteria that read activations; None where there is no such single tensor dim."""
+        return None
 
     def dynamic_op_for(self, module_type: type) -> type | None:
         """The dynamic op class of ``module_type`` (its own, or the one of its nearest base)."""

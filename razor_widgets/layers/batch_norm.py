@@ -7,7 +7,7 @@ each 1-D parameter keeps the kept channels.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -66,6 +66,12 @@ class BatchNormKind(LayerKind):
 
     def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
         return per_channel_weights(module)
+
+    def channel_scale(self, module: nn.Module) -> torch.Tensor | None:
+        return raw_param(module, "weight")  # gamma; None without affine parameters
+
+    def output_channel_dim(self, module: nn.Module, output: Any) -> int | None:
+        return 1 if isinstance(output, torch.Tensor) and output.dim() >= 2 else None
 
 
 class DynamicNormMixin(DynamicChannelMixin):

@@ -8,7 +8,7 @@ groups follow the kept channels, so ``kept_in / groups = 1``).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -95,6 +95,16 @@ class ConvKind(LayerKind):
 
     def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
         return {} if module.groups != 1 else weights_along(module, 1, ("weight",))
+
+    def output_channel_dim(self, module: nn.Module, output: Any) -> int | None:
+        return spatial_channel_dim(module, output)
+
+
+def spatial_channel_dim(module: nn.Module, output: Any) -> int | None:
+    """The channel dim of a (transposed) conv's output: before its spatial dims (unbatched too)."""
+    if not isinstance(output, torch.Tensor) or output.dim() < len(module.kernel_size) + 1:
+        return None
+    return output.dim() - len(module.kernel_size) - 1
 
 
 # -- the dynamic op -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ group). MACs, as FlopCounterMode counts them: ``input positions * kept_in * kept
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -18,7 +18,7 @@ from ..dynamic_ops import DynamicChannelMixin, index_of, kept_rows, raw
 from ..registry import MODELS
 from ..tracing import Node
 from .base import LayerGeometry, LayerKind, Term, first_input, node_arg, positions, weights_along
-from .conv import conv_like, conv_weight_terms, group_positions, is_depthwise
+from .conv import conv_like, conv_weight_terms, group_positions, is_depthwise, spatial_channel_dim
 
 if TYPE_CHECKING:
     from ..analysis import AnalysisContext
@@ -65,6 +65,9 @@ class ConvTransposeKind(LayerKind):
 
     def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
         return weights_along(module, 0, ("weight",))
+
+    def output_channel_dim(self, module: nn.Module, output: Any) -> int | None:
+        return spatial_channel_dim(module, output)
 
 
 class DynamicConvTransposeMixin(DynamicChannelMixin):

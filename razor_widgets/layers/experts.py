@@ -109,6 +109,7 @@ def _expert_layer(ctx: AnalysisContext, node: Node, spec: ExpertWeight) -> None:
     if owner is None:
         return ctx.unknown(node)
     register_family_type(FUSED_EXPERTS, type(owner))
+    ctx.layer_params.add(spec.param.param)
     ids_in = ctx.read(node.input_refs()[0], -1)
     ids_out = ctx.fresh_layer_output(spec.param.param, spec.param.shape[spec.out_dim])
     ctx.slot(spec.param.param, False, ids_in, param_dim=spec.in_dim)

@@ -6,7 +6,7 @@ kept channels only, in the masked model as in the export. No MACs.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +53,9 @@ class GroupNormKind(LayerKind):
 
     def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
         return per_channel_weights(module)
+
+    def output_channel_dim(self, module: nn.Module, output: Any) -> int | None:
+        return 1 if isinstance(output, torch.Tensor) and output.dim() >= 2 else None
 
 
 class _KeptGroupNorm(TorchFunctionMode):

@@ -5,7 +5,7 @@ normalises over the kept channels only, in the masked model as in the export. No
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,9 @@ class LayerNormKind(LayerKind):
 
     def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
         return per_channel_weights(module)
+
+    def output_channel_dim(self, module: nn.Module, output: Any) -> int | None:
+        return -1 if isinstance(output, torch.Tensor) else None  # normalises the last dim
 
 
 class _KeptLayerNorm(TorchFunctionMode):

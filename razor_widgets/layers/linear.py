@@ -1,19 +1,21 @@
 """Linear layers (``nn.Linear`` and ``F.linear`` with a linear layer's weight).
 
 Channels: reads its last dim, writes fresh output features. MACs: ``rows * kept_in * kept_out``
-where rows are all leading dims of the output.
+where rows are all leading dims of the output, at their kept sizes (a linear along tokens whose
+other dims carry channels passes those on: see ``linear_rule``).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from ..channel_space import varying_dims
 from ..dynamic_ops import index_of, kept_rows, raw
 from ..registry import MODELS
 from ..tracing import Node, TensorRef
-from .base import LayerGeometry, LayerKind, Term, first_input, positions, weights_along
+from .base import LayerGeometry, LayerKind, Term, first_input, weights_along
 from .conv import DynamicConvMixin
 
 if TYPE_CHECKING:
@@ -21,6 +23,19 @@ if TYPE_CHECKING:
 
 
 def linear_rule(ctx: AnalysisContext, name: str, x: TensorRef, out: TensorRef, out_features: int) -> None:
+    """A linear maps the last dim; the other dims are batch dims to it. Applied along a dim
+    without channels while other dims carry them (a token-mixing linear on ``x.transpose(1, 2)``),
+    it keeps those channels apart and passes them on; its own features stay fixed."""
+    ids = ctx.get(x)
+    if ids.shape[-1] == 1 and x.shape[-1] > 1 and varying_dims(ids) and bool((ids >= 0).any()):
+        reason = f"{ctx.describe()} maps a dim without channels (its input's channels lie on another dim)"
+        ids_out = ctx.fresh_layer_output(name, out_features)  # one fixed unit when in == out
+        ids_in = ids_out if x.shape[-1] == out_features else ctx.space.fresh(x.shape[-1])
+        ctx.fix(torch.cat([ids_in, ids_out]), reason)
+        ctx.slot(name, False, ids_in)
+        ctx.slot(name, True, ids_out)
+        ctx.set(out, ids.reshape((1,) * (len(out.shape) - ids.dim()) + tuple(ids.shape)))
+        return
     ids_in = ctx.read(x, -1)
     ids_out = ctx.fresh_layer_output(name, out_features)
     ctx.slot(name, False, ids_in)
@@ -47,8 +62,9 @@ class LinearKind(LayerKind):
         return int(module.out_features if is_output else module.in_features)
 
     def macs(self, call: LayerGeometry) -> list[Term]:
-        rows = positions(call.output_shape, self.channels(call.module, True))
-        return [Term(rows, (call.kept(False), call.kept(True)))]
+        """Rows (every leading dim, at its kept size: a token-mixing linear's rows hold channels)."""
+        rows = tuple(call.kept_output_dim(d) for d in range(len(call.output_shape) - 1))
+        return [Term(1, (*rows, call.kept(False), call.kept(True)))]
 
     def param_size(self, param: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term | None:
         if attr == "bias":
@@ -60,6 +76,9 @@ class LinearKind(LayerKind):
 
     def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
         return weights_along(module, 1, ("weight",))
+
+    def output_channel_dim(self, module: nn.Module, output: Any) -> int | None:
+        return -1 if isinstance(output, torch.Tensor) else None  # features are the last dim
 
 
 class DynamicLinearMixin(DynamicConvMixin):

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..registry import MODELS
 from .base import BaseMutable
+from .importance_cache import CachedImportanceMixin
 from .mutable_channel import (
     BaseMutableChannel,
     DerivedMutableChannel,
@@ -299,16 +300,16 @@ MODELS.register_module("SequentialChannelUnit", module=SequentialMutableChannelU
 
 
 @MODELS.register_module()
-class L1MutableChannelUnit(SequentialMutableChannelUnit):
-    """Keeps the channels whose weights have the largest L1 norm (any subset, not a prefix)."""
+class L1MutableChannelUnit(CachedImportanceMixin, SequentialMutableChannelUnit):
+    """Keeps the channels whose weights have the largest L1 norm (any subset, not a prefix);
+    the ranking is computed once and cached until the weights change (``importance_cache.py``)."""
 
     def __init__(self, num_channels: int, choice_mode: str = "ratio", divisor: int = 1,
                  min_value: int = 1, min_ratio: float = 0.9, **kwargs: Any) -> None:
         super().__init__(num_channels, choice_mode, divisor, min_value, min_ratio, **kwargs)
 
-    def _order(self) -> torch.Tensor:
-        importance = self.importance()
-        return torch.argsort(-importance, stable=True)
+    def compute_importance(self) -> torch.Tensor:
+        return self.importance()
 
     def importance(self) -> torch.Tensor:
         """L1 norm per channel position of the writing layers' weights (else the readers')."""

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..analysis import ChannelAnalysis, ChannelAnalyzer, UnitSpec
 from ..dynamic_ops import DynamicChannelMixin
+from ..export_check import verify_export
 from ..hf_export import update_hf_models
 from ..layers import dynamic_op_for, kind_of
 from ..live_counter import ResourceCounter, mutator_resources
@@ -85,6 +86,7 @@ class ChannelMutator(BaseMutator):
         if supernet.__dict__.get(_PREPARED_MARK):
             raise RuntimeError("this model is already prepared by another ChannelMutator")
         parse_type = self.parse_cfg.get("type", "ChannelAnalyzer")
+        self.example_inputs = example_inputs  # a reference (no copy): what to_static() checks with
         if parse_type in TRACER_TYPES:
             units = self._units_from_trace(supernet, example_inputs)
         elif parse_type == "Config":
@@ -113,6 +115,7 @@ class ChannelMutator(BaseMutator):
     def _units_from_trace(self, model: nn.Module, example_inputs: Any) -> list[MutableChannelUnit]:
         if example_inputs is None:
             example_inputs = make_example_inputs(self.parse_cfg.get("demo_input", (1, 3, 224, 224)))
+            self.example_inputs = example_inputs
         graph = Tracer(RULES.is_leaf).trace(model, example_inputs)
         check_path_is_static(Tracer(RULES.is_leaf), model, example_inputs, graph)
         analysis = ChannelAnalyzer(RULES, self.parse_cfg.get("attention", "heads")).analyze(graph)
@@ -367,8 +370,9 @@ class ChannelMutator(BaseMutator):
         return mutator_resources(self, choices, by_layer)
 
     # -- export ---------------------------------------------------------------------------
-    def to_static(self) -> nn.Module:
-        """A new model of plain torch layers holding only the kept channels."""
+    def to_static(self, check: bool = True, example_inputs: Any = None) -> nn.Module:
+        """A new model of plain torch layers holding only the kept channels. ``check``: it must
+        compute what the masked model does on the example input, else ``ExportError`` (two forwards)."""
         self._require_prepared()
         originals = {id(t): t for t in (*self._model.parameters(), *self._model.buffers())}
         static = copy.deepcopy(self._model, dict(originals))  # the copy shares the tensors: no second copy
@@ -387,7 +391,7 @@ class ChannelMutator(BaseMutator):
         _own_tensors(static, originals)
         _retie(static, self._model)
         update_hf_models(static, self)  # a Hugging Face model's config says the kept sizes
-        return static
+        return verify_export(self, static, example_inputs) if check else static
 
     def _param_masks(self) -> dict[tuple[str, int], torch.Tensor]:
         """``(parameter, dim) -> kept mask`` of the parameters pruned along dims (one or more)."""

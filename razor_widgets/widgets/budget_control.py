@@ -10,6 +10,7 @@ from ..budget import BudgetFit, fit_budget
 
 METRIC_LABELS = {"MACs": "macs", "Params": "params"}
 MODE_LABELS = {"uniform": "uniform", "by L1 importance": "l1"}
+SENSITIVITY_LABEL = "by sensitivity"  # offered once a sensitivity scan exists: enable_sensitivity()
 
 
 class BudgetControl:
@@ -19,6 +20,7 @@ class BudgetControl:
     def __init__(self, mutator: Any, apply: Callable[[BudgetFit], None]) -> None:
         self.mutator = mutator
         self._apply = apply
+        self.sensitivity = None
         self.percent = widgets.BoundedFloatText(value=50.0, min=0.1, max=100.0, step=1.0, description="keep %",
                                                 style={"description_width": "50px"},
                                                 layout=widgets.Layout(width="130px"))
@@ -32,8 +34,17 @@ class BudgetControl:
         self.widget = widgets.VBox([widgets.HBox([self.percent, self.metric, self.mode, self.button]), self.result])
 
     def fit(self) -> BudgetFit:
+        if self.mode.value == SENSITIVITY_LABEL:
+            return fit_budget(self.mutator, self.percent.value / 100.0, METRIC_LABELS[self.metric.value],
+                              "sensitivity", sensitivity=self.sensitivity)
         return fit_budget(self.mutator, self.percent.value / 100.0, METRIC_LABELS[self.metric.value],
                           MODE_LABELS[self.mode.value])
+
+    def enable_sensitivity(self, sensitivity: Any) -> None:
+        """Offer "by sensitivity" (the budget that loses the least predicted score of this scan)."""
+        self.sensitivity = sensitivity
+        if SENSITIVITY_LABEL not in self.mode.options:
+            self.mode.options = (*self.mode.options, SENSITIVITY_LABEL)
 
     def run(self) -> BudgetFit:
         """Fit the budget and apply the choices; the result line says how close it came."""

@@ -1,39 +1,43 @@
-"""PruningExplorer: sliders per channel unit, live counters, the model graph and plans, in one widget."""
+"""PruningExplorer: sliders per channel unit, live counters, the model graph and plans, in one widget.
+
+The explorer shows a ``PruningSession`` (the engine's object for a model being pruned) and is
+built from small sections, each its own class: the unit sliders, the whole-model controls, the
+plan controls, the searchable-op dropdowns and the views (graph and plots). ``add_section``
+adds more below them.
+"""
 from __future__ import annotations
 
-import contextlib
 import html
 import os
-import random
-import warnings
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import ipywidgets as widgets
 from torch import nn
 
 from ..budget import BudgetFit, choice_for_fraction
+from ..export_check import ExportError
 from ..mutators.channel_mutator import ChannelMutator
-from ..mutators.module_mutator import OneShotModuleMutator
-from ..plans import PlanError, load_choices, save_choices
+from ..plans import PlanError
+from ..pruning_session import ModuleGroup, PruningSession
 from ..resources import Resources
-from .budget_control import BudgetControl
 from .counters import ResourceCounters
 from .graph_view import GraphView
 from .history import ChoiceHistory
-from .module_choices import (
-    ChosenPathCounter,
-    ModuleChoices,
-    ModuleGroup,
-    every_candidate,
-    has_module_mutables,
-    load_plan,
-    save_plan,
-)
+from .module_choices import ModuleChoices
+from .plan_controls import DownloadFile, PlanControls, torch_bytes
 from .plots import ChannelPlot, LayerPlot
+from .quality_panel import DEFAULT_RATIOS, QualityPanel, Sensitivity, quality_section
 from .sliders import UnitSliders
+from .whole_model import GLOBAL_KEY, WholeModelControls, kept_fraction
 
-GLOBAL_KEY = "all units"  # the history key of the whole-model slider
-TABS = ("Graph", "Channels per unit", "Params and MACs per layer")
+TABS = ("Graph", "Channels per unit", "Params & MACs")  # short: the tab bar cuts longer titles
+NO_UNIT = ""  # the highlight dropdown's "(none)"
+ERRORS = (PlanError, ExportError, ValueError, TypeError, KeyError, IndexError, OSError)
+
+
+def _message(exc: Exception) -> str:
+    return str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
 
 
 class PruningExplorer:
@@ -41,68 +45,47 @@ class PruningExplorer:
 
     ``model`` is prepared in place (its layers become dynamic ops that mask channels);
     ``export()`` returns the pruned model made of plain torch layers. Pass a prepared
-    ``ChannelMutator`` instead of a model to explore it. ``example_inputs`` defaults to a
-    1x3x224x224 tensor. Expensive redraws (graph, plots) wait ``redraw_delay`` seconds after
-    the last change; counters follow every slider event.
+    ``ChannelMutator`` (or a ``PruningSession``) instead of a model to explore it.
+    ``example_inputs`` defaults to a 1x3x224x224 tensor. Expensive redraws (graph, plots) wait
+    ``redraw_delay`` seconds after the last change; counters follow every slider event.
 
     A model with searchable ops (``OneShotMutableOP``) also gets ``module_mutator`` and one
-    dropdown per search group (``dropdowns``); its channels are traced with every candidate
-    running, and counters and ``export()`` follow the chosen candidates.
+    dropdown per search group (``dropdowns``); counters and ``export()`` follow the chosen
+    candidates (see ``PruningSession``).
     """
 
-    def __init__(self, model: nn.Module | ChannelMutator, example_inputs: Any = None, *,
+    def __init__(self, model: nn.Module | ChannelMutator | PruningSession, example_inputs: Any = None,
+                 eval_fn: Callable[[nn.Module], float] | None = None, calibration: Any = None, *,
                  channel_unit_cfg: dict | str | None = None, redraw_delay: float = 0.15) -> None:
-        self.warnings: list[str] = []  # what preparing warned about (unprunable channels)
-        self.module_mutator: OneShotModuleMutator | None = None  # set when the model has searchable ops
-        self.path_counter: ChosenPathCounter | None = None
-        if isinstance(model, ChannelMutator):
-            if model.model is None:
-                raise ValueError("the ChannelMutator is not prepared: call prepare_from_supernet(model) first, "
-                                 "or pass the model itself")
-            if has_module_mutables(model.model):
-                raise ValueError("the model has searchable ops (OneShotMutableOP): pass the model itself, so "
-                                 "that the explorer traces its channels with every candidate running")
-            self.mutator = model
-        elif isinstance(model, nn.Module):
-            self.mutator = ChannelMutator(channel_unit_cfg=channel_unit_cfg)
-            modules = None
-            if has_module_mutables(model):
-                modules = OneShotModuleMutator()
-                modules.prepare_from_supernet(model)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                with every_candidate(modules) if modules is not None else contextlib.nullcontext():
-                    self.mutator.prepare_from_supernet(model, example_inputs=example_inputs)
-            self.warnings = [str(w.message) for w in caught]
-            if modules is not None:
-                self.module_mutator = modules
-                self.path_counter = ChosenPathCounter(self.mutator, modules)
+        if isinstance(model, PruningSession):
+            self.session = model
+        elif isinstance(model, (nn.Module, ChannelMutator)):
+            self.session = PruningSession(model, example_inputs, channel_unit_cfg=channel_unit_cfg)
         else:
-            raise TypeError(f"PruningExplorer takes an nn.Module or a prepared ChannelMutator, "
+            raise TypeError(f"PruningExplorer takes an nn.Module or a prepared ChannelMutator (or a PruningSession), "
                             f"got {type(model).__name__}")
-        mutator = self.mutator
-        self.history = ChoiceHistory(self._all_choices())
+        session = self.session
+        self.mutator = session.mutator
+        self.module_mutator = session.module_mutator
+        self.path_counter = session.path_counter
+        self.warnings = session.warnings
+        self.exported: nn.Module | None = None
+        self.history = ChoiceHistory(session.choices)
         self.status = widgets.HTML()
         self.counters = ResourceCounters(self.resources())
-        self.panel = UnitSliders(mutator, self._on_slider)
+        self.panel = UnitSliders(self.mutator, self._on_slider)
         self.sliders = self.panel.sliders
+        self.whole = WholeModelControls(session, {"reset": self.reset, "random": self.sample, "undo": self.undo,
+                                                  "redo": self.redo}, self.set_all, self._apply_fit, self._clicked)
+        self.global_slider, self.buttons, self.budget = self.whole.global_slider, self.whole.buttons, self.whole.budget
+        self.plans = PlanControls({"save": lambda: self.save_choices(self.plans.path.value),
+                                   "load": lambda: self.load_choices(self.plans.path.value),
+                                   "export": self.offer_downloads}, self._on_upload, self._clicked)
+        self.plan_path, self.plan_buttons = self.plans.path, self.plans.buttons
+        self._build_views(redraw_delay)
         self.modules: ModuleChoices | None = None
         self.dropdowns: dict[int, widgets.Dropdown] = {}
-        self._build_whole_model_controls()
-        self.budget = BudgetControl(self.path_counter or mutator, self._apply_fit)
-        self.graph_view = GraphView(mutator, delay=redraw_delay)
-        self.channel_plot = ChannelPlot(mutator)
-        self.layer_plot = LayerPlot(mutator)
-        self._views = (self.graph_view, self.channel_plot, self.layer_plot)
-        self._stale = [False, True, True]
-        self.tabs = widgets.Tab([v.widget for v in self._views], titles=TABS)
-        self.tabs.observe(lambda _: self._redraw_visible(), "selected_index")
-        self._redraw = self.graph_view.redraw  # one debouncer for whichever view is visible
-        self._redraw.callback = self._redraw_visible
-        self.unit_selector = widgets.Dropdown(options=[("(none)", None)] + [(str(n), n) for n in self.sliders],
-                                              description="highlight", layout=widgets.Layout(width="420px"))
-        self.unit_selector.observe(lambda change: self.select_unit(change["new"]), "value")
-        self.extra = widgets.VBox()  # further sections (module mutables) go here: add_section()
+        self.extra = widgets.VBox()  # further sections (module mutables, ...) go here: add_section()
         self.widget = self._layout()
         if self.module_mutator is not None:
             self.modules = ModuleChoices(self.module_mutator, self.path_counter, self._on_dropdown)
@@ -110,49 +93,35 @@ class PruningExplorer:
             section = self.add_section(f"Searchable ops ({len(self.dropdowns)} search groups)", self.modules.widget)
             section.selected_index = 0
             self._show_chosen_path()
+        self.quality = quality_section(self, eval_fn, calibration)  # the Quality section (quality_panel.py)
         self._update_buttons()
 
     # -- layout ---------------------------------------------------------------------------
-    def _build_whole_model_controls(self) -> None:
-        self.global_slider = widgets.FloatSlider(value=1.0, min=0.01, max=1.0, step=0.01, continuous_update=True,
-                                                 description="all units", readout_format=".2f",
-                                                 tooltip="keep this fraction of the channels of every unit",
-                                                 style={"description_width": "70px"},
-                                                 layout=widgets.Layout(width="360px"))
-        self.global_slider.observe(self._on_global, "value")
-        self.buttons = {
-            "reset": widgets.Button(description="Reset to full", icon="refresh"),
-            "random": widgets.Button(description="Random", icon="random"),
-            "undo": widgets.Button(description="Undo", icon="undo"),
-            "redo": widgets.Button(description="Redo", icon="repeat"),
-        }
-        actions = {"reset": self.reset, "random": self.sample, "undo": self.undo, "redo": self.redo}
-        for name, button in self.buttons.items():
-            button.layout = widgets.Layout(width="120px")
-            button.on_click(self._clicked(actions[name]))
-        self.plan_path = widgets.Text(value="plan.json", description="plan", style={"description_width": "40px"},
-                                      layout=widgets.Layout(width="260px"))
-        self.plan_buttons = {"save": widgets.Button(description="Save plan", layout=widgets.Layout(width="110px")),
-                             "load": widgets.Button(description="Load plan", layout=widgets.Layout(width="110px")),
-                             "export": widgets.Button(description="Export", layout=widgets.Layout(width="110px"),
-                                                      tooltip="explorer.exported = explorer.export()")}
-        self.plan_buttons["save"].on_click(self._clicked(lambda: self.save_choices(self.plan_path.value)))
-        self.plan_buttons["load"].on_click(self._clicked(lambda: self.load_choices(self.plan_path.value)))
-        self.plan_buttons["export"].on_click(self._clicked(self._export_button))
+    def _build_views(self, redraw_delay: float) -> None:
+        self.graph_view = GraphView(self.mutator, delay=redraw_delay, on_click=self.select_layer)
+        self.channel_plot = ChannelPlot(self.mutator)
+        self.layer_plot = LayerPlot(self.mutator)
+        self._views = (self.graph_view, self.channel_plot, self.layer_plot)
+        self._stale = [False, True, True]
+        self.tabs = widgets.Tab([v.widget for v in self._views], titles=TABS)
+        self.tabs.observe(lambda _: self._redraw_visible(), "selected_index")
+        self._redraw = self.graph_view.redraw  # one debouncer for whichever view is visible
+        self._redraw.callback = self._settle
+        self._fraction_stale = False
+        self.unit_selector = widgets.Dropdown(options=[("(none)", NO_UNIT)] + [(str(n), n) for n in self.sliders],
+                                              value=NO_UNIT, description="highlight",
+                                              layout=widgets.Layout(width="420px"))
+        self.unit_selector.observe(lambda change: self.select_unit(change["new"]), "value")
 
     def _layout(self) -> widgets.VBox:
         units = len(self.sliders)
         fixed = len(self.mutator.units) - units
         title = widgets.HTML(f"<b>{type(self.mutator.model).__name__}</b>: {units} prunable units, "
                              f"{fixed} not prunable")
-        whole = widgets.VBox([
-            widgets.HBox([self.global_slider, *self.buttons.values()]),
-            self.budget.widget,
-            widgets.HBox([self.plan_path, *self.plan_buttons.values()]),
-        ])
-        right = widgets.VBox([self.unit_selector, self.tabs], layout=widgets.Layout(flex="1 1 auto"))
+        right = widgets.VBox([self.unit_selector, self.tabs], layout=widgets.Layout(flex="1 1 auto", min_width="0"))
         body = widgets.HBox([self.panel.widget, right])
-        return widgets.VBox([title, self.counters.widget, whole, self.status, body, self.extra])
+        return widgets.VBox([title, self.counters.widget, self.whole.widget, self.plans.widget, self.status,
+                             body, self.extra])
 
     def add_section(self, title: str, widget: widgets.Widget) -> widgets.Accordion:
         """Add a collapsible section below the sliders (for controls of other mutables)."""
@@ -167,43 +136,32 @@ class PruningExplorer:
         def on_click(_: Any) -> None:
             try:
                 action()
-            except (PlanError, ValueError, TypeError, KeyError, IndexError, OSError) as exc:
-                self._say(str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc), error=True)
+            except ERRORS as exc:
+                self._say(_message(exc), error=True)
         return on_click
 
     def _say(self, text: str, error: bool = False) -> None:
         colour = "#b00020" if error else "#333"
-        self.status.value = f"<span style='color:{colour}'>{html.escape(text)}</span>" if text else ""
+        value = f"<span style='color:{colour}'>{html.escape(text)}</span>" if text else ""
+        if self.status.value != value:
+            self.status.value = value
 
     # -- counts and the combined state ----------------------------------------------------
     def resources(self) -> Resources:
         """Params and MACs of ``export()`` at the current choices (the counters' figures)."""
-        return self.mutator.resources() if self.path_counter is None else self.path_counter.resources()
+        return self.session.resources()
 
     def _all_choices(self) -> dict[Any, Any]:
         """The units' choices and, keyed by ``ModuleGroup(g)``, the search groups': one history step."""
-        choices = self.mutator.current_choices
-        if self.module_mutator is not None:
-            choices.update({ModuleGroup(g): c for g, c in self.module_mutator.current_choices.items()})
-        return choices
-
-    def _set_state(self, state: dict[Any, Any]) -> None:
-        units = {k: v for k, v in state.items() if not isinstance(k, ModuleGroup)}
-        groups = {k.group: v for k, v in state.items() if isinstance(k, ModuleGroup)}
-        if groups:
-            self.module_mutator.validate_choices(groups)  # before any change: all or nothing
-        self.mutator.set_choices(units)
-        if groups:
-            self.module_mutator.set_choices(groups)
+        return self.session.choices
 
     # -- the dropdown path (searchable ops) -------------------------------------------------
     def _on_dropdown(self, group: int, choice: Any) -> None:
         try:
-            self.module_mutator.set_choices({group: choice})
+            self.session.set_choices({ModuleGroup(group): choice})
         except (ValueError, TypeError, KeyError) as exc:
-            self._say(str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc), error=True)
-            with self.modules.quiet():
-                self.dropdowns[group].value = self.module_mutator.current_choices[group]
+            self._say(_message(exc), error=True)
+            self.modules.set_value(group, self.dropdowns[group], self.module_mutator.current_choices[group])
             return
         self._show_chosen_path()
         self.counters.update(self.resources())
@@ -214,14 +172,12 @@ class PruningExplorer:
     def set_module_choices(self, choices: dict[int, Any], record: bool = True) -> None:
         """Choose candidates for several search groups at once (``{group: candidate name}``,
         atomic: on an invalid entry nothing changes) and show it."""
-        if self.module_mutator is None:
-            raise ValueError("this model has no searchable ops (OneShotMutableOP)")
-        self.module_mutator.set_choices(choices)
+        self.session.set_choices({ModuleGroup(g): c for g, c in choices.items()})
         self._show_changes(record)
 
     def _show_chosen_path(self) -> None:
         """Disable the sliders of units whose layers all lie in candidates that are not chosen."""
-        dropped = self.path_counter.dropped_layers()
+        dropped = self.session.dropped_layers()
         if not hasattr(self, "_unit_layers"):
             self._unit_layers = {n: {c.name for c in self.mutator.unit(n).channels} for n in self.sliders}
         for name, slider in self.sliders.items():
@@ -231,22 +187,38 @@ class PruningExplorer:
 
     # -- the slider path (every event: keep it cheap) --------------------------------------
     def _on_slider(self, name: Any, value: Any) -> None:
+        unit = self.mutator.unit(name)
+        before, kept = unit.current_choice, unit.activated_channels
         try:
             self.mutator.set_choices({name: value})
         except (ValueError, TypeError) as exc:
             self._say(str(exc), error=True)
-            with self.panel.quiet():
-                self.sliders[name].value = self.history.current[name]
+            self.panel.set_value(name, self.sliders[name], before)
+            return
+        if unit.activated_channels == kept:  # the same channels (a rounding of the same position)
+            self.mutator.set_choices({name: before})  # keep the choice the history holds
             return
         self.panel.update_kept(name)
         self.counters.update(self.resources())
-        self.history.record_one(name, self.mutator.unit(name).current_choice, key=name)
+        self.history.record_one(name, unit.current_choice, key=name)
+        self._fraction_stale = True  # the all-units slider follows after the pause (_settle)
         self._changed()
 
     def _changed(self) -> None:
+        if self.quality is not None:
+            self.quality.choices_changed()
         self._stale = [True] * len(self._views)
         self._update_buttons()
+        self.whole.clear_budget_message()
+        self.plans.clear()
         self._redraw.schedule()
+
+    def _settle(self) -> None:
+        """After a pause in the events: the all-units slider and the visible view catch up."""
+        if self._fraction_stale:
+            self._fraction_stale = False
+            self.whole.show_fraction(kept_fraction(self.mutator.mutable_units))
+        self._redraw_visible()
 
     def _redraw_visible(self) -> None:
         index = self.tabs.selected_index or 0
@@ -260,13 +232,13 @@ class PruningExplorer:
         self._redraw.flush()
 
     def _update_buttons(self) -> None:
-        self.buttons["undo"].disabled = not self.history.can_undo
-        self.buttons["redo"].disabled = not self.history.can_redo
+        self.whole.update_buttons(self.history.can_undo, self.history.can_redo)
 
-    # -- whole-model changes --------------------------------------------------------------
+    # -- whole-model changes (each one step of the history) --------------------------------
     def set_choices(self, choices: dict[Any, Any], record: bool = True, key: Any = None) -> None:
-        """Set several units at once (atomic: on an invalid entry nothing changes) and show it."""
-        self.mutator.set_choices(choices)
+        """Set several units (or ``ModuleGroup`` keys) at once (atomic: on an invalid entry
+        nothing changes) and show it, as one step."""
+        self.session.set_choices(choices)
         self._show_changes(record, key)
 
     def _show_changes(self, record: bool = True, key: Any = None) -> None:
@@ -277,49 +249,28 @@ class PruningExplorer:
         self.counters.update(self.resources())
         if record:
             self.history.record(self._all_choices(), key)
+        if key != GLOBAL_KEY:  # the all-units slider shows what is kept (it shows its own drag as is)
+            self.whole.show_fraction(kept_fraction(self.mutator.mutable_units))
+            self._fraction_stale = False
         self._say("")
         self._changed()
 
-    def _on_global(self, change: dict) -> None:
-        if getattr(self, "_quiet_global", False):
-            return
-        self.set_all(change["new"])
-
     def set_all(self, fraction: float) -> None:
-        """Keep ``fraction`` of the channels of every unit (the whole-model slider)."""
+        """Keep ``fraction`` of the channels of every unit (the whole-model slider; a drag is one step)."""
         choices = {u.name: choice_for_fraction(u, fraction) for u in self.mutator.mutable_units}
+        self.whole.show_fraction(fraction)
         self.set_choices(choices, key=GLOBAL_KEY)
-        self._show_global(fraction)
-
-    def _show_global(self, fraction: float) -> None:
-        self._quiet_global = True
-        try:
-            self.global_slider.value = fraction
-        finally:
-            self._quiet_global = False
 
     def reset(self) -> None:
         """Every unit back to all of its channels."""
-        self.set_choices(self.mutator.max_choices)
-        self._show_global(1.0)
+        self.set_choices(self.session.max_choices)
 
     def sample(self, seed: int | None = None) -> dict[Any, Any]:
         """Random choices for every unit (``seed`` makes them repeatable), and a random candidate
         for every search group, as one step; returns the units' choices."""
-        state = random.getstate()
-        if seed is not None:
-            random.seed(seed)
-        try:
-            choices = self.mutator.sample_choices()
-            modules = self.module_mutator.sample_choices() if self.module_mutator is not None else {}
-        finally:
-            if seed is not None:
-                random.setstate(state)
-        self.mutator.set_choices(choices)
-        if modules:
-            self.module_mutator.set_choices(modules)
-        self._show_changes()
-        return choices
+        choices = self.session.sample_choices(seed)
+        self.set_choices(choices)
+        return {k: v for k, v in choices.items() if not isinstance(k, ModuleGroup)}
 
     def apply_budget(self, keep_percent: float, metric: str = "MACs", mode: str = "uniform") -> BudgetFit:
         """Fit "keep ``keep_percent`` % of ``metric``" (``MACs`` or ``Params``) with ``mode``
@@ -334,65 +285,99 @@ class PruningExplorer:
 
     def undo(self) -> None:
         """One step back (slider drags, dropdowns and whole-model changes alike)."""
-        self._set_state(self.history.undo())
+        self.session.set_choices(self.history.undo())
         self._show_changes(record=False)
 
     def redo(self) -> None:
-        self._set_state(self.history.redo())
+        self.session.set_choices(self.history.redo())
         self._show_changes(record=False)
 
     def refresh(self) -> None:
         """Show choices made on the mutator directly (outside the explorer), as one step."""
         self._show_changes()
 
+    # -- quality (eval_fn) ----------------------------------------------------------------
+    def evaluate(self) -> float:
+        """``eval_fn`` of the masked model at the current choices, shown against the baseline."""
+        return self._quality_panel().evaluate()
+
+    def sensitivity(self, ratios: Iterable[float] = DEFAULT_RATIOS, **kwargs: Any) -> Sensitivity:
+        """``sensitivity_scan`` with a progress bar; colours the graph by it, shows the curves
+        and offers "by sensitivity" budgets (``units=``, ``executor=`` as the scan takes them)."""
+        return self._quality_panel().scan(ratios, **kwargs)
+
+    def _quality_panel(self) -> QualityPanel:
+        if self.quality is None:
+            raise ValueError("no eval_fn: make the explorer with PruningExplorer(model, x, eval_fn=...)")
+        return self.quality
+
     # -- the graph ------------------------------------------------------------------------
     def select_unit(self, name: Any) -> list[str]:
         """Highlight every layer the unit ``name`` touches (None: none); returns their nodes."""
-        if name is not None and name not in self.sliders:
+        name = NO_UNIT if name is None else name
+        if name != NO_UNIT and name not in self.sliders:
             raise KeyError(f"no mutable unit named {name!r}")
         if self.unit_selector.value != name:
             self.unit_selector.value = name  # comes back here through the observer
             return self.graph_view.highlighted_nodes
-        nodes = self.graph_view.highlight(name)
-        return nodes
+        return self.graph_view.highlight(None if name == NO_UNIT else name)
 
-    # -- export and plans -----------------------------------------------------------------
-    def export(self) -> nn.Module:
+    def select_layer(self, node: str) -> Any:
+        """What a click on a graph node does: select the (first prunable) unit of that layer,
+        highlight it and open its slider's section. Returns the unit's name (None if none)."""
+        units = [u for u in self.graph_view.units_of(node) if u in self.sliders]
+        if not units:
+            self._say(f"{node}: no prunable unit moves this layer")
+            return None
+        self.panel.open_unit(units[0])
+        self.select_unit(units[0])
+        more = f" (also in {len(units) - 1} more)" if len(units) > 1 else ""
+        self._say(f"{node}: unit {units[0]}{more}")
+        return units[0]
+
+    # -- export, downloads and plans --------------------------------------------------------
+    def export(self, check: bool = True) -> nn.Module:
         """The pruned model of plain torch layers (``mutator.to_static()``); with searchable
-        ops, only the chosen candidates (``module_mutator.to_static(mutator.to_static())``)."""
-        if self.module_mutator is None:
-            return self.mutator.to_static()
-        open_groups = [self.module_mutator.group_label(g) for g, c in self.module_mutator.current_choices.items()
-                       if c is None]
-        if open_groups:
-            raise ValueError(f"choose a candidate for every searchable op before exporting: "
-                             f"{len(open_groups)} run every candidate ({', '.join(open_groups[:3])}"
-                             f"{', ...' if len(open_groups) > 3 else ''})")
-        return self.module_mutator.to_static(self.mutator.to_static())
+        ops, only the chosen candidates (``module_mutator.to_static(mutator.to_static())``).
+        ``check``: the export is checked against the masked model (``ExportError`` if it differs)."""
+        return self.session.export(check)
 
-    def _export_button(self) -> None:
+    def offer_downloads(self) -> list[DownloadFile]:
+        """Export (``exported``) and show download links for the plan (JSON), the exported model
+        (``torch.save`` of the module) and its state dict; a later change removes the links."""
+        name = type(self.mutator.model).__name__.lower()
         self.exported = self.export()
         params = sum(p.numel() for p in self.exported.parameters())
-        self._say(f"exported: explorer.exported holds the pruned model ({params:,} params)")
+        files = [DownloadFile("plan.json", "application/json", self.session.plan_json().encode()),
+                 DownloadFile(f"{name}_pruned.pt", "application/octet-stream", torch_bytes(self.exported)),
+                 DownloadFile(f"{name}_pruned_state_dict.pt", "application/octet-stream",
+                              torch_bytes(self.exported.state_dict()))]
+        self.plans.offer(files, f"({params:,} params; load the model with torch.load(path, weights_only=False))")
+        self._say(f"exported: explorer.exported holds the pruned model ({params:,} params); download it below")
+        return files
 
     def save_choices(self, path: str | os.PathLike) -> None:
         """Write the current choices as JSON ``{unit_name: choice}``, with searchable ops also
         ``{mutable module name: candidate name}``."""
-        if self.module_mutator is None:
-            save_choices(self.mutator, path)
-        else:
-            save_plan(self.mutator, self.module_mutator, path)
+        self.session.save_plan(path)
         self._say(f"saved the plan to {os.fspath(path)}")
 
     def load_choices(self, path: str | os.PathLike) -> None:
         """Apply a JSON plan; one that does not fit raises ``PlanError`` and changes nothing."""
         try:
-            if self.module_mutator is None:
-                load_choices(self.mutator, path)
-            else:
-                load_plan(self.mutator, self.module_mutator, path)
+            self.session.load_plan(path)
         except PlanError as exc:
             self._say(str(exc), error=True)
             raise
         self._show_changes()
         self._say(f"loaded the plan {os.fspath(path)}")
+
+    def _on_upload(self, name: str, content: bytes) -> None:
+        """An uploaded plan: applied as one step, or its PlanError shown (nothing changes)."""
+        try:
+            self.session.load_plan_text(content, name)
+        except PlanError as exc:
+            self._say(str(exc), error=True)
+            return
+        self._show_changes()
+        self._say(f"loaded the uploaded plan {name}")

@@ -11,7 +11,7 @@ import ipywidgets as widgets
 
 from ..budget import number_step, smallest_number
 from ..mutables.units import MutableChannelUnit
-from .quiet_panel import QuietPanel
+from .quiet_panel import QuietPanel, same_value
 
 MAX_GROUP = 24  # a section with more units is split by the next level of the module path
 
@@ -59,8 +59,13 @@ def block_size(unit: MutableChannelUnit) -> int:
     return min((c.expand_ratio for c in unit.channels if c.param_dim is None), default=1)
 
 
+def layer_count(unit: MutableChannelUnit) -> int:
+    """How many layers the unit's slider moves."""
+    return len({c.name for c in unit.channels})
+
+
 def tooltip(unit: MutableChannelUnit) -> str:
-    layers = len({c.name for c in unit.channels})
+    layers = layer_count(unit)
     repeats = f" in {unit.repeats} repeated blocks" if unit.repeats > 1 else ""
     size = block_size(unit)
     what = f"blocks (heads) of {size} channels" if size > 1 else "channels"
@@ -68,9 +73,12 @@ def tooltip(unit: MutableChannelUnit) -> str:
 
 
 def make_slider(unit: MutableChannelUnit, label: str) -> widgets.ValueWidget:
-    """A slider in the unit's choice mode: candidates, a ratio, or a number of channels."""
-    common = dict(description=label, tooltip=tooltip(unit), continuous_update=True,
-                  style={"description_width": "150px"}, layout=widgets.Layout(width="420px"))
+    """A slider in the unit's choice mode: candidates, a ratio, or a number of channels. Its
+    label says how many layers it moves (``conv1 · 10 layers``)."""
+    layers = layer_count(unit)
+    common = dict(description=f"{label} · {layers} layer{'s' if layers != 1 else ''}", tooltip=tooltip(unit),
+                  continuous_update=True, style={"description_width": "210px"},
+                  layout=widgets.Layout(width="480px"))
     candidates = getattr(unit, "candidate_choices", None)
     if candidates:
         options = sorted(set(candidates))
@@ -107,7 +115,7 @@ class UnitSliders(QuietPanel):
             rows = []
             for unit in members:
                 slider = make_slider(unit, short_label(unit, group, starts[first_layer(unit)] > 1))
-                slider.observe(self._observer(unit.name), "value")
+                self.watch(unit.name, slider)
                 self.sliders[unit.name] = slider
                 self.kept[unit.name] = widgets.Label(self._kept_text(unit))
                 self.rows[unit.name] = widgets.HBox([slider, self.kept[unit.name]])
@@ -117,7 +125,7 @@ class UnitSliders(QuietPanel):
         for i, section in enumerate(self.sections.values()):  # few sections: all open; else the first
             section.selected_index = 0 if i == 0 or len(self.sections) <= 4 else None
         self.filter = widgets.Text(placeholder="filter units by name", continuous_update=True,
-                                   layout=widgets.Layout(width="420px"))
+                                   layout=widgets.Layout(width="480px"))
         self.filter.observe(lambda change: self.apply_filter(change["new"]), "value")
         self.fixed = self._fixed_list(mutator)
         self.widget = widgets.VBox([self.filter, *self.sections.values(), self.fixed],
@@ -144,15 +152,25 @@ class UnitSliders(QuietPanel):
         self.kept[name].value = self._kept_text(self.units[name])
 
     def show(self, choices: dict[Any, Any]) -> None:
-        """Move the sliders to ``choices`` and refresh their kept counts, in one sync per widget."""
-        changed = [n for n, v in choices.items() if self.sliders[n].value != v]
-        with self.quiet(), contextlib.ExitStack() as stack:
+        """Move the sliders to ``choices`` and refresh their kept counts, in one sync per widget;
+        the browser's echo of these values is not a move (see ``QuietPanel``)."""
+        values = {n: _on_grid(self.sliders[n], v) for n, v in choices.items()}
+        changed = [n for n, v in values.items() if not same_value(self.sliders[n], self.sliders[n].value, v)]
+        with contextlib.ExitStack() as stack:
             for name in changed:
                 stack.enter_context(self.sliders[name].hold_sync())
                 stack.enter_context(self.kept[name].hold_sync())
             for name in changed:
-                self.sliders[name].value = _on_grid(self.sliders[name], choices[name])
+                self.set_value(name, self.sliders[name], values[name])
                 self.update_kept(name)
+
+    def open_unit(self, name: Any) -> None:
+        """Open the section that holds the slider of unit ``name`` (and show its row)."""
+        for section in self.sections.values():
+            if self.rows[name] in section.children[0].children:
+                section.layout.display = None
+                section.selected_index = 0
+        self.rows[name].layout.display = None
 
     def apply_filter(self, text: str) -> int:
         """Show only units whose name contains ``text`` (case-insensitive); the number shown."""

@@ -1,0 +1,363 @@
+"""The export checks itself: the exported model must compute what the masked model computes.
+
+``ChannelMutator.to_static()`` hands its new model to :func:`verify_export`, which runs the
+masked supernet and the export on the example input (two forwards, in eval mode, under
+``no_grad``, with the same random state) and compares every output tensor with a tolerance
+relative to its scale. When they disagree, or the export raises, both models run once more
+with forward hooks to find the first layer whose output differs, and :class:`ExportError`
+names it and the units that touch it. The check changes nothing: train/eval flags, buffers
+and the random state are as they were, and the mutator's choices are not touched.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._pytree import keystr, tree_flatten_with_path, tree_map
+
+from .tracing import _split_inputs
+
+# error allowed, as a fraction of the largest magnitude of an output tensor
+RTOL = {torch.float64: 1e-7, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+MAX_UNITS_NAMED = 6
+
+
+class ExportError(RuntimeError):
+    """The exported model does not compute what the masked model computes (or fails to run).
+
+    ``layer`` is the qualified name of the first module whose output differs (or in which the
+    export raised; None where no single module was found), ``units`` the names of the mutable
+    units that touch it.
+    """
+
+    def __init__(self, message: str, layer: str | None = None, units: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.layer = layer
+        self.units = list(units or [])
+
+
+class UncheckedExportWarning(UserWarning):
+    """``to_static()`` returned a model it could not check (no example input, meta tensors)."""
+
+
+def verify_export(mutator: Any, static: nn.Module, example_inputs: Any = None) -> nn.Module:
+    """Return ``static`` when it computes what ``mutator.model`` (masked) computes on the
+    example input (``example_inputs``, else the one the mutator was prepared with); raise
+    :class:`ExportError` when it does not. Without an input, or for a model on the meta
+    device, warn (:class:`UncheckedExportWarning`) that nothing was checked."""
+    model = mutator.model
+    inputs = example_inputs if example_inputs is not None else getattr(mutator, "example_inputs", None)
+    if inputs is None:
+        return _unchecked(static, "the mutator has no example input (give one to prepare_from_supernet "
+                                  "or to_static(example_inputs=...))")
+    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+        return _unchecked(static, "the model is on the meta device, where it cannot run")
+    inputs = _to_model(inputs, model)
+    rtol = _model_rtol(model)
+    with _untouched(model, static) as rerun:
+        try:
+            masked = _call(model, inputs)
+        except Exception as error:  # the masked model itself fails: there is nothing to compare with
+            return _unchecked(static, f"the masked model failed on the example input: {_line(error)}")
+        rerun()
+        try:
+            problem = compare_outputs(masked, _call(static, inputs), rtol)
+        except Exception as error:
+            problem = f"the exported model raised {_line(error)}"
+        if problem is None:
+            return static
+        del masked
+        rerun()
+        layer, detail = locate_difference(mutator, model, static, inputs, rtol, rerun)
+    units = units_touching(mutator, layer)
+    raise ExportError(_message(problem, layer, detail, static, units), layer, units)
+
+
+def _unchecked(static: nn.Module, why: str) -> nn.Module:
+    warnings.warn(f"to_static() did not check the export: {why}", UncheckedExportWarning, stacklevel=4)
+    return static
+
+
+def _line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
+
+
+def _message(problem: str, layer: str | None, detail: str, static: nn.Module, units: list[Any]) -> str:
+    text = f"the exported model does not compute what the masked model computes: {problem}."
+    if layer is None:
+        text += " No single layer was found to differ first."
+    else:
+        kind = type(static.get_submodule(layer)).__name__ if layer else type(static).__name__
+        text += f" First layer that differs: {layer or 'the model'!r} ({kind}): {detail}."
+        named = ", ".join(map(str, units[:MAX_UNITS_NAMED]))
+        more = f" and {len(units) - MAX_UNITS_NAMED} more" if len(units) > MAX_UNITS_NAMED else ""
+        text += f" Units that touch it: {named}{more}." if units else " No mutable unit touches it."
+    return text + " The mutator and the supernet are unchanged; to_static(check=False) skips this check."
+
+
+# -- running the models unchanged ---------------------------------------------------------------
+def _call(model: nn.Module, inputs: Any) -> Any:
+    args, kwargs = _split_inputs(inputs)
+    return model(*args, **kwargs)
+
+
+def _to_model(inputs: Any, model: nn.Module) -> Any:
+    """The example input on the model's device, floats in its float dtype (a model moved or
+    cast after it was prepared); tensors already there are passed as they are (no copy)."""
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if param is None:
+        return inputs
+
+    def move(x: Any) -> Any:
+        if not isinstance(x, torch.Tensor):
+            return x
+        dtype = param.dtype if x.is_floating_point() else x.dtype
+        return x if (x.device, x.dtype) == (param.device, dtype) else x.to(param.device, dtype)
+
+    return tree_map(move, inputs)
+
+
+def _model_rtol(model: nn.Module) -> float:
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    return max([RTOL.get(d, 1e-4) for d in dtypes] or [RTOL[torch.float32]])
+
+
+@contextlib.contextmanager
+def _untouched(*models: nn.Module) -> Iterator[Any]:
+    """Eval mode, no_grad; afterwards every module's train flag, every buffer that a forward
+    changed or replaced and the random state (CPU and the models' CUDA devices) are as they were.
+    Yields ``rerun()``, which puts the random state back where the first forward found it."""
+    modes = [(m, m.training) for model in models for m in model.modules()]
+    buffers = [(m._buffers, key, b, b._version, b.detach().clone()) for model in models for m in model.modules()
+               for key, b in m._buffers.items() if b is not None]
+    devices = sorted({t.device.index or 0 for model in models for t in (*model.parameters(), *model.buffers())
+                      if t.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        cpu_state = torch.get_rng_state()
+        cuda_states = [torch.cuda.get_rng_state(d) for d in devices]
+
+        def rerun() -> None:
+            torch.set_rng_state(cpu_state)
+            for device, state in zip(devices, cuda_states):
+                torch.cuda.set_rng_state(state, device)
+
+        for model in models:
+            model.eval()
+        try:
+            yield rerun
+        finally:
+            for module, flag in modes:
+                module.training = flag
+            for store, key, buffer, version, value in buffers:  # a forward may write or replace a buffer
+                store[key] = buffer
+                if buffer._version != version:
+                    buffer.copy_(value)
+
+
+# -- comparing outputs ----------------------------------------------------------------------------
+def compare_outputs(expected: Any, actual: Any, rtol: float = RTOL[torch.float32]) -> str | None:
+    """None when ``actual`` matches ``expected`` (any pytree of tensors: tuples, dicts,
+    ModelOutput objects), else what differs first. Tensors match when
+    ``|a - b| <= rtol * max|a| + tiny`` (non-finite values must be equal); other leaves by ``==``."""
+    exp_leaves, exp_spec = tree_flatten_with_path(expected)
+    act_leaves, act_spec = tree_flatten_with_path(actual)
+    if exp_spec != act_spec:
+        return (f"the exported model returns {len(act_leaves)} outputs ({_kind(actual)}) where the masked "
+                f"model returns {len(exp_leaves)} ({_kind(expected)})")
+    for (path, a), (_, b) in zip(exp_leaves, act_leaves):
+        problem = _compare_leaf(a, b, rtol)
+        if problem is not None:
+            where = f"output {keystr(path)}" if path else "the output"
+            return f"{where} {problem}"
+    return None
+
+
+def _kind(tree: Any) -> str:
+    return type(tree).__name__
+
+
+def _compare_leaf(a: Any, b: Any, rtol: float) -> str | None:
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+            return f"is a {type(b).__name__} where the masked model gives a {type(a).__name__}"
+        if type(a).__eq__ is object.__eq__:  # no value equality (an HF DynamicCache): not checked
+            return None
+        try:
+            same = bool(a == b)
+        except Exception:  # values that cannot be compared are not checked
+            return None
+        return None if same else f"is {b!r} where the masked model gives {a!r}"
+    if a.shape != b.shape:
+        return f"has shape {tuple(b.shape)} where the masked model's has {tuple(a.shape)}"
+    if a.dtype != b.dtype:
+        return f"has dtype {b.dtype} where the masked model's has {a.dtype}"
+    if not a.is_floating_point() and not a.is_complex():
+        return None if torch.equal(a, b) else "differs (exact values expected)"
+    return _close(a.detach(), b.detach(), max(rtol, RTOL.get(a.dtype, rtol)))
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> str | None:
+    """``|a - b| <= rtol * max|a| + tiny``, the scale taken over a's finite values."""
+    if a.is_complex():
+        a, b = torch.view_as_real(a), torch.view_as_real(b)
+    wide = torch.float64 if a.dtype == torch.float64 else torch.float32
+    a, b = a.to(wide), b.to(wide)
+    finite = torch.isfinite(a)
+    if not torch.equal(finite, torch.isfinite(b)) or not torch.equal(a[~finite].nan_to_num(), b[~finite].nan_to_num()):
+        return "has non-finite values (nan or inf) where the masked model's has others"
+    if a.numel() == 0 or not bool(finite.any()):
+        return None
+    scale = a[finite].abs().max().item()
+    error = (a - b)[finite].abs().max().item()
+    tolerance = rtol * scale + torch.finfo(wide).tiny
+    if error <= tolerance:
+        return None
+    return f"differs by up to {error:.3g} (largest magnitude {scale:.3g}, tolerance {tolerance:.3g})"
+
+
+# -- finding the first layer that differs ---------------------------------------------------------
+@dataclass
+class _Recording:
+    """A forward's module outputs by (name, call), in the order the modules returned, the
+    modules still running (innermost last) and the kept channels of the masked tensors.
+
+    Outputs are kept as references, not copies: both models are compared after both forwards,
+    so an in-place op (``ReLU(inplace=True)``) has changed the same tensors on both sides."""
+
+    ranges: dict[str, list[tuple[int, int, torch.Tensor]]] | None = None
+    order: list[tuple[str, int]] = field(default_factory=list)
+    outputs: dict[tuple[str, int], Any] = field(default_factory=dict)
+    kept: dict[int, list[tuple[int, int, torch.Tensor]]] = field(default_factory=dict)  # id(tensor) -> ranges
+    running: list[str] = field(default_factory=list)
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def hooks(self, model: nn.Module) -> list:
+        handles = []
+        for name, module in model.named_modules():
+            handles.append(module.register_forward_pre_hook(self._enter(name)))
+            handles.append(module.register_forward_hook(self._leave(name, module)))
+        return handles
+
+    def _enter(self, name: str):
+        def run(_module, _args):
+            self.running.append(name)
+        return run
+
+    def _leave(self, name: str, module: nn.Module):
+        def run(_module, args, out):
+            if self.running and self.running[-1] == name:
+                self.running.pop()
+            key = (name, self.calls.setdefault(name, 0))
+            self.calls[name] += 1
+            self.order.append(key)
+            self.outputs[key] = out
+            if self.ranges is not None and isinstance(out, torch.Tensor) and id(out) not in self.kept:
+                if name in self.ranges:
+                    self.kept[id(out)] = self.ranges[name]
+                elif _shape_preserving(module, args, out) and id(args[0]) in self.kept:
+                    self.kept[id(out)] = self.kept[id(args[0])]  # activations, dropout: channels pass
+        return run
+
+    def run(self, model: nn.Module, inputs: Any) -> BaseException | None:
+        """Forward ``model`` with the hooks on; the exception it raised, if any."""
+        handles = self.hooks(model)
+        try:
+            _call(model, inputs)
+        except Exception as error:
+            return error
+        finally:
+            for handle in handles:
+                handle.remove()
+        return None
+
+
+def _out_ranges(mutator: Any) -> dict[str, list[tuple[int, int, torch.Tensor]]]:
+    """For each layer of a mutable unit: (start, end, kept mask) of its output channels."""
+    ranges: dict[str, list[tuple[int, int, torch.Tensor]]] = {}
+    for unit in mutator.mutable_units:
+        for channel in unit.output_related:
+            if channel.param_dim is None:
+                ranges.setdefault(channel.name, []).append((channel.start, channel.end, unit.channel_mask(channel)))
+    return ranges
+
+
+def _shape_preserving(module: nn.Module, args: tuple, out: torch.Tensor) -> bool:
+    return (not any(True for _ in module.parameters()) and bool(args) and isinstance(args[0], torch.Tensor)
+            and args[0].shape == out.shape)
+
+
+def locate_difference(mutator: Any, model: nn.Module, static: nn.Module, inputs: Any, rtol: float,
+                      rerun: Any) -> tuple[str | None, str]:
+    """The first module (in the export's execution order) whose output differs from the masked
+    model's, matching modules by qualified name and call, or the module in which the export
+    raised; with what differs. ``(None, '')`` when no module can be blamed."""
+    masked = _Recording(ranges=_out_ranges(mutator))
+    masked.run(model, inputs)
+    rerun()
+    exported = _Recording()
+    error = exported.run(static, inputs)
+    for key in exported.order:
+        expected = masked.outputs.get(key)
+        problem = None if expected is None else _differs(masked, expected, exported.outputs[key], rtol)
+        if problem is not None:
+            return key[0], problem
+    if error is not None:
+        return (exported.running[-1] if exported.running else ""), "the export raised the error in its forward"
+    return None, ""
+
+
+def _differs(masked: _Recording, expected: Any, actual: Any, rtol: float) -> str | None:
+    exp_leaves, exp_spec = tree_flatten_with_path(expected)
+    act_leaves, act_spec = tree_flatten_with_path(actual)
+    if exp_spec != act_spec:
+        return compare_outputs(expected, actual, rtol)
+    for (path, a), (_, b) in zip(exp_leaves, act_leaves):
+        where = f"output {keystr(path)}" if path else "its output"
+        if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape != b.shape:
+            a = _kept_part(masked.kept.get(id(a)), a, b)
+            if a is None:
+                continue  # pruned along a dim whose kept channels are not known here: not compared
+            if isinstance(a, str):
+                return f"{where} {a}"
+        problem = _compare_leaf(a, b, rtol)
+        if problem is not None:
+            return f"{where} {problem}"
+    return None
+
+
+def _kept_part(ranges: list | None, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | str | None:
+    """The channels of the masked output ``a`` that the export's ``b`` keeps, or a text saying
+    why ``b`` cannot hold them, or None when they are not known."""
+    dims = [d for d in range(a.dim()) if a.dim() == b.dim() and a.shape[d] != b.shape[d]]
+    if len(dims) != 1 or ranges is None:
+        return None
+    dim = dims[0]
+    mask = torch.ones(a.shape[dim], dtype=torch.bool)
+    for start, end, kept in ranges:
+        if end > mask.numel():
+            return None
+        mask[start:end] = kept
+    if int(mask.sum()) != b.shape[dim]:
+        return f"has {b.shape[dim]} channels in dim {dim} where its units keep {int(mask.sum())} of {a.shape[dim]}"
+    return a.index_select(dim, mask.nonzero().squeeze(1).to(a.device))
+
+
+def units_touching(mutator: Any, layer: str | None) -> list[Any]:
+    """Names of the mutable units with channels in ``layer`` (or in modules or parameters
+    inside it); for a module no unit touches, those of its nearest ancestor that has some."""
+    if layer is None:
+        return []
+    name = layer
+    while True:
+        prefix = f"{name}." if name else ""
+        found = [u.name for u in mutator.mutable_units
+                 if any(c.name == name or c.name.startswith(prefix) for c in u.channels)]
+        if found or not name:
+            return found
+        name = name.rpartition(".")[0]
