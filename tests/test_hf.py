@@ -303,3 +303,39 @@ def test_a_rule_that_meets_an_unexpected_form_freezes_with_a_warning(monkeypatch
 class _FunctionalRelu(torch.nn.Module):
     def forward(self, x):
         return torch.relu(x)
+
+
+class _RMSBlock(torch.nn.Module):
+    """torch's own nn.RMSNorm in a residual stream."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(32, 16)
+        self.norm = torch.nn.RMSNorm(16)
+        self.up, self.down = torch.nn.Linear(16, 32), torch.nn.Linear(32, 16)
+        self.final = torch.nn.RMSNorm(16)
+        self.head = torch.nn.Linear(16, 5)
+
+    def forward(self, ids):
+        x = self.embed(ids)
+        x = x + self.down(torch.relu(self.up(self.norm(x))))
+        return self.head(self.final(x))
+
+
+def test_torch_rms_norm_averages_over_the_kept_channels():
+    torch.manual_seed(0)
+    net = _RMSBlock().eval()
+    with torch.no_grad():
+        net.norm.weight.uniform_(0.5, 1.5)
+    ids = torch.randint(0, 32, (2, 6))
+    mutator = ChannelMutator()
+    mutator.prepare_from_supernet(net, ids)
+    hidden = next(u for u in mutator.mutable_units if unit_role(u).kind == "hidden")
+    assert {"norm", "final", "embed.weight"} <= {c.name for c in hidden.channels}
+    mutator.set_choices({hidden.name: 0.5})
+    static = mutator.to_static()
+    assert static.norm.normalized_shape == (8,)
+    with torch.no_grad():
+        assert torch.allclose(static(ids), net(ids), atol=1e-6)
+    assert (mutator.resources().params, mutator.resources().macs) == (
+        count_resources(static, ids).params, count_resources(static, ids).macs)

@@ -24,10 +24,11 @@ from .group_norm import GROUP_NORM, DynamicGroupNorm
 from .layer_norm import LAYER_NORM, DynamicLayerNorm
 from .linear import LINEAR, DynamicLinear
 from .registry import KINDS, dynamic_op_for, function_kind, function_names, kind_of, leaf_kind, register_kind
+from .rms_norm import RMS_NORM, DynamicRMSNorm
 from .transposed_linear import OWNED_LINEAR, TRANSPOSED_LINEAR, DynamicOwnedLinear, DynamicTransposedLinear
 
 for _kind in (CONV, CONV_TRANSPOSE, LINEAR, BATCH_NORM, LAYER_NORM, GROUP_NORM, MULTIHEAD_ATTENTION,
-              EMBEDDING, CHANNEL_MEAN, TRANSPOSED_LINEAR, FUSED_EXPERTS, OWNED_LINEAR):
+              EMBEDDING, CHANNEL_MEAN, TRANSPOSED_LINEAR, FUSED_EXPERTS, OWNED_LINEAR, RMS_NORM):
     register_kind(_kind)
 
 __all__ = [
@@ -38,5 +39,5 @@ __all__ = [
     "DynamicConvTranspose3d", "DynamicGroupNorm", "DynamicInstanceNorm1d",
     "DynamicInstanceNorm2d", "DynamicInstanceNorm3d", "DynamicLayerNorm", "DynamicLinear",
     "DynamicMultiheadAttention", "DynamicMultiheadAttentionMixin", "DynamicChannelMean",
-    "DynamicTransposedLinear", "DynamicFusedExperts", "DynamicOwnedLinear",
+    "DynamicTransposedLinear", "DynamicFusedExperts", "DynamicOwnedLinear", "DynamicRMSNorm",
 ]
