@@ -17,7 +17,7 @@ wrapped to return its logits only):
 Torch-Pruning 1.6.1 side by side (``--tp``, where it is installed): ``MetaPruner`` with magnitude
 importance, ``pruning_ratio=0.5``, ``global_pruning=False``, the LM head / classifier ignored
 and ``num_heads`` given from the attention modules' q/k/v projections, run in a child process
-with a time limit of 60 s from the moment the model is built (it hangs on grouped KV heads); its
+with a time limit of 30 s from the moment the model is built (it hangs on grouped KV heads); its
 row says whether ``step()`` finished, whether the pruned model still runs, and the params it kept.
 
 Run:  nice -n 10 python3 benchmarks/coverage_hf.py [--families llama,bert] [--tp] [--output PATH]
@@ -52,7 +52,7 @@ from common import versions  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "benchmarks" / "coverage_hf.md"
 ROLES = ("heads", "kv_groups", "hidden", "mlp", "experts")
-TP_SECONDS = 60  # for MetaPruner and step(), after the child has built the model
+TP_SECONDS = 30  # for MetaPruner and step(), after the child has built the model
 READY_SECONDS = 300
 
 
@@ -169,7 +169,7 @@ def _tp_child(name: str, queue: mp.Queue) -> None:
 
 
 def torch_pruning(name: str) -> str:
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("fork")  # no second import of torch and transformers
     queue = ctx.Queue()
     child = ctx.Process(target=_tp_child, args=(name, queue), daemon=True)
     child.start()
