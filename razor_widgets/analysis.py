@@ -285,25 +285,6 @@ class AnalysisContext:
             if has_elements:
                 self.const_reasons[ref.handle] = f"after no channel rule for {self.describe()}"
 
-    def rule_failed(self, node: Node, exc: Exception) -> None:
-        """A rule met an op form it does not handle: the op's channels are fixed, with a warning
-        naming the model, the op and the module (never a raw exception from the analysis)."""
-        model = type(self.modules.get("", None)).__name__
-        why = f"the channel rule for {self.describe()} does not handle this form ({type(exc).__name__}: {exc})"
-        for ref in node.input_refs():
-            self.fix(self._safe_get(ref), why)
-        for ref in node.output_refs():
-            self.set(ref, torch.full([1] * len(ref.shape), CONST, dtype=torch.long))
-            self.const_reasons[ref.handle] = f"after {why}"
-        warnings.warn(f"{model}: {why}; the channels it touches are not prunable", UnprunableChannelsWarning,
-                      stacklevel=3)
-
-    def _safe_get(self, ref: TensorRef) -> torch.Tensor:
-        try:
-            return self.get(ref)
-        except Exception:  # noqa: BLE001
-            return torch.full([1], CONST, dtype=torch.long)
-
     def carry_const_reasons(self, node: Node) -> None:
         """Outputs without elements inherit why their inputs had none."""
         reasons = [self.const_reasons[r.handle] for r in node.input_refs() if r.handle in self.const_reasons]
@@ -333,10 +314,7 @@ class ChannelAnalyzer:
         ctx = AnalysisContext(graph, graph.modules, self.attention)
         for node in graph.nodes:
             ctx.node = node
-            try:
-                self.rules.apply(ctx, node)
-            except Exception as exc:  # noqa: BLE001 (an op form the rule does not expect: freeze it)
-                ctx.rule_failed(node, exc)
+            self.rules.apply(ctx, node)
         ctx.node = None
         from .layers.embedding import tie_shared_weights  # layers build on this module
 

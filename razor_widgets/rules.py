@@ -16,12 +16,13 @@ Anything not in the table makes the channels it touches non-prunable, with a war
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from .analysis import AnalysisContext
+from .analysis import AnalysisContext, UnprunableChannelsWarning
 from .channel_space import CONST, NONE, varying_dims
 from .layers import function_kind, leaf_kind
 from .layers.channel_mean import MEAN_OPS, channel_mean
@@ -182,9 +183,13 @@ class RuleTable:
         return leaf_kind(module) is not None
 
     def apply(self, ctx: AnalysisContext, node: Node) -> None:
-        if node.kind == "module":
-            return leaf_kind(node.target).module_rule(ctx, node)
-        self._apply_function(ctx, node)
+        """Run the node's rule; a rule that meets an op form it does not handle freezes the op."""
+        try:
+            if node.kind == "module":
+                return leaf_kind(node.target).module_rule(ctx, node)
+            self._apply_function(ctx, node)
+        except Exception as exc:  # noqa: BLE001 (an unexpected op form: never a raw exception)
+            return _rule_failed(ctx, node, exc)
         ctx.carry_const_reasons(node)
 
     def _apply_function(self, ctx: AnalysisContext, node: Node) -> None:
@@ -213,6 +218,22 @@ class RuleTable:
         if name in POOLING:
             return pooling(ctx, node, POOLING[name] or len(first_input(node).shape) - 2)
         return ctx.unknown(node)
+
+
+def _rule_failed(ctx: AnalysisContext, node: Node, exc: Exception) -> None:
+    """The op's channels are fixed and its outputs have none, with a warning naming the model,
+    the op and the module (the analysis never raises a rule's internal error)."""
+    model = type(ctx.modules.get("", None)).__name__
+    why = f"the channel rule for {ctx.describe()} does not handle this form ({type(exc).__name__}: {exc})"
+    for ref in node.input_refs():
+        try:
+            ctx.fix(ctx.get(ref), why)
+        except Exception:  # noqa: BLE001 (a tensor the rule left half-made: nothing to fix)
+            pass
+    for ref in node.output_refs():
+        ctx.set(ref, torch.full([1] * len(ref.shape), CONST, dtype=torch.long))
+        ctx.const_reasons[ref.handle] = f"after {why}"
+    warnings.warn(f"{model}: {why}; the channels it touches are not prunable", UnprunableChannelsWarning, stacklevel=4)
 
 
 RULES = RuleTable()

@@ -21,6 +21,7 @@ from ..resources import Resources
 from ..rules import RULES
 from ..tracing import TracedGraph, Tracer, check_path_is_static, make_example_inputs
 from .base import BaseMutator
+from .shared_params import convert_param_owners, retie
 
 _PREPARED_MARK = "_prepared_by_channel_mutator"  # set on a model once a mutator prepares it
 
@@ -225,7 +226,7 @@ class ChannelMutator(BaseMutator):
             for channel in unit.channels:
                 if channel.param_dim is None:
                     channel.module = converted[channel.name]
-        _convert_param_owners(model, units)
+        convert_param_owners(model, units)
 
     # -- units and choices ----------------------------------------------------------------
     @property
@@ -389,7 +390,7 @@ class ChannelMutator(BaseMutator):
             kept = sum(unit is None or bool(unit.current_mask[pos]) for unit, pos in positions)
             setattr(static.get_submodule(owner_name) if owner_name else static, attr, kept)
         _own_tensors(static, originals)
-        _retie(static, self._model)
+        retie(static, self._model)
         update_hf_models(static, self)  # a Hugging Face model's config says the kept sizes
         return verify_export(self, static, example_inputs) if check else static
 
@@ -405,25 +406,6 @@ class ChannelMutator(BaseMutator):
                 mask = masks.setdefault((channel.name, channel.param_dim), torch.ones(size, dtype=torch.bool))
                 mask[channel.start:channel.end] = unit.channel_mask(channel)
         return masks
-
-
-def _convert_param_owners(model: nn.Module, units: list[MutableChannelUnit]) -> None:
-    """Modules whose parameter slots the masked model must read masked (3-D expert weights):
-    their kind's dynamic op, told which unit masks which dim of which parameter."""
-    modules = dict(model.named_modules())
-    converted: dict[str, nn.Module] = {}
-    for unit in units:
-        for channel in unit.channels:
-            owner_name, _, attr = channel.name.rpartition(".")
-            module = converted.get(owner_name, modules.get(owner_name))
-            kind = kind_of(module)
-            if channel.param_dim is None or not getattr(kind, "masks_param_slots", False):
-                continue
-            if owner_name not in converted:
-                converted[owner_name] = kind.dynamic_op_for(type(module)).convert_from(module)
-                _set_submodule(model, owner_name, converted[owner_name])
-            converted[owner_name].add_param_channel(attr, channel.param_dim, unit, channel)
-            channel.module = converted[owner_name]
 
 
 def _exported_by_parent(model: nn.Module, name: str) -> bool:
@@ -444,31 +426,6 @@ def _own_tensors(static: nn.Module, originals: dict[int, torch.Tensor]) -> None:
                     if id(tensor) not in copies:
                         copies[id(tensor)] = make(tensor)
                     store[key] = copies[id(tensor)]
-
-
-def _retie(static: nn.Module, prepared: nn.Module) -> None:
-    """Parameters shared in the prepared model (a tied LM head and its token embedding) are
-    shared again in the export, where their kept slices agree; an embedding's sizes follow its
-    weight."""
-    names: dict[int, list[str]] = {}
-    shapes: dict[int, torch.Size] = {}
-    for name, param in prepared.named_parameters(remove_duplicate=False):
-        names.setdefault(id(param), []).append(name)
-        shapes[id(param)] = param.shape
-    for key, tied in names.items():
-        if len(tied) < 2:
-            continue
-        owners = [(static.get_submodule(n.rpartition(".")[0]) if "." in n else static, n.rpartition(".")[2])
-                  for n in tied]
-        params = [owner._parameters[attr] for owner, attr in owners]
-        pruned = [p for p in params if p.shape != shapes[key]]  # sliced by the export
-        first = pruned[0] if pruned else params[0]
-        for (owner, attr), param in zip(owners, params):
-            if param.shape in (first.shape, shapes[key]):  # same slice, or a tie the export left whole
-                owner._parameters[attr] = first
-    for module in static.modules():
-        if isinstance(module, nn.Embedding):
-            module.num_embeddings, module.embedding_dim = module.weight.shape
 
 
 def _parameter_copy(param: torch.Tensor) -> nn.Parameter:
