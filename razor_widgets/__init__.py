@@ -8,6 +8,7 @@ from .analysis import UnprunableChannelsWarning
 from .compat import BaseModel
 from .dynamic_ops import DynamicChannelMixin
 from .export_check import ExportError, UncheckedExportWarning
+from .finetune import LossHistory, finetune, full_choice_copy
 from .hf_export import HFConfigWarning
 from .importance import calibrate
 from .layers import (
@@ -97,6 +98,8 @@ __all__ = [
     "ExportError", "UncheckedExportWarning",
     # the explorer widget (loaded on first use), plans and budgets
     "PruningExplorer", "PlanError", "fit_budget", "load_choices", "save_choices",
+    # recovery training
+    "LossHistory", "finetune", "full_choice_copy",
     # quality: evaluation contract, sensitivity scans
     "EvaluationError", "Sensitivity", "sensitivity_scan",
     # importance criteria as unit types, and the calibration pass of the data criteria

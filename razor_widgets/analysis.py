@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .channel_range import Channel
 from .channel_space import CONST, NONE, ChannelSpace, compress, varying_dims
 from .traced_size import AttrRef, attribute_sources, shape_sources
 from .tracing import Node, TensorRef, TracedGraph
@@ -31,7 +32,10 @@ class UnprunableChannelsWarning(UserWarning):
 
 @dataclass
 class Slot:
-    """Channels of one layer side (or of one parameter dim) as a 1-D sequence of elements."""
+    """Channels of one layer side (or of one parameter dim) as a 1-D sequence of elements.
+
+    Not a :class:`Channel`: a slot is a whole side while the analysis runs, before units
+    exist; the units' channel ranges are cut from slots at the end."""
 
     name: str
     is_output: bool
@@ -41,34 +45,13 @@ class Slot:
 
 
 @dataclass
-class ChannelItem:
-    """One contiguous range of a layer's channels that belongs to a unit."""
-
-    name: str
-    start: int
-    end: int
-    is_output_channel: bool
-    expand_ratio: int = 1
-    param_dim: int | None = None
-
-    def config(self) -> dict[str, Any]:
-        cfg = {
-            "name": self.name, "start": self.start, "end": self.end,
-            "expand_ratio": self.expand_ratio, "is_output_channel": self.is_output_channel,
-        }
-        if self.param_dim is not None:
-            cfg["param_dim"] = self.param_dim
-        return cfg
-
-
-@dataclass
 class UnitSpec:
     """A unit found by the analysis: its size, repeats, channel items and why it is fixed."""
 
     num_channels: int
     repeats: int
-    output_related: list[ChannelItem] = field(default_factory=list)
-    input_related: list[ChannelItem] = field(default_factory=list)
+    output_related: list[Channel] = field(default_factory=list)  # module unset: the mutator binds it
+    input_related: list[Channel] = field(default_factory=list)
     fixed_reasons: list[str] = field(default_factory=list)
     order: int = 0
     roots: list[int] = field(default_factory=list)  # the unit's elements, one per channel of a block
@@ -78,10 +61,6 @@ class UnitSpec:
     def name(self) -> str:
         first = (self.output_related or self.input_related)[0]
         return f"{first.name}_{(first.start, first.end)}_{self.num_channels}"
-
-    @property
-    def is_prunable(self) -> bool:
-        return not self.fixed_reasons and self.num_channels // self.repeats > 1
 
 
 @dataclass(frozen=True)
@@ -435,10 +414,8 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
         spec = UnitSpec(num_channels=len(chain) * repeats, repeats=repeats)
         spec.order = min(slot.order for slot, _, _, _ in chain_runs)
         for slot, start, count, expand in sorted(chain_runs, key=lambda x: (x[0].order, x[1])):
-            item = ChannelItem(
-                slot.name, start * expand, (start + count * len(chain)) * expand,
-                slot.is_output, expand, slot.param_dim,
-            )
+            item = Channel(slot.name, None, (start * expand, (start + count * len(chain)) * expand),
+                           slot.is_output, expand, slot.param_dim)
             (spec.output_related if slot.is_output else spec.input_related).append(item)
         spec.fixed_reasons.extend(chain_reasons.get(c, []) or _no_layer_reason(spec, ctx.layer_params))
         spec.roots = chain.tolist()

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .budget_sensitivity import fit_sensitivity_budget
 from .mutables.units import L1MutableChannelUnit, MutableChannelUnit
 from .resources import Resources
+from .unit_choices import choice_for_fraction, number_step, smallest_number
 
 __all__ = ["BudgetFit", "choice_for_fraction", "fit_budget", "l1_importance", "number_step", "smallest_number",
            "METRICS", "MODES"]
@@ -41,35 +43,6 @@ class BudgetFit:
         return _value(self.resources, self.metric) <= _limit(self.resources, self.metric, self.keep)
 
 
-def choice_for_fraction(unit: MutableChannelUnit, fraction: float) -> Any:
-    """The unit's valid choice that keeps the fraction of its channels closest to ``fraction``
-    (a ratio, a whole number of channels in steps of its divisor, or the nearest candidate)."""
-    fraction = min(1.0, max(0.0, float(fraction)))
-    candidates = getattr(unit, "candidate_choices", None)
-    mode = getattr(unit, "choice_mode", "ratio")
-    if candidates:
-        scale = 1.0 if mode == "ratio" else float(unit.num_channels)
-        return unit.validate_choice(min(candidates, key=lambda c: (abs(c / scale - fraction), -c)))
-    if mode == "number":
-        step = number_step(unit)
-        kept = int(round(fraction * unit.num_channels / step)) * step
-        kept = unit.num_channels if kept >= unit.num_channels else max(smallest_number(unit), kept)
-        return unit.validate_choice(kept)
-    return unit.validate_choice(max(float(unit.min_choice), fraction))
-
-
-def number_step(unit: MutableChannelUnit) -> int:
-    """The step between valid channel counts of a unit in number mode."""
-    return unit.repeats * max(1, getattr(unit, "divisor", 1))
-
-
-def smallest_number(unit: MutableChannelUnit) -> int:
-    """The smallest valid channel count of a unit in number mode: ``min_choice`` rounded up to
-    the step (a unit type of another package may give one off the step)."""
-    step = number_step(unit)
-    return min(unit.num_channels, -(-int(unit.min_choice) // step) * step)
-
-
 def l1_importance(unit: MutableChannelUnit) -> torch.Tensor:
     """L1 norm per channel position of the unit's writing layers (else its readers), the
     measure ``L1MutableChannelUnit`` ranks by, for a unit of any type."""
@@ -91,7 +64,6 @@ def fit_budget(mutator: Any, keep: float, metric: str = "macs", mode: str = "uni
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0:
         raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}")
     if mode == "sensitivity":
-        from .budget_sensitivity import fit_sensitivity_budget
         choices, res = fit_sensitivity_budget(mutator, keep, metric, sensitivity)
         return BudgetFit(choices, res, keep, metric, mode)
     if sensitivity is not None:

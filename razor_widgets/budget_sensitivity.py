@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .budget import choice_for_fraction
 from .resources import Resources
+from .unit_choices import choice_for_fraction
 
 __all__ = ["fit_sensitivity_budget", "LEVELS"]
 

@@ -3,13 +3,14 @@
 After ``prepare_from_supernet`` the trace holds every op with its tensor shapes, and the
 channel analysis holds the channel elements of each tensor. From these :func:`build_spec`
 records once, per layer, the channel-independent geometry (output positions and kernel area
-of a conv, rows of a linear, sequence lengths of an attention) and a small formula (the
-table of ``_conv_macs``, ``_linear_macs``, ``_mha_macs``, ``_fn_*`` below) that multiplies it
-with the kept channel counts of the layer's sides. A side's kept count is linear in the
+of a conv, rows of a linear, sequence lengths of an attention) and a small formula (a layer
+kind's ``macs`` and ``param_size``, see ``layers/``; the products ``_fn_*`` below) that
+multiplies it with the kept channel counts of the layer's sides. A side's kept count is linear in the
 units' kept channels per block, ``const + sum(coef * kept[unit])``; a tensor dim whose kept
 size depends on *which* channels are kept (a dim holding one position of every head, say)
 is a "special" side evaluated from the unit masks. Every count is then a sum of terms
-``factor * side_a * side_b * ... // div``; ``live_counter.py`` evaluates them.
+``factor * side_a * side_b * ... // div`` (a :class:`CountTerm`); ``live_counter.py``
+evaluates them. The convention: docs/counting.md.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode
 
 from .analysis import ChannelAnalysis
-from .layers import LayerGeometry, LayerKind, Term, function_kind, kind_of, leaf_kind
+from .layers import KINDS, LayerGeometry, LayerKind, Term, function_kind, kind_of, leaf_kind
 from .layers.base import Side
 from .layers.transposed_linear import OWNED_LINEAR
 from .resources import REFERENCE_FLOP_FORMULAS
@@ -319,7 +320,7 @@ def _fn_layer(builder: _Builder, node: Node) -> bool:
     owner = kind.function_owner(node, builder.graph.modules)
     if owner is None and node.name == "linear" and node.input_refs()[1].handle in builder.analysis.expert_slices:
         return _fn_expert_linear(builder, node)
-    if owner is None and node.name == "linear":  # a module's own weight, not an nn.Linear's (a router)
+    if owner is None and node.name == "linear":  # a module's own weight, not a linear layer's (a router)
         kind = OWNED_LINEAR
         owner = kind.function_owner(node, builder.graph.modules)
     if owner is None or owner.attr != "weight":
@@ -411,9 +412,9 @@ FUNCTION_OPS = {
 def _no_compute() -> frozenset[str]:
     from . import rules
 
+    norms = {name for kind in KINDS if not kind.has_macs for name in kind.functions}
     return frozenset(rules.PASSTHROUGH | rules.ELEMENTWISE | rules.MOVEMENT | rules.CREATION
-                     | rules.REDUCTIONS | set(rules.POOLING) | {"layer_norm", "group_norm",
-                                                                "batch_norm", "instance_norm"})
+                     | rules.REDUCTIONS | set(rules.POOLING) | norms)
 
 
 NO_COMPUTE = _no_compute()  # ops that FlopCounterMode never counts: not replayed

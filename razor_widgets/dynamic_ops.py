@@ -47,10 +47,11 @@ class DynamicChannelMixin:
     def _channel_counts(self) -> dict[str, int]:
         raise NotImplementedError
 
-    def _init_mutable_attrs(self) -> None:
+    def _init_mutable_attrs(self, container_class: type[MutableChannelContainer] = MutableChannelContainer
+                            ) -> None:
         nn.Module.__setattr__(self, "mutable_attrs", nn.ModuleDict())
         for name, n in self._channel_counts().items():
-            self.mutable_attrs[name] = MutableChannelContainer(n)
+            self.mutable_attrs[name] = container_class(n)
 
     def get_mutable_attr(self, attr: str) -> MutableChannelContainer | None:
         name = self.container_names.get(attr, attr)

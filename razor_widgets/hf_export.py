@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .layers.embedding import is_embedding
 from .unit_labels import unit_role
 
 MLP_KEYS = ("intermediate_size", "n_inner", "d_ff", "ffn_dim", "encoder_ffn_dim", "decoder_ffn_dim")
@@ -57,7 +58,7 @@ def update_hf_config(static: nn.Module, mutator: Any, prefix: str = "") -> list[
     if hasattr(config, "head_dim") and original["head_dim"] is None and original["num_attention_heads"]:
         config.head_dim = original["hidden_size"] // original["num_attention_heads"]
     embeddings = static.get_input_embeddings() if hasattr(static, "get_input_embeddings") else None
-    if isinstance(embeddings, nn.Embedding) and hasattr(config, "hidden_size"):
+    if is_embedding(embeddings) and hasattr(config, "hidden_size"):
         config.hidden_size = embeddings.embedding_dim
     if not kv_heads and getattr(config, "num_key_value_heads", None) == original["num_attention_heads"]:
         kv_heads = heads  # no grouping: as many KV heads as query heads

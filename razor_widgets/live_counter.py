@@ -45,7 +45,6 @@ class ResourceCounter:
         self.notes = list(spec.notes)
         self.units = list(units)
         self._channels = [u.mutable_channel for u in self.units]
-        self._unit_index = {id(u): i for i, u in enumerate(self.units)}
         self._repeats = np.array([u.repeats for u in self.units] + [1], dtype=np.int64)
         self._bases = [u.num_channels // u.repeats for u in self.units]
         n_units = len(self.units)
@@ -72,7 +71,21 @@ class ResourceCounter:
         for j, special_side in enumerate(self._specials):
             for u in special_side.special.units:
                 self._unit_specials[u].append(j)
-        # terms, ordered by layer
+        self._index_terms(spec, n_units)
+        # state: originals at full choices, then the live state
+        self._kept = np.array(self._bases + [1], dtype=np.int64)
+        self._full_state()
+        self._orig_layer = self._layer_sums()
+        self.original = Resources(int(self._terms @ self._t_param), int(self._terms @ self._t_mac))
+        self._tokens: list[Any] = [_MISSING] * n_units
+        # units whose mutable channel reports its changes need no polling
+        self._dirty: set[int] = set(range(n_units))  # read every unit once: choices may not be full
+        self._polled = [u for u, unit in enumerate(self.units)
+                        if not add_change_listener(unit.mutable_channel, _marker(self._dirty, u))]
+        self._cached: Resources | None = None
+
+    def _index_terms(self, spec: Any, n_units: int) -> None:
+        """The terms as arrays ordered by layer, and per unit the terms that read its sides."""
         terms = sorted(spec.terms, key=lambda t: spec.layers[t.layer])  # stable: by layer
         width = max([1] + [len(t.sides) for t in terms])
         self._layer_names = list(dict.fromkeys(t.layer for t in terms))
@@ -106,17 +119,6 @@ class ResourceCounter:
                                for t in self._unit_terms]
         self._unit_side_coefs = [list(zip(self._entry_side[e].tolist(), self._entry_coef[e].tolist()))
                                  for e in self._unit_entries]
-        # state: originals at full choices, then the live state
-        self._kept = np.array(self._bases + [1], dtype=np.int64)
-        self._full_state()
-        self._orig_layer = self._layer_sums()
-        self.original = Resources(int(self._terms @ self._t_param), int(self._terms @ self._t_mac))
-        self._tokens: list[Any] = [_MISSING] * n_units
-        # units whose mutable channel reports its changes need no polling
-        self._dirty: set[int] = set(range(n_units))  # read every unit once: choices may not be full
-        self._polled = [u for u, unit in enumerate(self.units)
-                        if not add_change_listener(unit.mutable_channel, _marker(self._dirty, u))]
-        self._cached: Resources | None = None
 
     # -- state ----------------------------------------------------------------------------
     def _full_state(self) -> None:

@@ -9,7 +9,7 @@ static model (frozen parameters, class tokens, position embeddings and layer sca
 
 :func:`count_resources` (and :func:`reference_flops`) runs one forward pass of any model
 under ``FlopCounterMode``, with both of its traps handled: CPU flash attention gets a
-formula, and ``nn.MultiheadAttention``'s fused fast path is switched off. The live counter
+formula, and the fused multi-head attention fast path (``torch.backends.mha``) is switched off. The live counter
 of a prepared mutator (``counting.py``) gives the same numbers without a forward pass.
 """
 from __future__ import annotations

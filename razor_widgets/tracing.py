@@ -7,7 +7,6 @@ work. Buffers and the RNG state are restored afterwards: tracing never changes t
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -180,10 +179,34 @@ class Tracer:
     # -- the trace ------------------------------------------------------------------------
     def trace(self, model: nn.Module, example_inputs: Any) -> TracedGraph:
         modules = dict(model.named_modules())
-        names = {id(m): n for n, m in modules.items()}
         for qualname, tensor in [*model.named_parameters(), *model.named_buffers()]:
             self._param_names[id(tensor)] = qualname
-        hooks = []
+        hooks, bar = self._hook_modules(model, modules)
+        state = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()
+                 if not isinstance(v, nn.Parameter)}
+        args, kwargs = _split_inputs(example_inputs)
+        collecting = gc.isenabled()
+        gc.disable()  # the trace allocates many small objects: collections would cost more than it
+        swapped = self._traced_attributes(modules, model)
+        try:
+            with torch.random.fork_rng(devices=[]), torch.no_grad(), _Recorder(self):
+                inputs = self.refs((args, kwargs))
+                out = model(*args, **kwargs)
+        except Exception as exc:
+            raise TraceError(f"the forward of {type(model).__name__} failed on the example input "
+                             f"{describe_inputs(example_inputs)}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            if collecting:
+                gc.enable()
+            if bar is not None:
+                bar.close()
+            _restore_model(model, modules, swapped, hooks, state)
+        return self._graph(modules, inputs, out)
+
+    def _hook_modules(self, model: nn.Module, modules: dict[str, nn.Module]) -> tuple[list, Any]:
+        """Hooks that record leaf modules as nodes and keep the scope of the others; returns
+        the hook handles and the progress bar (or None)."""
+        names = {id(m): n for n, m in modules.items()}
         pending: dict[int, list] = {}
 
         def pre_hook(module, args, kwargs):
@@ -214,42 +237,13 @@ class Tracer:
                 self._scope.pop()
             return None
 
+        hooks = []
         for module in modules.values():
             hooks.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
             hooks.append(module.register_forward_hook(post_hook, with_kwargs=True))
-        state = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()
-                 if not isinstance(v, nn.Parameter)}
-        args, kwargs = _split_inputs(example_inputs)
-        collecting = gc.isenabled()
-        gc.disable()  # the trace allocates many small objects: collections would cost more than it
-        swapped = self._traced_attributes(modules, model)
-        try:
-            with torch.random.fork_rng(devices=[]), torch.no_grad(), _Recorder(self):
-                inputs = self.refs((args, kwargs))
-                out = model(*args, **kwargs)
-        except Exception as exc:
-            raise TraceError(f"the forward of {type(model).__name__} failed on the example input "
-                             f"{describe_inputs(example_inputs)}: {type(exc).__name__}: {exc}") from exc
-        finally:
-            if collecting:
-                gc.enable()
-            if bar is not None:
-                bar.close()
-            for module, attr, value, size in swapped:
-                if module.__dict__.get(attr) is size:  # unless the forward set a new value
-                    module.__dict__[attr] = value
-            for module in modules.values():  # sizes the forward stored (self.n += 1, self.c = x.shape[1])
-                for attr, stored in list(module.__dict__.items()):
-                    if isinstance(stored, TracedSize):
-                        module.__dict__[attr] = int(stored)
-            for h in hooks:
-                h.remove()
-            for module in modules.values():
-                module.__dict__.pop("_rw_trace_leaf", None)
-            with torch.no_grad():
-                for key, value in model.state_dict(keep_vars=True).items():
-                    if key in state:
-                        value.copy_(state[key])
+        return hooks, bar
+
+    def _graph(self, modules: dict[str, nn.Module], inputs: Any, out: Any) -> TracedGraph:
         input_refs = [x for x in _leaves(inputs) if isinstance(x, TensorRef)]
         output_refs = [x for x in _leaves(self.refs(out)) if isinstance(x, TensorRef)]
         if not output_refs:
@@ -259,9 +253,28 @@ class Tracer:
             )
         unreached = [n for n in modules if n and n not in self._called
                      and not any(n.startswith(c + ".") for c in self._called if self.is_leaf(modules[c]))]
-        graph = TracedGraph(self.nodes, input_refs, output_refs, modules, unreached, self.values, self.size_uses,
-                            self.value_reads)
-        return graph
+        return TracedGraph(self.nodes, input_refs, output_refs, modules, unreached, self.values, self.size_uses,
+                           self.value_reads)
+
+
+def _restore_model(model: nn.Module, modules: dict[str, nn.Module], swapped: list, hooks: list,
+                   state: dict[str, torch.Tensor]) -> None:
+    """Undo what tracing did: int attributes, hooks, leaf marks, buffers."""
+    for module, attr, value, size in swapped:
+        if module.__dict__.get(attr) is size:  # unless the forward set a new value
+            module.__dict__[attr] = value
+    for module in modules.values():  # sizes the forward stored (self.n += 1, self.c = x.shape[1])
+        for attr, stored in list(module.__dict__.items()):
+            if isinstance(stored, TracedSize):
+                module.__dict__[attr] = int(stored)
+    for h in hooks:
+        h.remove()
+    for module in modules.values():
+        module.__dict__.pop("_rw_trace_leaf", None)
+    with torch.no_grad():
+        for key, value in model.state_dict(keep_vars=True).items():
+            if key in state:
+                value.copy_(state[key])
 
 
 PROGRESS_MIN_LAYERS = 300  # a model with this many layers takes long enough to show a progress bar
@@ -351,15 +364,3 @@ def make_example_inputs(demo_input: Any) -> Any:
     if isinstance(demo_input, (tuple, list)) and all(isinstance(d, int) for d in demo_input):
         return torch.randn(*demo_input)
     return demo_input
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Temporarily put a model in eval mode, restoring each module's own flag afterwards."""
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in flags.items():
-            m.training = flag

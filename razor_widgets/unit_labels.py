@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from torch import nn
+from .layers.embedding import is_embedding
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def unit_role(unit: Any) -> UnitRole:
         written = [c.expand_ratio for c in channels if c.param_dim is None and c.is_output_channel]
         group = max(written) // min(written) if written else 1
         return UnitRole("kv_groups" if group > 1 else "heads", scope, layer, group, min(ratios))
-    if any(c.param_dim == 1 and isinstance(c.module, nn.Embedding) for c in channels) or _blocks(layers) > 1:
+    if any(c.param_dim == 1 and is_embedding(c.module) for c in channels) or _blocks(layers) > 1:
         return UnitRole("hidden", scope)
     if any(c.param_dim is not None and _param_dims(c) == 3 for c in channels):
         return UnitRole("experts", scope, layer)  # the intermediate size of every expert

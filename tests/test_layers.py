@@ -101,6 +101,11 @@ class GroupNormAct(nn.GroupNorm):
         return F.gelu(F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps))
 
 
+class InstanceNormAct(nn.InstanceNorm2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(F.instance_norm(x, None, None, self.weight, self.bias, True, 0.1, self.eps))
+
+
 class FusedNorms(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -108,10 +113,13 @@ class FusedNorms(nn.Module):
         self.bn1 = BatchNormAct(8)
         self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
         self.gn2 = GroupNormAct(2, 8)
-        self.conv3 = nn.Conv2d(8, 4, 1)
+        self.conv3 = nn.Conv2d(8, 6, 1)
+        self.in3 = InstanceNormAct(6, affine=True)
+        self.conv4 = nn.Conv2d(6, 4, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv3(self.gn2(self.conv2(self.bn1(self.conv1(x)))))
+        h = self.conv3(self.gn2(self.conv2(self.bn1(self.conv1(x)))))
+        return self.conv4(self.in3(h))
 
 
 CASES = {
@@ -217,11 +225,12 @@ def test_functional_norms_of_a_fused_module_are_pruned():
     model, x = build("fused_norms")
     mutator, _ = prepare(model, x, "SequentialMutableChannelUnit")
     names = {c.name for u in mutator.mutable_units for c in u.channels}
-    assert {"bn1", "gn2"} <= names
+    assert {"bn1", "gn2", "in3"} <= names
     assert type(model.bn1).__name__ == "DynamicBatchNormAct"
     mutator.set_min_choices()
     static = mutator.to_static()
     assert type(static.bn1) is BatchNormAct and static.bn1.running_mean.shape == (1,)
+    assert type(static.in3) is InstanceNormAct and static.in3.weight.shape == (1,)
 
 
 # -- the registry and layers without a kind -------------------------------------------------------
@@ -267,3 +276,22 @@ def test_a_layer_without_a_kind_freezes_its_channels_with_a_warning():
     fixed = [u for u in mutator.units if any(c.name in ("a", "b") and c.is_output_channel for c in u.channels)]
     assert len(fixed) == 2
     assert all(not u.is_mutable and any("no channel rule" in r for r in u.fixed_reasons) for u in fixed)
+
+
+class SyncNormAct(nn.modules.batchnorm._BatchNorm):
+    """A batch norm family type without a dynamic op: its functional call is not claimed."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        pass
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.1, self.eps)
+
+
+def test_a_norm_family_type_without_a_dynamic_op_stays_fixed():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), SyncNormAct(8), nn.Conv2d(8, 4, 1))
+    mutator = ChannelMutator()
+    with pytest.warns(UnprunableChannelsWarning, match="'batch_norm'"):
+        mutator.prepare_from_supernet(model, torch.randn(1, 3, 6, 6))
+    assert not any(c.name == "0" and c.is_output_channel for u in mutator.mutable_units for c in u.channels)
+    assert mutator.to_static() is not None

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..channel_space import NONE
 from ..dynamic_ops import DynamicChannelMixin, index_of, kept_rows, raw
+from ..mutables.mutable_channel import MutableChannelContainer
 from ..registry import MODELS
 from ..tracing import Node
 from .base import LayerGeometry, LayerKind, Term, group_union, raw_param
@@ -109,8 +110,9 @@ class DynamicMultiheadAttentionMixin(DynamicChannelMixin):
     def _channel_counts(self) -> dict[str, int]:
         return {"embed_dim": self.embed_dim}
 
-    def _init_mutable_attrs(self) -> None:
-        super()._init_mutable_attrs()
+    def _init_mutable_attrs(self, container_class: type[MutableChannelContainer] = MutableChannelContainer
+                            ) -> None:
+        super()._init_mutable_attrs(container_class)
         out_proj = self._modules["out_proj"]
         if not isinstance(out_proj, DynamicChannelMixin):
             out_proj = DynamicLinear.convert_from(out_proj)

@@ -84,6 +84,7 @@ class LayerKind:
     owner_args: tuple[tuple[int, str], ...] = ((1, "weight"),)  # (position, keyword) of a param arg
     dynamic_ops: dict[type, type] = {}
     child_params: tuple[str, ...] = ()  # children whose parameters this kind sizes (MHA out_proj)
+    has_macs = True  # False: no MACs by the convention (norms), and FlopCounterMode counts none
 
     # -- channel rules --------------------------------------------------------------------
     def module_rule(self, ctx: AnalysisContext, node: Node) -> None:
@@ -93,14 +94,15 @@ class LayerKind:
         ctx.unknown(node)
 
     def function_owner(self, node: Node, modules: dict[str, nn.Module]) -> FunctionOwner | None:
-        """The module of this kind whose parameter a functional call uses, if any."""
+        """The module of this kind whose parameter a functional call uses, if any (only the
+        ``module_types``, which have dynamic ops: a family type would stay unconverted)."""
         for index, key in self.owner_args:
             ref = _arg(node, index, key)
             if ref is None or ref.param is None:
                 continue
             owner, _, attr = ref.param.rpartition(".")
             module = modules.get(owner)
-            if module is not None and isinstance(module, self.module_types + self.family_types):
+            if module is not None and isinstance(module, self.module_types):
                 return FunctionOwner(owner, module, attr)
             return None
         return None

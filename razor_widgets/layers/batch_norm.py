@@ -32,6 +32,7 @@ def per_channel_weights(module: nn.Module) -> dict[str, torch.Tensor]:
 
 class BatchNormKind(LayerKind):
     name = "batch_norm"
+    has_macs = False
     module_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
                     nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
     family_types = (nn.modules.batchnorm._NormBase,)

@@ -82,3 +82,15 @@ class EmbeddingKind(LayerKind):
 
 
 EMBEDDING = EmbeddingKind()
+
+
+def is_embedding(module: object) -> bool:
+    """Whether a module is a token or position table (an ``nn.Embedding`` or a subclass)."""
+    return isinstance(module, nn.Embedding)
+
+
+def sync_embedding_sizes(model: nn.Module) -> None:
+    """After the export slices an embedding's weight, its sizes follow the weight."""
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            module.num_embeddings, module.embedding_dim = module.weight.shape

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 class GroupNormKind(LayerKind):
     name = "group_norm"
+    has_macs = False
     module_types = (nn.GroupNorm,)
     functions = ("group_norm",)
     owner_args = ((2, "weight"),)

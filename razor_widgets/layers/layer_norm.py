@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 class LayerNormKind(LayerKind):
     name = "layer_norm"
+    has_macs = False
     module_types = (nn.LayerNorm,)
     functions = ("layer_norm",)
     owner_args = ((2, "weight"),)

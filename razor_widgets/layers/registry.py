@@ -10,6 +10,8 @@ _LEAF_TYPES: dict[type, LayerKind] = {}  # types whose own forward a kind's rule
 _FAMILY_TYPES: dict[type, LayerKind] = {}  # further base types: counted and sized, never leaves
 _FUNCTIONS: dict[str, LayerKind] = {}
 KINDS: list[LayerKind] = []
+_LEAF_CACHE: dict[type, LayerKind | None] = {}  # per module type: cleared when a kind is added
+_KIND_CACHE: dict[type, LayerKind | None] = {}
 
 
 def register_kind(kind: LayerKind) -> LayerKind:
@@ -23,6 +25,8 @@ def register_kind(kind: LayerKind) -> LayerKind:
     for dynamic_cls in kind.dynamic_ops.values():
         dynamic_cls.layer_kind = kind
     KINDS.append(kind)
+    _LEAF_CACHE.clear()
+    _KIND_CACHE.clear()
     return kind
 
 
@@ -36,22 +40,27 @@ def register_family_type(kind: LayerKind, module_type: type) -> None:
 def leaf_kind(module: nn.Module) -> LayerKind | None:
     """The kind whose rule describes ``module`` as one op: its type or a base type, as long as
     the module keeps that base's forward (a subclass with its own forward is traced through)."""
-    for base in type(module).__mro__:
-        kind = _LEAF_TYPES.get(base)
-        if kind is not None:
-            return kind if type(module).forward is base.forward else None
-    return None
+    module_type = type(module)
+    if module_type not in _LEAF_CACHE:
+        _LEAF_CACHE[module_type] = None
+        for base in module_type.__mro__:
+            kind = _LEAF_TYPES.get(base)
+            if kind is not None:
+                _LEAF_CACHE[module_type] = kind if module_type.forward is base.forward else None
+                break
+    return _LEAF_CACHE[module_type]
 
 
 def kind_of(module: nn.Module | None) -> LayerKind | None:
     """The kind of ``module``'s type or of its nearest registered base, whatever its forward."""
     if module is None:
         return None
-    for base in type(module).__mro__:
-        kind = _LEAF_TYPES.get(base) or _FAMILY_TYPES.get(base)
-        if kind is not None:
-            return kind
-    return None
+    module_type = type(module)
+    if module_type not in _KIND_CACHE:
+        _KIND_CACHE[module_type] = next(
+            (kind for base in module_type.__mro__ if (kind := _LEAF_TYPES.get(base) or _FAMILY_TYPES.get(base))),
+            None)
+    return _KIND_CACHE[module_type]
 
 
 def function_kind(name: str) -> LayerKind | None:

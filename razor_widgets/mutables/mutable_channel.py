@@ -222,10 +222,6 @@ class MutableChannelContainer(BaseMutableChannel):
             mask[start:end] = mutable.current_mask
         return mask
 
-    @property
-    def is_full(self) -> bool:
-        return all(bool(m.current_mask.all()) for m in self.mutable_channels.values())
-
     @staticmethod
     def register_mutable_channel_to_module(
         module: Any, mutable: BaseMutableChannel, is_to_output_channel: bool = True,

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..channel_range import Channel
 from ..registry import MODELS
 from .base import BaseMutable
 from .importance_cache import CachedImportanceMixin
@@ -16,35 +17,6 @@ from .mutable_channel import (
     MutableChannelContainer,
     SimpleMutableChannel,
 )
-
-
-class Channel:
-    """A range of one layer's input or output channels (or of one parameter's dim)."""
-
-    def __init__(self, name: str, module: nn.Module | None, index: tuple[int, int],
-                 is_output_channel: bool = True, expand_ratio: int = 1,
-                 param_dim: int | None = None) -> None:
-        self.name = name
-        self.module = module
-        self.start, self.end = index
-        self.is_output_channel = is_output_channel
-        self.expand_ratio = expand_ratio
-        self.param_dim = param_dim
-
-    @property
-    def num_channels(self) -> int:
-        return self.end - self.start
-
-    def config_template(self) -> dict[str, Any]:
-        cfg = {"name": self.name, "start": self.start, "end": self.end,
-               "expand_ratio": self.expand_ratio, "is_output_channel": self.is_output_channel}
-        if self.param_dim is not None:
-            cfg["param_dim"] = self.param_dim
-        return cfg
-
-    def __repr__(self) -> str:
-        side = "out" if self.is_output_channel else "in"
-        return f"Channel({self.name}, {side}, ({self.start}, {self.end}), expand={self.expand_ratio})"
 
 
 def make_divisible(value: float, divisor: int, min_value: int | None = None,
@@ -193,11 +165,13 @@ class MutableChannelUnit(ChannelUnit):
         return unit
 
     @staticmethod
-    def _register_channel_container(model: nn.Module, container_class: type) -> None:
-        """Make sure every dynamic op of ``model`` has containers for both sides."""
+    def _register_channel_container(model: nn.Module,
+                                    container_class: type[MutableChannelContainer] = MutableChannelContainer) -> None:
+        """Make sure every dynamic op of ``model`` has containers (of ``container_class``) for
+        both sides (reference 000 calls it with ``MutableChannelContainer``)."""
         for module in model.modules():
             if hasattr(module, "get_mutable_attr") and "mutable_attrs" not in module._modules:
-                module._init_mutable_attrs()
+                module._init_mutable_attrs(container_class)
 
 
 @MODELS.register_module()

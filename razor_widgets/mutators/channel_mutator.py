@@ -13,7 +13,7 @@ from ..analysis import ChannelAnalysis, ChannelAnalyzer, UnitSpec
 from ..dynamic_ops import DynamicChannelMixin
 from ..export_check import verify_export
 from ..hf_export import update_hf_models
-from ..layers import dynamic_op_for, kind_of
+from ..layers import dynamic_op_for
 from ..live_counter import ResourceCounter, mutator_resources
 from ..mutables.units import Channel, MutableChannelUnit
 from ..registry import MODELS
@@ -21,6 +21,7 @@ from ..resources import Resources
 from ..rules import RULES
 from ..tracing import TracedGraph, Tracer, check_path_is_static, make_example_inputs
 from .base import BaseMutator
+from .channel_config import attribute_positions, attributes_from_cfg, channel_from_cfg, normalized_unit_cfg, plain
 from .shared_params import convert_param_owners, retie
 
 _PREPARED_MARK = "_prepared_by_channel_mutator"  # set on a model once a mutator prepares it
@@ -40,10 +41,7 @@ class _PreparedMark:
 def _no_mark() -> None:
     return None
 TRACER_TYPES = ("ChannelAnalyzer", "BackwardTracer", "FxTracer", "PruneTracer")
-DEFAULT_UNIT_CFG = {"type": "SequentialMutableChannelUnit", "default_args": {"choice_mode": "ratio"},
-                    "units": {}}
-DEFAULT_PARSE_CFG = {"type": "ChannelAnalyzer", "demo_input": (1, 3, 224, 224),
-                     "tracer_type": "BackwardTracer"}
+DEFAULT_PARSE_CFG = {"type": "ChannelAnalyzer", "demo_input": (1, 3, 224, 224)}
 
 
 @MODELS.register_module()
@@ -64,7 +62,7 @@ class ChannelMutator(BaseMutator):
         channel_unit_cfg = kwargs.pop("channl_unit_cfg", channel_unit_cfg)  # reference 004's typo
         if kwargs:
             raise TypeError(f"ChannelMutator got unexpected arguments: {', '.join(kwargs)}")
-        self.channel_unit_cfg = _unit_cfg(channel_unit_cfg, self.default_unit_type)
+        self.channel_unit_cfg = normalized_unit_cfg(channel_unit_cfg, self.default_unit_type)
         self.parse_cfg = dict(DEFAULT_PARSE_CFG if parse_cfg is None else parse_cfg)
         self.unit_class: type[MutableChannelUnit] = MODELS.get(self.channel_unit_cfg["type"])
         self.custom_groups = custom_groups or []
@@ -128,7 +126,7 @@ class ChannelMutator(BaseMutator):
             raise KeyError(f"the config names units this model does not have: {', '.join(unknown)}")
         modules = dict(model.named_modules())
         units = [self._unit_from_spec(modules, spec, configured.get(spec.name)) for spec in specs]
-        self._size_attributes = _attribute_positions(analysis, units)
+        self._size_attributes = attribute_positions(analysis, units)
         return units
 
     def _new_unit(self, num_channels: int, unit_cfg: dict | None, divisor: int = 1) -> MutableChannelUnit:
@@ -148,11 +146,9 @@ class ChannelMutator(BaseMutator):
         unit = self._new_unit(spec.num_channels, unit_cfg, spec.divisor)
         unit.name, unit.repeats = spec.name, spec.repeats
         unit.fixed_reasons = list(spec.fixed_reasons)
-        for item in spec.output_related + spec.input_related:
-            owner = item.name.rpartition(".")[0] if item.param_dim is not None else item.name
-            channel = Channel(item.name, modules.get(owner), (item.start, item.end),
-                              item.is_output_channel, item.expand_ratio, item.param_dim)
-            (unit.add_output_related if item.is_output_channel else unit.add_input_related)(channel)
+        for channel in spec.output_related + spec.input_related:
+            channel.module = modules.get(channel.owner_name)
+            (unit.add_output_related if channel.is_output_channel else unit.add_input_related)(channel)
         return unit
 
     def _units_from_config(self, model: nn.Module) -> list[MutableChannelUnit]:
@@ -167,7 +163,7 @@ class ChannelMutator(BaseMutator):
             items = []
             for key, is_output in (("output_related", True), ("input_related", False)):
                 for ch in cfg["channels"].get(key, []):
-                    items.append(_channel_from_cfg(ch, is_output, modules, params, name))
+                    items.append(channel_from_cfg(ch, is_output, modules, params, name))
             if num is None:  # the narrowest item holds the unit once (others may hold it several times)
                 num = min((c.end - c.start) // c.expand_ratio for c in items)
             misfit = [c.name for c in items if (c.end - c.start) % (c.expand_ratio * num)]
@@ -181,11 +177,11 @@ class ChannelMutator(BaseMutator):
             for channel in items:
                 (unit.add_output_related if channel.is_output_channel else unit.add_input_related)(channel)
             units.append(unit)
-        self._size_attributes = _attributes_from_cfg(self.parse_cfg.get("size_attributes", {}), modules, units)
+        self._size_attributes = attributes_from_cfg(self.parse_cfg.get("size_attributes", {}), modules, units)
         return units
 
     def _units_from_predefined(self, model: nn.Module) -> list[MutableChannelUnit]:
-        MutableChannelUnit._register_channel_container(model, None)
+        MutableChannelUnit._register_channel_container(model)
         units: dict[int, MutableChannelUnit] = {}
         for module_name, module in model.named_modules():
             if not isinstance(module, DynamicChannelMixin):
@@ -339,7 +335,7 @@ class ChannelMutator(BaseMutator):
         unit_cfg = {"type": self.channel_unit_cfg["type"],
                     "default_args": dict(self.channel_unit_cfg.get("default_args", {})),
                     "units": units}
-        parse_cfg = {"type": "Config"} if with_channels else _plain(self.parse_cfg)
+        parse_cfg = {"type": "Config"} if with_channels else plain(self.parse_cfg)
         if with_channels and self._size_attributes:  # attributes the export sets: kept lossless
             parse_cfg["size_attributes"] = {
                 f"{owner}.{attr}" if owner else attr: [[u.name if u is not None and u.name in units else None, pos]
@@ -430,82 +426,6 @@ def _own_tensors(static: nn.Module, originals: dict[int, torch.Tensor]) -> None:
 
 def _parameter_copy(param: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(param.detach().clone(), requires_grad=param.requires_grad)
-
-
-def _attributes_from_cfg(cfg: dict, modules: dict[str, nn.Module], units: list[MutableChannelUnit]
-                         ) -> dict[tuple[str, str], list[tuple[MutableChannelUnit | None, int]]]:
-    """``parse_cfg['size_attributes']`` of a config template, checked against the model."""
-    by_name = {u.name: u for u in units}
-    out = {}
-    for key, positions in cfg.items():
-        owner, _, attr = str(key).rpartition(".")
-        if owner not in modules or not isinstance(getattr(modules[owner], attr, None), int):
-            raise ValueError(f"size attribute {key!r}: the model has no int attribute of that name")
-        resolved = []
-        for entry in positions:
-            name, pos = entry
-            if name is not None and name not in by_name:
-                raise ValueError(f"size attribute {key!r} names unit {name!r}, which the config does not have")
-            resolved.append((by_name.get(name), int(pos)))
-        out[(owner, attr)] = resolved
-    return out
-
-
-def _attribute_positions(analysis: ChannelAnalysis, units: list[MutableChannelUnit]
-                         ) -> dict[tuple[str, str], list[tuple[MutableChannelUnit | None, int]]]:
-    """Where each element counted by a size attribute sits: (its unit, position in a block)."""
-    where = {root: (unit, pos) for spec, unit in zip(analysis.units, units) for pos, root in enumerate(spec.roots)}
-    roots = analysis.roots
-    return {key: [where.get(int(r), (None, 0)) for r in roots[line.numpy()]]  # (None, 0): in no layer
-            for key, line in analysis.size_attributes.items()}
-
-
-def _unit_cfg(cfg: dict | str | None, default_type: str) -> dict[str, Any]:
-    if cfg is None:
-        cfg = dict(DEFAULT_UNIT_CFG, type=default_type)
-    elif isinstance(cfg, str):
-        cfg = {"type": cfg}
-    cfg = dict(cfg)
-    cfg.setdefault("type", default_type)
-    cfg.setdefault("default_args", {})
-    cfg.setdefault("units", {})
-    return cfg
-
-
-def _plain(cfg: Any) -> Any:
-    if isinstance(cfg, dict):
-        return {k: _plain(v) for k, v in cfg.items()}
-    if isinstance(cfg, tuple):
-        return list(cfg)
-    return cfg
-
-
-def _channel_from_cfg(ch: dict, is_output: bool, modules: dict, params: dict, unit: str) -> Channel:
-    name = ch["name"]
-    param_dim = ch.get("param_dim")
-    if param_dim is not None:
-        if name not in params:
-            raise KeyError(f"unit {unit!r}: the model has no parameter {name!r}")
-        size = params[name].shape[param_dim]
-        module = modules.get(name.rpartition(".")[0])
-    else:
-        if name not in modules:
-            raise KeyError(f"unit {unit!r}: the model has no layer {name!r}")
-        module = modules[name]
-        size = _side_size(module, is_output)
-    start, end, expand = int(ch.get("start", 0)), int(ch.get("end", size)), int(ch.get("expand_ratio", 1))
-    side = f"dim {param_dim}" if param_dim is not None else ("output" if is_output else "input")
-    if not 0 <= start < end <= size or expand < 1:
-        raise ValueError(f"unit {unit!r}: channels ({start}, {end}) with expand_ratio {expand} do not fit the "
-                         f"{size} {side} channels of {name!r}")
-    return Channel(name, module, (start, end), is_output, expand, param_dim)
-
-
-def _side_size(module: nn.Module, is_output: bool) -> int:
-    kind = kind_of(module)
-    if kind is None:
-        raise TypeError(f"cannot tell the channel count of {type(module).__name__}")
-    return kind.channels(module, is_output)
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..layers import kind_of
+from ..layers.embedding import sync_embedding_sizes
 from ..mutables.units import MutableChannelUnit
 
 
@@ -30,9 +31,7 @@ def retie(static: nn.Module, prepared: nn.Module) -> None:
         for (owner, attr), param in zip(owners, params):
             if param.shape in (first.shape, shapes[key]):  # same slice, or a tie the export left whole
                 owner._parameters[attr] = first
-    for module in static.modules():
-        if isinstance(module, nn.Embedding):
-            module.num_embeddings, module.embedding_dim = module.weight.shape
+    sync_embedding_sizes(static)
 
 
 def convert_param_owners(model: nn.Module, units: list[MutableChannelUnit]) -> None:

@@ -1,0 +1,159 @@
+"""The house rules that a reviewer would otherwise check by hand: small files and functions,
+layer types named only in ``layers/`` (and ``models/``), an engine that imports no UI
+library, and no import cycles inside the package."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "razor_widgets"
+MAX_FILE_LINES, MAX_FUNCTION_LINES = 500, 80
+# matplotlib is a plotting library, not UI: the engine may draw a figure when asked (loaded lazily)
+UI_LIBRARIES = ("ipywidgets", "IPython", "voila", "ipympl")
+UI_MODULES = ("widgets", "dashboard", "cli", "__main__")  # the UI and the command line; the rest is the engine
+LAYER_TYPE = re.compile(r"\bnn\.(Conv\w*|_ConvNd|BatchNorm\w*|_BatchNorm|InstanceNorm\w*|Linear|LayerNorm|GroupNorm"
+                        r"|Embedding|MultiheadAttention)\b")
+
+
+def _sources() -> dict[str, tuple[Path, ast.Module]]:
+    """``{dotted module name: (path, parsed tree)}`` of every module of the package."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+        out[".".join(parts)] = (path, ast.parse(path.read_text()))
+    return out
+
+
+SOURCES = _sources()
+
+
+def _is_engine(name: str) -> bool:
+    return not any(name == f"razor_widgets.{p}" or name.startswith(f"razor_widgets.{p}.") for p in UI_MODULES)
+
+
+def _imports(name: str, path: Path, tree: ast.Module) -> list[str]:
+    """Every module the code imports (inside functions too), less the facade's lazy ``__getattr__``
+    and ``TYPE_CHECKING`` blocks, as absolute names."""
+    skipped = set()
+    for node in tree.body:
+        if name == "razor_widgets" and isinstance(node, ast.FunctionDef) and node.name == "__getattr__":
+            skipped |= {id(n) for n in ast.walk(node)}
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            skipped |= {id(n) for n in ast.walk(node)}
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join([*package[:len(package) - node.level + 1], *([base] if base else [])])
+            found += [f"{base}.{alias.name}" if f"{base}.{alias.name}" in SOURCES else base for alias in node.names]
+    return found
+
+
+def _edges() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {name: set() for name in SOURCES}
+    for name, (path, tree) in SOURCES.items():
+        for target in _imports(name, path, tree):
+            while target and target not in SOURCES and "." in target:
+                target = target.rsplit(".", 1)[0]
+            if target in SOURCES and target != name:
+                edges[name].add(target)
+    return edges
+
+
+def test_no_file_or_function_is_too_long():
+    too_long = []
+    for name, (path, tree) in SOURCES.items():
+        lines = len(path.read_text().splitlines())
+        if lines > MAX_FILE_LINES:
+            too_long.append(f"{name}: {lines} lines")
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{name}.{node.name}: {length} lines")
+    assert not too_long
+
+
+def test_layer_types_are_named_only_in_layers_and_models():
+    named = []
+    for name, (path, _) in SOURCES.items():
+        if name.startswith(("razor_widgets.layers", "razor_widgets.models")):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if LAYER_TYPE.search(line.split("#")[0]):
+                named.append(f"{name}:{number}: {line.strip()}")
+    assert not named
+
+
+def test_the_engine_imports_no_ui_library():
+    ui_imports = [f"{name} imports {target}" for name, (path, tree) in SOURCES.items() if _is_engine(name)
+                  for target in _imports(name, path, tree)
+                  if target.split(".")[0] in UI_LIBRARIES or not _is_engine(target) and target in SOURCES]
+    assert not ui_imports
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles = []
+    for root in edges:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(edges[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(edges[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    cycles.append(sorted(component))
+    return cycles
+
+
+def test_no_import_cycles():
+    # a package's __init__ imports its submodules: edges into a parent package from inside it are
+    # the package's own structure, not a cycle between concepts
+    edges = {name: {t for t in targets if not name.startswith(t + ".")} for name, targets in _edges().items()}
+    assert not _cycles(edges)
+
+
+@pytest.mark.parametrize("edges, expected", [
+    ({"a": {"b"}, "b": {"a"}, "c": set()}, [["a", "b"]]),
+    ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
+])
+def test_the_cycle_finder_finds_cycles(edges, expected):
+    assert _cycles(edges) == expected
