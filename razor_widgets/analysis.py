@@ -103,7 +103,7 @@ class AnalysisContext:
         self.param_ids: dict[str, tuple[torch.Tensor, tuple[int, ...]]] = {}
         self.layer_out: dict[str, torch.Tensor] = {}  # output elements of each layer (reuse)
         self.unknown_ops: list[tuple[str, str]] = []
-        self.slice_checks: list[tuple[torch.Tensor, list[torch.Tensor], str]] = []
+        self.slice_checks: list[tuple[torch.Tensor, list[torch.Tensor], str, list[int]]] = []
         self.const_reasons: dict[int, str] = {}  # why a tensor without elements has none
         self._first_slot: dict[tuple[str, bool], torch.Tensor] = {}
         self.expert_slices: dict[int, TensorRef] = {}  # P[e] of a 3-D expert parameter -> P
@@ -207,14 +207,18 @@ class AnalysisContext:
         return rows
 
     def check_slices(self, source: torch.Tensor, parts: list[torch.Tensor], reason: str) -> None:
-        """After the union-find: a part holding only some of the source's channels means a
-        selection by fixed indices, which pruning would shift; those channels stay fixed."""
+        """After the union-find: a part holding only some of the source's channels is a selection by fixed
+        indices, which pruning would shift: fixed, unless no op reads the parts (``x[:, :, -1]`` for its shape)."""
         source = torch.unique(source[source >= 0])
         if source.numel():
-            self.slice_checks.append((source, [torch.unique(p[p >= 0]) for p in parts], reason))
+            handles = [r.handle for r in self.node.output_refs()] if self.node is not None else []
+            self.slice_checks.append((source, [torch.unique(p[p >= 0]) for p in parts], reason, handles))
 
     def resolve_slices(self, roots: np.ndarray) -> None:
-        for source, parts, reason in self.slice_checks:
+        read = {r.handle for n in self.graph.nodes for r in n.input_refs()} | {r.handle for r in self.graph.outputs}
+        for source, parts, reason, handles in self.slice_checks:
+            if handles and read.isdisjoint(handles):
+                continue
             whole = set(roots[source.numpy()].tolist())
             if any(set(roots[p.numpy()].tolist()) < whole for p in parts):
                 self.fix(source, reason)
@@ -242,12 +246,10 @@ class AnalysisContext:
         self.slots.append(Slot(name, is_output, ids1d, len(self.slots), param_dim))
 
     def require_divisor(self, ids: torch.Tensor, divisor: int) -> None:
-        """The kept count of these channels must be a multiple of ``divisor`` (a kernel's
-        alignment, such as the 16-byte strides of a grouped matmul)."""
+        """The kept count of these channels must be a multiple of ``divisor`` (a kernel's alignment)."""
         self.divisors.append((ids.reshape(-1), divisor))
 
-    def first_slot(self, name: str, is_output: bool) -> torch.Tensor | None:
-        """The elements of a layer side as first recorded (None when it has no slot)."""
+    def first_slot(self, name: str, is_output: bool) -> torch.Tensor | None:  # a layer side as first recorded
         return self._first_slot.get((name, is_output))
 
     def unknown(self, node: Node) -> None:

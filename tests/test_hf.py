@@ -339,3 +339,24 @@ def test_torch_rms_norm_averages_over_the_kept_channels():
         assert torch.allclose(static(ids), net(ids), atol=1e-6)
     assert (mutator.resources().params, mutator.resources().macs) == (
         count_resources(static, ids).params, count_resources(static, ids).macs)
+
+
+class _ShapeOnlySlice(torch.nn.Module):
+    """BART reads ``x[:, :, -1]`` only for its shape (the positions' count)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, 8), torch.nn.Linear(8, 4)
+        self.pos = torch.nn.Embedding(16, 8)
+
+    def forward(self, x):
+        h = self.a(x)
+        tokens = h[:, :, -1].shape[1]
+        return self.b(h + self.pos(torch.arange(tokens)))
+
+
+def test_a_slice_read_only_for_its_shape_keeps_the_channels_free():
+    mutator = ChannelMutator()
+    mutator.prepare_from_supernet(_ShapeOnlySlice(), torch.randn(2, 5, 4))
+    (unit,) = mutator.mutable_units
+    assert {c.name for c in unit.channels} == {"a", "b", "pos.weight"}
