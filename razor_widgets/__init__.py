@@ -3,79 +3,6 @@
 Everything a notebook needs is importable from here, under MMRazor's names where its
 pruning framework has them.
 """
-from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
-from .analysis import UnprunableChannelsWarning
-from .compat import BaseModel
-from .dynamic_ops import DynamicChannelMixin
-from .export_check import ExportError, UncheckedExportWarning
-from .finetune import LossHistory, finetune, full_choice_copy
-from .hf_export import HFConfigWarning
-from .importance import calibrate
-from .layers import (
-    DynamicBatchNorm1d,
-    DynamicBatchNorm2d,
-    DynamicBatchNorm3d,
-    DynamicConv1d,
-    DynamicConv2d,
-    DynamicConv3d,
-    DynamicGroupNorm,
-    DynamicLayerNorm,
-    DynamicLinear,
-    DynamicMultiheadAttention,
-)
-from .models import SearchableShuffleNetV2, ShuffleBlock, ShuffleXception
-from .module_counter import CandidateCounter, ChosenPathCounter
-from .mutables import (
-    ActivationMutableChannelUnit,
-    BaseMutable,
-    BaseMutableChannel,
-    BNScaleMutableChannelUnit,
-    Channel,
-    ChannelUnit,
-    DerivedMethodMixin,
-    DerivedMutable,
-    DerivedMutableChannel,
-    DiffMutableModule,
-    DiffMutableOP,
-    ImportanceMutableChannelUnit,
-    L1MutableChannelUnit,
-    L2MutableChannelUnit,
-    MutableChannelContainer,
-    MutableChannelUnit,
-    MutableModule,
-    MutableValue,
-    OneShotMutableChannelUnit,
-    OneShotMutableModule,
-    OneShotMutableOP,
-    OneShotMutableValue,
-    RandomMutableChannelUnit,
-    SequentialMutableChannel,
-    SequentialMutableChannelUnit,
-    SimpleMutableChannel,
-    SlimmableChannelUnit,
-    SquentialMutableChannel,
-    TaylorMutableChannelUnit,
-    derive_concat_mutable,
-    derive_divide_mutable,
-    derive_expand_mutable,
-)
-from .mutators import (
-    BaseMutator,
-    ChannelMutator,
-    DiffModuleMutator,
-    ModuleMutator,
-    OneShotChannelMutator,
-    OneShotModuleMutator,
-    SlimmableChannelMutator,
-)
-from .plans import PlanError, load_choices, save_choices
-from .pruning_session import ModuleGroup, PruningSession
-from .quality import EvaluationError, Sensitivity, sensitivity_scan
-from .registry import MODELS, Registry
-from .resources import Resources, count_resources, reference_flops
-from .tracing import TraceError
-from .unit_labels import UnitRole, describe_unit, unit_role
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -113,11 +40,28 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """The widgets load on first use: the engine alone imports no ipywidgets or matplotlib."""
+    """Everything loads on first use, as one piece (so every registered type is there):
+    ``import razor_widgets`` alone imports no torch, and the engine alone imports no ipywidgets
+    or matplotlib (the widgets load when asked for)."""
+    if name.startswith("__"):
+        raise AttributeError(f"module 'razor_widgets' has no attribute {name!r}")
+    import importlib
+    import importlib.util
+
+    if name not in __all__ and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")  # a submodule (``from . import rules``)
+    exports = importlib.import_module(f"{__name__}.exports")
+    globals().update({key: value for key, value in vars(exports).items() if not key.startswith("_")})
     if name == "PruningExplorer":
         from .widgets import PruningExplorer
         return PruningExplorer
     if name == "fit_budget":
         from .budget import fit_budget
         return fit_budget
+    if name in globals():
+        return globals()[name]
     raise AttributeError(f"module 'razor_widgets' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

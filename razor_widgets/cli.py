@@ -1,124 +1,244 @@
-"""The ``razor-widgets`` command line."""
+"""The razor-widgets command line: every argument is parsed and checked before torch is imported
+or a model is traced; a bad one is a one-line error and exit status 2."""
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
+import math
 import sys
-import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from .model_loading import DEFAULT_MODEL, ModelLoadError, ModelSource, one_line, resolve_model
 
-from .export_check import ExportError
-from .mutables import MutableChannelUnit
-from .mutators import ChannelMutator
-from .mutators.channel_mutator import DEFAULT_PARSE_CFG
-from .registry import MODELS
-from .resources import count_resources
-from .tracing import TraceError
+if TYPE_CHECKING:
+    import torch
 
-
-def _build_torchvision(name: str) -> torch.nn.Module:
-    import torchvision
-
-    if name not in torchvision.models.list_models(module=torchvision.models):
-        raise SystemExit(f"razor-widgets: {name!r} is not a torchvision classification model")
-    return torchvision.models.get_model(name, weights=None)
+DESCRIPTION = ("Structured (channel) pruning of PyTorch models: list a model's channel units, prune and "
+               "export it, or explore it in the browser.")
+MODEL_HELP = ("a torchvision model name (classification, detection, segmentation or video; random weights), "
+              "timm:NAME (with timm installed), a named model of this package, or package.module:callable "
+              f"that returns the model, e.g. torchvision.models:resnet34 (default {DEFAULT_MODEL})")
+DEFAULT_CULL_IDLE = 300  # seconds a dashboard kernel with no page open may stay idle before it is shut down
 
 
-def demo(model_name: str, ratio: float, input_size: int) -> int:
-    """Find the units of a torchvision model, prune every unit to ``ratio`` and export it."""
-    model = _build_torchvision(model_name).eval()
-    x = torch.randn(1, 3, input_size, input_size)
-    mutator = ChannelMutator(channel_unit_cfg=dict(type="L1MutableChannelUnit"))
+class CommandLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``prog: error: message``), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def ratio(text: str) -> float:
+    """A fraction of channels kept: a number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text}")
+    return value
+
+
+def _integer(text: str, low: int, high: int | None, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _integer(text, 1, None, "a positive integer")
+
+
+def seconds(text: str) -> int:
+    return _integer(text, 0, None, "a number of seconds, 0 or more")
+
+
+def port_number(text: str) -> int:
+    return _integer(text, 1, 65535, "a port number from 1 to 65535")
+
+
+def _model_arguments() -> argparse.ArgumentParser:
+    """MODEL and the example input: the same in every command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("model", metavar="MODEL", nargs="?", default=None, help=MODEL_HELP)
+    shape = common.add_mutually_exclusive_group()
+    shape.add_argument("--input-size", type=positive_int, metavar="N",
+                       help="height and width of the random example input traced (default: the model's, "
+                            "224 for most; 1x3xNxN for an image model)")
+    shape.add_argument("--input-shape", type=positive_int, nargs="+", metavar="N",
+                       help="the whole shape of the example input, e.g. 1 3 224 224")
+    return common
+
+
+def build_parser() -> CommandLineParser:
+    """The parser of every command (nothing heavy is imported)."""
+    parser = CommandLineParser(prog="razor-widgets", description=DESCRIPTION)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = [_model_arguments()]
+    demo = commands.add_parser(
+        "demo", parents=common, help="list a model's channel units, prune every unit and export it",
+        description="List every channel unit of MODEL (prunable or fixed, and why), prune each unit to RATIO "
+                    "of its channels by L1 importance, export the smaller model and check it.")
+    demo.add_argument("--ratio", type=ratio, default=0.5, help="fraction of channels kept per unit (default 0.5)")
+    demo.add_argument("--model", dest="model_option", metavar="MODEL", help=argparse.SUPPRESS)  # deprecated
+    units = commands.add_parser(
+        "units", parents=common, help="the channel unit config template of a model, as JSON",
+        description="Get channel units of a model: print its ChannelMutator config template as JSON.")
+    units.add_argument("-c", "--with-channel", action="store_true", help="output with channel config")
+    units.add_argument("-i", "--with-init-args", action="store_true", help="output with init args")
+    units.add_argument("--choice", action="store_true",
+                       help="output the choice template {unit name: choice} (an explorer plan); "
+                            "-c and -i are then ignored")
+    units.add_argument("-o", "--output-path", help="the file path to store channel unit info")
+    units.add_argument("--mutator-type", default="ChannelMutator",
+                       help="registered channel mutator type (default ChannelMutator)")
+    units.add_argument("--unit-type", help="registered channel unit type (default: the mutator's)")
+    board = commands.add_parser(
+        "dashboard", parents=common, help="the explorer on a model, in the browser (Voila); runs until Ctrl-C",
+        description="Serve the pruning explorer on MODEL as a web page (Voila) and print its URL.")
+    board.add_argument("--port", type=port_number, default=8866, help="port to listen on (default 8866)")
+    board.add_argument("--ip", default="127.0.0.1", help="address to listen on (default 127.0.0.1, loopback only)")
+    board.add_argument("--open", action="store_true", help="open a browser on the page")
+    board.add_argument("--cull-idle", type=seconds, default=DEFAULT_CULL_IDLE, metavar="SECONDS",
+                       help="shut down the kernel of a page that was closed without saying so, once it has been "
+                            f"idle this long (default {DEFAULT_CULL_IDLE}; 0 keeps kernels until the server stops)")
+    for command in (demo, units, board):
+        command.set_defaults(command_parser=command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command: CommandLineParser = args.command_parser
+    if getattr(args, "model_option", None) is not None:
+        if args.model is not None:
+            command.error("give MODEL once: as the first argument (--model is the old spelling)")
+        print("razor-widgets demo: --model is deprecated: give MODEL as the first argument", file=sys.stderr)
+        args.model = args.model_option
+    spec = args.model or DEFAULT_MODEL
+    try:
+        source = resolve_model(spec)
+    except ModelLoadError as error:
+        command.error(str(error))
+    shape = tuple(args.input_shape) if args.input_shape else (
+        source.with_input_size(args.input_size) if args.input_size else source.input_shape)
+    if args.command == "demo":
+        return demo(source, args.ratio, shape)
+    if args.command == "units":
+        _check_types(command, args.mutator_type, args.unit_type)
+        return units(source, args.with_channel, args.with_init_args, args.choice, args.output_path, shape,
+                     args.mutator_type, args.unit_type)
+    from .dashboard.server import serve
+
+    return serve(source, shape, port=args.port, ip=args.ip, open_browser=args.open, cull_idle=args.cull_idle)
+
+
+def _check_types(command: CommandLineParser, mutator_type: str, unit_type: str | None) -> None:
+    from . import MODELS, ChannelMutator, MutableChannelUnit
+
+    if mutator_type not in MODELS or not issubclass(MODELS.get(mutator_type), ChannelMutator):
+        command.error(f"{mutator_type!r} is not a registered channel mutator type")
+    if unit_type is not None and (unit_type not in MODELS
+                                  or not issubclass(MODELS.get(unit_type), MutableChannelUnit)):
+        command.error(f"{unit_type!r} is not a registered channel unit type")
+
+
+def _load(source: ModelSource, command: str) -> torch.nn.Module:
+    try:
+        return source.load()
+    except ModelLoadError as error:
+        raise SystemExit(f"razor-widgets {command}: error: {error}") from None
+
+
+def _traced(prepare: Any, source: ModelSource, shape: Sequence[int], command: str) -> list[str]:
+    """Run ``prepare()`` (a trace); return what it warned, one line each. A failure is one line, exit 1."""
+    import warnings
+
+    from . import TraceError
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        mutator.prepare_from_supernet(model, example_inputs=x)
-    print(f"{model_name}: {len(mutator.units)} channel units, {len(mutator.mutable_units)} prunable")
-    width = max(len(str(u.name)) for u in mutator.units)
+        try:
+            prepare()
+        except Exception as error:
+            cause = error.__cause__ if isinstance(error, TraceError) and error.__cause__ else error
+            raise SystemExit(f"razor-widgets {command}: error: cannot trace {source.spec} with an input of shape "
+                             f"{tuple(shape)}: {one_line(cause)}") from None
+    return [" ".join(str(warning.message).split()) for warning in caught]
+
+
+def _tensors(output: Any) -> list[torch.Tensor]:
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    return [leaf for leaf in tree_leaves(output) if isinstance(leaf, torch.Tensor)]
+
+
+def demo(source: ModelSource, ratio: float, shape: Sequence[int]) -> int:
+    """Find the units of a model, prune every unit to ``ratio`` and export it."""
+    import torch
+
+    from . import ChannelMutator, ExportError, count_resources
+
+    model = _load(source, "demo")
+    x = torch.randn(*shape)
+    mutator = ChannelMutator(channel_unit_cfg=dict(type="L1MutableChannelUnit"))
+    caught = _traced(lambda: mutator.prepare_from_supernet(model, example_inputs=x), source, shape, "demo")
+    print(f"{source.spec}: {len(mutator.units)} channel units, {len(mutator.mutable_units)} prunable")
+    width = max((len(str(u.name)) for u in mutator.units), default=0)
     for unit in mutator.units:
         state = "prunable" if unit.is_mutable else "fixed: " + "; ".join(unit.fixed_reasons)
         layers = len({c.name for c in unit.channels})
         print(f"  {str(unit.name):<{width}}  {unit.num_channels:>5} ch  {layers:>3} layers  {state}")
-    for warning in caught:
-        print(f"warning: {warning.message}")
+    for message in caught:
+        print(f"warning: {message}")
     with torch.no_grad():
-        before = model(x)
+        before = _tensors(model(x))
         mutator.set_choices({name: ratio for name in mutator.current_choices})
-        masked = model(x)
+        masked = _tensors(model(x))
         try:
             small = mutator.to_static().eval()  # checked: ExportError if it differs from the masked model
         except ExportError as error:
             print(f"the export failed its check: {error}")
             return 1
-        after = small(x)
+        after = _tensors(small(x))
     live = mutator.resources()
     reference = count_resources(small, x)
+    same = len(after) == len(masked) and all(torch.allclose(a, m, rtol=1e-4, atol=1e-4) for a, m in zip(after, masked))
+    change = max(((m - b).abs().max().item() for m, b in zip(masked, before)), default=0.0)
     print(f"every unit at {ratio:g} (L1 importance): {live.summary()}")
     print(f"  live count = FlopCounterMode count of the exported model: "
           f"{(live.params, live.flops) == (reference.params, reference.flops)} "
           f"({reference.params:,} params, {reference.macs:,} MACs, {reference.flops:,} FLOPs)")
-    print(f"  exported model matches the masked one: {torch.allclose(after, masked, rtol=1e-4, atol=1e-4)}; "
-          f"output changed by {(masked - before).abs().max().item():.3g}")
+    print(f"  exported model matches the masked one: {same}; output changed by {change:.3g}")
     return 0
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def load_model(spec: str) -> torch.nn.Module:
-    """Build the model that ``package.module:callable`` names (called with no arguments)."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise SystemExit(f"razor-widgets: MODEL must be package.module:callable (e.g. "
-                         f"torchvision.models:resnet34), got {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as error:  # any import failure is reported in one line
-        raise SystemExit(f"razor-widgets: cannot import {module_name!r}: {_one_line(error)}") from None
-    target: Any = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise SystemExit(f"razor-widgets: {module_name!r} has no attribute {attr!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise SystemExit(f"razor-widgets: {spec!r} is not callable")
-    try:
-        model = target()
-    except Exception as error:
-        raise SystemExit(f"razor-widgets: calling {spec} failed: {_one_line(error)}") from None
-    if not isinstance(model, torch.nn.Module):
-        raise SystemExit(f"razor-widgets: {spec} returned a {type(model).__name__}, not a torch.nn.Module")
-    return model
-
-
-def units(spec: str, with_channels: bool, with_init_args: bool, choice: bool, output_path: str | None,
+def units(source: ModelSource, with_channels: bool, with_init_args: bool, choice: bool, output_path: str | None,
           input_shape: Sequence[int], mutator_type: str, unit_type: str | None) -> int:
     """Print (or write) the channel unit config template of a model as JSON (reference 001)."""
-    if mutator_type not in MODELS or not issubclass(MODELS.get(mutator_type), ChannelMutator):
-        raise SystemExit(f"razor-widgets: {mutator_type!r} is not a registered channel mutator type")
-    if unit_type is not None and (unit_type not in MODELS
-                                  or not issubclass(MODELS.get(unit_type), MutableChannelUnit)):
-        raise SystemExit(f"razor-widgets: {unit_type!r} is not a registered channel unit type")
-    model = load_model(spec).eval()
+    import json
+
+    import torch
+
+    from . import MODELS
+    from .mutators.channel_mutator import DEFAULT_PARSE_CFG
+
+    model = _load(source, "units")
     parse_cfg = dict(DEFAULT_PARSE_CFG, demo_input=[int(d) for d in input_shape])
     mutator = MODELS.build({"type": mutator_type, "parse_cfg": parse_cfg,
                             "channel_unit_cfg": None if unit_type is None else {"type": unit_type}})
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            with torch.no_grad():
-                mutator.prepare_from_supernet(model)
-        except Exception as error:
-            cause = error.__cause__ if isinstance(error, TraceError) and error.__cause__ else error
-            raise SystemExit(f"razor-widgets: cannot trace {spec} with an input of shape "
-                             f"{tuple(input_shape)}: {_one_line(cause)}") from None
-    for warning in caught:
-        print(f"warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
+
+    def prepare() -> None:
+        with torch.no_grad():
+            mutator.prepare_from_supernet(model)
+
+    for message in _traced(prepare, source, input_shape, "units"):
+        print(f"warning: {message}", file=sys.stderr)
     if choice:
         config: Any = mutator.choice_template
     else:
@@ -127,55 +247,10 @@ def units(spec: str, with_channels: bool, with_init_args: bool, choice: bool, ou
     if output_path:
         with open(output_path, "w") as file:
             file.write(text + "\n")
-        print(f"wrote {len(mutator.units)} units of {spec} to {output_path}", file=sys.stderr)
+        print(f"wrote {len(mutator.units)} units of {source.spec} to {output_path}", file=sys.stderr)
     else:
         print(text)
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="razor-widgets", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("demo", help="units of a built-in model, pruned and exported")
-    run.add_argument("--model", default="resnet18", help="torchvision model name (default resnet18)")
-    run.add_argument("--ratio", type=float, default=0.5, help="ratio of channels kept per unit")
-    run.add_argument("--input-size", type=int, default=224)
-    unit = commands.add_parser(
-        "units", help="the channel unit config template of a model, as JSON",
-        description="Get channel units of a model: print its ChannelMutator config template as JSON.")
-    unit.add_argument("model", metavar="MODEL",
-                      help="package.module:callable that returns the model, e.g. torchvision.models:resnet34")
-    unit.add_argument("-c", "--with-channel", action="store_true", help="output with channel config")
-    unit.add_argument("-i", "--with-init-args", action="store_true", help="output with init args")
-    unit.add_argument("--choice", action="store_true",
-                      help="output the choice template {unit name: choice} (an explorer plan); "
-                           "-c and -i are then ignored")
-    unit.add_argument("-o", "--output-path", help="the file path to store channel unit info")
-    unit.add_argument("--input-shape", type=int, nargs="+", default=[1, 3, 224, 224], metavar="N",
-                      help="shape of the random input traced (default 1 3 224 224)")
-    unit.add_argument("--mutator-type", default="ChannelMutator",
-                      help="registered channel mutator type (default ChannelMutator)")
-    unit.add_argument("--unit-type", help="registered channel unit type (default: the mutator's)")
-    board = commands.add_parser(
-        "dashboard", help="the explorer on a model, in the browser (Voila); runs until Ctrl-C",
-        description="Serve the pruning explorer on MODEL as a web page (Voila) and print its URL.")
-    board.add_argument("model", metavar="MODEL", nargs="?", default="resnet18",
-                       help="torchvision model name or package.module:callable (default resnet18)")
-    board.add_argument("--input-size", type=int, default=224, help="side of the 1x3xNxN example input")
-    board.add_argument("--port", type=int, default=8866)
-    board.add_argument("--ip", default="127.0.0.1", help="address to listen on (default loopback only)")
-    board.add_argument("--open", action="store_true", help="open a browser on the page")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        return demo(args.model, args.ratio, args.input_size)
-    if args.command == "units":
-        return units(args.model, args.with_channel, args.with_init_args, args.choice, args.output_path,
-                     args.input_shape, args.mutator_type, args.unit_type)
-    if args.command == "dashboard":
-        from .dashboard import serve
-
-        return serve(args.model, args.input_size, args.port, args.ip, args.open)
-    return 2
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
 """A registry of buildable types: configs are data, only registered names can be built."""
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
+
+# the module whose import registers every type of the package (the facade loads it on first use)
+PACKAGE_EXPORTS = "razor_widgets.exports"
 
 
 class Registry:
@@ -27,14 +31,23 @@ class Registry:
 
         return _register(module) if module is not None else _register
 
+    def _load_package(self) -> None:
+        """Register the package's types on a miss: a submodule imported on its own (``from
+        razor_widgets.mutators import ChannelMutator``) does not load the whole package."""
+        importlib.import_module(PACKAGE_EXPORTS)
+
     def get(self, name: str) -> type:
         key = name.split(".")[-1] if name.startswith("mmrazor.") else name
+        if key not in self._types:
+            self._load_package()
         if key not in self._types:
             known = ", ".join(sorted(self._types))
             raise KeyError(f"{name!r} is not a registered type in {self.name}; known types: {known}")
         return self._types[key]
 
     def __contains__(self, name: str) -> bool:
+        if name not in self._types:
+            self._load_package()
         return name in self._types
 
     def build(self, cfg: dict[str, Any] | Any, **default_args: Any) -> Any:

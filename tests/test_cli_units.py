@@ -62,7 +62,8 @@ def test_resnet34_template_rebuilds_the_same_units(capsys, tmp_path) -> None:
         assert unit.config_template(with_init_args=True, with_channels=True)["channels"] == saved["channels"]
         assert unit.is_mutable == ("fixed_reasons" not in saved)
     mutator.set_choices({name: 0.5 for name in mutator.current_choices})
-    assert mutator.to_static()(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+    x = torch.randn(1, 3, 64, 64)
+    assert mutator.to_static(example_inputs=x)(x).shape == (1, 1000)  # the export checked on x
 
 
 def test_template_flags(capsys) -> None:
@@ -105,37 +106,44 @@ def test_choice_template_loads_as_an_explorer_plan(capsys, tmp_path) -> None:
     assert mutator.current_choices == plan
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("no_such_package.models:net", "cannot import 'no_such_package.models': ModuleNotFoundError"),
-    ("torchvision.models:no_such_model", "'torchvision.models' has no attribute 'no_such_model'"),
-    ("resnet34", "MODEL must be package.module:callable"),
-    ("test_cli_units:SPEC", "is not callable"),
-    ("test_cli_units:Untraceable", "cannot trace test_cli_units:Untraceable with an input of shape "
-                                   "(1, 3, 224, 224): RuntimeError: this model cannot run"),
-    ("json:dumps", "calling json:dumps failed: TypeError"),
-    ("builtins:dict", "returned a dict, not a torch.nn.Module"),
+def error_of(capsys, *args: str) -> tuple[int | str | None, str]:
+    """The exit status and the one error line of ``razor-widgets units ARGS``."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["units", *args])
+    status = exit_.value.code
+    text = capsys.readouterr().err if status == 2 else str(status)
+    assert text.count("\n") <= 1 and text.startswith("razor-widgets units: error: ")
+    return (2 if status == 2 else 1), text
+
+
+@pytest.mark.parametrize("spec, status, message", [
+    ("no_such_package.models:net", 2, "cannot import 'no_such_package.models': ModuleNotFoundError"),
+    ("torchvision.models:no_such_model", 2, "'torchvision.models' has no attribute 'no_such_model'"),
+    ("resnet_nope", 2, "'resnet_nope' is not a torchvision classification"),
+    ("test_cli_units:SPEC", 2, "is not callable"),
+    ("test_cli_units:Untraceable", 1, "cannot trace test_cli_units:Untraceable with an input of shape "
+                                      "(1, 3, 224, 224): RuntimeError: this model cannot run"),
+    ("json:dumps", 1, "building json:dumps failed: TypeError"),
+    ("builtins:dict", 1, "returned a dict, not a torch.nn.Module"),
 ])
-def test_errors_are_one_clear_line(spec, message) -> None:
-    with pytest.raises(SystemExit) as error:
-        main(["units", spec])
-    text = str(error.value.code)
-    assert message in text and "\n" not in text
+def test_errors_are_one_clear_line(capsys, spec, status, message) -> None:
+    shown_status, text = error_of(capsys, spec)
+    assert shown_status == status and message in text
 
 
-def test_unknown_types_are_refused() -> None:
-    with pytest.raises(SystemExit, match="'Nope' is not a registered channel mutator type"):
-        main(["units", SPEC, "--mutator-type", "Nope"])
+def test_unknown_types_are_refused(capsys) -> None:
+    assert "'Nope' is not a registered channel mutator type" in error_of(capsys, SPEC, "--mutator-type", "Nope")[1]
     for unit_type in ("Nope", "OneShotMutableOP"):
-        with pytest.raises(SystemExit, match=f"'{unit_type}' is not a registered channel unit type"):
-            main(["units", SPEC, "--unit-type", unit_type])
+        status, text = error_of(capsys, SPEC, "--unit-type", unit_type)
+        assert status == 2 and f"'{unit_type}' is not a registered channel unit type" in text
 
 
 def test_console_script_exit_status(tmp_path) -> None:
     result = subprocess.run([sys.executable, "-m", "razor_widgets", "units", "no_such_package:net"],
                             capture_output=True, text=True)
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [
-        "razor-widgets: cannot import 'no_such_package': ModuleNotFoundError: No module named 'no_such_package'"]
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["razor-widgets units: error: cannot import 'no_such_package': "
+                                                  "ModuleNotFoundError: No module named 'no_such_package'"]
     help_text = subprocess.run([sys.executable, "-m", "razor_widgets", "units", "-h"],
                                capture_output=True, text=True, check=True).stdout
     for flag in ("-c, --with-channel", "-i, --with-init-args", "--choice", "-o OUTPUT_PATH, --output-path"):

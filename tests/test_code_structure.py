@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,11 @@ def test_no_import_cycles():
 ])
 def test_the_cycle_finder_finds_cycles(edges, expected):
     assert _cycles(edges) == expected
+
+
+def test_a_submodule_imported_alone_still_builds_every_registered_type():
+    """The facade loads on first use; a registry miss loads the package's registrations."""
+    code = ("from razor_widgets.registry import MODELS\n"
+            "assert type(MODELS.build({'type': 'SearchableShuffleNetV2'})).__name__ == 'SearchableShuffleNetV2'\n"
+            "assert 'TaylorMutableChannelUnit' in MODELS\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)

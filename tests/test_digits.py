@@ -105,10 +105,9 @@ def test_without_scikit_learn_the_error_says_what_to_install(monkeypatch) -> Non
 
 
 def test_the_command_line_builds_it_by_name_from_the_cache(cache) -> None:
-    """``razor_widgets.models.digits:trained_digits_cnn`` is what ``razor-widgets ... digits`` loads."""
+    """The name ``digits`` loads the cached CNN on its own 1x1x8x8 input, in every command."""
     env = {**os.environ, digits.CACHE_ENV: str(cache)}
-    command = [sys.executable, "-m", "razor_widgets", "units", "razor_widgets.models.digits:trained_digits_cnn",
-               "--input-shape", "1", "1", "8", "8", "--choice"]
+    command = [sys.executable, "-m", "razor_widgets", "units", "digits", "--choice"]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"conv1_(0, 16)_16": 1.0, "conv2_(0, 32)_32": 1.0, "conv3_(0, 64)_64": 1.0}
@@ -124,5 +123,26 @@ def test_the_explorer_scores_the_digits_cnn_by_its_test_accuracy(cache) -> None:
     full = digits.digits_accuracy(model)
     explorer = PruningExplorer(model, digits.digits_example_inputs(), eval_fn=digits.digits_accuracy)
     assert explorer.evaluate() == full >= 0.95
+    explorer.apply_budget(50, "MACs", "uniform")
+    assert explorer.evaluate() == digits.digits_accuracy(explorer.export())
+
+
+def test_the_dashboard_page_of_digits_shows_its_test_accuracy_live(cache, monkeypatch) -> None:
+    """``razor-widgets dashboard digits``: the explorer scores choices by the CNN's test accuracy,
+    live, and the page shows the baseline score as soon as it opens."""
+    import time
+
+    from razor_widgets.dashboard.page import dashboard_page
+
+    monkeypatch.setenv(digits.CACHE_ENV, str(cache))
+    page = dashboard_page("digits")
+    deadline = time.monotonic() + 120
+    while page.explorer is None and time.monotonic() < deadline:
+        assert "Cannot explore" not in page.children[0].value
+        time.sleep(0.2)
+    explorer = page.explorer
+    full = digits.digits_accuracy(digits.trained_digits_cnn(cache_dir=cache))
+    assert explorer.quality.live.value
+    assert f"{full:.4g}" in explorer.quality.score.value
     explorer.apply_budget(50, "MACs", "uniform")
     assert explorer.evaluate() == digits.digits_accuracy(explorer.export())

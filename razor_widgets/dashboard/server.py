@@ -1,0 +1,131 @@
+"""The dashboard's Voilà server: what is checked before it starts, and how it is configured.
+
+- Idle culling: a kernel whose page is gone (no connection) and that has been idle for
+  ``cull_idle`` seconds is shut down (jupyter_server's ``MappingKernelManager.cull_*``).
+- Reloading a page or leaving it ends its kernel at once: Voilà's page sends a shutdown
+  request on ``beforeunload`` (a beacon) without an xsrf token, so the xsrf check is off.
+  A browser that closes without sending it (headless chromium closing a tab, a crash)
+  leaves the kernel to idle culling. The server listens on
+  loopback with no token by default, so that check protected nothing a local page could not
+  do anyway; the kernels only accept widget messages.
+- Quiet logs: the packaged notebook is signed in memory when the server starts (no "not
+  trusted" line, no key file written), kernels talk to the server over local IPC sockets
+  instead of TCP (no "running over TCP without encryption" line), and the websocket ping
+  timeout is no longer than its interval (no tornado warning on each page load).
+
+``python -m razor_widgets.dashboard.server VOILA_ARGS...`` runs Voilà so configured; ``serve``
+checks the arguments and then becomes that process.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from ..model_loading import ModelSource, one_line
+from . import INPUT_SHAPE_ENV, MODEL_ENV, NOTEBOOK, WORKDIR_ENV, format_shape
+
+
+def voila_arguments(port: int, ip: str = "127.0.0.1", open_browser: bool = False, cull_idle: int = 300) -> list[str]:
+    """Voilà's command-line arguments for the dashboard notebook."""
+    arguments = [str(NOTEBOOK), f"--port={port}", f"--Voila.ip={ip}", "--Voila.port_retries=0", "--theme=light",
+                 "--KernelManager.transport=ipc"]
+    if cull_idle > 0:
+        arguments += [f"--MappingKernelManager.cull_idle_timeout={cull_idle}",
+                      f"--MappingKernelManager.cull_interval={max(1, min(60, cull_idle // 2))}"]
+    if not open_browser:
+        arguments.append("--no-browser")
+    return arguments
+
+
+def voila_command(port: int, ip: str = "127.0.0.1", open_browser: bool = False, cull_idle: int = 300) -> list[str]:
+    """The command line that serves the dashboard notebook."""
+    return [sys.executable, "-m", "razor_widgets.dashboard.server", *voila_arguments(port, ip, open_browser, cull_idle)]
+
+
+def run_voila(argv: Sequence[str]) -> None:
+    """Run Voilà with ``argv``, configured as the module docstring says; returns when it stops."""
+    import nbformat
+    from traitlets.config import Config
+    from voila.app import Voila
+
+    class DashboardVoila(Voila):
+        def init_settings(self) -> dict:
+            settings = super().init_settings()  # makes the contents manager, whose notary checks trust
+            self.contents_manager.notary.sign(nbformat.read(NOTEBOOK, as_version=4))
+            return settings
+
+    config = Config()
+    # ws_ping_timeout: jupyter_server's default (3 x the 30 s ping interval) makes tornado warn on every
+    # page load that it cannot be longer than the interval; a page that stops answering pings for 30 s
+    # is disconnected, and its kernel is then culled when idle
+    config.Voila.tornado_settings = {"disable_check_xsrf": True, "ws_ping_timeout": 30_000}
+    config.NotebookNotary.db_file = ":memory:"
+    config.NotebookNotary.secret = os.urandom(32)
+    app = DashboardVoila.instance(config=config)
+    app.initialize(list(argv))
+    app.start()
+
+
+def check_model(source: ModelSource, shape: Sequence[int]) -> None:
+    """Build the model and run it once on a random input of ``shape``: a model that cannot run
+    on it fails here, in one line, before a server starts (tracing errors show on the page)."""
+    import torch
+
+    model = source.load()
+    try:
+        with torch.no_grad():
+            model(torch.randn(*shape))
+    except Exception as error:
+        raise ValueError(f"{source.spec} cannot run on an input of shape {tuple(shape)}: {one_line(error)}") from None
+
+
+def port_is_free(ip: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as sock:
+        try:
+            sock.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
+def serve(source: ModelSource, shape: Sequence[int], port: int = 8866, ip: str = "127.0.0.1",
+          open_browser: bool = False, cull_idle: int = 300) -> int:
+    """Check the arguments, print the page's URL, and become the Voilà server until Ctrl-C."""
+    import importlib.util
+
+    def fail(message: str) -> None:
+        raise SystemExit(f"razor-widgets dashboard: error: {message}")
+
+    if importlib.util.find_spec("voila") is None:
+        fail('the dashboard needs Voilà: pip install "razor_widgets[notebooks]"')
+    if not port_is_free(ip, port):
+        fail(f"cannot listen on {ip}:{port}: the port is in use (or the address is not this machine's); "
+             f"give another --port")
+    try:
+        check_model(source, shape)
+    except ValueError as error:  # ModelLoadError included
+        fail(str(error))
+    env = dict(os.environ, **{MODEL_ENV: source.spec, INPUT_SHAPE_ENV: format_shape(shape), WORKDIR_ENV: os.getcwd()})
+    command = voila_command(port, ip, open_browser, cull_idle)
+    culling = f"idle kernels of closed pages end after {cull_idle} s" if cull_idle else "no idle culling"
+    print(f"razor-widgets dashboard: {source.spec} (input {format_shape(shape)}) at http://{ip}:{port}/ "
+          f"({culling}; Ctrl-C stops it)", flush=True)
+    if os.name == "posix":  # become the server: a signal to this process (Ctrl-C, kill) reaches Voila itself
+        os.execve(command[0], command, env)
+    server = subprocess.Popen(command, env=env)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        return 0
+
+
+if __name__ == "__main__":
+    run_voila(sys.argv[1:])

@@ -1,0 +1,145 @@
+"""The dashboard page as a person uses it, in a real browser (Debian's chromium, playwright):
+
+- while the kernel builds and traces the model the page says so, then the explorer appears
+  (the page-load time, navigation to the first slider, is measured and printed);
+- reloading the page several times leaves one kernel, and leaving the page ends it;
+- a tab closed without a word (headless chromium sends no beacon when a tab closes, nor
+  does a crashed browser) has its kernel culled once idle;
+- a model that cannot be traced shows the TraceError's text on the page.
+
+Kernels are counted as the server's ``ipykernel_launcher`` child processes (Linux /proc). Locally the tests
+skip without chromium or playwright; with CI set they fail instead (as tests/test_browser.py).
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from test_browser import accepts_connections, browser, free_port, stop, wait_until  # noqa: F401 (browser: a fixture)
+
+TESTS = Path(__file__).resolve().parent
+RELOADS = 4  # page loads: the first and three reloads
+SLIDER = ".widget-slider:visible"
+# records, from the first moment of each page, when the status line and the first slider appear
+WATCH_PAGE = """
+window.__seen = {};
+new MutationObserver(() => {
+    const now = performance.now();
+    if (!window.__seen.status && document.querySelector('.razor-dashboard-status')) window.__seen.status = now;
+    if (!window.__seen.slider && document.querySelector('.widget-slider')) window.__seen.slider = now;
+}).observe(document, {childList: true, subtree: true, attributes: true});
+"""
+
+
+class Dashboard:
+    """A ``razor-widgets dashboard`` process on a free port."""
+
+    def __init__(self, process: subprocess.Popen, url: str, log: Path) -> None:
+        self.process, self.url, self.log = process, url, log
+
+    def kernels(self) -> int:
+        """How many kernels the server runs now: its ``ipykernel_launcher`` children (from /proc)."""
+        count = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                count += parent == self.process.pid and b"ipykernel_launcher" in (stat.parent / "cmdline").read_bytes()
+            except (OSError, ValueError, IndexError):  # a process that ended meanwhile
+                pass
+        return count
+
+    def wait_for_kernels(self, expected: int, timeout: float) -> float:
+        """Wait until ``expected`` kernels run; the seconds it took."""
+        started = time.monotonic()
+        while self.kernels() != expected:
+            if time.monotonic() - started > timeout:
+                raise AssertionError(f"{self.kernels()} kernels after {timeout:.0f} s, expected {expected}:\n"
+                                     f"{self.log.read_text()[-3000:]}")
+            time.sleep(0.25)
+        return time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def start_dashboard(tmp_path_factory) -> Iterator[Callable[..., Dashboard]]:
+    """Starts ``razor-widgets dashboard ARGS`` (tests/ on the kernels' path); stops them all at the end."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str) -> Dashboard:
+        base = tmp_path_factory.mktemp("dashboard")
+        port = free_port()
+        log = base / "dashboard.log"
+        path = os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")])
+        with open(log, "w") as out:
+            process = subprocess.Popen([sys.executable, "-m", "razor_widgets", "dashboard", *args, "--port", str(port)],
+                                       stdout=out, stderr=subprocess.STDOUT, cwd=base,
+                                       env=dict(os.environ, PYTHONPATH=path))
+        started.append(process)
+        # every page load starts a kernel: probe the port, never GET /
+        wait_until(lambda: accepts_connections(port), "razor-widgets dashboard", process, log)
+        return Dashboard(process, f"http://127.0.0.1:{port}/", log)
+
+    yield start
+    for process in started:
+        stop(process)
+
+
+def load(page, url: str | None = None) -> dict:
+    """Open ``url`` (or reload); wait for the explorer's first slider. Seconds from navigation to
+    the status line and to the first slider."""
+    if url is None:
+        page.reload(wait_until="commit")
+    else:
+        page.goto(url, wait_until="commit")
+    page.wait_for_selector(SLIDER, timeout=180_000)
+    seen = page.evaluate("window.__seen")
+    return {what: ms / 1000 for what, ms in seen.items()}
+
+
+def test_reloads_leave_one_kernel_and_leaving_the_page_ends_it(browser, start_dashboard) -> None:  # noqa: F811
+    dashboard = start_dashboard()  # the default model, ResNet-18; idle culling at its default (300 s)
+    page = browser.new_page(viewport={"width": 1600, "height": 1200})
+    page.add_init_script(WATCH_PAGE)
+    loads = [load(page, dashboard.url)]
+    for _ in range(RELOADS - 1):
+        loads.append(load(page))
+    for seen in loads:  # the status line showed before the explorer, on every load
+        assert "status" in seen and seen["status"] < seen["slider"]
+    waited = dashboard.wait_for_kernels(1, timeout=30)  # the pages reloaded ended their kernels
+    to_status = [seen["status"] for seen in loads]
+    to_slider = [seen["slider"] for seen in loads]
+    print(f"\npage load, navigation to the status line: median {statistics.median(to_status):.1f} s; "
+          f"to the first slider: median {statistics.median(to_slider):.1f} s "
+          f"({', '.join(f'{t:.1f}' for t in to_slider)})")
+    print(f"kernels alive after {RELOADS} loads of the page: 1 ({waited:.1f} s after the last load)")
+    page.goto("about:blank")  # leaving the page ends its kernel
+    waited = dashboard.wait_for_kernels(0, timeout=30)
+    page.close()
+    print(f"kernels alive after leaving the page: 0 ({waited:.1f} s after)")
+    log = dashboard.log.read_text()
+    for alarming in ("_xsrf", "not trusted", "without encryption", "WARNING", "cannot be longer"):
+        assert alarming not in log
+
+
+def test_an_untraceable_model_shows_its_error_and_a_lost_tab_is_culled(browser, start_dashboard) -> None:  # noqa: F811
+    dashboard = start_dashboard("dashboard_models:PathDependsOnInput", "--input-size", "16", "--cull-idle", "3")
+    page = browser.new_page(viewport={"width": 1600, "height": 1200})
+    try:
+        page.goto(dashboard.url, wait_until="commit")
+        error = page.locator(".razor-dashboard-error")
+        error.wait_for(timeout=180_000)
+        text = error.inner_text()
+        assert "Cannot explore dashboard_models:PathDependsOnInput" in text and "TraceError" in text
+        assert "depends on the input's values" in text
+        assert page.locator(SLIDER).count() == 0
+        assert "There was an error when executing cell" not in page.content()  # not Voila's generic page
+        assert dashboard.kernels() == 1
+    finally:
+        page.close()  # no beforeunload, no beacon: the idle kernel is culled
+    waited = dashboard.wait_for_kernels(0, timeout=30)
+    print(f"\nkernel of a tab gone without a word culled {waited:.1f} s later (--cull-idle 3)")
