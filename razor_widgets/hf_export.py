@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .layers.embedding import is_embedding
+from .traced_size import attribute_sources
 from .unit_labels import unit_role
 
 MLP_KEYS = ("intermediate_size", "n_inner", "d_ff", "ffn_dim", "encoder_ffn_dim", "decoder_ffn_dim")
@@ -62,6 +63,7 @@ def update_hf_config(static: nn.Module, mutator: Any, prefix: str = "") -> list[
         config.hidden_size = embeddings.embedding_dim
     if not kv_heads and getattr(config, "num_key_value_heads", None) == original["num_attention_heads"]:
         kv_heads = heads  # no grouping: as many KV heads as query heads
+    before = {key: value for key, value in config.to_dict().items() if isinstance(value, int)}
     notes = []
     for keys, values in ((("num_attention_heads",), heads), (KV_ATTRS, kv_heads), (MLP_KEYS, mlp),
                          (EXPERT_KEYS, experts)):
@@ -75,6 +77,7 @@ def update_hf_config(static: nn.Module, mutator: Any, prefix: str = "") -> list[
                 per_layer = dict(getattr(config, "razor_widgets_per_layer", None) or {})
                 per_layer[key] = dict(values)
                 config.razor_widgets_per_layer = per_layer
+    notes += _sizes_used_as_numbers(mutator, config, before, original)
     mismatched = _mismatched_params(static)
     if mismatched or notes:
         config.razor_widgets_unrepresentable = mismatched
@@ -85,6 +88,19 @@ def update_hf_config(static: nn.Module, mutator: Any, prefix: str = "") -> list[
             "The exported module works: save it with torch.save (or prune every layer alike).",
             HFConfigWarning, stacklevel=3)
     return mismatched
+
+
+def _sizes_used_as_numbers(mutator: Any, config: Any, before: dict, original: dict) -> list[str]:
+    """Attributes the forward used as numbers (T5's ``model_dim ** -0.5``) keep their value in
+    the export; where one holds a config size that the export changed, ``from_pretrained``
+    would compute it from the new size: the reload would compute something else."""
+    changed = {before.get(key, value) for key, value in config.to_dict().items()
+               if isinstance(value, int) and before.get(key, value) != value}
+    changed |= {value for key, value in original.items() if value is not None and getattr(config, key, None) != value}
+    trace = getattr(mutator, "graph_trace", None)
+    used = {str(ref) for sources, _, _ in (trace.size_uses if trace is not None else [])
+            for ref in attribute_sources(sources) if ref.value in changed}
+    return [f"{', '.join(sorted(used))} (a size used as a number) would follow the new config"] if used else []
 
 
 def _kept_per_role(mutator: Any, static: nn.Module, prefix: str) -> tuple[dict, dict, dict, dict]:
