@@ -11,6 +11,9 @@ Every timed call gets its own ``copy.deepcopy`` of the model, made outside the t
 (preparing mutates the model). One untimed warm-up run per engine and model comes first; the
 reported figure is the median of ``--repeat`` timed runs.
 
+Language-model rows (Llama-shaped, built on cpu and on the meta device, time and peak RSS,
+each in a fresh process): ``python3 benchmarks/bench_prepare.py --lm`` (see ``lm_rows.py``).
+
 Run:  python3 -m pip install -e ".[bench]" && python3 benchmarks/bench_prepare.py
 """
 from __future__ import annotations
@@ -212,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"leave out the stress case {STRESS_MODEL}")
     parser.add_argument("--stress", action="store_true",
                         help=f"run only the stress case {STRESS_MODEL}")
+    parser.add_argument("--lm", action="store_true",
+                        help="run only the language-model rows (lm_rows.py: Llama-shaped, cpu and meta, "
+                             "each in a fresh process, with peak RSS)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch.set_num_threads (default 1: batch-1 forwards gain nothing "
                              "from more, and on a shared 2-core box 2 threads make timings "
@@ -219,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    if args.lm:
+        import lm_rows
+
+        return lm_rows.main([])
 
     if args.models:
         models = model_names(parser, args.models)

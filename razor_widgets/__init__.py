@@ -34,6 +34,8 @@ __all__ = [
     "L2MutableChannelUnit", "RandomMutableChannelUnit", "TaylorMutableChannelUnit", "calibrate",
     # a model being pruned, without widgets: channel and searchable-op choices, counts, export, plans
     "ChosenPathCounter", "ModuleGroup", "PruningSession",
+    # models built on the meta device (shapes, no data)
+    "MetaDeviceError", "is_meta_model",
     # what a unit is (heads, KV groups, hidden size, MLP); HF exports that their config cannot say
     "HFConfigWarning", "UnitRole", "describe_unit", "unit_role",
 ]

@@ -19,6 +19,7 @@ from torch import nn
 
 from .channel_range import Channel
 from .channel_space import CONST, NONE, ChannelSpace, compress, varying_dims
+from .param_elements import ParameterElements
 from .traced_size import AttrRef, attribute_sources, shape_sources
 from .tracing import Node, TensorRef, TracedGraph
 
@@ -100,7 +101,8 @@ class AnalysisContext:
         self.space = ChannelSpace()
         self.ids: dict[int, torch.Tensor] = {}
         self.slots: list[Slot] = []
-        self.param_ids: dict[str, tuple[torch.Tensor, tuple[int, ...]]] = {}
+        self.params = ParameterElements(self.space, modules)  # elements of parameters ops read
+        self.param_ids = self.params.ids  # name -> (ids, shape)
         self.layer_out: dict[str, torch.Tensor] = {}  # output elements of each layer (reuse)
         self.unknown_ops: list[tuple[str, str]] = []
         self.slice_checks: list[tuple[torch.Tensor, list[torch.Tensor], str, list[int]]] = []
@@ -114,17 +116,13 @@ class AnalysisContext:
         self.frozen_attributes: list[tuple[AttrRef, str]] = []  # attributes that must keep their value
 
     # -- ids of tensors -------------------------------------------------------------------
-    def get(self, ref: TensorRef) -> torch.Tensor:
-        """Compressed ids of a tensor; parameters get elements of their own on first use."""
+    def get(self, ref: TensorRef, along: int | None = None) -> torch.Tensor:
+        """Compressed ids of a tensor; parameters get elements of their own on first use (per
+        position of dim ``along`` only when a layer reads them along it: ``param_elements.py``)."""
         ids = self.ids.get(ref.handle)
         if ids is None:
-            if ref.param is not None and ref.param in self.param_ids:
-                ids = self.param_ids[ref.param][0]
-            elif ref.param is not None and _is_float_param(self.modules, ref.param):
-                n = math.prod(ref.shape)
-                ids = compress(self.space.fresh(n).reshape(ref.shape))
-                self.param_ids[ref.param] = (ids, ref.shape)
-            else:
+            ids = self.params.elements(ref, along) if ref.param is not None else None
+            if ids is None:
                 ids = torch.full([1] * len(ref.shape), CONST, dtype=torch.long)
             self.ids[ref.handle] = ids
         return ids
@@ -181,7 +179,7 @@ class AnalysisContext:
         """Elements of the channel dim ``dim`` as read by a layer (other dims share them)."""
         dim = dim % len(ref.shape)
         size = ref.shape[dim]
-        ids = self.get(ref)
+        ids = self.get(ref, along=dim)
         if ids.numel() == size and ids.shape[dim] == size and bool((ids >= 0).all()):
             return ids.reshape(-1)  # the common case: one element per channel, nothing to merge
         reason = self.const_reasons.get(ref.handle, INPUT_REASON)
@@ -209,10 +207,10 @@ class AnalysisContext:
     def check_slices(self, source: torch.Tensor, parts: list[torch.Tensor], reason: str) -> None:
         """After the union-find: a part holding only some of the source's channels is a selection by fixed
         indices, which pruning would shift: fixed, unless no op reads the parts (``x[:, :, -1]`` for its shape)."""
-        source = torch.unique(source[source >= 0])
+        source = torch.unique(_valid(compress(source)))
         if source.numel():
             handles = [r.handle for r in self.node.output_refs()] if self.node is not None else []
-            self.slice_checks.append((source, [torch.unique(p[p >= 0]) for p in parts], reason, handles))
+            self.slice_checks.append((source, [torch.unique(_valid(compress(p))) for p in parts], reason, handles))
 
     def resolve_slices(self, roots: np.ndarray) -> None:
         read = {r.handle for n in self.graph.nodes for r in n.input_refs()} | {r.handle for r in self.graph.outputs}
@@ -254,12 +252,17 @@ class AnalysisContext:
 
     def unknown(self, node: Node) -> None:
         """No rule: fix every element the op touches and give its outputs no structure."""
-        touched = [self.get(r) for r in node.input_refs()]
-        has_elements = any(bool((t >= 0).any()) for t in touched)
+        refs = node.input_refs()
+        deferred = [r.handle not in self.ids and self.params.can_wait(r) for r in refs]
+        touched = [None if later else self.get(r) for r, later in zip(refs, deferred)]
+        has_elements = any(deferred) or any(bool((t >= 0).any()) for t in touched if t is not None)
         if has_elements:
             reason = f"no channel rule for {self.describe()}"
-            for t in touched:
-                self.fix(t, reason)
+            for ref, t in zip(refs, touched):
+                if t is None:
+                    self.params.fix_later(ref.param, reason)
+                else:
+                    self.fix(t, reason)
             self.unknown_ops.append((node.name, node.scope))
         for ref in node.output_refs():
             self.set(ref, torch.full([1] * len(ref.shape), CONST, dtype=torch.long))
@@ -275,11 +278,8 @@ class AnalysisContext:
                     self.const_reasons[ref.handle] = reasons[0]
 
 
-def _is_float_param(modules: dict[str, nn.Module], qualname: str) -> bool:
-    owner, _, attr = qualname.rpartition(".")
-    module = modules.get(owner)
-    tensor = None if module is None else getattr(module, attr, None)
-    return isinstance(tensor, nn.Parameter)
+def _valid(ids: torch.Tensor) -> torch.Tensor:
+    return ids[ids >= 0]
 
 
 class ChannelAnalyzer:
@@ -347,16 +347,16 @@ def _per_head_size(ctx: AnalysisContext, sources: tuple, value: int, roots: np.n
 
 def _param_slots(ctx: AnalysisContext, roots: np.ndarray) -> None:
     """Parameters used by functional ops: sliceable when their elements vary along one dim."""
-    for name, (ids, shape) in ctx.param_ids.items():
-        ids = ids.reshape((1,) * (len(shape) - ids.dim()) + tuple(ids.shape))
-        full = torch.from_numpy(roots[ids.reshape(-1).numpy()]).reshape(ids.shape)  # compressed: no entry per element
-        dims = varying_dims(compress(full))
+    for name, (ids, _shape) in ctx.param_ids.items():
+        dims = varying_dims(compress(torch.from_numpy(roots[ids.reshape(-1).numpy()]).reshape(ids.shape)))
         if len(dims) == 1:
             dim = dims[0]
-            line = ids.movedim(dim, 0).reshape(shape[dim], -1)[:, 0]
+            line = ids.movedim(dim, 0).reshape(ids.shape[dim], -1)[:, 0]
             ctx.slot(name, True, line, param_dim=dim)
         elif len(dims) > 1:
             ctx.fix(ids, f"parameter {name!r} mixes channels along several dims")
+    # parameters still in ctx.params.pending were only fixed, one element per position: they
+    # mix channels along several dims, hold no slot and meet no other element
 
 
 def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:

@@ -37,7 +37,7 @@ class ChannelSpace:
 
     count: int = 0
     _pairs: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
-    _fixed: list[tuple[torch.Tensor, str]] = field(default_factory=list)
+    _fixed: list[list] = field(default_factory=list)  # [ids or None (reserved), reason]
     roots: np.ndarray | None = None
 
     def fresh(self, n: int) -> torch.Tensor:
@@ -57,7 +57,17 @@ class ChannelSpace:
         ids = ids.reshape(-1)
         ids = ids[ids >= 0]
         if ids.numel():
-            self._fixed.append((torch.unique(ids), reason))
+            self._fixed.append([torch.unique(ids), reason])
+
+    def reserve_fix(self, reason: str) -> int:
+        """Keep a place in the order of fixes for elements that get their ids later (a
+        parameter's, see ``AnalysisContext``): ``fill_fix`` gives them."""
+        self._fixed.append([None, reason])
+        return len(self._fixed) - 1
+
+    def fill_fix(self, index: int, ids: torch.Tensor) -> None:
+        ids = ids.reshape(-1)
+        self._fixed[index][0] = torch.unique(ids[ids >= 0])
 
     # -- resolution -----------------------------------------------------------------------
     def resolve(self) -> np.ndarray:
@@ -90,6 +100,8 @@ class ChannelSpace:
         index: dict[str, int] = {}
         root_parts, reason_parts = [], []
         for ids, reason in self._fixed:
+            if ids is None or not ids.numel():  # reserved for elements never given ids
+                continue
             k = index.setdefault(reason, len(index))
             root_parts.append(self.roots[ids.numpy()])
             reason_parts.append(np.full(len(ids), k, dtype=np.int64))

@@ -24,6 +24,7 @@ from .layers import (
     DynamicLinear,
     DynamicMultiheadAttention,
 )
+from .meta_device import MetaDeviceError, is_meta_model
 from .models import SearchableShuffleNetV2, ShuffleBlock, ShuffleXception
 from .module_counter import CandidateCounter, ChosenPathCounter
 from .mutables import (

@@ -55,13 +55,31 @@ def _attribute_sized_fill(ctx: AnalysisContext, node: Node) -> None:
     ctx.write(out, dim, ids)
 
 
-def _swap_refs(ctx: AnalysisContext, tree):
-    """Float tensors become their id tensors; integer and bool tensors (indices) keep values."""
+class _NoIndexValues(Exception):
+    """An index tensor on the meta device: its values are unknown."""
+
+
+def _swap_refs(ctx: AnalysisContext, tree, rows_joined: bool = False, views: bool = True):
+    """Float tensors become their id tensors; integer and bool tensors (indices) keep values.
+
+    Id tensors are broadcast views of the compressed ids (``views``): dims without channels
+    (tokens, space, batch) are never materialised unless the op needs a dense tensor.
+
+    On the meta device indices have no values: where the rows they pick were joined as one
+    (a table lookup, ``_table_rows``) any index gives the same ids, so zeros stand in;
+    elsewhere the op cannot be replayed (``_NoIndexValues``)."""
 
     def swap(x):
         if not isinstance(x, TensorRef):
             return x
-        return ctx.full(x) if x.is_float else ctx.graph.values[x.handle]
+        if x.is_float:
+            return ctx.get(x).expand(x.shape) if views else ctx.full(x)
+        value = ctx.graph.values[x.handle]
+        if value.is_meta:
+            if not rows_joined:
+                raise _NoIndexValues
+            return torch.zeros(value.shape, dtype=value.dtype)
+        return value
 
     return tree_map(swap, tree)
 
@@ -74,22 +92,15 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
 
     if node.name in ("__getitem__", "transpose", "swapaxes") and expert_slice(ctx, node):
         return None
-    args = _swap_refs(ctx, node.args)
-    kwargs = _swap_refs(ctx, node.kwargs)
-    if node.name == "pad":
-        if len(args) > 3:
-            args = (*args[:3], CONST, *args[4:])
-        else:
-            kwargs["value"] = CONST
-    if node.name == "__setitem__" and len(args) > 2 and not isinstance(args[2], torch.Tensor):
-        args = (*args[:2], CONST)  # a number written into the data, not an element id
-    gathered = _table_rows(ctx, node)
-    if gathered:
-        args = (_rows_as_one(ctx, args[0], gathered), *args[1:])
     try:
-        out = node.target(*args, **kwargs)
-    except Exception:  # the op does not accept int64 tensors: no rule after all
+        out, args = _replay(ctx, node, views=node.name != "__setitem__")
+    except _NoIndexValues:  # indices without values (meta device): no rule can place the ids
         return ctx.unknown(node)
+    except Exception:  # noqa: BLE001 (the op needs dense tensors: replay on dense ids)
+        try:
+            out, args = _replay(ctx, node, views=False)
+        except Exception:  # the op does not accept int64 tensors: no rule after all
+            return ctx.unknown(node)
     if node.name == "pad":
         out = _pad_positions_keep_channels(ctx.get(first_input(node)), out, node)
     if node.name == "__setitem__":
@@ -129,6 +140,23 @@ def _split_by_attribute(ctx: AnalysisContext, node: Node, parts: list[torch.Tens
     for part in parts:
         if part.shape[dim] == int(size):
             ctx.count_with_attribute(attr, part.movedim(dim, -1).reshape(-1, part.shape[dim])[0])
+
+
+def _replay(ctx: AnalysisContext, node: Node, views: bool) -> tuple:
+    """Run the op on the id tensors: (its output, the arguments it got)."""
+    gathered = _table_rows(ctx, node)
+    args = _swap_refs(ctx, node.args, bool(gathered), views)
+    kwargs = _swap_refs(ctx, node.kwargs, bool(gathered), views)
+    if node.name == "pad":
+        if len(args) > 3:
+            args = (*args[:3], CONST, *args[4:])
+        else:
+            kwargs["value"] = CONST
+    if node.name == "__setitem__" and len(args) > 2 and not isinstance(args[2], torch.Tensor):
+        args = (*args[:2], CONST)  # a number written into the data, not an element id
+    if gathered:
+        args = (_rows_as_one(ctx, args[0], gathered), *args[1:])
+    return node.target(*args, **kwargs), args
 
 
 def _resized_channels(ctx: AnalysisContext, ids: torch.Tensor, target: list) -> torch.Tensor:

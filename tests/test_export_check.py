@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from razor_widgets import MODELS, ChannelMutator, ExportError, UncheckedExportWarning, count_resources
-from razor_widgets.analysis import ChannelItem, UnitSpec, _no_layer_reason
+from razor_widgets.analysis import UnitSpec, _no_layer_reason
+from razor_widgets.channel_range import Channel
 from razor_widgets.export_check import compare_outputs
 from razor_widgets.layers.conv import DynamicConvMixin
 
@@ -255,10 +256,11 @@ def test_timm_bias_modules_keep_their_heads_with_a_reason(case, windows):
 
 
 def test_a_unit_of_parameter_entries_only_is_fixed():
-    only_params = UnitSpec(4, 1, output_related=[ChannelItem("a.ls", 0, 4, True, param_dim=0),
-                                                 ChannelItem("b.scale", 0, 4, True, param_dim=1)])
+    only_params = UnitSpec(4, 1, output_related=[Channel("a.ls", None, (0, 4), True, param_dim=0),
+                                                 Channel("b.scale", None, (0, 4), True, param_dim=1)])
     assert "only the parameter(s) a.ls, b.scale" in _no_layer_reason(only_params)[0]
-    with_layer = UnitSpec(4, 1, output_related=[ChannelItem("fc", 0, 4, True), ChannelItem("a.ls", 0, 4, True, 0, 0)])
+    with_layer = UnitSpec(4, 1, output_related=[Channel("fc", None, (0, 4), True),
+                                                Channel("a.ls", None, (0, 4), True, param_dim=0)])
     assert _no_layer_reason(with_layer) == []
 
 

@@ -15,6 +15,7 @@ from ..export_check import verify_export
 from ..hf_export import update_hf_models
 from ..layers import dynamic_op_for
 from ..live_counter import ResourceCounter, mutator_resources
+from ..meta_device import require_real_weights
 from ..mutables.units import Channel, MutableChannelUnit
 from ..registry import MODELS
 from ..resources import Resources
@@ -370,6 +371,7 @@ class ChannelMutator(BaseMutator):
     def to_static(self, check: bool = True, example_inputs: Any = None) -> nn.Module:
         """A new model of plain torch layers holding only the kept channels. ``check``: it must
         compute what the masked model does on the example input, else ``ExportError`` (two forwards)."""
+        require_real_weights(self._model, "to_static()")
         self._require_prepared()
         originals = {id(t): t for t in (*self._model.parameters(), *self._model.buffers())}
         static = copy.deepcopy(self._model, dict(originals))  # the copy shares the tensors: no second copy
