@@ -36,6 +36,8 @@ __all__ = [
     "ChosenPathCounter", "ModuleGroup", "PruningSession",
     # models built on the meta device (shapes, no data)
     "MetaDeviceError", "is_meta_model",
+    # what a unit is (heads, KV groups, hidden size, MLP); HF exports that their config cannot say
+    "HFConfigWarning", "UnitRole", "describe_unit", "unit_role",
 ]
 
 

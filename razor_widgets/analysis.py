@@ -58,6 +58,7 @@ class UnitSpec:
     fixed_reasons: list[str] = field(default_factory=list)
     order: int = 0
     roots: list[int] = field(default_factory=list)  # the unit's elements, one per channel of a block
+    divisor: int = 1  # kept channels per block must be a multiple (a kernel's alignment)
 
     @property
     def name(self) -> str:
@@ -74,6 +75,7 @@ class ChannelAnalysis:
     size 1 is broadcast), or None. ``side_elements(name, is_output, param_dim)``: the elements
     of a layer side (or of a parameter's dim) as the layer's first call read or wrote them.
     ``size_attributes``: ``(module, attribute) -> elements`` the attribute counts.
+    ``expert_slices``: tensors that are one expert of a 3-D expert parameter (``layers/experts.py``).
     """
 
     units: list[UnitSpec]
@@ -81,6 +83,7 @@ class ChannelAnalysis:
     tensor_ids: dict[int, torch.Tensor]
     sides: dict[tuple[str, bool, int | None], torch.Tensor]
     size_attributes: dict[tuple[str, str], torch.Tensor]
+    expert_slices: dict[int, TensorRef] = field(default_factory=dict)  # ``P[e]`` -> the 3-D parameter ``P``
 
     def elements(self, ref: TensorRef) -> torch.Tensor | None:
         return self.tensor_ids.get(ref.handle)
@@ -105,9 +108,12 @@ class AnalysisContext:
         self.layer_out: dict[str, torch.Tensor] = {}  # output elements of each layer (reuse)
         self.unknown_ops: list[str] = []  # the ops without a rule, as ``describe()`` names them
         self.rule_errors: dict[str, str] = {}  # op -> why its rule failed on it
-        self.slice_checks: list[tuple[torch.Tensor, list[torch.Tensor], str]] = []
+        self.slice_checks: list[tuple[torch.Tensor, list[torch.Tensor], str, list[int]]] = []
         self.const_reasons: dict[int, str] = {}  # why a tensor without elements has none
         self._first_slot: dict[tuple[str, bool], torch.Tensor] = {}
+        self.expert_slices: dict[int, TensorRef] = {}  # P[e] of a 3-D expert parameter -> P
+        self.divisors: list[tuple[torch.Tensor, int]] = []  # elements whose kept count a kernel aligns
+        self.layer_params: set[str] = set()  # parameters run as layers (3-D expert weights)
         self.node: Node | None = None
         self.size_attributes: dict[tuple[str, str], torch.Tensor] = {}  # attribute -> elements it counts
         self.frozen_attributes: list[tuple[AttrRef, str]] = []  # attributes that must keep their value
@@ -208,14 +214,18 @@ class AnalysisContext:
         return rows
 
     def check_slices(self, source: torch.Tensor, parts: list[torch.Tensor], reason: str) -> None:
-        """After the union-find: a part holding only some of the source's channels means a
-        selection by fixed indices, which pruning would shift; those channels stay fixed."""
+        """After the union-find: a part holding only some of the source's channels is a selection by fixed
+        indices, which pruning would shift: fixed, unless no op reads the parts (``x[:, :, -1]`` for its shape)."""
         source = torch.unique(_valid(compress(source)))
         if source.numel():
-            self.slice_checks.append((source, [torch.unique(_valid(compress(p))) for p in parts], reason))
+            handles = [r.handle for r in self.node.output_refs()] if self.node is not None else []
+            self.slice_checks.append((source, [torch.unique(_valid(compress(p))) for p in parts], reason, handles))
 
     def resolve_slices(self, roots: np.ndarray) -> None:
-        for source, parts, reason in self.slice_checks:
+        read = {r.handle for n in self.graph.nodes for r in n.input_refs()} | {r.handle for r in self.graph.outputs}
+        for source, parts, reason, handles in self.slice_checks:
+            if handles and read.isdisjoint(handles):
+                continue
             whole = set(roots[source.numpy()].tolist())
             if any(set(roots[p.numpy()].tolist()) < whole for p in parts):
                 self.fix(source, reason)
@@ -241,6 +251,13 @@ class AnalysisContext:
             return
         self._first_slot[name, is_output] = ids1d
         self.slots.append(Slot(name, is_output, ids1d, len(self.slots), param_dim))
+
+    def require_divisor(self, ids: torch.Tensor, divisor: int) -> None:
+        """The kept count of these channels must be a multiple of ``divisor`` (a kernel's alignment)."""
+        self.divisors.append((ids.reshape(-1), divisor))
+
+    def first_slot(self, name: str, is_output: bool) -> torch.Tensor | None:  # a layer side as first recorded
+        return self._first_slot.get((name, is_output))
 
     def unknown(self, node: Node, detail: str | None = None) -> None:
         """No rule (or, with ``detail``, a rule that failed on this form of the op): fix every
@@ -293,6 +310,9 @@ class ChannelAnalyzer:
                 ctx.node = node
                 self.rules.apply(ctx, node)
             ctx.node = None
+            from .layers.embedding import tie_shared_weights  # layers build on this module
+
+            tie_shared_weights(ctx)
             for ref in graph.outputs:
                 ctx.fix(ctx.get(ref), "model output")
             value_uses = resolve_comparisons(ctx, graph.size_uses)
@@ -306,7 +326,7 @@ class ChannelAnalyzer:
         sides: dict[tuple[str, bool, int | None], torch.Tensor] = {}
         for slot in ctx.slots:
             sides.setdefault((slot.name, slot.is_output, slot.param_dim), slot.ids)
-        return ChannelAnalysis(units, roots, ctx.ids, sides, ctx.size_attributes)
+        return ChannelAnalysis(units, roots, ctx.ids, sides, ctx.size_attributes, ctx.expert_slices)
 
 
 def _resolve_size_uses(ctx: AnalysisContext, uses: list, roots: np.ndarray) -> None:
@@ -397,6 +417,11 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
             runs.setdefault(c, []).append((slot, p, count, expand))
             p += count * length
     chain_reasons = _reasons_by_chain(ctx.space.fixed_pairs(), chain_id, chain_pos)
+    chain_divisor: dict[int, int] = {}
+    for ids, divisor in ctx.divisors:
+        for c in np.unique(chain_id[roots[ids[ids >= 0].numpy()]]).tolist():
+            if c >= 0:
+                chain_divisor[c] = math.lcm(chain_divisor.get(c, 1), divisor)
     # 4. one unit per chain
     units = []
     for c, chain in enumerate(chains):
@@ -410,18 +435,20 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
             item = Channel(slot.name, None, (start * expand, (start + count * len(chain)) * expand),
                            slot.is_output, expand, slot.param_dim)
             (spec.output_related if slot.is_output else spec.input_related).append(item)
-        spec.fixed_reasons.extend(chain_reasons.get(c, []) or _no_layer_reason(spec))
+        spec.fixed_reasons.extend(chain_reasons.get(c, []) or _no_layer_reason(spec, ctx.layer_params))
         spec.roots = chain.tolist()
+        spec.divisor = chain_divisor.get(c, 1)
         units.append(spec)
     units.sort(key=lambda u: u.order)
     return units
 
 
-def _no_layer_reason(spec: UnitSpec) -> list[str]:
+def _no_layer_reason(spec: UnitSpec, layer_params: frozenset[str] | set[str] = frozenset()) -> list[str]:
     """A unit of parameter entries only: no layer on either side can shrink with it, so slicing
-    the parameters would leave the data they meet (``ls * branch(x)``) at full width."""
+    the parameters would leave the data they meet (``ls * branch(x)``) at full width. The
+    parameters a layer kind runs as a layer (3-D expert weights) are layers here."""
     items = spec.output_related + spec.input_related
-    if any(item.param_dim is None for item in items):
+    if any(item.param_dim is None or item.name in layer_params for item in items):
         return []
     names = ", ".join(dict.fromkeys(item.name for item in items))
     return [f"no layer reads or writes these channels, only the parameter(s) {names}: "
@@ -480,8 +507,9 @@ def _warn_unknown(ctx: AnalysisContext, units: list[UnitSpec]) -> None:
             continue
         layers = sorted({item.name for u in caused for item in u.output_related + u.input_related})
         detail = ctx.rule_errors.get(tag)
+        model = type(ctx.modules.get("")).__name__
         warnings.warn(
-            f"no channel rule for op {tag}" + (f" ({detail})" if detail else "")
+            f"{model}: no channel rule for op {tag}" + (f" ({detail})" if detail else "")
             + ": the channels it touches are not prunable"
             + (f" (layers: {', '.join(layers)})" if layers else ""),
             UnprunableChannelsWarning,

@@ -27,6 +27,7 @@ from .analysis import ChannelAnalysis
 from .derived_weights import derived_weight
 from .layers import KINDS, LayerGeometry, LayerKind, Term, function_kind, kind_of, leaf_kind
 from .layers.base import FunctionOwner, Side
+from .layers.transposed_linear import OWNED_LINEAR
 from .resources import REFERENCE_FLOP_FORMULAS
 from .tracing import Node, TensorRef, TracedGraph
 
@@ -318,6 +319,11 @@ def _fn_layer(builder: _Builder, node: Node) -> bool:
     """A functional layer call with a module's weight (``F.conv2d(x, conv.weight)``)."""
     kind = function_kind(node.name)
     owner = kind.function_owner(node, builder.graph.modules) or _derived_owner(builder, node, kind)
+    if owner is None and node.name == "linear" and node.input_refs()[1].handle in builder.analysis.expert_slices:
+        return _fn_expert_linear(builder, node)
+    if owner is None and node.name == "linear":  # a module's own weight, not a linear layer's (a router)
+        kind = OWNED_LINEAR
+        owner = kind.function_owner(node, builder.graph.modules)
     if owner is None or owner.attr != "weight":
         return False
     terms = kind.macs(_geometry(builder, owner.name, owner.module, kind, node))
@@ -336,6 +342,21 @@ def _derived_owner(builder: _Builder, node: Node, kind: LayerKind) -> FunctionOw
         return None
     builder.op_layers.update(derived.sources)
     return FunctionOwner(derived.layer, derived.module, "weight")
+
+
+def _fn_expert_linear(builder: _Builder, node: Node) -> bool:
+    """``F.linear(x, experts[e])`` and ``_grouped_mm(x, experts, offs)``: rows * kept_in *
+    kept_out, from the tensors' own elements (every row meets one expert's matrix)."""
+    refs = node.input_refs()
+    if len(refs) < 2 or (node.name == "_grouped_mm" and (len(refs[0].shape), len(refs[1].shape)) != (2, 3)):
+        return False
+    x, out = node.input_refs()[0], node.output_refs()[0]
+    weight = node.input_refs()[1]
+    spec = builder.analysis.expert_slices.get(weight.handle)
+    layer = spec.param.param if spec is not None else weight.param
+    builder.op_layers.add(layer.rpartition(".")[0])
+    builder.spec.term(layer, False, 1, [*builder.numel_sides(out), builder.dim_side(x, -1)])
+    return True
 
 
 def _fn_matmul(builder: _Builder, node: Node) -> bool:
@@ -396,7 +417,7 @@ def _fn_sdpa(builder: _Builder, node: Node) -> bool:
 
 FUNCTION_OPS = {
     "matmul": _fn_matmul, "__matmul__": _fn_matmul, "bmm": _fn_matmul, "mm": _fn_matmul,
-    "einsum": _fn_einsum, "scaled_dot_product_attention": _fn_sdpa,
+    "einsum": _fn_einsum, "scaled_dot_product_attention": _fn_sdpa, "_grouped_mm": _fn_expert_linear,
 }
 
 

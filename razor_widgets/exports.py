@@ -10,6 +10,7 @@ from .compat import BaseModel
 from .dynamic_ops import DynamicChannelMixin
 from .export_check import ExportError, UncheckedExportWarning
 from .finetune import LossHistory, finetune, full_choice_copy
+from .hf_export import HFConfigWarning
 from .importance import calibrate
 from .layers import (
     DynamicBatchNorm1d,
@@ -75,3 +76,4 @@ from .quality import EvaluationError, Sensitivity, sensitivity_scan
 from .registry import MODELS, Registry
 from .resources import Resources, count_resources, reference_flops
 from .tracing import TraceError
+from .unit_labels import UnitRole, describe_unit, unit_role

@@ -110,8 +110,18 @@ def _cpu_flash_sdpa_backward_flop(grad_out_shape, query_shape, key_shape, value_
     return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
+def _grouped_mm_flop(a_shape, b_shape, *args, out_shape=None, **kwargs):
+    # MoE experts (transformers' grouped form): every row of ``a`` [rows, k] times one expert's
+    # [k, n] matrix of ``b`` [experts, k, n]; FlopCounterMode has no formula for it (counts 0)
+    if len(a_shape) == 2 and len(b_shape) == 3:
+        return 2 * a_shape[0] * a_shape[1] * b_shape[2]
+    return 2 * math.prod(out_shape) * a_shape[-1] if out_shape is not None else 0
+
+
 _aten = torch.ops.aten
 REFERENCE_FLOP_FORMULAS: dict[Any, Any] = {}
+if hasattr(_aten, "_grouped_mm"):
+    REFERENCE_FLOP_FORMULAS[_aten._grouped_mm] = _grouped_mm_flop
 if hasattr(_aten, "_scaled_dot_product_flash_attention_for_cpu"):
     REFERENCE_FLOP_FORMULAS[_aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_flash_sdpa_flop
 if hasattr(_aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):

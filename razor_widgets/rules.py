@@ -24,10 +24,13 @@ from torch import nn
 from .analysis import AnalysisContext
 from .channel_space import CONST, NONE, varying_dims
 from .layers import function_kind, leaf_kind
+from .layers.channel_mean import MEAN_OPS, channel_mean
+from .layers.experts import expert_grouped_mm, expert_linear
+from .layers.transposed_linear import OWNED_LINEAR
 from .rules_matmul import einsum, matmul, sdpa
 from .rules_movement import RESHAPES, creation, first_input, movement
 from .traced_size import TracedSize
-from .tracing import Node
+from .tracing import Node, TensorRef
 
 Rule = Callable[[AnalysisContext, Node], None]
 
@@ -51,6 +54,9 @@ def elementwise(ctx: AnalysisContext, node: Node) -> None:
     shapes = [(1,) * (len(out.shape) - len(r.shape)) + tuple(r.shape) for r in refs]
     vary = {d for i in ids for d in varying_dims(i)}
     part = [i for i, s in zip(ids, shapes) if all(s[d] == out.shape[d] for d in vary)]
+    for i in ids:  # broadcast across another operand's channels: its own meet them all
+        if not any(i is p for p in part) and bool((i >= 0).any()):
+            ctx.fix(i, f"broadcast across channels in {ctx.describe()}")
     if not part:
         ctx.set(out, torch.full([1] * len(out.shape), CONST, dtype=torch.long))
         return
@@ -70,9 +76,13 @@ def elementwise(ctx: AnalysisContext, node: Node) -> None:
 
 def reduction(ctx: AnalysisContext, node: Node) -> None:
     """Reductions and softmax: fine across non-channel dims, no rule across channel dims."""
+    if _binary_form(node):  # torch.min(a, b), torch.max(a, b): elementwise
+        return elementwise(ctx, node)
     src = first_input(node)
     ids = ctx.get(src)
     dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+    if not _is_dims(dims):
+        return ctx.unknown(node)
     if node.name == "normalize":  # normalize(x, p=2.0, dim=1)
         dims = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 1)
     ndim = len(src.shape)
@@ -80,9 +90,12 @@ def reduction(ctx: AnalysisContext, node: Node) -> None:
         dims = list(range(ndim))
     dims = [d % ndim for d in ([dims] if isinstance(dims, int) else dims)]
     if any(ids.shape[d] > 1 for d in dims):
-        ids = _combine_copies(ctx, ids, dims) if node.name in COMBINING else None
-        if ids is None:
+        combined = _combine_copies(ctx, ids, dims) if node.name in COMBINING else None
+        if combined is None:  # a reduction over the channels themselves
+            if node.name in MEAN_OPS and len(dims) == 1:
+                return channel_mean(ctx, node, dims[0])
             return ctx.unknown(node)
+        ids = combined
     if node.name in ("softmax", "log_softmax", "cumsum", "cumprod", "normalize"):
         return passthrough(ctx, node)
     at = 3 if node.name in ("std", "var") else 2  # std(x, dim, unbiased, keepdim)
@@ -104,17 +117,20 @@ def _combine_copies(ctx: AnalysisContext, ids: torch.Tensor, dims: list[int]) ->
     (``torch.stack([a, b]).mean(0)``) combines them position by position, as ``a + b`` does:
     the copies are one set of channels; returns the ids with one copy left. None when no other
     dim holds channels: the reduction is then over the channels themselves (a value use)."""
-    combined = ids
+    combined, pairs = ids, []
     for d in dims:
         if combined.shape[d] > 1:
             copies = combined.movedim(d, 0)
             for copy in copies[1:]:
-                valid = (copies[0] >= 0) & (copy >= 0)
-                if not bool(valid.all()):
+                if not bool(((copies[0] >= 0) & (copy >= 0)).all()):
                     return None
-                ctx.space.union(copies[0], copy)
+                pairs.append((copies[0], copy))
             combined = copies[:1].movedim(0, d)
-    return combined if varying_dims(combined) else None
+    if not varying_dims(combined):  # checked before any union: the channels themselves stay apart
+        return None
+    for first, copy in pairs:
+        ctx.space.union(first, copy)
+    return combined
 
 
 def tensor_unfold(ctx: AnalysisContext, node: Node) -> None:
@@ -128,6 +144,17 @@ def tensor_unfold(ctx: AnalysisContext, node: Node) -> None:
         ctx.set(node.output_refs()[0], ids.unsqueeze(-1))
         return None
     return movement(ctx, node)
+
+
+def _binary_form(node: Node) -> bool:
+    """``min``/``max`` of two tensors (``other`` given) are elementwise, not reductions."""
+    other = node.kwargs.get("other", node.args[1] if len(node.args) > 1 else None)
+    return node.name in ("min", "max") and isinstance(other, TensorRef)
+
+
+def _is_dims(dims: object) -> bool:
+    return dims is None or isinstance(dims, int) or (
+        isinstance(dims, (list, tuple)) and all(isinstance(d, int) for d in dims))
 
 
 def pooling(ctx: AnalysisContext, node: Node, spatial: int) -> None:
@@ -179,7 +206,7 @@ POOLING = {
 }
 PRODUCTS: dict[str, Rule] = {
     "matmul": matmul, "__matmul__": matmul, "bmm": matmul, "mm": matmul, "einsum": einsum,
-    "scaled_dot_product_attention": sdpa, "unfold": tensor_unfold,
+    "scaled_dot_product_attention": sdpa, "unfold": tensor_unfold, "_grouped_mm": expert_grouped_mm,
 }
 
 
@@ -212,6 +239,10 @@ class RuleTable:
         name = node.name
         if not node.input_refs():
             return creation(ctx, node)
+        if name == "linear" and expert_linear(ctx, node):  # F.linear(x, experts[e]): 3-D expert weights
+            return None
+        if name == "linear" and OWNED_LINEAR.function_owner(node, ctx.modules) is not None:  # a router's weight
+            return OWNED_LINEAR.function_rule(ctx, node)
         kind = function_kind(name)
         if kind is not None:
             return kind.function_rule(ctx, node)

@@ -116,20 +116,26 @@ def _grouped(ids: torch.Tensor, letters: str, groups: list[list[str]]) -> torch.
 def sdpa(ctx: AnalysisContext, node: Node) -> None:
     """``scaled_dot_product_attention``: q and k meet over the head dim, v passes to the output.
 
-    The scale is derived from q's size, so channels that vary within a head of q or k stay
-    fixed (pruning them would change it); v's channels are free. When every head is one
-    element (whole heads, ``attention='heads'``), the head dim keeps its size: q, k and v of a
-    head are pruned together.
+    Without ``scale=``, the scale is derived from q's size, so channels that vary within a
+    head of q or k stay fixed (pruning them would change it); v's channels are free. An
+    explicit ``scale`` (HF passes ``scaling``) is a number that pruning does not change: the
+    positions of q and k in a head are then contracted together like a matmul's. When every
+    head is one element (whole heads, ``attention='heads'``), the head dim keeps its size: q,
+    k and v of a head are pruned together. With grouped KV heads (``enable_gqa=True``) each
+    KV head serves a group of query heads (see ``_gqa_repeat``).
     """
     q, k, v = node.input_refs()[:3]
-    qi, ki, vi = ctx.get(q), ctx.get(k), ctx.get(v)
+    qi, ki, vi = ctx.get(q), _gqa_repeat(ctx, node, k), _gqa_repeat(ctx, node, v)
     if qi.shape[-1] > 1 or ki.shape[-1] > 1:
-        reason = f"the attention scale of {ctx.describe()} depends on the head dim"
-        ctx.fix(qi, reason)
-        ctx.fix(ki, reason)
+        if _explicit_scale(node):
+            _contract_head_dim(ctx, qi, ki)
+        else:
+            reason = f"the attention scale of {ctx.describe()} depends on the head dim"
+            ctx.fix(qi, reason)
+            ctx.fix(ki, reason)
     else:
-        ctx.space.union(qi, ki)
-        ctx.space.union(qi, vi)
+        ctx.space.union(*torch.broadcast_tensors(qi, ki))
+        ctx.space.union(*torch.broadcast_tensors(qi, vi))
     _mask_follows_heads(ctx, node, qi)
     ctx.set(node.output_refs()[0], vi)
 
@@ -143,8 +149,10 @@ def _mask_follows_heads(ctx: AnalysisContext, node: Node, qi: torch.Tensor) -> N
     if not isinstance(mask, TensorRef):
         return
     mi = ctx.get(mask)
-    if not bool((mi >= 0).any()):
-        return  # a causal or padding mask: no channels
+    if not bool((mi >= 0).any()):  # a causal or padding mask: no channels
+        if len(mask.shape) >= 3 and mask.shape[-3] > 1 and qi.dim() >= 3 and qi.shape[-3] > 1:
+            ctx.fix(qi, f"a per-head attention mask of constant data in {ctx.describe()}")  # ALiBi-like
+        return
     heads = qi if qi.shape[-1] == 1 and qi.dim() >= 2 and qi.shape[-2] == 1 else None
     if heads is not None:
         ndim = max(mi.dim(), heads.dim())
@@ -156,3 +164,36 @@ def _mask_follows_heads(ctx: AnalysisContext, node: Node, qi: torch.Tensor) -> N
             ctx.space.union(m, h)
             return
     ctx.fix(mi, f"the attention mask of {ctx.describe()} cannot follow its heads")
+
+
+def _explicit_scale(node: Node) -> bool:
+    """Whether the call gives ``scale=`` as a number (not derived from the head dim here)."""
+    scale = node.kwargs.get("scale", node.args[6] if len(node.args) > 6 else None)
+    return isinstance(scale, (int, float)) and not isinstance(scale, bool)
+
+
+def _contract_head_dim(ctx: AnalysisContext, qi: torch.Tensor, ki: torch.Tensor) -> None:
+    """q and k summed over the head dim: position by position, their channels are one (fixed
+    where one side has channels and the other has none)."""
+    a, b = torch.broadcast_tensors(qi, ki)
+    ctx.space.union(a, b)
+    if bool(((a >= 0) != (b >= 0)).any()):
+        ctx.fix(torch.cat([a.reshape(-1), b.reshape(-1)]), f"contracted with constant data at {ctx.describe()}")
+
+
+def _gqa_repeat(ctx: AnalysisContext, node: Node, ref: TensorRef) -> torch.Tensor:
+    """Ids of k or v as the query heads see them. With ``enable_gqa=True`` and fewer KV heads
+    than query heads, query head ``h`` reads KV head ``h // group``: the KV ids are repeated
+    (interleaved) along the heads dim, so a KV head and its whole group of query heads become
+    one element in the whole-heads mode: pruning a KV head prunes its group."""
+    ids = ctx.get(ref)
+    q = node.input_refs()[0]
+    gqa = node.kwargs.get("enable_gqa", node.args[7] if len(node.args) > 7 else False)
+    if not gqa or len(ref.shape) < 3 or ref.shape[-3] == q.shape[-3]:
+        return ids
+    heads, kv_heads = q.shape[-3], ref.shape[-3]
+    if heads % kv_heads:
+        raise ValueError(f"{heads} query heads cannot share {kv_heads} KV heads evenly")
+    if ids.shape[-3] == 1:
+        return ids
+    return ids.repeat_interleave(heads // kv_heads, dim=-3)

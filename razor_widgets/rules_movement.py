@@ -26,9 +26,34 @@ def first_input(node: Node) -> TensorRef:
     return node.input_refs()[0]
 
 
+FILLS = {"zeros", "ones", "full", "empty", "new_zeros", "new_ones", "new_full", "new_empty"}
+
+
 def creation(ctx: AnalysisContext, node: Node) -> None:
     for ref in node.output_refs():
         ctx.set(ref, torch.full([1] * len(ref.shape), CONST, dtype=torch.long))
+    if node.name in FILLS and len(node.output_refs()) == 1:
+        _attribute_sized_fill(ctx, node)
+
+
+def _attribute_sized_fill(ctx: AnalysisContext, node: Node) -> None:
+    """``torch.zeros((1, self.n_heads, q, k))``: one value everywhere, along a dim sized by a
+    module attribute. That dim holds one channel per position (fresh elements, pruned with
+    whatever they meet, a per-head bias say), and the export sets the attribute to the kept count."""
+    sizes = node.args[1:] if node.name.startswith("new_") else node.args
+    sizes = node.kwargs.get("size", sizes)
+    if len(sizes) >= 1 and isinstance(sizes[0], (tuple, list, torch.Size)):
+        sizes = sizes[0]
+    if node.name in ("full", "new_full") and len(sizes) == 2 and isinstance(sizes[0], (tuple, list)):
+        sizes = sizes[0]
+    out = node.output_refs()[0]
+    attrs = [(i, bare_attribute(s)) for i, s in enumerate(sizes) if bare_attribute(s) is not None]
+    if len(sizes) != len(out.shape) or len(attrs) != 1 or out.shape[attrs[0][0]] < 2:
+        return
+    dim, attr = attrs[0]
+    ids = ctx.space.fresh(out.shape[dim])
+    ctx.count_with_attribute(attr, ids)
+    ctx.write(out, dim, ids)
 
 
 class _NoIndexValues(Exception):
@@ -74,6 +99,10 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
         return creation(ctx, node)
     if node.name == "pad" and _pads_only_uniform_dims(ctx, node):  # reflect/replicate/circular:
         ctx.set(node.output_refs()[0], ctx.get(first_input(node)))  # positions move, channels stay
+        return None
+    from .layers.experts import expert_slice  # layers build on this module
+
+    if node.name in ("__getitem__", "transpose", "swapaxes") and expert_slice(ctx, node):
         return None
     try:
         out, args = _replay(ctx, node, views=node.name != "__setitem__")
@@ -145,23 +174,48 @@ def _resized_channels(ctx: AnalysisContext, ids: torch.Tensor, target: list) -> 
     if len(vary) == 1:
         if attrs[0] is not None:
             ctx.count_with_attribute(attrs[0], ids.reshape(-1))
-        elif not _fits_pruning(sizes[0]):
+        elif not _fits_pruning(sizes[0]) and not _follows_counted_attribute(ctx, sizes[0]):
             ctx.fix(ids, f"reshaped to the fixed size {sizes[0]} by {ctx.describe()}")
         return ids
     heads = [i for i, attr in enumerate(attrs[:-1]) if attr is not None]
     if ctx.attention == "heads" and heads:
-        dim = vary[heads[-1]]
-        moved = ids.movedim(dim, 0)
-        per_head = moved.reshape(moved.shape[0], -1)
-        ctx.space.union(per_head[:, :1].expand_as(per_head), per_head)
-        ctx.count_with_attribute(attrs[heads[-1]], per_head[:, 0])
-        return compress(per_head[:, :1].expand_as(per_head).reshape(moved.shape).movedim(0, dim))
+        ctx.count_with_attribute(attrs[heads[-1]], _whole_heads(ctx, ids, vary[heads[-1]])[:, 0])
+        return compress(_whole_heads(ctx, ids, vary[heads[-1]], expand=True))
+    inferred_heads = len(vary) == 2 and sizes[0] == -1 and (attrs[1] is not None or _from_attributes(sizes[1]))
+    if ctx.attention == "heads" and inferred_heads:  # view(*shape, -1, self.head_dim): the heads follow
+        return compress(_whole_heads(ctx, ids, vary[0], expand=True))
     inner = vary[-1]
     lines = ids.movedim(inner, -1).reshape(-1, ids.shape[inner])
     ctx.space.union(lines[:1].expand_as(lines), lines)
-    if not _fits_pruning(sizes[-1]):
+    if inferred_heads and attrs[1] is not None:  # head_dims mode: the head-size attribute counts the kept positions
+        ctx.count_with_attribute(attrs[1], lines[0])
+    elif not _fits_pruning(sizes[-1]):
         ctx.fix(ids, f"split to the fixed size {sizes[-1]} by {ctx.describe()}")
     return ids
+
+
+def _whole_heads(ctx: AnalysisContext, ids: torch.Tensor, dim: int, expand: bool = False) -> torch.Tensor:
+    """Make every head along ``dim`` one element: returns ``[heads, rest]`` lines, or (``expand``)
+    ids of ``ids``'s shape that vary along the heads dim only."""
+    moved = ids.movedim(dim, 0)
+    per_head = moved.reshape(moved.shape[0], -1)
+    ctx.space.union(per_head[:, :1].expand_as(per_head), per_head)
+    if not expand:
+        return per_head
+    return per_head[:, :1].expand_as(per_head).reshape(moved.shape).movedim(0, dim)
+
+
+def _from_attributes(size: object) -> bool:
+    """A size computed from module attributes only (``3 * self.head_size``): a per-head size."""
+    return isinstance(size, TracedSize) and not shape_sources(size.sources) and bool(size.sources)
+
+
+def _follows_counted_attribute(ctx: AnalysisContext, size: object) -> bool:
+    """``num_heads * head_dim`` with ``num_heads`` an attribute that the export already sets to
+    the kept heads (it sized a head split): the merged size follows the kept heads."""
+    if not _from_attributes(size):
+        return False
+    return any((ref.module, ref.attr) in ctx.size_attributes for ref, _ in size.sources)
 
 
 def _fits_pruning(size: int) -> bool:
@@ -248,6 +302,19 @@ def _lines(ids: torch.Tensor, dims: list[int], n: int, shape: tuple[int, ...] | 
     return moved.reshape(-1, n).unique(dim=0)
 
 
+def _repeats_channels(out: torch.Tensor, dim: int, src: torch.Tensor, size: int, n: int) -> bool:
+    """Whether dim ``dim`` of ``out`` (sized ``n * k``, ``k`` not a channel count) holds the
+    ``n`` source channels each exactly ``k`` times and nothing else (``repeat_kv``'s
+    ``reshape(B, kv_heads * n_rep, ...)``): pruning a channel removes its ``k`` copies."""
+    if len(src) != 1 or size % n or out.shape[dim] != size:
+        return False
+    line = out.movedim(dim, -1).reshape(-1, size)
+    if not bool((line == line[:1]).all()):
+        return False
+    values, counts = line[0].unique(return_counts=True)
+    return bool((counts == size // n).all()) and torch.equal(values.sort().values, src[0].unique().sort().values)
+
+
 def _keep_computed_sizes(ctx: AnalysisContext, node: Node, out: torch.Tensor) -> None:
     """``reshape(..., heads, C // heads)`` with ``C`` read from another tensor's channel dim: after
     pruning, the dims computed from ``C`` must still hold the kept channels, so those channels
@@ -260,6 +327,8 @@ def _keep_computed_sizes(ctx: AnalysisContext, node: Node, out: torch.Tensor) ->
             n = ref.shape[src_dim]
             src = _lines(ctx.get(ref), [src_dim], n)
             block = _block_of(tuple(out.shape), dim, n)
+            if block is None and _repeats_channels(out, dim, src, size, n):
+                continue  # repeat_kv: n channels, each repeated size // n times, as the code sizes it
             if block is None:
                 reason = f"a size computed from its channel count does not fit in {ctx.describe()}"
                 ctx.fix(src, reason)

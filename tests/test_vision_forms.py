@@ -10,6 +10,7 @@ from torch import nn
 from vision_checks import check_model
 
 import razor_widgets.analysis as analysis
+import razor_widgets.rules as rules
 from razor_widgets import ChannelMutator, TraceError
 
 from conftest import make_nontrivial
@@ -108,7 +109,7 @@ def test_a_channel_count_compared_with_a_number_stays_fixed():
 
 
 class BinaryMax(nn.Module):
-    """``torch.max(a, b)``: the reduction rule meets its two-tensor form."""
+    """``torch.max(a, b)``: the two-tensor form of a reduction's name, elementwise."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -119,16 +120,29 @@ class BinaryMax(nn.Module):
         return self.out(torch.max(self.a(x), self.b(x))) + self.d(self.c(x))
 
 
-def test_a_rule_that_meets_an_unexpected_form_freezes_that_op_only():
+def test_a_rule_that_meets_an_unexpected_form_freezes_that_op_only(monkeypatch):
+    def broken(ctx, node):
+        raise IndexError("an unexpected form")
+
+    monkeypatch.setattr(rules, "elementwise", broken)  # the rule torch.max(a, b) goes to
     mutator = ChannelMutator()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         mutator.prepare_from_supernet(BinaryMax(), torch.randn(2, 8))
-    (message,) = [str(w.message) for w in caught]
-    assert message.startswith("no channel rule for op 'max' in 'the model' (its rule does not handle this form: ")
+    messages = [str(w.message) for w in caught if "no channel rule" in str(w.message)]
+    (message,) = [m for m in messages if "'max'" in m]
+    assert message.startswith("BinaryMax: no channel rule for op 'max' in 'the model' (its rule does not "
+                              "handle this form: IndexError: an unexpected form)")
     assert "(layers: a, b, out)" in message
     units = {u.name: u for u in mutator.units}
     assert not units["a_(0, 16)_16"].is_mutable and units["c_(0, 12)_12"].is_mutable
+
+
+def test_the_two_tensor_max_is_elementwise():
+    mutator = ChannelMutator()
+    mutator.prepare_from_supernet(BinaryMax(), torch.randn(2, 8))
+    units = {u.name: u for u in mutator.units}
+    assert units["a_(0, 16)_16"].is_mutable and "b" in {c.name for c in units["a_(0, 16)_16"].channels}
 
 
 def test_a_bug_in_the_analysis_raises_trace_error(monkeypatch):

@@ -15,14 +15,20 @@ from .batch_norm import (
     DynamicInstanceNorm2d,
     DynamicInstanceNorm3d,
 )
+from .channel_mean import CHANNEL_MEAN, DynamicChannelMean
 from .conv import CONV, DynamicConv1d, DynamicConv2d, DynamicConv3d
 from .conv_transpose import CONV_TRANSPOSE, DynamicConvTranspose1d, DynamicConvTranspose2d, DynamicConvTranspose3d
+from .embedding import EMBEDDING
+from .experts import FUSED_EXPERTS, DynamicFusedExperts
 from .group_norm import GROUP_NORM, DynamicGroupNorm
 from .layer_norm import LAYER_NORM, DynamicLayerNorm
 from .linear import LINEAR, DynamicLinear
 from .registry import KINDS, dynamic_op_for, function_kind, function_names, kind_of, leaf_kind, register_kind
+from .rms_norm import RMS_NORM, DynamicRMSNorm
+from .transposed_linear import OWNED_LINEAR, TRANSPOSED_LINEAR, DynamicOwnedLinear, DynamicTransposedLinear
 
-for _kind in (CONV, CONV_TRANSPOSE, LINEAR, BATCH_NORM, LAYER_NORM, GROUP_NORM, MULTIHEAD_ATTENTION):
+for _kind in (CONV, CONV_TRANSPOSE, LINEAR, BATCH_NORM, LAYER_NORM, GROUP_NORM, MULTIHEAD_ATTENTION,
+              EMBEDDING, CHANNEL_MEAN, TRANSPOSED_LINEAR, FUSED_EXPERTS, OWNED_LINEAR, RMS_NORM):
     register_kind(_kind)
 
 __all__ = [
@@ -32,5 +38,6 @@ __all__ = [
     "DynamicConv2d", "DynamicConv3d", "DynamicConvTranspose1d", "DynamicConvTranspose2d",
     "DynamicConvTranspose3d", "DynamicGroupNorm", "DynamicInstanceNorm1d",
     "DynamicInstanceNorm2d", "DynamicInstanceNorm3d", "DynamicLayerNorm", "DynamicLinear",
-    "DynamicMultiheadAttention", "DynamicMultiheadAttentionMixin",
+    "DynamicMultiheadAttention", "DynamicMultiheadAttentionMixin", "DynamicChannelMean",
+    "DynamicTransposedLinear", "DynamicFusedExperts", "DynamicOwnedLinear", "DynamicRMSNorm",
 ]

@@ -30,6 +30,13 @@ def register_kind(kind: LayerKind) -> LayerKind:
     return kind
 
 
+def register_family_type(kind: LayerKind, module_type: type) -> None:
+    """Add one more type to a kind's family as the analysis meets it (a module whose own code
+    averages over its channels, say): counted and converted by that kind, never a leaf."""
+    if module_type not in _LEAF_TYPES and _FAMILY_TYPES.get(module_type) in (None, kind):
+        _FAMILY_TYPES[module_type] = kind
+
+
 def leaf_kind(module: nn.Module) -> LayerKind | None:
     """The kind whose rule describes ``module`` as one op: its type or a base type, as long as
     the module keeps that base's forward (a subclass with its own forward is traced through)."""

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import inspect
+import math
 from typing import Any
 
 import torch
@@ -10,6 +12,7 @@ from torch import nn
 from ..analysis import ChannelAnalysis, ChannelAnalyzer, UnitSpec
 from ..dynamic_ops import DynamicChannelMixin
 from ..export_check import verify_export
+from ..hf_export import update_hf_models
 from ..layers import dynamic_op_for
 from ..live_counter import ResourceCounter, mutator_resources
 from ..meta_device import require_real_weights
@@ -20,6 +23,7 @@ from ..rules import RULES
 from ..tracing import TracedGraph, Tracer, check_path_is_static, make_example_inputs
 from .base import BaseMutator
 from .channel_config import attribute_positions, attributes_from_cfg, channel_from_cfg, normalized_unit_cfg, plain
+from .shared_params import convert_param_owners, retie
 
 _PREPARED_MARK = "_prepared_by_channel_mutator"  # set on a model once a mutator prepares it
 
@@ -126,10 +130,13 @@ class ChannelMutator(BaseMutator):
         self._size_attributes = attribute_positions(analysis, units)
         return units
 
-    def _new_unit(self, num_channels: int, unit_cfg: dict | None) -> MutableChannelUnit:
+    def _new_unit(self, num_channels: int, unit_cfg: dict | None, divisor: int = 1) -> MutableChannelUnit:
         args = dict(self.channel_unit_cfg.get("default_args", {}))
         if isinstance(unit_cfg, dict):
             args.update(unit_cfg.get("init_args", {}))
+        if divisor > 1 and "divisor" in inspect.signature(self.unit_class).parameters:
+            args["divisor"] = math.lcm(int(args.get("divisor", 1)), divisor)  # a kernel's alignment
+            args["min_value"] = max(int(args.get("min_value", 1)), args["divisor"])
         declared = args.pop("num_channels", num_channels)
         if declared != num_channels:
             raise ValueError(f"the config gives {declared} channels for a unit of {num_channels}")
@@ -137,7 +144,7 @@ class ChannelMutator(BaseMutator):
 
     def _unit_from_spec(self, modules: dict[str, nn.Module], spec: UnitSpec,
                         unit_cfg: dict | None) -> MutableChannelUnit:
-        unit = self._new_unit(spec.num_channels, unit_cfg)
+        unit = self._new_unit(spec.num_channels, unit_cfg, spec.divisor)
         unit.name, unit.repeats = spec.name, spec.repeats
         unit.fixed_reasons = list(spec.fixed_reasons)
         for channel in spec.output_related + spec.input_related:
@@ -216,6 +223,7 @@ class ChannelMutator(BaseMutator):
             for channel in unit.channels:
                 if channel.param_dim is None:
                     channel.module = converted[channel.name]
+        convert_param_owners(model, units)
 
     # -- units and choices ----------------------------------------------------------------
     @property
@@ -370,7 +378,7 @@ class ChannelMutator(BaseMutator):
         for name, module in list(static.named_modules()):
             if isinstance(module, DynamicChannelMixin) and not _exported_by_parent(static, name):
                 _set_submodule(static, name, module.to_static_op())
-        for qualname, (dim, mask) in self._param_masks().items():
+        for (qualname, dim), mask in self._param_masks().items():
             owner_name, _, attr = qualname.rpartition(".")
             owner = static.get_submodule(owner_name) if owner_name else static
             param = getattr(owner, attr)
@@ -380,17 +388,20 @@ class ChannelMutator(BaseMutator):
             kept = sum(unit is None or bool(unit.current_mask[pos]) for unit, pos in positions)
             setattr(static.get_submodule(owner_name) if owner_name else static, attr, kept)
         _own_tensors(static, originals)
+        retie(static, self._model)
+        update_hf_models(static, self)  # a Hugging Face model's config says the kept sizes
         return verify_export(self, static, example_inputs) if check else static
 
-    def _param_masks(self) -> dict[str, tuple[int, torch.Tensor]]:
-        masks: dict[str, tuple[int, torch.Tensor]] = {}
+    def _param_masks(self) -> dict[tuple[str, int], torch.Tensor]:
+        """``(parameter, dim) -> kept mask`` of the parameters pruned along dims (one or more)."""
+        masks: dict[tuple[str, int], torch.Tensor] = {}
         params = dict(self._model.named_parameters())
         for unit in self.mutable_units:
             for channel in unit.channels:
                 if channel.param_dim is None:
                     continue
                 size = params[channel.name].shape[channel.param_dim]
-                dim, mask = masks.setdefault(channel.name, (channel.param_dim, torch.ones(size, dtype=torch.bool)))
+                mask = masks.setdefault((channel.name, channel.param_dim), torch.ones(size, dtype=torch.bool))
                 mask[channel.start:channel.end] = unit.channel_mask(channel)
         return masks
 

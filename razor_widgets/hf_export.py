@@ -1,0 +1,161 @@
+"""Keep an exported Hugging Face model a working HF model: its config says the pruned sizes.
+
+``ChannelMutator.to_static()`` calls :func:`update_hf_config` on a model with an HF config
+(duck-typed: a ``config`` with ``to_dict`` and a ``save_pretrained`` method; transformers is
+never imported here). It sets ``hidden_size``, ``num_attention_heads``,
+``num_key_value_heads``, ``head_dim`` and the MLP width (``intermediate_size``, ``n_inner``,
+``d_ff``...) from the kept channels, and the head counts of the attention modules. Then it
+checks the result: the model class built from the new config (on the meta device, no memory)
+must have exactly the export's parameter shapes, or ``from_pretrained`` could not load it.
+Where HF cannot say a choice (different head counts or MLP widths per layer, a hidden size
+that the config ties to the heads), :class:`HFConfigWarning` says so; the config keeps its
+value for that size, ``config.razor_widgets_per_layer`` gives each layer's, and
+``config.razor_widgets_unrepresentable`` lists the parameters that would not load. The
+export is still a working torch module (save it with ``torch.save``).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from .layers.embedding import is_embedding
+from .traced_size import attribute_sources
+from .unit_labels import unit_role
+
+MLP_KEYS = ("intermediate_size", "n_inner", "d_ff", "ffn_dim", "encoder_ffn_dim", "decoder_ffn_dim")
+EXPERT_KEYS = ("moe_intermediate_size", "intermediate_size")  # the width of every expert
+HEAD_ATTRS = ("num_heads", "num_attention_heads", "n_heads", "n_head")
+KV_ATTRS = ("num_key_value_heads", "num_kv_heads")
+
+
+class HFConfigWarning(UserWarning):
+    """The export's sizes cannot be said by its Hugging Face config (it still runs)."""
+
+
+def is_hf_model(model: nn.Module) -> bool:
+    config = getattr(model, "config", None)
+    return hasattr(config, "to_dict") and hasattr(model, "save_pretrained")
+
+
+def update_hf_models(static: nn.Module, mutator: Any) -> None:
+    """:func:`update_hf_config` for the export itself or the outermost HF models inside it."""
+    done: list[str] = []
+    for name, module in static.named_modules():
+        if is_hf_model(module) and not any(name.startswith(d + ".") or d == "" for d in done):
+            update_hf_config(module, mutator, f"{name}." if name else "")
+            done.append(name)
+
+
+def update_hf_config(static: nn.Module, mutator: Any, prefix: str = "") -> list[str]:
+    """Write the kept sizes into ``static.config`` and the attention modules' head counts;
+    return the parameters a model built from that config would not match (empty: it loads).
+    ``prefix``: where ``static`` sits in the prepared model (the units' names start with it)."""
+    config = static.config
+    original = {key: getattr(config, key, None) for key in ("hidden_size", "num_attention_heads", "head_dim")}
+    heads, kv_heads, mlp, experts = _kept_per_role(mutator, static, prefix)
+    if hasattr(config, "head_dim") and original["head_dim"] is None and original["num_attention_heads"]:
+        config.head_dim = original["hidden_size"] // original["num_attention_heads"]
+    embeddings = static.get_input_embeddings() if hasattr(static, "get_input_embeddings") else None
+    if is_embedding(embeddings) and hasattr(config, "hidden_size"):
+        config.hidden_size = embeddings.embedding_dim
+    if not kv_heads and getattr(config, "num_key_value_heads", None) == original["num_attention_heads"]:
+        kv_heads = heads  # no grouping: as many KV heads as query heads
+    before = {key: value for key, value in config.to_dict().items() if isinstance(value, int)}
+    notes = []
+    for keys, values in ((("num_attention_heads",), heads), (KV_ATTRS, kv_heads), (MLP_KEYS, mlp),
+                         (EXPERT_KEYS, experts)):
+        key = next((k for k in keys if getattr(config, k, None) is not None), None)
+        key = key or next((k for k in keys if hasattr(config, k)), None)
+        if values and key is not None:
+            if len(set(values.values())) == 1:
+                setattr(config, key, next(iter(values.values())))
+            else:  # the config keeps its value; the layers' own sizes are listed
+                notes.append(f"{key} differs per layer ({_spread(values)})")
+                per_layer = dict(getattr(config, "razor_widgets_per_layer", None) or {})
+                per_layer[key] = dict(values)
+                config.razor_widgets_per_layer = per_layer
+    notes += _sizes_used_as_numbers(mutator, config, before, original)
+    mismatched = _mismatched_params(static)
+    if mismatched or notes:
+        config.razor_widgets_unrepresentable = mismatched
+        warnings.warn(
+            f"the pruned {type(static).__name__} cannot be described by its {type(config).__name__}"
+            f"{': ' + '; '.join(notes) if notes else ''}; from_pretrained would not rebuild "
+            f"{len(mismatched)} parameters ({', '.join(mismatched[:3])}{', ...' if len(mismatched) > 3 else ''}). "
+            "The exported module works: save it with torch.save (or prune every layer alike).",
+            HFConfigWarning, stacklevel=3)
+    return mismatched
+
+
+def _sizes_used_as_numbers(mutator: Any, config: Any, before: dict, original: dict) -> list[str]:
+    """Attributes the forward used as numbers (T5's ``model_dim ** -0.5``) keep their value in
+    the export; where one holds a config size that the export changed, ``from_pretrained``
+    would compute it from the new size: the reload would compute something else."""
+    changed = {before.get(key, value) for key, value in config.to_dict().items()
+               if isinstance(value, int) and before.get(key, value) != value}
+    changed |= {value for key, value in original.items() if value is not None and getattr(config, key, None) != value}
+    trace = getattr(mutator, "graph_trace", None)
+    used = {str(ref) for sources, _, _ in (trace.size_uses if trace is not None else [])
+            for ref in attribute_sources(sources) if ref.value in changed}
+    return [f"{', '.join(sorted(used))} (a size used as a number) would follow the new config"] if used else []
+
+
+def _kept_per_role(mutator: Any, static: nn.Module, prefix: str) -> tuple[dict, dict, dict, dict]:
+    """Kept query heads, KV heads, MLP and expert widths by scope; sets the attention modules' counts."""
+    heads, kv_heads, mlp, experts = {}, {}, {}, {}
+    modules = {prefix + name: m for name, m in static.named_modules()}
+    for unit in mutator.mutable_units:
+        role = unit_role(unit)
+        if not role.scope.startswith(prefix):
+            continue
+        kept = int(unit.current_mask.sum()) // max(unit.repeats, 1)
+        full = unit.num_channels // max(unit.repeats, 1)
+        if role.kind in ("heads", "kv_groups"):
+            heads[role.scope] = kept * role.heads_per_element
+            if role.kind == "kv_groups":
+                kv_heads[role.scope] = kept
+            _set_counts(modules.get(role.scope), full * role.heads_per_element, heads[role.scope],
+                        full, kept if role.kind == "kv_groups" else None, role.head_dim)
+        elif role.kind == "mlp":
+            mlp[role.scope] = kept
+        elif role.kind == "experts":
+            experts[role.scope] = kept
+    return heads, kv_heads, mlp, experts
+
+
+def _set_counts(module: nn.Module | None, q_full: int, q_kept: int, kv_full: int, kv_kept: int | None,
+                head_dim: int) -> None:
+    """The attention module's head-count attributes, where they held the original counts."""
+    if module is None:
+        return
+    for attr in HEAD_ATTRS:
+        if getattr(module, attr, None) == q_full:
+            setattr(module, attr, q_kept)
+    for attr in ("all_head_size", "inner_dim"):
+        if getattr(module, attr, None) == q_full * head_dim:
+            setattr(module, attr, q_kept * head_dim)
+    if kv_kept is not None:
+        for attr in KV_ATTRS:
+            if getattr(module, attr, None) == kv_full:
+                setattr(module, attr, kv_kept)
+
+
+def _mismatched_params(static: nn.Module) -> list[str]:
+    """Parameters whose shape a model built from ``static.config`` would not have."""
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rebuilt = type(static)(static.config)
+    except Exception as exc:  # noqa: BLE001 (the config itself is not valid for the class)
+        return [f"<the config does not build: {type(exc).__name__}: {exc}>"]
+    expected = {name: tuple(p.shape) for name, p in rebuilt.named_parameters()}
+    actual = {name: tuple(p.shape) for name, p in static.named_parameters()}
+    return sorted(n for n in set(expected) | set(actual) if expected.get(n) != actual.get(n))
+
+
+def _spread(values: dict[str, int]) -> str:
+    return ", ".join(f"{scope or 'model'}: {n}" for scope, n in list(values.items())[:4]) + (
+        ", ..." if len(values) > 4 else "")
