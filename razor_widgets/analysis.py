@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .channel_chains import channel_chains, reasons_by_chain
 from .channel_range import Channel
 from .channel_space import CONST, NONE, ChannelSpace, compress, varying_dims
 from .compared_sizes import resolve_comparisons
@@ -399,7 +400,7 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
     npred = np.bincount(pairs[:, 1][pairs[:, 1] >= 0], minlength=n)
     inner = pairs[(pairs[:, 0] >= 0) & (pairs[:, 1] >= 0) & (pairs[:, 0] != pairs[:, 1])]
     linked = inner[(nsucc[inner[:, 0]] == 1) & (npred[inner[:, 1]] == 1)]
-    chain_id, chain_pos, chains = _chains(np.unique(np.concatenate([s for _, s, _ in seqs])), linked, n)
+    chain_id, chain_pos, chains = channel_chains(np.unique(np.concatenate([s for _, s, _ in seqs])), linked, n)
     # 3. decompose every slot into runs of chain occurrences
     runs: dict[int, list[tuple[Slot, int, int, int]]] = {}  # chain -> (slot, start, count, expand)
     for slot, seq, expand in seqs:
@@ -416,7 +417,7 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
                 count += 1
             runs.setdefault(c, []).append((slot, p, count, expand))
             p += count * length
-    chain_reasons = _reasons_by_chain(ctx.space.fixed_pairs(), chain_id, chain_pos)
+    chain_reasons = reasons_by_chain(ctx.space.fixed_pairs(), chain_id, chain_pos)
     chain_divisor: dict[int, int] = {}
     for ids, divisor in ctx.divisors:
         for c in np.unique(chain_id[roots[ids[ids >= 0].numpy()]]).tolist():
@@ -453,50 +454,6 @@ def _no_layer_reason(spec: UnitSpec, layer_params: frozenset[str] | set[str] = f
     names = ", ".join(dict.fromkeys(item.name for item in items))
     return [f"no layer reads or writes these channels, only the parameter(s) {names}: "
             "slicing them alone would not match the data they meet"]
-
-
-def _chains(members: np.ndarray, linked: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Follow the links ``a -> b`` (each root has at most one of each) from every chain head.
-
-    Returns every root's chain index and position (-1 for roots that are not members) and the
-    chains as arrays of roots in order, chains ordered by their first root. Pointer jumping:
-    ``up[x]`` is an ancestor ``dist[x]`` links back; doubling reaches the head in log steps.
-    """
-    up = np.arange(n, dtype=np.int64)
-    up[linked[:, 1]] = linked[:, 0]
-    dist = (up != np.arange(n)).astype(np.int64)
-    while True:
-        further = up[up]
-        if np.array_equal(further, up):
-            break
-        dist = dist + dist[up]
-        up = further
-    heads, chain_of_member = np.unique(up[members], return_inverse=True)
-    chain_id = np.full(n, -1, dtype=np.int64)
-    chain_pos = np.full(n, -1, dtype=np.int64)
-    chain_id[members] = chain_of_member
-    chain_pos[members] = dist[members]
-    order = np.lexsort((dist[members], chain_of_member))
-    bounds = np.cumsum(np.bincount(chain_of_member, minlength=len(heads)))[:-1]
-    return chain_id, chain_pos, np.split(members[order], bounds)
-
-
-def _reasons_by_chain(fixed: tuple[np.ndarray, np.ndarray, list[str]], chain_id: np.ndarray,
-                      chain_pos: np.ndarray) -> dict[int, list[str]]:
-    """The fixed reasons of every chain, each once: by position in the chain, then in the
-    order the fixes were made."""
-    roots, reasons, texts = fixed
-    keep = chain_id[roots] >= 0
-    roots, reasons = roots[keep], reasons[keep]
-    chains = chain_id[roots]
-    order = np.lexsort((np.arange(len(roots)), roots, chain_pos[roots], chains))
-    chains, reasons = chains[order], reasons[order]
-    _, first = np.unique(chains * max(len(texts), 1) + reasons, return_index=True)
-    first.sort()
-    by_chain: dict[int, list[str]] = {}
-    for chain, reason in zip(chains[first].tolist(), reasons[first].tolist()):
-        by_chain.setdefault(chain, []).append(texts[reason])
-    return by_chain
 
 
 def _warn_unknown(ctx: AnalysisContext, units: list[UnitSpec]) -> None:

@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
 from .channel_space import varying_dims
+from .op_names import CREATION, ELEMENTWISE, PASSTHROUGH
 from .tracing import Node, TensorRef, TracedGraph
 
 if TYPE_CHECKING:
@@ -52,9 +53,7 @@ def _producers(graph: TracedGraph) -> dict[int, Node]:
 
 
 def _elementwise_names() -> set[str]:
-    from . import rules  # the table lives there (rules imports this module)
-
-    return rules.PASSTHROUGH | rules.ELEMENTWISE | rules.CREATION
+    return PASSTHROUGH | ELEMENTWISE | CREATION
 
 
 def _pads_kernel_only(node: Node, ndim: int) -> bool:
@@ -162,12 +161,12 @@ def foreign_bias(ctx: AnalysisContext, node: Node, owner: str, ids_out: torch.Te
 
 
 def is_layer_weight(modules: dict[str, nn.Module], qualname: str, shape: tuple[int, ...]) -> bool:
-    """A conv or linear layer's weight or bias: dim 0 holds its output channels."""
+    """A layer's weight or bias whose dim 0 holds its output channels (a conv's or a linear's)."""
+    from .layers.registry import kind_of  # the kinds build on this module
+
     owner, _, attr = qualname.rpartition(".")
     module = modules.get(owner)
-    if (attr, len(shape) > 1) not in (("weight", True), ("bias", False)):
+    if module is None or (attr, len(shape) > 1) not in (("weight", True), ("bias", False)):
         return False
-    if isinstance(module, nn.Linear):
-        return shape[0] == module.out_features
-    conv = isinstance(module, nn.modules.conv._ConvNd) and not module.transposed
-    return conv and shape[0] == module.out_channels
+    kind = kind_of(module)
+    return kind is not None and kind.weight_rows_are_outputs and shape[0] == kind.channels(module, True)

@@ -27,6 +27,7 @@ from .layers import function_kind, leaf_kind
 from .layers.channel_mean import MEAN_OPS, channel_mean
 from .layers.experts import expert_grouped_mm, expert_linear
 from .layers.transposed_linear import OWNED_LINEAR
+from .op_names import CREATION, ELEMENTWISE, PASSTHROUGH, REDUCTIONS
 from .rules_matmul import einsum, matmul, sdpa
 from .rules_movement import RESHAPES, creation, first_input, movement
 from .traced_size import TracedSize
@@ -166,38 +167,12 @@ def pooling(ctx: AnalysisContext, node: Node, spatial: int) -> None:
 
 
 # -- the table ----------------------------------------------------------------------------------
-PASSTHROUGH = {
-    "relu", "relu_", "relu6", "hardtanh", "hardtanh_", "gelu", "silu", "silu_", "sigmoid",
-    "sigmoid_", "tanh", "tanh_", "hardswish", "hardswish_", "hardsigmoid", "hardsigmoid_",
-    "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "celu", "mish", "softplus", "softsign",
-    "logsigmoid", "dropout", "dropout_", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout",
-    "feature_alpha_dropout", "clone", "contiguous", "detach", "float", "half", "double",
-    "bfloat16", "to", "type", "type_as", "abs", "neg", "exp", "log", "sqrt", "rsqrt", "square",
-    "sin", "cos", "erf", "reciprocal", "sign", "clamp", "clamp_", "clamp_min", "clamp_max",
-    "requires_grad_", "__neg__", "pow", "__pow__", "stochastic_depth", "identity",
-}
-ELEMENTWISE = {
-    "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "true_divide",
-    "floor_divide", "remainder", "maximum", "minimum", "where", "addcmul", "lerp", "masked_fill",
-    "masked_fill_", "__add__", "__radd__", "__iadd__", "__sub__", "__rsub__", "__isub__",
-    "__mul__", "__rmul__", "__imul__", "__truediv__", "__rtruediv__", "__itruediv__", "eq", "ne",
-    "gt", "lt", "ge", "le", "__eq__", "__ne__", "__gt__", "__lt__", "__ge__", "__le__",
-    "__and__", "__or__", "logical_and", "logical_or", "copy_",
-}
 MOVEMENT = RESHAPES | {
     "permute", "transpose", "t", "swapaxes", "movedim", "squeeze", "unsqueeze", "__getitem__",
     "narrow", "select", "index_select", "chunk", "split", "tensor_split", "unbind", "cat",
     "concat", "concatenate", "stack", "expand", "expand_as", "repeat", "roll", "flip", "pad",
     "__setitem__", "channel_shuffle", "pixel_shuffle", "pixel_unshuffle", "split_with_sizes",
 }
-CREATION = {
-    "zeros", "ones", "empty", "full", "arange", "rand", "randn", "randint", "zeros_like",
-    "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "new_zeros", "new_ones",
-    "new_full", "new_empty", "new_tensor", "tensor", "as_tensor", "linspace", "eye",
-    "bernoulli", "bernoulli_", "normal_", "uniform_", "fill_", "zero_", "div_scalar",
-}
-REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "softmax", "log_softmax", "normalize",
-              "logsumexp", "prod", "cumsum", "cumprod"}
 POOLING = {
     "max_pool1d": 1, "avg_pool1d": 1, "adaptive_avg_pool1d": 1, "adaptive_max_pool1d": 1,
     "max_pool2d": 2, "avg_pool2d": 2, "adaptive_avg_pool2d": 2, "adaptive_max_pool2d": 2,

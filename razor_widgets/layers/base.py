@@ -85,6 +85,7 @@ class LayerKind:
     dynamic_ops: dict[type, type] = {}
     child_params: tuple[str, ...] = ()  # children whose parameters this kind sizes (MHA out_proj)
     has_macs = True  # False: no MACs by the convention (norms), and FlopCounterMode counts none
+    weight_rows_are_outputs = False  # dim 0 of its weight (and its bias) holds its output channels
 
     # -- channel rules --------------------------------------------------------------------
     def module_rule(self, ctx: AnalysisContext, node: Node) -> None:

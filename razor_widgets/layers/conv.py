@@ -62,6 +62,7 @@ def conv_weight_terms(geo: LayerGeometry, attr: str, shape: tuple[int, ...]) -> 
 
 class ConvKind(LayerKind):
     name = "conv"
+    weight_rows_are_outputs = True
     module_types = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
     functions = ("conv1d", "conv2d", "conv3d")
 

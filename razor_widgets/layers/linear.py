@@ -46,6 +46,7 @@ def linear_rule(ctx: AnalysisContext, name: str, x: TensorRef, out: TensorRef, o
 
 class LinearKind(LayerKind):
     name = "linear"
+    weight_rows_are_outputs = True
     module_types = (nn.Linear,)
     functions = ("linear",)
 
