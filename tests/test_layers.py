@@ -295,3 +295,25 @@ def test_a_norm_family_type_without_a_dynamic_op_stays_fixed():
         mutator.prepare_from_supernet(model, torch.randn(1, 3, 6, 6))
     assert not any(c.name == "0" and c.is_output_channel for u in mutator.mutable_units for c in u.channels)
     assert mutator.to_static() is not None
+
+
+def test_an_encoder_layer_with_a_pruned_layer_norm_leaves_torchs_fused_path():
+    """Under eval and no_grad, ``nn.TransformerEncoderLayer`` runs a fused kernel that normalises
+    over every channel: while a layer norm inside keeps only some, the masked model must not take
+    it (the export may); at full choices the model runs exactly as before, fused path included."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True),
+                          nn.Linear(32, 8)).eval()
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        before = model(x)
+        mutator = ChannelMutator()
+        mutator.prepare_from_supernet(model, x)
+        assert torch.equal(model(x), before)
+        stream = next(u for u in mutator.mutable_units if any(c.name == "1.norm1" for c in u.channels))
+        mutator.set_choices({stream.name: 0.5})
+        static = mutator.to_static().eval()  # the export check compares it with the masked model
+        assert torch.allclose(static(x), model(x), rtol=1e-4, atol=1e-5)
+        assert torch.backends.mha.get_fastpath_enabled()
+        mutator.set_max_choices()
+        assert torch.equal(model(x), before)

@@ -21,7 +21,7 @@ from .conv_transpose import CONV_TRANSPOSE, DynamicConvTranspose1d, DynamicConvT
 from .embedding import EMBEDDING
 from .experts import FUSED_EXPERTS, DynamicFusedExperts
 from .group_norm import GROUP_NORM, DynamicGroupNorm
-from .layer_norm import LAYER_NORM, DynamicLayerNorm
+from .layer_norm import LAYER_NORM, DynamicLayerNorm, guard_fused_paths, remove_fused_path_guards
 from .linear import LINEAR, DynamicLinear
 from .registry import KINDS, dynamic_op_for, function_kind, function_names, kind_of, leaf_kind, register_kind
 from .rms_norm import RMS_NORM, DynamicRMSNorm
@@ -33,7 +33,7 @@ for _kind in (CONV, CONV_TRANSPOSE, LINEAR, BATCH_NORM, LAYER_NORM, GROUP_NORM, 
 
 __all__ = [
     "KINDS", "FunctionOwner", "LayerGeometry", "LayerKind", "Term", "register_kind", "kind_of",
-    "leaf_kind", "function_kind", "function_names", "dynamic_op_for",
+    "leaf_kind", "function_kind", "function_names", "dynamic_op_for", "guard_fused_paths", "remove_fused_path_guards",
     "DynamicBatchNorm1d", "DynamicBatchNorm2d", "DynamicBatchNorm3d", "DynamicConv1d",
     "DynamicConv2d", "DynamicConv3d", "DynamicConvTranspose1d", "DynamicConvTranspose2d",
     "DynamicConvTranspose3d", "DynamicGroupNorm", "DynamicInstanceNorm1d",

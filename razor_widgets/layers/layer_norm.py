@@ -103,3 +103,44 @@ class DynamicLayerNorm(DynamicLayerNormMixin, nn.LayerNorm):
 LayerNormKind.dynamic_ops = {nn.LayerNorm: DynamicLayerNorm}
 MODELS.register_module(module=DynamicLayerNorm)
 LAYER_NORM = LayerNormKind()
+
+
+# -- torch's fused encoder path ------------------------------------------------------------------
+class FusedPathGuard:
+    """A forward pre-hook on the prepared model: while a layer norm inside an
+    ``nn.TransformerEncoderLayer`` keeps only some channels, torch's fused encoder path (eval, no
+    grad) would normalise over all of them, bypassing the masked layer norm; the guard turns that
+    path off for the forward (the export, with smaller plain layer norms, may use it). At full
+    choices it does nothing, so the model computes exactly what it did."""
+
+    def __init__(self, norms: list[DynamicLayerNormMixin]) -> None:
+        self.norms = norms
+        self.saved: list[bool] = []
+
+    def __call__(self, module: nn.Module, args: Any) -> None:
+        self.saved.append(torch.backends.mha.get_fastpath_enabled())
+        if any(norm.mask("out_channels") is not None for norm in self.norms):
+            torch.backends.mha.set_fastpath_enabled(False)
+
+    def restore(self, module: nn.Module, args: Any, output: Any) -> None:
+        if self.saved:
+            torch.backends.mha.set_fastpath_enabled(self.saved.pop())
+
+
+def guard_fused_paths(model: nn.Module) -> None:
+    """Install :class:`FusedPathGuard` on ``model`` when an encoder layer below it (not the model
+    itself: a hook on the layer would turn its fused path off at full choices too) holds a
+    dynamic layer norm."""
+    norms = [norm for name, layer in model.named_modules() if name and isinstance(layer, nn.TransformerEncoderLayer)
+             for norm in layer.modules() if isinstance(norm, DynamicLayerNormMixin)]
+    if norms:
+        guard = FusedPathGuard(norms)
+        model.register_forward_pre_hook(guard)
+        model.register_forward_hook(guard.restore, always_call=True)
+
+
+def remove_fused_path_guards(model: nn.Module) -> None:
+    """Take the guards off a copy of the model (the export is plain torch)."""
+    for hooks in (model._forward_pre_hooks, model._forward_hooks):
+        for key in [k for k, hook in hooks.items() if isinstance(getattr(hook, "__self__", hook), FusedPathGuard)]:
+            del hooks[key]

@@ -13,7 +13,7 @@ from ..analysis import ChannelAnalysis, ChannelAnalyzer, UnitSpec
 from ..dynamic_ops import DynamicChannelMixin
 from ..export_check import verify_export
 from ..hf_export import update_hf_models
-from ..layers import dynamic_op_for
+from ..layers import dynamic_op_for, guard_fused_paths, remove_fused_path_guards
 from ..live_counter import ResourceCounter, mutator_resources
 from ..meta_device import require_real_weights
 from ..mutables.units import Channel, MutableChannelUnit
@@ -101,6 +101,7 @@ class ChannelMutator(BaseMutator):
             for unit in units:
                 if unit.is_mutable:
                     unit.prepare_for_pruning(supernet)
+            guard_fused_paths(supernet)
         self._units = units
         self._mutable = [u for u in units if u.is_mutable]
         self._mutable_by_name = {u.name: u for u in self._mutable}
@@ -375,6 +376,7 @@ class ChannelMutator(BaseMutator):
         self._require_prepared()
         originals = {id(t): t for t in (*self._model.parameters(), *self._model.buffers())}
         static = copy.deepcopy(self._model, dict(originals))  # the copy shares the tensors: no second copy
+        remove_fused_path_guards(static)
         for name, module in list(static.named_modules()):
             if isinstance(module, DynamicChannelMixin) and not _exported_by_parent(static, name):
                 _set_submodule(static, name, module.to_static_op())
