@@ -24,7 +24,7 @@ import warnings
 CONFIGS = {
     "170M": (1024, 8, 2816, 8, 8),
     "540M": (2048, 8, 5632, 16, 16),
-    "1.2B": (2048, 22, 5632, 16, 16),  # TinyLlama-1.1B shape with 16 kv heads: GQA needs the h17-hf rules
+    "1.2B": (2048, 22, 5632, 32, 4),  # TinyLlama-1.1B shape: 32 query heads, 4 kv heads (grouped-query attention)
     "6.7B": (4096, 32, 11008, 32, 32),
 }
 ROWS = ["170M-cpu", "170M-meta", "540M-cpu", "540M-meta", "1.2B-meta", "6.7B-meta"]
