@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .layers.embedding import is_embedding
-from .traced_size import attribute_sources
+from .traced_size import COMPARED, attribute_sources
 from .unit_labels import unit_role
 
 MLP_KEYS = ("intermediate_size", "n_inner", "d_ff", "ffn_dim", "encoder_ffn_dim", "decoder_ffn_dim")
@@ -98,8 +98,9 @@ def _sizes_used_as_numbers(mutator: Any, config: Any, before: dict, original: di
                if isinstance(value, int) and before.get(key, value) != value}
     changed |= {value for key, value in original.items() if value is not None and getattr(config, key, None) != value}
     trace = getattr(mutator, "graph_trace", None)
-    used = {str(ref) for sources, _, _ in (trace.size_uses if trace is not None else [])
-            for ref in attribute_sources(sources) if ref.value in changed}
+    # a comparison (``if n_rep == 1``) keeps its result while the attribute keeps its value
+    used = {str(ref) for sources, reason, _ in (trace.size_uses if trace is not None else [])
+            if COMPARED not in reason for ref in attribute_sources(sources) if ref.value in changed}
     return [f"{', '.join(sorted(used))} (a size used as a number) would follow the new config"] if used else []
 
 

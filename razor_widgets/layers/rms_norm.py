@@ -6,8 +6,6 @@ averages over the kept channels only, in the masked model as in the export. No M
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,43 +13,15 @@ from torch.overrides import TorchFunctionMode
 
 from ..dynamic_ops import DynamicChannelMixin, index_of, kept_rows
 from ..registry import MODELS
-from .base import LayerGeometry, LayerKind, Term, coupled, first_input, node_arg
-from .batch_norm import norm_param_size, per_channel_weights
-
-if TYPE_CHECKING:
-    from ..analysis import AnalysisContext
-    from ..tracing import Node
+from .layer_norm import LayerNormKind
 
 
-class RMSNormKind(LayerKind):
+class RMSNormKind(LayerNormKind):
+    """Channels, counts and importance as a layer norm's; only the module and op differ."""
+
     name = "rms_norm"
     module_types = (nn.RMSNorm,)
     functions = ("rms_norm",)
-    owner_args = ((2, "weight"),)
-
-    def module_rule(self, ctx: AnalysisContext, node: Node) -> None:
-        if len(node.target.normalized_shape) != 1:
-            return ctx.unknown(node)
-        coupled(ctx, node.name, first_input(node), node.output_refs()[0], -1)
-
-    def function_rule(self, ctx: AnalysisContext, node: Node) -> None:
-        owner = self.function_owner(node, ctx.modules)
-        shape = node_arg(node, 1, "normalized_shape")
-        if owner is None or len(shape) != 1:
-            return ctx.unknown(node)
-        coupled(ctx, owner.name, first_input(node), node.output_refs()[0], -1)
-
-    def channels(self, module: nn.Module, is_output: bool) -> int:
-        return int(module.normalized_shape[-1])
-
-    def param_size(self, param: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term | None:
-        return norm_param_size(param, shape)
-
-    def output_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        return per_channel_weights(module)
-
-    def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        return per_channel_weights(module)
 
 
 class _KeptRMSNorm(TorchFunctionMode):
