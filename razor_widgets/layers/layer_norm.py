@@ -57,28 +57,36 @@ class LayerNormKind(LayerKind):
         return -1 if isinstance(output, torch.Tensor) else None  # normalises the last dim
 
 
-class _KeptLayerNorm(TorchFunctionMode):
-    """Inside a LayerNorm's forward: normalise over the kept channels only, as the export does."""
+class KeptChannelsNorm(TorchFunctionMode):
+    """Inside a norm's forward: normalise over the kept channels only, as the export does.
+    ``function`` is the functional norm the module calls, ``names`` its arguments in order."""
 
-    def __init__(self, mask: torch.Tensor) -> None:
+    def __init__(self, mask: torch.Tensor, function: Any, names: tuple[str, ...]) -> None:
         super().__init__()
         self.idx = mask.nonzero().squeeze(1)
+        self.function, self.names = function, names
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is not F.layer_norm:
+        if func is not self.function:
             return func(*args, **kwargs)
-        names = ("input", "normalized_shape", "weight", "bias", "eps")
-        bound = {**dict(zip(names, args)), **kwargs}
-        x, idx = bound["input"], self.idx.to(bound["input"].device)
-        out = torch.zeros_like(x)
-        kept = F.layer_norm(x.index_select(-1, idx), (len(idx),), kept_rows(bound.get("weight"), idx),
-                            kept_rows(bound.get("bias"), idx), bound.get("eps", 1e-5))
-        return out.index_copy(-1, idx, kept)
+        bound = {**dict(zip(self.names, args)), **kwargs}
+        x = bound.pop("input")
+        idx = self.idx.to(x.device)
+        bound["normalized_shape"] = (len(idx),)
+        for key in ("weight", "bias"):  # per channel: the kept rows
+            if key in bound:
+                bound[key] = kept_rows(bound[key], idx)
+        kept = self.function(x.index_select(-1, idx), **bound)
+        return torch.zeros_like(x).index_copy(-1, idx, kept)
 
 
 class DynamicLayerNormMixin(DynamicChannelMixin):
+    """A norm over the last dim that keeps only the masked channels (``nn.LayerNorm``, and
+    ``nn.RMSNorm`` with its own functional norm)."""
+
     container_names = {"in_channels": "num_features", "out_channels": "num_features"}
+    kept_norm = (F.layer_norm, ("input", "normalized_shape", "weight", "bias", "eps"))  # function, its arguments
 
     def _channel_counts(self) -> dict[str, int]:
         return {"num_features": self.normalized_shape[-1]}
@@ -87,7 +95,7 @@ class DynamicLayerNormMixin(DynamicChannelMixin):
         mask = self.mask("out_channels")
         if mask is None:
             return super().forward(x)
-        with _KeptLayerNorm(mask):
+        with KeptChannelsNorm(mask, *self.kept_norm):
             return super().forward(x)
 
     def to_static_op(self) -> nn.Module:
