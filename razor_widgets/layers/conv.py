@@ -119,16 +119,8 @@ class DynamicConvMixin(DynamicChannelMixin):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels}
 
     def _weight_mask(self, w: torch.Tensor) -> torch.Tensor | None:
-        m_in, m_out = self.mask("in_channels"), self.mask("out_channels")
-        if m_in is None and m_out is None:
-            return None
-        out_c, in_per_group = w.shape[0], w.shape[1]
-        groups = self.in_channels // in_per_group
-        m_in = torch.ones(self.in_channels, dtype=torch.bool) if m_in is None else m_in
-        m_out = torch.ones(out_c, dtype=torch.bool) if m_out is None else m_out
-        per_out = m_in.view(groups, in_per_group).repeat_interleave(out_c // groups, dim=0)
-        mask = per_out & m_out.unsqueeze(1)
-        return mask.view(*mask.shape, *([1] * (w.dim() - 2))).to(device=w.device, dtype=w.dtype)
+        """Rows of the weight are output channels, its columns a group's input channels."""
+        return grouped_weight_mask(w, self.mask("out_channels"), self.mask("in_channels"), self.in_channels)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -163,6 +155,22 @@ class DynamicConvMixin(DynamicChannelMixin):
             new_in, new_groups = groups * len(pos), groups
         return self._static_copy({"weight": weight, "bias": kept_rows(b, out_idx)}, {},
                                  in_channels=new_in, out_channels=len(out_idx), groups=new_groups)
+
+
+def grouped_weight_mask(w: torch.Tensor, row_mask: torch.Tensor | None, column_mask: torch.Tensor | None,
+                        column_channels: int) -> torch.Tensor | None:
+    """The 0/1 mask of a grouped layer's weight ``[rows, columns of one group, *kernel]``: a row
+    keeps the columns of its group that ``column_mask`` keeps (``column_channels`` in all groups),
+    if ``row_mask`` keeps the row. None when neither side is masked."""
+    if row_mask is None and column_mask is None:
+        return None
+    rows, per_group = w.shape[0], w.shape[1]
+    groups = column_channels // per_group
+    row_mask = torch.ones(rows, dtype=torch.bool) if row_mask is None else row_mask
+    column_mask = torch.ones(column_channels, dtype=torch.bool) if column_mask is None else column_mask
+    per_row = column_mask.view(groups, per_group).repeat_interleave(rows // groups, dim=0)
+    mask = per_row & row_mask.unsqueeze(1)
+    return mask.view(*mask.shape, *([1] * (w.dim() - 2))).to(device=w.device, dtype=w.dtype)
 
 
 def group_positions(mask: torch.Tensor | None, groups: int, n: int) -> torch.Tensor:

@@ -14,11 +14,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..dynamic_ops import DynamicChannelMixin, index_of, kept_rows, raw
+from ..dynamic_ops import index_of, kept_rows, raw
 from ..registry import MODELS
 from ..tracing import Node
 from .base import LayerGeometry, LayerKind, Term, first_input, node_arg, positions, weights_along
-from .conv import conv_like, conv_weight_terms, group_positions, is_depthwise, spatial_channel_dim
+from .conv import (
+    DynamicConvMixin,
+    conv_like,
+    conv_weight_terms,
+    group_positions,
+    grouped_weight_mask,
+    is_depthwise,
+    spatial_channel_dim,
+)
 
 if TYPE_CHECKING:
     from ..analysis import AnalysisContext
@@ -70,35 +78,12 @@ class ConvTransposeKind(LayerKind):
         return spatial_channel_dim(module, output)
 
 
-class DynamicConvTransposeMixin(DynamicChannelMixin):
-    """A transposed conv whose input and output channels follow masks."""
-
-    def _channel_counts(self) -> dict[str, int]:
-        return {"in_channels": self.in_channels, "out_channels": self.out_channels}
+class DynamicConvTransposeMixin(DynamicConvMixin):
+    """A transposed conv whose input and output channels follow masks: its weight holds the
+    input channels in rows and a group's output channels in columns."""
 
     def _weight_mask(self, w: torch.Tensor) -> torch.Tensor | None:
-        m_in, m_out = self.mask("in_channels"), self.mask("out_channels")
-        if m_in is None and m_out is None:
-            return None
-        in_c, out_per_group = w.shape[0], w.shape[1]
-        groups = self.out_channels // out_per_group
-        m_in = torch.ones(in_c, dtype=torch.bool) if m_in is None else m_in
-        m_out = torch.ones(self.out_channels, dtype=torch.bool) if m_out is None else m_out
-        per_in = m_out.view(groups, out_per_group).repeat_interleave(in_c // groups, dim=0)
-        mask = per_in & m_in.unsqueeze(1)
-        return mask.view(*mask.shape, *([1] * (w.dim() - 2))).to(device=w.device, dtype=w.dtype)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        w = raw(self, "weight")
-        mask = self._weight_mask(w) if "mutable_attrs" in self._modules else None
-        return w if mask is None else w * mask
-
-    @property
-    def bias(self) -> torch.Tensor | None:
-        b = raw(self, "bias")
-        m_out = self.mask("out_channels") if b is not None and "mutable_attrs" in self._modules else None
-        return b if m_out is None else b * m_out.to(device=b.device, dtype=b.dtype)
+        return grouped_weight_mask(w, self.mask("in_channels"), self.mask("out_channels"), self.out_channels)
 
     def to_static_op(self) -> nn.Module:
         w, b = raw(self, "weight"), raw(self, "bias")
