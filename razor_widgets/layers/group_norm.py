@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from ..dynamic_ops import DynamicChannelMixin, index_of, kept_rows
 from ..registry import MODELS
 from ..tracing import Node
 from .base import LayerGeometry, LayerKind, Term, coupled, first_input, node_arg
 from .batch_norm import norm_param_size, per_channel_weights
+from .layer_norm import KeptChannelsNorm
 
 if TYPE_CHECKING:
     from ..analysis import AnalysisContext
@@ -59,25 +59,6 @@ class GroupNormKind(LayerKind):
         return 1 if isinstance(output, torch.Tensor) and output.dim() >= 2 else None
 
 
-class _KeptGroupNorm(TorchFunctionMode):
-    """Inside a GroupNorm's forward: normalise the kept channels only, as the export does."""
-
-    def __init__(self, mask: torch.Tensor) -> None:
-        super().__init__()
-        self.idx = mask.nonzero().squeeze(1)
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is not F.group_norm:
-            return func(*args, **kwargs)
-        names = ("input", "num_groups", "weight", "bias", "eps")
-        bound = {**dict(zip(names, args)), **kwargs}
-        x, idx = bound["input"], self.idx.to(bound["input"].device)
-        kept = F.group_norm(x.index_select(1, idx), bound["num_groups"], kept_rows(bound.get("weight"), idx),
-                            kept_rows(bound.get("bias"), idx), bound.get("eps", 1e-5))
-        return torch.zeros_like(x).index_copy(1, idx, kept)
-
-
 class DynamicGroupNormMixin(DynamicChannelMixin):
     container_names = {"in_channels": "num_channels", "out_channels": "num_channels"}
 
@@ -88,7 +69,8 @@ class DynamicGroupNormMixin(DynamicChannelMixin):
         mask = self.mask("out_channels")
         if mask is None:
             return super().forward(x)
-        with _KeptGroupNorm(mask):  # also inside a subclass's own forward
+        names = ("input", "num_groups", "weight", "bias", "eps")
+        with KeptChannelsNorm(mask, F.group_norm, names, dim=1):  # also inside a subclass's own forward
             return super().forward(x)
 
     def to_static_op(self) -> nn.Module:

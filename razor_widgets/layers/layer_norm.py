@@ -59,12 +59,13 @@ class LayerNormKind(LayerKind):
 
 class KeptChannelsNorm(TorchFunctionMode):
     """Inside a norm's forward: normalise over the kept channels only, as the export does.
-    ``function`` is the functional norm the module calls, ``names`` its arguments in order."""
+    ``function`` is the functional norm the module calls, ``names`` its arguments in order,
+    ``dim`` the channel dim (a ``normalized_shape`` argument becomes the kept count)."""
 
-    def __init__(self, mask: torch.Tensor, function: Any, names: tuple[str, ...]) -> None:
+    def __init__(self, mask: torch.Tensor, function: Any, names: tuple[str, ...], dim: int = -1) -> None:
         super().__init__()
         self.idx = mask.nonzero().squeeze(1)
-        self.function, self.names = function, names
+        self.function, self.names, self.dim = function, names, dim
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -73,12 +74,13 @@ class KeptChannelsNorm(TorchFunctionMode):
         bound = {**dict(zip(self.names, args)), **kwargs}
         x = bound.pop("input")
         idx = self.idx.to(x.device)
-        bound["normalized_shape"] = (len(idx),)
+        if "normalized_shape" in bound:
+            bound["normalized_shape"] = (len(idx),)
         for key in ("weight", "bias"):  # per channel: the kept rows
             if key in bound:
                 bound[key] = kept_rows(bound[key], idx)
-        kept = self.function(x.index_select(-1, idx), **bound)
-        return torch.zeros_like(x).index_copy(-1, idx, kept)
+        kept = self.function(x.index_select(self.dim, idx), **bound)
+        return torch.zeros_like(x).index_copy(self.dim, idx, kept)
 
 
 class DynamicLayerNormMixin(DynamicChannelMixin):
