@@ -46,6 +46,7 @@ class Slot:
     ids: torch.Tensor
     order: int
     param_dim: int | None = None  # set for parameter slots (class tokens, layer scales...)
+    offset: int = 0  # where a piece of a side cut by slices (``cut_slots``) starts in the side
 
 
 @dataclass
@@ -110,6 +111,7 @@ class AnalysisContext:
         self.unknown_ops: list[str] = []  # the ops without a rule, as ``describe()`` names them
         self.rule_errors: dict[str, str] = {}  # op -> why its rule failed on it
         self.slice_checks: list[tuple[torch.Tensor, list[torch.Tensor], str, list[int]]] = []
+        self.cuts: set[int] = set()  # elements where a slice of a channel dim starts or ends
         self.const_reasons: dict[int, str] = {}  # why a tensor without elements has none
         self._first_slot: dict[tuple[str, bool], torch.Tensor] = {}
         self.expert_slices: dict[int, TensorRef] = {}  # P[e] of a 3-D expert parameter -> P
@@ -218,9 +220,28 @@ class AnalysisContext:
         """After the union-find: a part holding only some of the source's channels is a selection by fixed
         indices, which pruning would shift: fixed, unless no op reads the parts (``x[:, :, -1]`` for its shape)."""
         source = torch.unique(_valid(compress(source)))
+        parts = [p for p in parts if p.numel()]  # an empty part (``x[..., 16:]`` of 16) selects nothing
         if source.numel():
             handles = [r.handle for r in self.node.output_refs()] if self.node is not None else []
             self.slice_checks.append((source, [torch.unique(_valid(compress(p))) for p in parts], reason, handles))
+
+    def record_cuts(self, source: torch.Tensor, parts: list[torch.Tensor]) -> None:
+        """A part that is a contiguous run of the source's channels along a dim (``qkv[..., :q]``
+        of a fused projection) starts and ends a piece of every side holding those channels: the
+        q, k and v parts of a fused layer's output then get units of their own ranges."""
+        source = compress(source)
+        for dim in varying_dims(source):
+            line = source.movedim(dim, -1).reshape(-1, source.shape[dim])[0]
+            for part in parts:
+                part = compress(part)
+                if part.dim() != source.dim() or not 1 < part.shape[dim] < len(line):
+                    continue
+                run = part.movedim(dim, -1).reshape(-1, part.shape[dim])[0]
+                for start in (line == run[0]).nonzero().flatten().tolist():
+                    end = start + len(run)
+                    if end <= len(line) and torch.equal(line[start:end], run):
+                        self.cuts.update(line[[i for i in (start, end) if i < len(line)]].tolist())
+                        break
 
     def resolve_slices(self, roots: np.ndarray) -> None:
         read = {r.handle for n in self.graph.nodes for r in n.input_refs()} | {r.handle for r in self.graph.outputs}
@@ -376,11 +397,29 @@ def _param_slots(ctx: AnalysisContext, roots: np.ndarray) -> None:
     # mix channels along several dims, hold no slot and meet no other element
 
 
+def cut_slots(slots: list[Slot], cuts: set[int]) -> list[Slot]:
+    """Slots split into pieces where a slice of a channel dim starts or ends (``record_cuts``)."""
+    if not cuts:
+        return slots
+    cut_ids = torch.tensor(sorted(cuts), dtype=torch.long)
+    pieces = []
+    for slot in slots:
+        ids = slot.ids
+        at = torch.isin(ids, cut_ids)
+        at[0] = False
+        at[1:] &= ids[1:] != ids[:-1]
+        bounds = [0, *at.nonzero().flatten().tolist(), len(ids)]
+        pieces += [slot] if len(bounds) == 2 else [
+            Slot(slot.name, slot.is_output, ids[a:b], slot.order, slot.param_dim, slot.offset + a)
+            for a, b in zip(bounds, bounds[1:])]
+    return pieces
+
+
 def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
     _param_slots(ctx, roots)
-    # 1. each slot as a sequence of roots, consecutive repeats folded into an expand ratio
+    # 1. each slot (pieces cut by slices) as a sequence of roots, consecutive repeats folded into an expand ratio
     seqs: list[tuple[Slot, np.ndarray, int]] = []
-    for slot in ctx.slots:
+    for slot in cut_slots(ctx.slots, ctx.cuts):
         r = roots[slot.ids.numpy()]
         change = np.flatnonzero(np.diff(r)) + 1
         starts = np.concatenate([[0], change])
@@ -432,8 +471,9 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
         repeats = math.gcd(*[count for _, _, count, _ in chain_runs])
         spec = UnitSpec(num_channels=len(chain) * repeats, repeats=repeats)
         spec.order = min(slot.order for slot, _, _, _ in chain_runs)
-        for slot, start, count, expand in sorted(chain_runs, key=lambda x: (x[0].order, x[1])):
-            item = Channel(slot.name, None, (start * expand, (start + count * len(chain)) * expand),
+        for slot, start, count, expand in sorted(chain_runs, key=lambda x: (x[0].order, x[0].offset, x[1])):
+            span = (slot.offset + start * expand, slot.offset + (start + count * len(chain)) * expand)
+            item = Channel(slot.name, None, span,
                            slot.is_output, expand, slot.param_dim)
             (spec.output_related if slot.is_output else spec.input_related).append(item)
         spec.fixed_reasons.extend(chain_reasons.get(c, []) or _no_layer_reason(spec, ctx.layer_params))

@@ -15,6 +15,7 @@ export is still a working torch module (save it with ``torch.save``).
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any
 
@@ -78,6 +79,7 @@ def update_hf_config(static: nn.Module, mutator: Any, prefix: str = "") -> list[
                 per_layer[key] = dict(values)
                 config.razor_widgets_per_layer = per_layer
     notes += _sizes_used_as_numbers(mutator, config, before, original)
+    _own_configs(static, prefix, heads, kv_heads)
     mismatched = _mismatched_params(static)
     if mismatched or notes:
         config.razor_widgets_unrepresentable = mismatched
@@ -142,6 +144,25 @@ def _set_counts(module: nn.Module | None, q_full: int, q_kept: int, kv_full: int
         for attr in KV_ATTRS:
             if getattr(module, attr, None) == kv_full:
                 setattr(module, attr, kv_kept)
+
+
+def _own_configs(static: nn.Module, prefix: str, heads: dict[str, int], kv_heads: dict[str, int]) -> None:
+    """An attention module whose forward reads its head counts from the shared config (Phi-3's
+    ``self.config.num_attention_heads * self.head_dim`` slices its fused projection) gets its
+    own copy of the config where its counts differ from the config's: the export still runs."""
+    config = static.config
+    modules = {prefix + name: m for name, m in static.named_modules()}
+    for scope, kept in heads.items():
+        module = modules.get(scope)
+        counts = {"num_attention_heads": kept}
+        if scope in kv_heads:
+            counts.update({key: kv_heads[scope] for key in KV_ATTRS if getattr(config, key, None) is not None})
+        same = all(getattr(config, key, None) == value for key, value in counts.items())
+        if getattr(module, "config", None) is not config or same:
+            continue
+        module.config = copy.copy(config)
+        for key, value in counts.items():
+            setattr(module.config, key, value)
 
 
 def _mismatched_params(static: nn.Module) -> list[str]:

@@ -129,6 +129,7 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
             ctx.fix(args[0], f"uneven chunks in {ctx.describe()}")
     elif node.name in SLICES:
         ctx.check_slices(args[0], out_ids, f"channels selected by fixed indices in {ctx.describe()}")
+        ctx.record_cuts(args[0], out_ids)
         if node.name in ("split", "split_with_sizes"):
             check_split_sizes(ctx, node, args[0], out_ids)
     for ref, ids in zip(refs, out_ids):
