@@ -112,6 +112,7 @@ class AnalysisContext:
         self.rule_errors: dict[str, str] = {}  # op -> why its rule failed on it
         self.slice_checks: list[tuple[torch.Tensor, list[torch.Tensor], str, list[int]]] = []
         self.cuts: set[int] = set()  # elements where a slice of a channel dim starts or ends
+        self.transposed_params: dict[int, str] = {}  # ``w.T`` of a 2-D parameter -> its name
         self.const_reasons: dict[int, str] = {}  # why a tensor without elements has none
         self._first_slot: dict[tuple[str, bool], torch.Tensor] = {}
         self.expert_slices: dict[int, TensorRef] = {}  # P[e] of a 3-D expert parameter -> P

@@ -110,6 +110,7 @@ def _kept_per_role(mutator: Any, static: nn.Module, prefix: str) -> tuple[dict, 
     """Kept query heads, KV heads, MLP and expert widths by scope; sets the attention modules' counts."""
     heads, kv_heads, mlp, experts = {}, {}, {}, {}
     modules = {prefix + name: m for name, m in static.named_modules()}
+    counted = {key for key in getattr(mutator, "_size_attributes", {})}  # set by the export already
     for unit in mutator.mutable_units:
         role = unit_role(unit)
         if not role.scope.startswith(prefix):
@@ -120,8 +121,11 @@ def _kept_per_role(mutator: Any, static: nn.Module, prefix: str) -> tuple[dict, 
             heads[role.scope] = kept * role.heads_per_element
             if role.kind == "kv_groups":
                 kv_heads[role.scope] = kept
-            _set_counts(modules.get(role.scope), full * role.heads_per_element, heads[role.scope],
-                        full, kept if role.kind == "kv_groups" else None, role.head_dim)
+            module = modules.get(role.scope)
+            _counted_heads(module, {a for s, a in counted if s == role.scope}, role.scope, heads, kv_heads)
+            _set_counts(module, full * role.heads_per_element, heads[role.scope],
+                        full, kept if role.kind == "kv_groups" else None, role.head_dim,
+                        {a for s, a in counted if s == role.scope})
         elif role.kind == "mlp":
             mlp[role.scope] = kept
         elif role.kind == "experts":
@@ -129,20 +133,31 @@ def _kept_per_role(mutator: Any, static: nn.Module, prefix: str) -> tuple[dict, 
     return heads, kv_heads, mlp, experts
 
 
+def _counted_heads(module: nn.Module | None, counted: set[str], scope: str, heads: dict, kv_heads: dict) -> None:
+    """Head counts that the analysis tied to the kept channels (a reshape sized by the attribute,
+    set by the export) are the module's true counts: they win over the unit's role (a fused
+    projection's KV group writes its query heads, key and value as one element)."""
+    for attrs, counts in ((HEAD_ATTRS, heads), (KV_ATTRS, kv_heads)):
+        attr = next((a for a in attrs if a in counted), None)
+        if module is not None and attr is not None:
+            counts[scope] = int(getattr(module, attr))
+
+
 def _set_counts(module: nn.Module | None, q_full: int, q_kept: int, kv_full: int, kv_kept: int | None,
-                head_dim: int) -> None:
-    """The attention module's head-count attributes, where they held the original counts."""
+                head_dim: int, counted: set[str] = frozenset()) -> None:
+    """The attention module's head-count attributes, where they held the original counts (those
+    the export already set from the analysis, ``counted``, stay)."""
     if module is None:
         return
     for attr in HEAD_ATTRS:
-        if getattr(module, attr, None) == q_full:
+        if attr not in counted and getattr(module, attr, None) == q_full:
             setattr(module, attr, q_kept)
     for attr in ("all_head_size", "inner_dim"):
         if getattr(module, attr, None) == q_full * head_dim:
             setattr(module, attr, q_kept * head_dim)
     if kv_kept is not None:
         for attr in KV_ATTRS:
-            if getattr(module, attr, None) == kv_full:
+            if attr not in counted and getattr(module, attr, None) == kv_full:
                 setattr(module, attr, kv_kept)
 
 

@@ -26,6 +26,7 @@ from .channel_space import CONST, NONE, varying_dims
 from .layers import function_kind, leaf_kind
 from .layers.channel_mean import MEAN_OPS, channel_mean
 from .layers.experts import expert_grouped_mm, expert_linear
+from .layers.linear import matmul_linear
 from .layers.transposed_linear import OWNED_LINEAR
 from .op_names import CREATION, ELEMENTWISE, PASSTHROUGH, REDUCTIONS
 from .rules_matmul import einsum, matmul, sdpa
@@ -168,9 +169,9 @@ def pooling(ctx: AnalysisContext, node: Node, spatial: int) -> None:
 
 # -- the table ----------------------------------------------------------------------------------
 MOVEMENT = RESHAPES | {
-    "permute", "transpose", "t", "swapaxes", "movedim", "squeeze", "unsqueeze", "__getitem__",
+    "permute", "transpose", "t", "T", "mT", "swapaxes", "movedim", "squeeze", "unsqueeze", "__getitem__",
     "narrow", "select", "index_select", "chunk", "split", "tensor_split", "unbind", "cat",
-    "concat", "concatenate", "stack", "expand", "expand_as", "repeat", "roll", "flip", "pad",
+    "concat", "concatenate", "stack", "expand", "expand_as", "broadcast_to", "repeat", "roll", "flip", "pad",
     "__setitem__", "channel_shuffle", "pixel_shuffle", "pixel_unshuffle", "split_with_sizes",
 }
 POOLING = {
@@ -218,6 +219,8 @@ class RuleTable:
             return None
         if name == "linear" and OWNED_LINEAR.function_owner(node, ctx.modules) is not None:  # a router's weight
             return OWNED_LINEAR.function_rule(ctx, node)
+        if matmul_linear(ctx, node):  # ``x @ self.weight.T`` in a linear layer's own forward
+            return None
         kind = function_kind(name)
         if kind is not None:
             return kind.function_rule(ctx, node)

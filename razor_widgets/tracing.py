@@ -83,6 +83,8 @@ class _Recorder(TorchFunctionMode):
         if not tracer.leaf_depth and (name == "size" or (
                 name == "__get__" and getattr(getattr(func, "__self__", None), "__name__", "") == "shape")):
             return tracer.traced_size(args[0], func(*args, **kwargs), args[1] if len(args) > 1 else kwargs.get("dim"))
+        if name == "__get__" and getattr(getattr(func, "__self__", None), "__name__", "") in _TRANSPOSED_VIEWS:
+            name = func.__self__.__name__  # ``w.T``: a movement op like ``w.t()``, not metadata
         if tracer.leaf_depth or name in _METADATA:
             if name in _VALUE_READS and not tracer.leaf_depth:
                 tracer.value_read(name, args[0])
@@ -97,6 +99,7 @@ class _Recorder(TorchFunctionMode):
         return out
 
 
+_TRANSPOSED_VIEWS = {"T", "mT"}
 _VALUE_READS = {"__bool__", "item", "tolist", "__int__", "__float__", "__index__"}
 _METADATA = {"__get__", "size", "dim", "numel", "__len__", "is_floating_point", "is_complex",
              "__bool__", "item", "tolist", "__format__", "__repr__", "stride", "data_ptr",

@@ -44,6 +44,24 @@ def linear_rule(ctx: AnalysisContext, name: str, x: TensorRef, out: TensorRef, o
     ctx.write(out, -1, ids_out)
 
 
+def matmul_linear(ctx: AnalysisContext, node: Node) -> bool:
+    """``x @ self.weight.T`` in a linear layer whose own forward does the product (Falcon's
+    ``FalconLinear``, ``+ self.bias`` after it): the same as ``F.linear``, so the layer's channels
+    follow the linear rule (its dynamic op keeps that forward, reading the masked weight).
+    False when the product is not of this form (the matmul rule then applies)."""
+    refs = node.input_refs()
+    if node.name not in ("matmul", "__matmul__") or len(refs) != 2 or len(refs[1].shape) != 2:
+        return False
+    param = ctx.transposed_params.get(refs[1].handle)
+    owner, _, attr = (param or "").rpartition(".")
+    module = ctx.modules.get(owner)
+    if attr != "weight" or not isinstance(module, nn.Linear) or \
+            refs[1].shape != (module.in_features, module.out_features) or not refs[0].is_float:
+        return False
+    linear_rule(ctx, owner, refs[0], node.output_refs()[0], module.out_features)
+    return True
+
+
 class LinearKind(LayerKind):
     name = "linear"
     weight_rows_are_outputs = True
