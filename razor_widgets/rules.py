@@ -29,7 +29,7 @@ from .layers.experts import expert_grouped_mm, expert_linear
 from .layers.linear import matmul_linear
 from .layers.transposed_linear import OWNED_LINEAR
 from .op_names import CREATION, ELEMENTWISE, PASSTHROUGH, REDUCTIONS
-from .rules_matmul import einsum, matmul, sdpa
+from .rules_matmul import add_product, einsum, matmul, sdpa
 from .rules_movement import RESHAPES, creation, first_input, movement
 from .traced_size import TracedSize
 from .tracing import Node, TensorRef
@@ -183,6 +183,7 @@ POOLING = {
 PRODUCTS: dict[str, Rule] = {
     "matmul": matmul, "__matmul__": matmul, "bmm": matmul, "mm": matmul, "einsum": einsum,
     "scaled_dot_product_attention": sdpa, "unfold": tensor_unfold, "_grouped_mm": expert_grouped_mm,
+    "baddbmm": add_product, "addbmm": add_product, "addmm": add_product,
 }
 
 
@@ -222,8 +223,8 @@ class RuleTable:
         if matmul_linear(ctx, node):  # ``x @ self.weight.T`` in a linear layer's own forward
             return None
         kind = function_kind(name)
-        if kind is not None:
-            return kind.function_rule(ctx, node)
+        if kind is not None and not (name in PRODUCTS and kind.function_owner(node, ctx.modules) is None):
+            return kind.function_rule(ctx, node)  # an addmm without a layer's weight is a product
         if name in PRODUCTS:
             return PRODUCTS[name](ctx, node)
         if name in PASSTHROUGH:
