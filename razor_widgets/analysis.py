@@ -23,6 +23,7 @@ from .channel_space import CONST, NONE, ChannelSpace, compress, varying_dims
 from .compared_sizes import resolve_comparisons
 from .derived_weights import is_layer_weight
 from .param_elements import ParameterElements
+from .slot_cuts import cut_slots
 from .traced_size import AttrRef, attribute_sources, shape_sources
 from .tracing import Node, TensorRef, TracedGraph, analysis_error
 
@@ -226,24 +227,6 @@ class AnalysisContext:
             handles = [r.handle for r in self.node.output_refs()] if self.node is not None else []
             self.slice_checks.append((source, [torch.unique(_valid(compress(p))) for p in parts], reason, handles))
 
-    def record_cuts(self, source: torch.Tensor, parts: list[torch.Tensor]) -> None:
-        """A part that is a contiguous run of the source's channels along a dim (``qkv[..., :q]``
-        of a fused projection) starts and ends a piece of every side holding those channels: the
-        q, k and v parts of a fused layer's output then get units of their own ranges."""
-        source = compress(source)
-        for dim in varying_dims(source):
-            line = source.movedim(dim, -1).reshape(-1, source.shape[dim])[0]
-            for part in parts:
-                part = compress(part)
-                if part.dim() != source.dim() or not 1 < part.shape[dim] < len(line):
-                    continue
-                run = part.movedim(dim, -1).reshape(-1, part.shape[dim])[0]
-                for start in (line == run[0]).nonzero().flatten().tolist():
-                    end = start + len(run)
-                    if end <= len(line) and torch.equal(line[start:end], run):
-                        self.cuts.update(line[[i for i in (start, end) if i < len(line)]].tolist())
-                        break
-
     def resolve_slices(self, roots: np.ndarray) -> None:
         read = {r.handle for n in self.graph.nodes for r in n.input_refs()} | {r.handle for r in self.graph.outputs}
         for source, parts, reason, handles in self.slice_checks:
@@ -396,24 +379,6 @@ def _param_slots(ctx: AnalysisContext, roots: np.ndarray) -> None:
             ctx.fix(ids, f"parameter {name!r} mixes channels along several dims")
     # parameters still in ctx.params.pending were only fixed, one element per position: they
     # mix channels along several dims, hold no slot and meet no other element
-
-
-def cut_slots(slots: list[Slot], cuts: set[int]) -> list[Slot]:
-    """Slots split into pieces where a slice of a channel dim starts or ends (``record_cuts``)."""
-    if not cuts:
-        return slots
-    cut_ids = torch.tensor(sorted(cuts), dtype=torch.long)
-    pieces = []
-    for slot in slots:
-        ids = slot.ids
-        at = torch.isin(ids, cut_ids)
-        at[0] = False
-        at[1:] &= ids[1:] != ids[:-1]
-        bounds = [0, *at.nonzero().flatten().tolist(), len(ids)]
-        pieces += [slot] if len(bounds) == 2 else [
-            Slot(slot.name, slot.is_output, ids[a:b], slot.order, slot.param_dim, slot.offset + a)
-            for a, b in zip(bounds, bounds[1:])]
-    return pieces
 
 
 def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:

@@ -11,6 +11,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from .analysis import AnalysisContext
 from .channel_space import CONST, compress, varying_dims
+from .slot_cuts import record_cuts
 from .split_sizes import check_split_sizes
 from .traced_size import AttrRef, TracedSize, bare_attribute, shape_sources
 from .tracing import Node, TensorRef
@@ -132,7 +133,7 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
             ctx.fix(args[0], f"uneven chunks in {ctx.describe()}")
     elif node.name in SLICES:
         ctx.check_slices(args[0], out_ids, f"channels selected by fixed indices in {ctx.describe()}")
-        ctx.record_cuts(args[0], out_ids)
+        record_cuts(ctx, args[0], out_ids)
         if node.name in ("split", "split_with_sizes"):
             check_split_sizes(ctx, node, args[0], out_ids)
     for ref, ids in zip(refs, out_ids):
