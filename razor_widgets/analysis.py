@@ -114,6 +114,7 @@ class AnalysisContext:
         self.slice_checks: list[tuple[torch.Tensor, list[torch.Tensor], str, list[int]]] = []
         self.cuts: set[int] = set()  # elements where a slice of a channel dim starts or ends
         self.transposed_params: dict[int, str] = {}  # ``w.T`` of a 2-D parameter -> its name
+        self.quotient_sizes: list[tuple] = []  # ``B * heads // heads`` in a reshape: checked after the union-find
         self.const_reasons: dict[int, str] = {}  # why a tensor without elements has none
         self._first_slot: dict[tuple[str, bool], torch.Tensor] = {}
         self.expert_slices: dict[int, TensorRef] = {}  # P[e] of a 3-D expert parameter -> P
@@ -342,6 +343,10 @@ def _resolve_size_uses(ctx: AnalysisContext, uses: list, roots: np.ndarray) -> N
     for sources, reason, value in uses:
         if not _per_head_size(ctx, sources, value, roots):
             ctx.fix_size_sources(sources, reason)
+    for sources, reason, value, ids in ctx.quotient_sizes:
+        if not _per_head_size(ctx, sources, value, roots):
+            for t in ids:
+                ctx.fix(t, reason)
     for attr, reason in ctx.frozen_attributes:
         line = ctx.size_attributes.get((attr.module, attr.attr))
         if line is not None:
@@ -362,9 +367,12 @@ def _per_head_size(ctx: AnalysisContext, sources: tuple, value: int, roots: np.n
     ids = ctx.get(ref)
     if ids.shape[dim] != n:
         return False
-    blocks = roots[ids.movedim(dim, -1).reshape(-1, n)[0].numpy()].reshape(attr.value, value)
-    whole = bool((blocks == blocks[:, :1]).all())
-    return whole and set(blocks[:, 0].tolist()) == set(roots[heads.numpy()].tolist())
+    line = roots[ids.movedim(dim, -1).reshape(-1, n)[0].numpy()]
+    blocks = line.reshape(attr.value, value)  # heads outer: ``C // heads`` channels per head
+    if bool((blocks == blocks[:, :1]).all()) and set(blocks[:, 0].tolist()) == set(roots[heads.numpy()].tolist()):
+        return True
+    copies = line.reshape(value, attr.value)  # heads inner (``B * heads // heads``): every copy the same heads
+    return bool((copies == copies[:1]).all()) and copies[0].tolist() == roots[heads.numpy()].tolist()
 
 
 def _param_slots(ctx: AnalysisContext, roots: np.ndarray) -> None:

@@ -13,7 +13,7 @@ from .analysis import AnalysisContext
 from .channel_space import CONST, compress, varying_dims
 from .slot_cuts import record_cuts
 from .split_sizes import check_split_sizes
-from .traced_size import AttrRef, TracedSize, bare_attribute, shape_sources
+from .traced_size import AttrRef, TracedSize, attribute_sources, bare_attribute, shape_sources
 from .tracing import Node, TensorRef
 
 RESHAPES = {"view", "reshape", "flatten", "unflatten", "view_as", "reshape_as"}
@@ -356,6 +356,9 @@ def _keep_computed_sizes(ctx: AnalysisContext, node: Node, out: torch.Tensor) ->
                 continue  # repeat_kv: n channels, each repeated size // n times, as the code sizes it
             if block is None:
                 reason = f"a size computed from its channel count does not fit in {ctx.describe()}"
+                if attribute_sources(size.sources):  # ``n // self.heads``: fine when whole heads go
+                    ctx.quotient_sizes.append((size.sources, reason, int(size), [src, out]))
+                    continue
                 ctx.fix(src, reason)
                 ctx.fix(out, reason)
                 continue

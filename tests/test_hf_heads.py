@@ -4,7 +4,9 @@ offsets, grouped KV) and BLOOM (ALiBi added by ``baddbmm``), built tiny from con
 
 For each: preparing works, full choices are bit-identical, the export computes what the masked
 model computes at random and uneven choices, the counts equal a count of the export, and the
-heads are units (BLOOM's stay fixed: ALiBi's per-head slopes cannot follow pruned heads).
+heads are units (BLOOM's stay fixed, warned: ALiBi's per-head slopes, computed from the model's
+head count and shared by every layer, cannot follow pruned heads; the same attention without
+ALiBi prunes whole heads, see ``MergedHeads``).
 """
 from __future__ import annotations
 
@@ -100,6 +102,8 @@ def test_heads_or_kv_groups_are_units(prepared):
         assert not heads  # ALiBi: one constant slope per head, shared by every layer
         fixed = [u for u in prepared.mutator.units if "query_key_value" in u.name]
         assert fixed and all(any("'baddbmm'" in r and "ALiBi" in r for r in u.fixed_reasons) for u in fixed)
+        warned = [str(w.message) for w in prepared.warnings if "'baddbmm'" in str(w.message)]
+        assert len(warned) == 2 and all("query_key_value" in m for m in warned)  # the op and its layers
         return
     assert len(heads) == 2 and all(u.num_channels == 2 for u in heads)  # 2 KV groups per layer
     kinds = {unit_role(u).kind for u in prepared.mutator.mutable_units}
@@ -196,5 +200,44 @@ def test_baddbmm_joins_its_input_with_the_product():
     mutator.set_choices(mutator.sample_choices())
     static = mutator.to_static()
     assert torch.allclose(static(x), net(x), atol=1e-6)
+    predicted, counted = mutator.resources(), count_resources(static, x)
+    assert (predicted.params, predicted.macs) == (counted.params, counted.macs)
+
+
+class MergedHeads(nn.Module):
+    """BLOOM's attention without ALiBi: batch and heads merged in dim 0 (``B * heads``), scores by
+    ``baddbmm`` with a bias shared by every head, heads merged back with ``B * heads // heads``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = 4, 4
+        self.qkv = nn.Linear(16, 48)
+        self.dense = nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        qkv = self.qkv(x).view(b, s, self.num_heads, 3, self.head_dim)
+        q, k, v = (qkv[..., i, :].transpose(1, 2) for i in range(3))
+        q = q.reshape(b * self.num_heads, -1, self.head_dim)
+        k = k.reshape(b * self.num_heads, -1, self.head_dim).transpose(-1, -2)
+        v = v.reshape(b * self.num_heads, -1, self.head_dim)
+        scores = torch.zeros(1, 1, s).baddbmm(batch1=q, batch2=k, beta=1.0, alpha=0.5)
+        context = torch.bmm(scores.softmax(-1), v)
+        batch_heads, length, _ = context.shape
+        batch = batch_heads // self.num_heads
+        context = context.view(batch, self.num_heads, length, self.head_dim).permute(0, 2, 1, 3)
+        return self.dense(context.reshape(batch, length, self.num_heads * self.head_dim))
+
+
+def test_heads_merged_with_the_batch_are_pruned_whole():
+    torch.manual_seed(0)
+    net, x = MergedHeads().eval(), torch.randn(2, 5, 16)
+    mutator = ChannelMutator()
+    mutator.prepare_from_supernet(net, x)
+    (unit,) = mutator.mutable_units
+    assert unit.num_channels == 4 and {(c.name, c.expand_ratio) for c in unit.channels} == {("qkv", 12), ("dense", 4)}
+    mutator.set_choices({unit.name: 0.5})
+    static = mutator.to_static()
+    assert static.num_heads == 2 and torch.allclose(static(x), net(x), atol=1e-6)
     predicted, counted = mutator.resources(), count_resources(static, x)
     assert (predicted.params, predicted.macs) == (counted.params, counted.macs)
