@@ -37,6 +37,10 @@ def unit_role(unit: Any) -> UnitRole:
     if ratios:  # heads: query layers write group * head_dim per element, key/value layers head_dim
         written = [c.expand_ratio for c in channels if c.param_dim is None and c.is_output_channel]
         group = max(written) // min(written) if written else 1
+        fused = _fused_group(written, [c.expand_ratio for c in channels if c.param_dim is None
+                                       and not c.is_output_channel and c.expand_ratio > 1])
+        if fused is not None:
+            return UnitRole("kv_groups" if fused[0] > 1 else "heads", scope, layer, *fused)
         return UnitRole("kv_groups" if group > 1 else "heads", scope, layer, group, min(ratios))
     if any(c.param_dim == 1 and is_embedding(c.module) for c in channels) or _blocks(layers) > 1:
         return UnitRole("hidden", scope)
@@ -45,6 +49,17 @@ def unit_role(unit: Any) -> UnitRole:
     if layer is not None and len({c.name for c in channels if c.param_dim is None}) > 1:
         return UnitRole("mlp", scope, layer)
     return UnitRole("channels", scope, layer)
+
+
+def _fused_group(written: list[int], read: list[int]) -> tuple[int, int] | None:
+    """One fused layer writes a group's query heads, key and value as one element (``g + 2``
+    heads), the output layer reads its ``g`` query heads: ``(g, head_dim)``, or None."""
+    if len(set(written)) != 1 or len(set(read)) != 1 or written[0] <= read[0]:
+        return None
+    extra = written[0] - read[0]  # the key and value heads: 2 * head_dim
+    if extra % 2 or (2 * read[0]) % extra:
+        return None
+    return 2 * read[0] // extra, extra // 2
 
 
 def describe_unit(unit: Any) -> str:

@@ -106,6 +106,8 @@ def test_heads_or_kv_groups_are_units(prepared):
         assert len(warned) == 2 and all("query_key_value" in m for m in warned)  # the op and its layers
         return
     assert len(heads) == 2 and all(u.num_channels == 2 for u in heads)  # 2 KV groups per layer
+    roles = {(r.kind, r.heads_per_element, r.head_dim) for r in map(unit_role, heads)}
+    assert roles == {("kv_groups", 2, 16)}  # a KV head with its 2 query heads of 16
     kinds = {unit_role(u).kind for u in prepared.mutator.mutable_units}
     assert {"hidden", "mlp"} <= kinds
 
