@@ -71,14 +71,13 @@ def error_html(spec: str, shape: Sequence[int], error: BaseException) -> str:
 def _build(page: widgets.VBox, status: widgets.HTML, spec: str, shape: tuple[int, ...]) -> None:
     """Build the model and the explorer (in a background thread), then show it in ``page``."""
     try:
-        import torch
-
         from .. import PruningExplorer
         from ..model_loading import resolve_model
 
         source = resolve_model(spec)
+        inputs = source.example.with_shape(shape).make()  # a random tensor, or token ids (batch x tokens)
         model = source.load()
-        explorer = PruningExplorer(model, torch.randn(*shape), eval_fn=source.eval_fn)
+        explorer = PruningExplorer(model, inputs, eval_fn=source.eval_fn)
         if explorer.quality is not None:  # a model with a score shows it live, and its baseline now
             explorer.quality.live.value = True
             explorer.evaluate()
