@@ -35,7 +35,7 @@ _NO_TOKENS = dict(vocab_size=None, max_position_embeddings=None, pad_token_id=No
 FAMILY_SIZES: dict[str, dict[str, Any]] = {
     "gpt2": dict(intermediate_size=None, n_inner=128, max_position_embeddings=None, n_positions=64),
     "gemma": dict(num_key_value_heads=1),
-    "phi": dict(partial_rotary_factor=0.5),
+    "phi": dict(partial_rotary_factor=0.5, num_key_value_heads=None),  # Phi-1 and Phi-2 do not group KV heads
     "gpt_neox": dict(rotary_pct=0.5),
     "falcon": dict(intermediate_size=None, ffn_hidden_size=128, new_decoder_architecture=True, num_kv_heads=2),
     "opt": dict(intermediate_size=None, ffn_dim=128, word_embed_proj_dim=64),
