@@ -171,3 +171,20 @@ def test_the_page_explores_hf_llama_on_tokens(tmp_path, monkeypatch) -> None:
     before = explorer.mutator.resources().params
     explorer.mutator.set_choices({"model.layers.0.mlp.gate_proj_(0, 128)_128": 0.5})
     assert explorer.mutator.resources().params == before - 3 * 64 * 64  # gate, up and down lose 64 of 128 rows
+
+
+def test_the_units_template_of_hf_llama_rebuilds_its_units(capsys, tmp_path) -> None:
+    from razor_widgets import MODELS
+
+    path = tmp_path / "llama.json"
+    assert main(["units", "hf:llama", "-c", "-i", "-o", str(path), "--input-shape", "1", "8"]) == 0
+    config = json.loads(path.read_text())
+    assert config["parse_cfg"]["type"] == "Config"
+    source = resolve_model("hf:llama")
+    mutator = MODELS.build(config)
+    mutator.prepare_from_supernet(source.load())
+    assert {unit.name for unit in mutator.mutable_units} == LLAMA_UNITS
+    mutator.set_choices({name: 0.5 for name in mutator.current_choices})
+    inputs = source.example.with_shape((1, 8)).make(seed=0)
+    small = mutator.to_static(example_inputs=inputs)  # the export checked on the token inputs
+    assert small(**inputs).logits.shape == (1, 8, TINY_VOCAB) and small.config.hidden_size == 32
