@@ -3,27 +3,17 @@ of a tiny Hugging Face Llama built from config (random weights, traced on token 
 slider per unit (the hidden size, the KV groups and the MLP of each layer); moving a slider with
 the keyboard, then dragging one with the mouse, changes the counters to what the engine computes.
 
-Locally the test skips without chromium or playwright; with CI set it fails instead (as
-tests/test_browser.py).
+Locally the test skips without chromium or playwright; with CI set it fails instead (the
+``browser`` fixture of tests/conftest.py; helpers: tests/browser_pages.py).
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Iterator
 
 import pytest
-from test_browser import (  # noqa: F401 (browser: a fixture)
-    accepts_connections,
-    browser,
-    engine_counts,
-    free_port,
-    shown_counts,
-    stop,
-    wait_until,
-)
+from browser_pages import UNIT_SLIDER, dashboard_server, engine_counts, new_page, press, shown_counts
 
 from razor_widgets import ChannelMutator
 from razor_widgets.model_loading import resolve_model
@@ -31,25 +21,15 @@ from razor_widgets.model_loading import resolve_model
 pytest.importorskip("transformers")
 TOKENS = (1, 8)  # batch x sequence length the page traces on
 PRESSES = 3
-UNIT_SLIDER = ".widget-slider:has(> label.widget-label[title*=' channels, ']):visible"
 
 
 @pytest.fixture(scope="module")
 def llama_page_url(tmp_path_factory) -> Iterator[str]:
     """``razor-widgets dashboard hf:llama --input-shape 1 8`` on a free port; its URL."""
-    base = tmp_path_factory.mktemp("dashboard_hf")
-    port = free_port()
-    log = base / "dashboard.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "razor_widgets", "dashboard", "hf:llama", "--input-shape",
-                                   *map(str, TOKENS), "--port", str(port)],
-                                  stdout=out, stderr=subprocess.STDOUT, cwd=base)
-    try:
-        wait_until(lambda: accepts_connections(port), "razor-widgets dashboard hf:llama", server, log)
-        assert f"hf:llama (input 1x8 tokens) at http://127.0.0.1:{port}/" in log.read_text()
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        stop(server)
+    with dashboard_server(tmp_path_factory.mktemp("dashboard_hf"), "hf:llama", "--input-shape",
+                          *map(str, TOKENS)) as server:
+        assert f"hf:llama (input 1x8 tokens) at {server.url}" in server.log.read_text()
+        yield server.url
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +56,8 @@ def _wait_for_counts(counters, kept, expected_kept: str, expected: dict, what: s
         time.sleep(0.05)
 
 
-def test_moving_and_dragging_a_slider_of_hf_llama_changes_the_counts(browser, llama_page_url,  # noqa: F811
-                                                                     engine) -> None:
-    page = browser.new_page(viewport={"width": 1600, "height": 1200})
-    try:
+def test_moving_and_dragging_a_slider_of_hf_llama_changes_the_counts(browser, llama_page_url, engine) -> None:
+    with new_page(browser) as page:
         started = time.monotonic()
         page.goto(llama_page_url, wait_until="commit")
         sliders = page.locator(UNIT_SLIDER)
@@ -101,9 +79,7 @@ def test_moving_and_dragging_a_slider_of_hf_llama_changes_the_counts(browser, ll
         engine.set_choices({unit.name: expected_kept / unit.num_channels})
         expected = engine_counts(engine)
         assert expected["Params"][0] < expected["Params"][1]
-        slider.locator(".noUi-handle").focus()
-        for _ in range(PRESSES):
-            page.keyboard.press("ArrowLeft")
+        press(page, slider.locator(".noUi-handle"), "ArrowLeft", PRESSES)
         moved = _wait_for_counts(counters, kept, f"{expected_kept}/{unit.num_channels}", expected, "key presses")
 
         # the mouse: drag the handle of another unit (the hidden size) to the left
@@ -130,5 +106,3 @@ def test_moving_and_dragging_a_slider_of_hf_llama_changes_the_counts(browser, ll
         _wait_for_counts(counters, kept, f"{dragged}/{hidden_unit.num_channels}", expected, "the drag")
         print(f"\nhf:llama page: first slider {loaded:.1f} s after navigation; {PRESSES} key presses on "
               f"{unit.name} -> counters in {moved:.2f} s; hidden size dragged to {dragged}/{hidden_unit.num_channels}")
-    finally:
-        page.close()
