@@ -30,8 +30,8 @@ def dashboard_page(spec: str | None = None, input_shape: Sequence[int] | None = 
     spec = spec or os.environ.get(MODEL_ENV, DEFAULT_MODEL)
     shape = tuple(input_shape) if input_shape else _shape_of(spec)
     os.chdir(os.environ.get(WORKDIR_ENV, os.getcwd()))  # plans are saved where the command was started
-    status = widgets.HTML(_status_html(f"Building {spec} and tracing its channels on a random "
-                                       f"{format_shape(shape)} input…"))
+    status = widgets.HTML(_status_html(f"Building {spec} and tracing its channels on a random example, "
+                                       f"{_input_words(spec, shape)}…"))
     status.add_class(STATUS_CLASS)
     page = widgets.VBox([status])
     page.explorer = None  # the PruningExplorer, once built
@@ -51,6 +51,17 @@ def _shape_of(spec: str) -> tuple[int, ...]:
         return resolve_model(spec).input_shape
     except ModelLoadError:
         return DEFAULT_INPUT_SHAPE
+
+
+def _input_words(spec: str, shape: tuple[int, ...]) -> str:
+    """What the page traces on, in words: 'token ids of shape (1, 8) (batch, tokens)' or
+    'an input of shape (1, 3, 224, 224)'."""
+    from ..model_loading import ModelLoadError, resolve_model
+
+    try:
+        return resolve_model(spec).example.with_shape(shape).describe()
+    except (ModelLoadError, ValueError):
+        return f"an input of shape {format_shape(shape)}"
 
 
 def _status_html(text: str) -> str:
