@@ -393,7 +393,7 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
     _param_slots(ctx, roots)
     # 1. each slot (pieces cut by slices) as a sequence of roots, consecutive repeats folded into an expand ratio
     seqs: list[tuple[Slot, np.ndarray, int]] = []
-    for slot in cut_slots(ctx.slots, ctx.cuts):
+    for slot in cut_slots(ctx.slots, ctx.cuts, roots):
         r = roots[slot.ids.numpy()]
         change = np.flatnonzero(np.diff(r)) + 1
         starts = np.concatenate([[0], change])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from .channel_space import compress, varying_dims
@@ -37,15 +38,19 @@ def record_cuts(ctx: AnalysisContext, source: torch.Tensor, parts: list[torch.Te
                     break
 
 
-def cut_slots(slots: list[Any], cuts: set[int]) -> list[Any]:
+def cut_slots(slots: list[Any], cuts: set[int], roots: np.ndarray) -> list[Any]:
     """Slots split into pieces where a cut element starts a new run (``offset``: where a piece
-    starts in its side)."""
+    starts in its side). A slot whose channels come in runs of one length (``split`` into equal
+    parts of the same channels) stays whole: its unit keeps one range with repeats."""
     if not cuts:
         return slots
     cut_ids = torch.tensor(sorted(cuts), dtype=torch.long)
     pieces = []
     for slot in slots:
         ids = slot.ids
+        if _uniform_runs(roots[ids.numpy()]):
+            pieces.append(slot)
+            continue
         at = torch.isin(ids, cut_ids)
         at[0] = False
         at[1:] &= ids[1:] != ids[:-1]
@@ -53,3 +58,9 @@ def cut_slots(slots: list[Any], cuts: set[int]) -> list[Any]:
         pieces += [slot] if len(bounds) == 2 else [
             dataclasses.replace(slot, ids=ids[a:b], offset=slot.offset + a) for a, b in zip(bounds, bounds[1:])]
     return pieces
+
+
+def _uniform_runs(line: np.ndarray) -> bool:
+    """Whether consecutive equal roots come in runs of one length."""
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(line)) + 1, [len(line)]])
+    return len(set(np.diff(starts).tolist())) == 1
