@@ -25,6 +25,7 @@ from .derived_weights import is_layer_weight
 from .param_elements import ParameterElements
 from .traced_size import AttrRef, attribute_sources, shape_sources
 from .tracing import Node, TensorRef, TracedGraph, analysis_error
+from .unit_traits import UnitTraits, assign_traits
 
 INPUT_REASON = "derived from a model input"
 ATTENTION_MODES = ("heads", "head_dims")  # how attention units prune: whole heads, or positions in every head
@@ -60,6 +61,7 @@ class UnitSpec:
     order: int = 0
     roots: list[int] = field(default_factory=list)  # the unit's elements, one per channel of a block
     divisor: int = 1  # kept channels per block must be a multiple (a kernel's alignment)
+    traits: UnitTraits = field(default_factory=UnitTraits)  # attention heads, residual joins
 
     @property
     def name(self) -> str:
@@ -118,6 +120,8 @@ class AnalysisContext:
         self.node: Node | None = None
         self.size_attributes: dict[tuple[str, str], torch.Tensor] = {}  # attribute -> elements it counts
         self.frozen_attributes: list[tuple[AttrRef, str]] = []  # attributes that must keep their value
+        self.head_elements: list[torch.Tensor] = []  # elements an attention op holds as heads
+        self.sums: list[tuple[torch.Tensor, str]] = []  # (elements, scope) of residual joins
 
     # -- ids of tensors -------------------------------------------------------------------
     def get(self, ref: TensorRef, along: int | None = None) -> torch.Tensor:
@@ -321,6 +325,7 @@ class ChannelAnalyzer:
             ctx.resolve_slices(roots)
             _resolve_size_uses(ctx, value_uses, roots)
             units = build_units(ctx, roots)
+            assign_traits(units, roots, ctx.head_elements, ctx.sums)
         except Exception as exc:  # a bug of the analysis: say where, never crash raw
             raise analysis_error(ctx, exc) from exc
         _warn_unknown(ctx, units)

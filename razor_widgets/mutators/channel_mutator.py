@@ -21,6 +21,7 @@ from ..registry import MODELS
 from ..resources import Resources
 from ..rules import RULES
 from ..tracing import TracedGraph, Tracer, check_path_is_static, make_example_inputs
+from ..unit_labels import assign_roles
 from .base import BaseMutator
 from .channel_config import attribute_positions, attributes_from_cfg, channel_from_cfg, normalized_unit_cfg, plain
 from .shared_params import convert_param_owners, retie
@@ -96,6 +97,7 @@ class ChannelMutator(BaseMutator):
         else:
             raise ValueError(f"unknown parse_cfg type {parse_type!r}; use one of "
                              f"{', '.join(TRACER_TYPES)}, 'Config' or 'Predefined'")
+        assign_roles(units, dict(supernet.named_modules()))  # what each unit is (unit_labels.py)
         if parse_type != "Predefined":
             self._convert_layers(supernet, [u for u in units if u.is_mutable])
             for unit in units:
@@ -148,6 +150,7 @@ class ChannelMutator(BaseMutator):
         unit = self._new_unit(spec.num_channels, unit_cfg, spec.divisor)
         unit.name, unit.repeats = spec.name, spec.repeats
         unit.fixed_reasons = list(spec.fixed_reasons)
+        unit.traits = spec.traits
         for channel in spec.output_related + spec.input_related:
             channel.module = modules.get(channel.owner_name)
             (unit.add_output_related if channel.is_output_channel else unit.add_input_related)(channel)
