@@ -76,11 +76,12 @@ def _told_apart(units: list, roles: list[UnitRole], tree: BlockTree) -> list[Uni
     """Roles that would read alike (the self- and cross-attention heads of one decoder layer)
     say which module of the block they are: ``heads of decoder layer 0 (encoder_attn)``."""
     seen: dict[tuple[str, str], int] = {}
-    for role in roles:
-        seen[role.kind, role.where] = seen.get((role.kind, role.where), 0) + 1
+    for unit, role in zip(units, roles):
+        if unit.is_mutable:  # the units a person sees side by side
+            seen[role.kind, role.where] = seen.get((role.kind, role.where), 0) + 1
     told = []
     for unit, role in zip(units, roles):
-        inside = _inside_block(unit, tree) if seen[role.kind, role.where] > 1 and role.where else ""
+        inside = _inside_block(unit, tree) if seen.get((role.kind, role.where), 0) > 1 and role.where else ""
         told.append(replace(role, where=f"{role.where} ({inside})") if inside else role)
     return told
 
@@ -107,7 +108,7 @@ def role_of(unit: Any, tree: BlockTree) -> UnitRole:
     owners = [c.owner_name for c in channels]
     scope = _common_prefix(owners)
     if not isinstance(traits, UnitTraits):
-        traits = _traits_from_channels(channels, owners, tree)
+        traits = _traits_from_channels(channels, tree)
     layer_kinds = {_kind_name(c.module) for c in channels if c.param_dim is None}
     all_kinds = {_kind_name(c.module) for c in channels}
     normalised = bool(all_kinds & CHANNEL_NORM_KINDS)
@@ -201,6 +202,8 @@ def _writer(unit: Any, channels: list) -> str:
     first = next((c for c in layers if c.is_output_channel), None) or (layers or channels or [None])[0]
     if first is None:
         return str(getattr(unit, "name", ""))
+    if not first.is_output_channel and first.param_dim is None:  # read only: a model input, say
+        return f"the input of {first.owner_name}"
     kind = kind_of(first.module) if first.param_dim is None else None
     try:
         total = kind.channels(first.module, first.is_output_channel) if kind is not None else None
@@ -242,14 +245,15 @@ def describe_unit(unit: Any) -> str:
     return f"{label}: {n}{scope}"
 
 
-def _traits_from_channels(channels: list, owners: list[str], tree: BlockTree) -> UnitTraits:
+def _traits_from_channels(channels: list, tree: BlockTree) -> UnitTraits:
     """Traits guessed for a unit the analysis did not make (a config's, or one built by hand):
-    heads are written and read in blocks of channels; a unit that spans several blocks is
+    heads are written and read in blocks of channels; a unit that several blocks write is
     taken for one that is added across them."""
     layers = [c for c in channels if c.param_dim is None]
     attention = any(c.expand_ratio > 1 and c.is_output_channel for c in layers) and \
         any(c.expand_ratio > 1 and not c.is_output_channel for c in layers)
-    blocks = list(dict.fromkeys(b.path for b in (tree.innermost(o) for o in owners) if b is not None))
+    writers = [c.owner_name for c in channels if c.is_output_channel]
+    blocks = list(dict.fromkeys(b.path for b in (tree.innermost(o) for o in writers) if b is not None))
     return UnitTraits(attention, tuple(blocks) if len(blocks) > 1 else ())
 
 
