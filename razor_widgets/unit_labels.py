@@ -10,7 +10,7 @@ names of architectures or modules:
 * **hidden** size: the channels hold an embedding's feature dim, or are normalised over the
   channel dim (layer norm, RMS norm: the ``layer_norm``, ``rms_norm`` and ``channel_mean``
   layer kinds) and added across blocks (``UnitTraits.sum_scopes``), as a transformer's
-  residual stream is (also when ``nn.MultiheadAttention`` ties it to its heads);
+  residual stream is (also when a multi-head attention layer ties it to its heads);
 * **experts**: the intermediate size of every expert of a fused MoE layer (3-D parameters);
 * **residual** stream: added across blocks with no norm over the channels (a CNN's stream);
 * **mlp**: written by linear layers and read by linear layers, with no residual join: the
