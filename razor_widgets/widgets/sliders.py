@@ -74,8 +74,8 @@ def make_slider(unit: MutableChannelUnit) -> widgets.ValueWidget:
     """A slider in the unit's choice mode: candidates, a ratio, or a number of channels,
     labelled by ``slider_label``."""
     common = dict(description=slider_label(unit), tooltip=tooltip(unit),
-                  continuous_update=True, style={"description_width": "290px"},
-                  layout=widgets.Layout(width="560px"))
+                  continuous_update=True, style={"description_width": "320px"},
+                  layout=widgets.Layout(width="590px"))
     candidates = getattr(unit, "candidate_choices", None)
     if candidates:
         options = sorted(set(candidates))
@@ -125,7 +125,7 @@ class UnitSliders(QuietPanel):
         self.filter.observe(lambda change: self.apply_filter(change["new"]), "value")
         self.fixed = self._fixed_list(mutator)
         self.widget = widgets.VBox([self.filter, *self.sections.values(), self.fixed],
-                                   layout=widgets.Layout(max_height="640px", overflow="auto"))
+                                   layout=widgets.Layout(max_height="640px", overflow="auto", flex="0 0 auto"))
 
     @staticmethod
     def _kept_text(unit: MutableChannelUnit) -> str:
