@@ -143,3 +143,23 @@ def test_units_from_a_config_get_roles_without_the_analysis(resnet18):
     labels = {u.name: unit_label(u) for u in mutator.mutable_units}
     assert labels["layer1.0.conv1_(0, 64)_64"] == "channels of layer1.0.conv1"
     assert labels["layer2.0.conv2_(0, 128)_128"] == "residual stream of layer2 (2 blocks)"
+
+
+def test_the_explorer_shows_the_labels(one_thread):
+    """Sliders, the highlight list, the channels chart and the filter box use the labels."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    from razor_widgets import PruningExplorer
+
+    torch.manual_seed(0)
+    net = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64,
+                            num_classes=10).eval()
+    ex = PruningExplorer(net, torch.randn(1, 3, 32, 32))
+    units = ex.mutator.mutable_units
+    assert [ex.sliders[u.name].description for u in units] == [
+        "hidden size · 15 layers", "MLP of layer 0 · 2 layers", "MLP of layer 1 · 2 layers"]
+    assert "MLP of layer 1: 64 (encoder.layers.encoder_layer_1.mlp)" in ex.sliders[units[2].name].tooltip
+    assert ex.unit_selector.options[2] == (f"MLP of layer 0 · {units[1].name}", units[1].name)
+    assert ex.channel_plot.labels() == ["hidden size", "MLP of layer 0", "MLP of layer 1"]
+    assert ex.panel.apply_filter("mlp") == 2 and ex.panel.apply_filter("layer 1") == 1
+    assert ex.panel.apply_filter("") == 3
