@@ -43,6 +43,18 @@ def attribute_positions(analysis: ChannelAnalysis, units: list[MutableChannelUni
             for key, line in analysis.size_attributes.items()}
 
 
+def output_positions(analysis: ChannelAnalysis, units: list[MutableChannelUnit]
+                     ) -> dict[tuple, dict[int, list[tuple[MutableChannelUnit | None, int]]]]:
+    """Where each channel of an output that follows the pruned model sits, per dim it varies
+    along: (its unit, position in a block); (None, 0): in no unit (always kept)."""
+    where = {root: (unit, pos) for spec, unit in zip(analysis.units, units) for pos, root in enumerate(spec.roots)}
+    roots = analysis.roots
+    return {path: {dim: [where.get(int(r), (None, 0)) if e >= 0 else (None, 0) for e, r in
+                         zip(line.tolist(), roots[line.clamp(min=0).numpy()])]
+                   for dim, line in dims.items()}
+            for path, dims in analysis.free_outputs.items()}
+
+
 def normalized_unit_cfg(cfg: dict | str | None, default_type: str) -> dict[str, Any]:
     if cfg is None:
         cfg = dict(DEFAULT_UNIT_CFG, type=default_type)

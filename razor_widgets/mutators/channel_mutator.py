@@ -22,7 +22,14 @@ from ..resources import Resources
 from ..rules import RULES
 from ..tracing import TracedGraph, Tracer, check_path_is_static, make_example_inputs
 from .base import BaseMutator
-from .channel_config import attribute_positions, attributes_from_cfg, channel_from_cfg, normalized_unit_cfg, plain
+from .channel_config import (
+    attribute_positions,
+    attributes_from_cfg,
+    channel_from_cfg,
+    normalized_unit_cfg,
+    output_positions,
+    plain,
+)
 from .shared_params import convert_param_owners, retie
 
 _PREPARED_MARK = "_prepared_by_channel_mutator"  # set on a model once a mutator prepares it
@@ -76,6 +83,8 @@ class ChannelMutator(BaseMutator):
         # int attributes the forward reads as channel counts -> the (unit, position) of each
         # element they count: the export sets them to the kept count
         self._size_attributes: dict[tuple[str, str], list[tuple[MutableChannelUnit | None, int]]] = {}
+        # outputs whose widths follow the pruned model -> dim -> (unit, position) of each channel
+        self._output_positions: dict[tuple, dict[int, list[tuple[MutableChannelUnit | None, int]]]] = {}
         object.__setattr__(self, "_model", None)
 
     # -- preparing ------------------------------------------------------------------------
@@ -119,7 +128,8 @@ class ChannelMutator(BaseMutator):
             self.example_inputs = example_inputs
         graph = Tracer(RULES.is_leaf).trace(model, example_inputs)
         check_path_is_static(Tracer(RULES.is_leaf), model, example_inputs, graph)
-        analysis = ChannelAnalyzer(RULES, self.parse_cfg.get("attention", "heads")).analyze(graph)
+        analysis = ChannelAnalyzer(RULES, self.parse_cfg.get("attention", "heads"),
+                                   self.parse_cfg.get("fixed_outputs")).analyze(graph)
         specs = analysis.units
         self.graph_trace, self.analysis = graph, analysis
         configured = self.channel_unit_cfg.get("units", {})
@@ -129,6 +139,7 @@ class ChannelMutator(BaseMutator):
         modules = dict(model.named_modules())
         units = [self._unit_from_spec(modules, spec, configured.get(spec.name)) for spec in specs]
         self._size_attributes = attribute_positions(analysis, units)
+        self._output_positions = output_positions(analysis, units)
         return units
 
     def _new_unit(self, num_channels: int, unit_cfg: dict | None, divisor: int = 1) -> MutableChannelUnit:
@@ -393,6 +404,14 @@ class ChannelMutator(BaseMutator):
         retie(static, self._model)
         update_hf_models(static, self)  # a Hugging Face model's config says the kept sizes
         return verify_export(self, static, example_inputs) if check else static
+
+    def kept_output_channels(self) -> dict[tuple, dict[int, torch.Tensor]]:
+        """The outputs whose widths follow the pruned model (``model_outputs.py``): output path ->
+        dim -> the positions the export keeps there (at the current choices)."""
+        return {path: {dim: torch.tensor([i for i, (unit, pos) in enumerate(where)
+                                          if unit is None or bool(unit.current_mask[pos])], dtype=torch.long)
+                       for dim, where in dims.items()}
+                for path, dims in self._output_positions.items()}
 
     def _param_masks(self) -> dict[tuple[str, int], torch.Tensor]:
         """``(parameter, dim) -> kept mask`` of the parameters pruned along dims (one or more)."""
