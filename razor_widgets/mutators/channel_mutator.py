@@ -12,6 +12,7 @@ from torch import nn
 from ..analysis import ChannelAnalysis, ChannelAnalyzer, UnitSpec
 from ..dynamic_ops import DynamicChannelMixin
 from ..export_check import verify_export
+from ..hf_export import check_reload as check_reload_of
 from ..hf_export import update_hf_models
 from ..layers import dynamic_op_for, guard_fused_paths, remove_fused_path_guards
 from ..live_counter import ResourceCounter, mutator_resources
@@ -380,9 +381,11 @@ class ChannelMutator(BaseMutator):
         return mutator_resources(self, choices, by_layer)
 
     # -- export ---------------------------------------------------------------------------
-    def to_static(self, check: bool = True, example_inputs: Any = None) -> nn.Module:
+    def to_static(self, check: bool = True, example_inputs: Any = None, check_reload: bool = True) -> nn.Module:
         """A new model of plain torch layers holding only the kept channels. ``check``: it must
-        compute what the masked model does on the example input, else ``ExportError`` (two forwards)."""
+        compute what the masked model does on the example input, else ``ExportError`` (two forwards).
+        ``check_reload`` (with ``check``): a Hugging Face export rebuilt from its config must compute
+        the same, else ``HFConfigWarning`` (``hf_export.check_reload``: one more forward and copy)."""
         require_real_weights(self._model, "to_static()")
         self._require_prepared()
         originals = {id(t): t for t in (*self._model.parameters(), *self._model.buffers())}
@@ -403,7 +406,12 @@ class ChannelMutator(BaseMutator):
         _own_tensors(static, originals)
         retie(static, self._model)
         update_hf_models(static, self)  # a Hugging Face model's config says the kept sizes
-        return verify_export(self, static, example_inputs) if check else static
+        if not check:
+            return static
+        static = verify_export(self, static, example_inputs)
+        if check_reload:
+            check_reload_of(static, example_inputs if example_inputs is not None else self.example_inputs)
+        return static
 
     def kept_output_channels(self) -> dict[tuple, dict[int, torch.Tensor]]:
         """The outputs whose widths follow the pruned model (``model_outputs.py``): output path ->
