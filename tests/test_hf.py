@@ -36,21 +36,10 @@ def _bert():
         vocab_size=VOCAB, max_position_embeddings=64))
 
 
-class LogitsOnly(torch.nn.Module):
-    """T5 returns the encoder's hidden states too, which fixes the hidden size (a model
-    output keeps its shape): this wrapper returns the logits only."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, **inputs):
-        return self.model(**inputs).logits
-
-
 def _t5():
-    return LogitsOnly(transformers.T5ForConditionalGeneration(transformers.T5Config(
-        d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4, vocab_size=VOCAB, decoder_start_token_id=0)))
+    """T5 as it is: its encoder's hidden states, returned next to the logits, follow the pruned model."""
+    return transformers.T5ForConditionalGeneration(transformers.T5Config(
+        d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4, vocab_size=VOCAB, decoder_start_token_id=0))
 
 
 def _gpt2():
@@ -186,7 +175,7 @@ def test_units_say_what_they_are(prepared):
         "llama": "KV groups of layer 1 (model.layers.1.self_attn): 2 × 2 query heads of 16",
         "llama_eager": "MLP of layer 0 (model.layers.0.mlp): 128",
         "bert": "heads of layer 0 (bert.encoder.layer.0.attention): 4 of 16",
-        "t5": "MLP of layer 1 (model.decoder.block.1.layer.2.DenseReluDense): 128",
+        "t5": "MLP of layer 1 (decoder.block.1.layer.2.DenseReluDense): 128",
         "gpt2": "heads of layer 1 (transformer.h.1.attn): 4 of 16",
         "mixtral": "expert MLPs of layer 1 (model.layers.1.mlp.experts): 128 in every expert",
     }[prepared.name]
