@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import warnings
 
 import pytest
 import torch
 
-from razor_widgets import ChannelMutator, ExportError, count_resources
+from razor_widgets import MODELS, ChannelMutator, ExportError, count_resources
 from razor_widgets.export_check import verify_export
 from razor_widgets.hf_export import HFConfigWarning
 from razor_widgets.model_outputs import narrowed_outputs, pinned_outputs
@@ -194,3 +195,26 @@ def test_a_dataclass_output_follows_the_same_policy_and_a_wrong_free_output_is_c
     broken.register_forward_hook(lambda m, a, out: _Output(out.logits, out.hidden_states + 1))
     with pytest.raises(ExportError, match="hidden_states"):
         verify_export(mutator, broken)
+
+
+def test_a_config_template_keeps_which_outputs_follow(one_thread):
+    """A mutator rebuilt from ``config_template(with_channels=True)`` (JSON) knows the free
+    outputs: its export of T5 with the hidden size at half passes the check."""
+    torch.manual_seed(0)
+    inputs = _inputs(True)
+    traced = _prepare(_t5().eval(), inputs)
+    cfg = json.loads(json.dumps(traced.config_template(with_channels=True)))
+    assert [entry["path"] for entry in cfg["parse_cfg"]["free_outputs"]] == [["encoder_last_hidden_state"]]
+    torch.manual_seed(0)
+    model = _t5().eval()
+    mutator = MODELS.build(cfg)
+    mutator.prepare_from_supernet(model, inputs)
+    hidden = next(u for u in mutator.mutable_units if unit_role(u).kind == "hidden")
+    mutator.set_choices({hidden.name: 0.5})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", HFConfigWarning)
+        static = mutator.to_static()
+    assert _run(static, inputs).encoder_last_hidden_state.shape == (2, 8, 32)
+    cfg["parse_cfg"]["free_outputs"][0]["dims"][0][1][0][0] = "no such unit"
+    with pytest.raises(ValueError, match="names unit 'no such unit'"):
+        MODELS.build(cfg).prepare_from_supernet(_t5().eval(), inputs)

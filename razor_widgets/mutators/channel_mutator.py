@@ -27,8 +27,11 @@ from .channel_config import (
     attribute_positions,
     attributes_from_cfg,
     channel_from_cfg,
+    kept_output_positions,
     normalized_unit_cfg,
     output_positions,
+    output_positions_cfg,
+    outputs_from_cfg,
     plain,
 )
 from .shared_params import convert_param_owners, retie
@@ -192,6 +195,7 @@ class ChannelMutator(BaseMutator):
                 (unit.add_output_related if channel.is_output_channel else unit.add_input_related)(channel)
             units.append(unit)
         self._size_attributes = attributes_from_cfg(self.parse_cfg.get("size_attributes", {}), modules, units)
+        self._output_positions = outputs_from_cfg(self.parse_cfg.get("free_outputs", []), units)
         return units
 
     def _units_from_predefined(self, model: nn.Module) -> list[MutableChannelUnit]:
@@ -355,6 +359,8 @@ class ChannelMutator(BaseMutator):
                 f"{owner}.{attr}" if owner else attr: [[u.name if u is not None and u.name in units else None, pos]
                                                        for u, pos in positions]
                 for (owner, attr), positions in self._size_attributes.items()}
+        if with_channels and self._output_positions:  # outputs that follow the pruned model: the check cuts them
+            parse_cfg["free_outputs"] = output_positions_cfg(self._output_positions, units)
         return {"type": type(self).__name__, "channel_unit_cfg": unit_cfg, "parse_cfg": parse_cfg}
 
     # -- counting -------------------------------------------------------------------------
@@ -416,10 +422,7 @@ class ChannelMutator(BaseMutator):
     def kept_output_channels(self) -> dict[tuple, dict[int, torch.Tensor]]:
         """The outputs whose widths follow the pruned model (``model_outputs.py``): output path ->
         dim -> the positions the export keeps there (at the current choices)."""
-        return {path: {dim: torch.tensor([i for i, (unit, pos) in enumerate(where)
-                                          if unit is None or bool(unit.current_mask[pos])], dtype=torch.long)
-                       for dim, where in dims.items()}
-                for path, dims in self._output_positions.items()}
+        return kept_output_positions(self._output_positions)
 
     def _param_masks(self) -> dict[tuple[str, int], torch.Tensor]:
         """``(parameter, dim) -> kept mask`` of the parameters pruned along dims (one or more)."""
