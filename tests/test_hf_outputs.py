@@ -220,3 +220,23 @@ def test_a_config_template_keeps_which_outputs_follow(one_thread):
     cfg["parse_cfg"]["free_outputs"][0]["dims"][0][1][0][0] = "no such unit"
     with pytest.raises(ValueError, match="names unit 'no such unit'"):
         MODELS.build(cfg).prepare_from_supernet(_t5().eval(), inputs)
+
+
+class _OuterStates(torch.nn.Module):
+    """Returns logits and 'hidden_states' whose channels vary along two dims (split in blocks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.head = torch.nn.Linear(4, 6), torch.nn.Linear(6, 2)
+
+    def forward(self, x):
+        a = self.a(x)
+        return {"logits": self.head(torch.relu(a)), "hidden_states": a.view(-1, 2, 3)}
+
+
+def test_a_free_output_with_channels_along_several_dims_stays_pinned(one_thread):
+    mutator = ChannelMutator()
+    mutator.prepare_from_supernet(_OuterStates(), torch.randn(2, 4))
+    assert not mutator.analysis.free_outputs
+    reasons = {r for u in mutator.units for r in u.fixed_reasons}
+    assert "model output 'hidden_states' (its channels vary along several dims)" in reasons
