@@ -18,8 +18,8 @@ embeddings by ``sqrt(config.hidden_size)``, rebuilt from the new hidden size. So
 :func:`check_reload` (``to_static(check_reload=True)``, the default when the export is checked)
 rebuilds the model as ``from_pretrained`` would, from the config as ``config.json`` gives it back
 and the export's state dict (``from_pretrained(None, config=..., state_dict=...)``: no disk, no
-random initialisation; the rebuilt model holds one more copy of the pruned weights while it
-runs), runs the example input once, and compares with the export. When they differ,
+random initialisation, and the rebuilt model shares the export's tensors, so no copy of the
+weights), runs the example input once, and compares with the export. When they differ,
 :class:`HFConfigWarning` says so and ``config.razor_widgets_reload_differs`` records what
 differs. Only the export itself is checked (the example input is its input), not HF models
 nested inside it.

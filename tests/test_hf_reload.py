@@ -59,6 +59,10 @@ def test_a_reload_that_computes_something_else_warns(tmp_path, one_thread):
     with pytest.warns(HFConfigWarning, match="a model reloaded from this GemmaConfig computes something else"
                                              r".*keep the exported module \(torch.save\)"):
         static = mutator.to_static()
+    before = {k: (v.clone(), v._version) for k, v in static.state_dict().items()}
+    with pytest.warns(HFConfigWarning):
+        check_reload(static, inputs)  # the rebuilt model shares the export's tensors: it leaves them as they are
+    assert all(torch.equal(v, before[k][0]) and v._version == before[k][1] for k, v in static.state_dict().items())
     assert static.config.hidden_size == 32
     assert "logits" in static.config.razor_widgets_reload_differs
     static.save_pretrained(tmp_path)

@@ -391,7 +391,7 @@ class ChannelMutator(BaseMutator):
         """A new model of plain torch layers holding only the kept channels. ``check``: it must
         compute what the masked model does on the example input, else ``ExportError`` (two forwards).
         ``check_reload`` (with ``check``): a Hugging Face export rebuilt from its config must compute
-        the same, else ``HFConfigWarning`` (``hf_export.check_reload``: one more forward and copy)."""
+        the same, else ``HFConfigWarning`` (``hf_export.check_reload``: one more forward)."""
         require_real_weights(self._model, "to_static()")
         self._require_prepared()
         originals = {id(t): t for t in (*self._model.parameters(), *self._model.buffers())}
