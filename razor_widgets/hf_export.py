@@ -182,9 +182,12 @@ def check_reload(static: nn.Module, example_inputs: Any) -> str | None:
     ``example_inputs``: None when the reloaded model computes what ``static`` computes, else
     what differs (also warned as :class:`HFConfigWarning` and kept in
     ``static.config.razor_widgets_reload_differs``). Not checked (None): no example input, not
-    an HF model, or a config that already warned that it cannot describe the export."""
+    an HF model (or no ``from_pretrained`` / ``from_dict``), or a config that already warned
+    that it cannot describe the export."""
     if example_inputs is None or not is_hf_model(static) or hasattr(static.config, "razor_widgets_unrepresentable"):
         return None  # the config already said it cannot describe the export
+    if not hasattr(type(static), "from_pretrained") or not hasattr(type(static.config), "from_dict"):
+        return None  # an HF-like model without HF's loader
     config = static.config
     with warnings.catch_warnings(), _no_progress_bar():
         warnings.simplefilter("ignore")
