@@ -22,7 +22,7 @@ from .channel_range import Channel
 from .channel_space import CONST, NONE, ChannelSpace, compress, varying_dims
 from .compared_sizes import resolve_comparisons
 from .derived_weights import is_layer_weight
-from .model_outputs import pin_outputs, pinned_outputs
+from .model_outputs import output_paths, pin_outputs, pinned_outputs
 from .param_elements import ParameterElements
 from .traced_size import AttrRef, attribute_sources, shape_sources
 from .tracing import Node, TensorRef, TracedGraph, analysis_error
@@ -311,7 +311,7 @@ class ChannelAnalyzer:
 
     def analyze(self, graph: TracedGraph) -> ChannelAnalysis:
         ctx = AnalysisContext(graph, graph.modules, self.attention)
-        pinned_outputs(graph.output_paths, self.fixed_outputs)  # a name the output lacks: ValueError first
+        pinned_outputs(output_paths(graph), self.fixed_outputs)  # a name the output lacks: ValueError first
         try:
             for node in graph.nodes:
                 ctx.node = node

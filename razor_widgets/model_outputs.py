@@ -83,13 +83,20 @@ def pinned_outputs(paths: list[OutputPath], fixed_outputs: Iterable[str | int] |
     return [t in wanted for t in tops]
 
 
+def output_paths(graph: Any) -> list[OutputPath]:
+    """The paths of a traced graph's outputs; a graph recorded without them: every output
+    unnamed (so every one keeps its shape)."""
+    paths = list(getattr(graph, "output_paths", None) or [])
+    return paths if len(paths) == len(graph.outputs) else [()] * len(graph.outputs)
+
+
 def pin_outputs(ctx: Any, fixed_outputs: Any = None) -> dict[OutputPath, dict[int, torch.Tensor]]:
     """Fix the channels of the outputs that keep their shape; return, for every other output,
     the element ids along each dim in which they vary (one dim: a free output is cut along it)."""
     graph = ctx.graph
+    paths = output_paths(graph)
     free: dict[OutputPath, dict[int, torch.Tensor]] = {}
-    for ref, path, pinned in zip(graph.outputs, graph.output_paths, pinned_outputs(graph.output_paths,
-                                                                                   fixed_outputs)):
+    for ref, path, pinned in zip(graph.outputs, paths, pinned_outputs(paths, fixed_outputs)):
         ids = ctx.get(ref)
         dims = varying_dims(ids)
         if not pinned and len(dims) <= 1:
