@@ -22,6 +22,7 @@ from .channel_range import Channel
 from .channel_space import CONST, NONE, ChannelSpace, compress, varying_dims
 from .compared_sizes import resolve_comparisons
 from .derived_weights import is_layer_weight
+from .model_outputs import output_paths, pin_outputs, pinned_outputs
 from .param_elements import ParameterElements
 from .traced_size import AttrRef, attribute_sources, shape_sources
 from .tracing import Node, TensorRef, TracedGraph, analysis_error
@@ -79,6 +80,8 @@ class ChannelAnalysis:
     of a layer side (or of a parameter's dim) as the layer's first call read or wrote them.
     ``size_attributes``: ``(module, attribute) -> elements`` the attribute counts.
     ``expert_slices``: tensors that are one expert of a 3-D expert parameter (``layers/experts.py``).
+    ``free_outputs``: the outputs whose widths follow the pruned model (``model_outputs.py``):
+    output path -> dim -> the elements along it.
     """
 
     units: list[UnitSpec]
@@ -87,6 +90,7 @@ class ChannelAnalysis:
     sides: dict[tuple[str, bool, int | None], torch.Tensor]
     size_attributes: dict[tuple[str, str], torch.Tensor]
     expert_slices: dict[int, TensorRef] = field(default_factory=dict)  # ``P[e]`` -> the 3-D parameter ``P``
+    free_outputs: dict[tuple, dict[int, torch.Tensor]] = field(default_factory=dict)  # path -> dim -> elements
 
     def elements(self, ref: TensorRef) -> torch.Tensor | None:
         return self.tensor_ids.get(ref.handle)
@@ -302,14 +306,16 @@ def _valid(ids: torch.Tensor) -> torch.Tensor:
 class ChannelAnalyzer:
     """Runs the rule table over a traced graph and returns the units it finds."""
 
-    def __init__(self, rules: Any, attention: str = "heads") -> None:
+    def __init__(self, rules: Any, attention: str = "heads", fixed_outputs: Any = None) -> None:
         if attention not in ATTENTION_MODES:
             raise ValueError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {attention!r}")
         self.rules = rules
         self.attention = attention
+        self.fixed_outputs = fixed_outputs  # which outputs keep their shape (``model_outputs.py``)
 
     def analyze(self, graph: TracedGraph) -> ChannelAnalysis:
         ctx = AnalysisContext(graph, graph.modules, self.attention)
+        pinned_outputs(output_paths(graph), self.fixed_outputs)  # a name the output lacks: ValueError first
         try:
             for node in graph.nodes:
                 ctx.node = node
@@ -318,8 +324,7 @@ class ChannelAnalyzer:
             from .layers.embedding import tie_shared_weights  # layers build on this module
 
             tie_shared_weights(ctx)
-            for ref in graph.outputs:
-                ctx.fix(ctx.get(ref), "model output")
+            free_outputs = pin_outputs(ctx, self.fixed_outputs)
             value_uses = resolve_comparisons(ctx, graph.size_uses)
             roots = ctx.space.resolve()
             ctx.resolve_slices(roots)
@@ -332,7 +337,7 @@ class ChannelAnalyzer:
         sides: dict[tuple[str, bool, int | None], torch.Tensor] = {}
         for slot in ctx.slots:
             sides.setdefault((slot.name, slot.is_output, slot.param_dim), slot.ids)
-        return ChannelAnalysis(units, roots, ctx.ids, sides, ctx.size_attributes, ctx.expert_slices)
+        return ChannelAnalysis(units, roots, ctx.ids, sides, ctx.size_attributes, ctx.expert_slices, free_outputs)
 
 
 def _resolve_size_uses(ctx: AnalysisContext, uses: list, roots: np.ndarray) -> None:

@@ -36,21 +36,10 @@ def _bert():
         vocab_size=VOCAB, max_position_embeddings=64))
 
 
-class LogitsOnly(torch.nn.Module):
-    """T5 returns the encoder's hidden states too, which fixes the hidden size (a model
-    output keeps its shape): this wrapper returns the logits only."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, **inputs):
-        return self.model(**inputs).logits
-
-
 def _t5():
-    return LogitsOnly(transformers.T5ForConditionalGeneration(transformers.T5Config(
-        d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4, vocab_size=VOCAB, decoder_start_token_id=0)))
+    """T5 as it is: its encoder's hidden states, returned next to the logits, follow the pruned model."""
+    return transformers.T5ForConditionalGeneration(transformers.T5Config(
+        d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4, vocab_size=VOCAB, decoder_start_token_id=0))
 
 
 def _gpt2():
@@ -203,7 +192,7 @@ def test_units_say_what_they_are(prepared):
         "llama": "KV groups of layer 1: 2 × 2 query heads of 16 (model.layers.1.self_attn)",
         "llama_eager": "MLP of layer 0: 128 (model.layers.0.mlp)",
         "bert": "heads of layer 0: 4 of 16 (bert.encoder.layer.0.attention)",
-        "t5": "MLP of decoder layer 1: 128 (model.decoder.block.1.layer.2.DenseReluDense)",
+        "t5": "MLP of decoder layer 1: 128 (decoder.block.1.layer.2.DenseReluDense)",
         "gpt2": "heads of layer 1: 4 of 16 (transformer.h.1.attn)",
         "mixtral": "expert MLPs of layer 1: 128 in every expert (model.layers.1.mlp.experts)",
     }[prepared.name]

@@ -12,6 +12,7 @@ from torch import nn
 from ..analysis import ChannelAnalysis, ChannelAnalyzer, UnitSpec
 from ..dynamic_ops import DynamicChannelMixin
 from ..export_check import verify_export
+from ..hf_export import check_reload as check_reload_of
 from ..hf_export import update_hf_models
 from ..layers import dynamic_op_for, guard_fused_paths, remove_fused_path_guards
 from ..live_counter import ResourceCounter, mutator_resources
@@ -23,7 +24,17 @@ from ..rules import RULES
 from ..tracing import TracedGraph, Tracer, check_path_is_static, make_example_inputs
 from ..unit_labels import assign_roles
 from .base import BaseMutator
-from .channel_config import attribute_positions, attributes_from_cfg, channel_from_cfg, normalized_unit_cfg, plain
+from .channel_config import (
+    attribute_positions,
+    attributes_from_cfg,
+    channel_from_cfg,
+    kept_output_positions,
+    normalized_unit_cfg,
+    output_positions,
+    output_positions_cfg,
+    outputs_from_cfg,
+    plain,
+)
 from .shared_params import convert_param_owners, retie
 
 _PREPARED_MARK = "_prepared_by_channel_mutator"  # set on a model once a mutator prepares it
@@ -77,6 +88,8 @@ class ChannelMutator(BaseMutator):
         # int attributes the forward reads as channel counts -> the (unit, position) of each
         # element they count: the export sets them to the kept count
         self._size_attributes: dict[tuple[str, str], list[tuple[MutableChannelUnit | None, int]]] = {}
+        # outputs whose widths follow the pruned model -> dim -> (unit, position) of each channel
+        self._output_positions: dict[tuple, dict[int, list[tuple[MutableChannelUnit | None, int]]]] = {}
         object.__setattr__(self, "_model", None)
 
     # -- preparing ------------------------------------------------------------------------
@@ -121,7 +134,8 @@ class ChannelMutator(BaseMutator):
             self.example_inputs = example_inputs
         graph = Tracer(RULES.is_leaf).trace(model, example_inputs)
         check_path_is_static(Tracer(RULES.is_leaf), model, example_inputs, graph)
-        analysis = ChannelAnalyzer(RULES, self.parse_cfg.get("attention", "heads")).analyze(graph)
+        analysis = ChannelAnalyzer(RULES, self.parse_cfg.get("attention", "heads"),
+                                   self.parse_cfg.get("fixed_outputs")).analyze(graph)
         specs = analysis.units
         self.graph_trace, self.analysis = graph, analysis
         configured = self.channel_unit_cfg.get("units", {})
@@ -131,6 +145,7 @@ class ChannelMutator(BaseMutator):
         modules = dict(model.named_modules())
         units = [self._unit_from_spec(modules, spec, configured.get(spec.name)) for spec in specs]
         self._size_attributes = attribute_positions(analysis, units)
+        self._output_positions = output_positions(analysis, units)
         return units
 
     def _new_unit(self, num_channels: int, unit_cfg: dict | None, divisor: int = 1) -> MutableChannelUnit:
@@ -183,6 +198,7 @@ class ChannelMutator(BaseMutator):
                 (unit.add_output_related if channel.is_output_channel else unit.add_input_related)(channel)
             units.append(unit)
         self._size_attributes = attributes_from_cfg(self.parse_cfg.get("size_attributes", {}), modules, units)
+        self._output_positions = outputs_from_cfg(self.parse_cfg.get("free_outputs", []), units)
         return units
 
     def _units_from_predefined(self, model: nn.Module) -> list[MutableChannelUnit]:
@@ -346,6 +362,8 @@ class ChannelMutator(BaseMutator):
                 f"{owner}.{attr}" if owner else attr: [[u.name if u is not None and u.name in units else None, pos]
                                                        for u, pos in positions]
                 for (owner, attr), positions in self._size_attributes.items()}
+        if with_channels and self._output_positions:  # outputs that follow the pruned model: the check cuts them
+            parse_cfg["free_outputs"] = output_positions_cfg(self._output_positions, units)
         return {"type": type(self).__name__, "channel_unit_cfg": unit_cfg, "parse_cfg": parse_cfg}
 
     # -- counting -------------------------------------------------------------------------
@@ -372,9 +390,11 @@ class ChannelMutator(BaseMutator):
         return mutator_resources(self, choices, by_layer)
 
     # -- export ---------------------------------------------------------------------------
-    def to_static(self, check: bool = True, example_inputs: Any = None) -> nn.Module:
+    def to_static(self, check: bool = True, example_inputs: Any = None, check_reload: bool = True) -> nn.Module:
         """A new model of plain torch layers holding only the kept channels. ``check``: it must
-        compute what the masked model does on the example input, else ``ExportError`` (two forwards)."""
+        compute what the masked model does on the example input, else ``ExportError`` (two forwards).
+        ``check_reload`` (with ``check``): a Hugging Face export rebuilt from its config must compute
+        the same, else ``HFConfigWarning`` (``hf_export.check_reload``: one more forward)."""
         require_real_weights(self._model, "to_static()")
         self._require_prepared()
         originals = {id(t): t for t in (*self._model.parameters(), *self._model.buffers())}
@@ -395,7 +415,17 @@ class ChannelMutator(BaseMutator):
         _own_tensors(static, originals)
         retie(static, self._model)
         update_hf_models(static, self)  # a Hugging Face model's config says the kept sizes
-        return verify_export(self, static, example_inputs) if check else static
+        if not check:
+            return static
+        static = verify_export(self, static, example_inputs)
+        if check_reload:
+            check_reload_of(static, example_inputs if example_inputs is not None else self.example_inputs)
+        return static
+
+    def kept_output_channels(self) -> dict[tuple, dict[int, torch.Tensor]]:
+        """The outputs whose widths follow the pruned model (``model_outputs.py``): output path ->
+        dim -> the positions the export keeps there (at the current choices)."""
+        return kept_output_positions(self._output_positions)
 
     def _param_masks(self) -> dict[tuple[str, int], torch.Tensor]:
         """``(parameter, dim) -> kept mask`` of the parameters pruned along dims (one or more)."""
