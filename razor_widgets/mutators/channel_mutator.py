@@ -163,9 +163,8 @@ class ChannelMutator(BaseMutator):
     def _unit_from_spec(self, modules: dict[str, nn.Module], spec: UnitSpec,
                         unit_cfg: dict | None) -> MutableChannelUnit:
         unit = self._new_unit(spec.num_channels, unit_cfg, spec.divisor)
-        unit.name, unit.repeats = spec.name, spec.repeats
+        unit.name, unit.repeats, unit.traits = spec.name, spec.repeats, spec.traits  # traits: what it is
         unit.fixed_reasons = list(spec.fixed_reasons)
-        unit.traits = spec.traits
         for channel in spec.output_related + spec.input_related:
             channel.module = modules.get(channel.owner_name)
             (unit.add_output_related if channel.is_output_channel else unit.add_input_related)(channel)
