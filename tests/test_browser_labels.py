@@ -3,18 +3,15 @@ a Voilà page of an explorer of a tiny vision transformer: the sliders say "hidd
 of layer 1", so does the highlight list, the filter box finds units by what they are, and the
 labelled slider moves its unit.
 
-The recipe is docs/browser-testing.md of the shared docs; fixtures come from test_browser.py.
-Locally the test skips when chromium or playwright is missing; with CI set, that fails them.
+The recipe is docs/browser-testing.md of the shared docs; helpers come from browser_pages.py,
+the ``browser`` fixture from conftest.py (it skips locally without chromium; CI fails then).
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 
-import nbformat
 import pytest
-from test_browser import accepts_connections, browser, free_port, stop, wait_until  # noqa: F401
+from browser_pages import press, voila_server, write_notebook
 
 VIT_CELL = ("import torch\nfrom torchvision.models.vision_transformer import VisionTransformer\n"
             "from razor_widgets import PruningExplorer\ntorch.manual_seed(0)\n"
@@ -25,26 +22,14 @@ MLP1 = "MLP of layer 1 · 2 layers"
 
 
 @pytest.fixture(scope="module")
-def page(browser, tmp_path_factory) -> Iterator:  # noqa: F811
+def page(browser, tmp_path_factory) -> Iterator:
     base = tmp_path_factory.mktemp("voila_labels")
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(VIT_CELL)]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, base / "vit.ipynb")
-    port, log = free_port(), base / "voila.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "voila", str(base / "vit.ipynb"), "--no-browser",
-                                   f"--port={port}", "--Voila.ip=127.0.0.1"], stdout=out, stderr=subprocess.STDOUT,
-                                  cwd=base)
-    try:
-        wait_until(lambda: accepts_connections(port), "voila", server, log)  # never GET / to probe
+    with voila_server(base, write_notebook(base / "vit.ipynb", VIT_CELL)) as url:
         page = browser.new_page(viewport={"width": 1700, "height": 1300})
-        page.goto(f"http://127.0.0.1:{port}/", timeout=120_000)
+        page.goto(url, timeout=120_000)
         page.locator("button:has-text('Random')").wait_for(timeout=180_000)
         yield page
         page.close()
-    finally:
-        stop(server)
 
 
 def _slider(page, label: str):
@@ -76,7 +61,5 @@ def test_the_labelled_slider_moves_its_unit(page) -> None:
     slider = _slider(page, MLP1)
     kept = slider.locator("xpath=following-sibling::*[1]")
     assert kept.inner_text() == "64/64"
-    slider.locator(".noUi-handle").focus()
-    for _ in range(3):
-        page.keyboard.press("ArrowLeft")
+    press(page, slider.locator(".noUi-handle"), "ArrowLeft", 3)
     page.wait_for_function("e => e.innerText.trim() === '61/64'", arg=kept.element_handle(), timeout=30_000)
