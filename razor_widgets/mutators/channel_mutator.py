@@ -52,6 +52,14 @@ class _PreparedMark:
 
 def _no_mark() -> None:
     return None
+
+
+def is_prepared(model: nn.Module) -> bool:
+    """Whether a ChannelMutator has prepared ``model`` (masked layers in place); its copies and
+    pickles are new models and do not count."""
+    return model.__dict__.get(_PREPARED_MARK) is not None
+
+
 TRACER_TYPES = ("ChannelAnalyzer", "BackwardTracer", "FxTracer", "PruneTracer")
 DEFAULT_PARSE_CFG = {"type": "ChannelAnalyzer", "demo_input": (1, 3, 224, 224)}
 
@@ -96,7 +104,7 @@ class ChannelMutator(BaseMutator):
         """Find the units of ``supernet`` and turn the layers they touch into dynamic ops."""
         if self._model is not None:
             raise RuntimeError("this mutator is already prepared; make a new one for another model")
-        if supernet.__dict__.get(_PREPARED_MARK):
+        if is_prepared(supernet):
             raise RuntimeError("this model is already prepared by another ChannelMutator")
         parse_type = self.parse_cfg.get("type", "ChannelAnalyzer")
         self.example_inputs = example_inputs  # a reference (no copy): what to_static() checks with
