@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mutators.channel_mutator import ChannelMutator, is_prepared
+from .mutators.channel_mutator import ChannelMutator
+from .mutators.prepared_mark import is_prepared
 
 __all__ = ["LossHistory", "finetune", "full_choice_copy", "kd_loss"]
 

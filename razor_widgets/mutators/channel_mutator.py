@@ -34,31 +34,8 @@ from .channel_config import (
     outputs_from_cfg,
     plain,
 )
+from .prepared_mark import PREPARED_MARK, PreparedMark, is_prepared
 from .shared_params import convert_param_owners, retie
-
-_PREPARED_MARK = "_prepared_by_channel_mutator"  # set on a model once a mutator prepares it
-
-
-class _PreparedMark:
-    """Marks a prepared model; copies and pickles of the model do not carry it (they are new
-    models, as the export is)."""
-
-    def __deepcopy__(self, memo: dict) -> None:
-        return None
-
-    def __reduce__(self) -> tuple:
-        return (_no_mark, ())
-
-
-def _no_mark() -> None:
-    return None
-
-
-def is_prepared(model: nn.Module) -> bool:
-    """Whether a ChannelMutator has prepared ``model`` (masked layers in place); its copies and
-    pickles are new models and do not count."""
-    return model.__dict__.get(_PREPARED_MARK) is not None
-
 
 TRACER_TYPES = ("ChannelAnalyzer", "BackwardTracer", "FxTracer", "PruneTracer")
 DEFAULT_PARSE_CFG = {"type": "ChannelAnalyzer", "demo_input": (1, 3, 224, 224)}
@@ -127,7 +104,7 @@ class ChannelMutator(BaseMutator):
         self._mutable = [u for u in units if u.is_mutable]
         self._mutable_by_name = {u.name: u for u in self._mutable}
         object.__setattr__(self, "_model", supernet)
-        supernet.__dict__[_PREPARED_MARK] = _PreparedMark()
+        supernet.__dict__[PREPARED_MARK] = PreparedMark()
         configured = self.channel_unit_cfg.get("units", {})
         self.set_choices({u.name: configured[u.name]["choice"] for u in self.mutable_units
                           if isinstance(configured.get(u.name), dict) and "choice" in configured[u.name]})
