@@ -35,24 +35,9 @@ from .channel_config import (
     outputs_from_cfg,
     plain,
 )
+from .prepared_mark import PREPARED_MARK, PreparedMark, is_prepared
 from .shared_params import convert_param_owners, retie
 
-_PREPARED_MARK = "_prepared_by_channel_mutator"  # set on a model once a mutator prepares it
-
-
-class _PreparedMark:
-    """Marks a prepared model; copies and pickles of the model do not carry it (they are new
-    models, as the export is)."""
-
-    def __deepcopy__(self, memo: dict) -> None:
-        return None
-
-    def __reduce__(self) -> tuple:
-        return (_no_mark, ())
-
-
-def _no_mark() -> None:
-    return None
 TRACER_TYPES = ("ChannelAnalyzer", "BackwardTracer", "FxTracer", "PruneTracer")
 DEFAULT_PARSE_CFG = {"type": "ChannelAnalyzer", "demo_input": (1, 3, 224, 224)}
 
@@ -97,7 +82,7 @@ class ChannelMutator(BaseMutator):
         """Find the units of ``supernet`` and turn the layers they touch into dynamic ops."""
         if self._model is not None:
             raise RuntimeError("this mutator is already prepared; make a new one for another model")
-        if supernet.__dict__.get(_PREPARED_MARK):
+        if is_prepared(supernet):
             raise RuntimeError("this model is already prepared by another ChannelMutator")
         parse_type = self.parse_cfg.get("type", "ChannelAnalyzer")
         self.example_inputs = example_inputs  # a reference (no copy): what to_static() checks with
@@ -121,7 +106,7 @@ class ChannelMutator(BaseMutator):
         self._mutable = [u for u in units if u.is_mutable]
         self._mutable_by_name = {u.name: u for u in self._mutable}
         object.__setattr__(self, "_model", supernet)
-        supernet.__dict__[_PREPARED_MARK] = _PreparedMark()
+        supernet.__dict__[PREPARED_MARK] = PreparedMark()
         configured = self.channel_unit_cfg.get("units", {})
         self.set_choices({u.name: configured[u.name]["choice"] for u in self.mutable_units
                           if isinstance(configured.get(u.name), dict) and "choice" in configured[u.name]})
