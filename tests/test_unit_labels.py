@@ -163,3 +163,11 @@ def test_the_explorer_shows_the_labels(one_thread):
     assert ex.channel_plot.labels() == ["hidden size", "MLP of layer 0", "MLP of layer 1"]
     assert ex.panel.apply_filter("mlp") == 2 and ex.panel.apply_filter("layer 1") == 1
     assert ex.panel.apply_filter("") == 3
+
+
+def test_the_layer_kinds_roles_read_are_registered():
+    """Roles read layer kinds by name: a renamed kind would silently change labels."""
+    from razor_widgets.layers.registry import KINDS
+    from razor_widgets.unit_labels import CHANNEL_NORM_KINDS, EXPERT_KINDS, LINEAR_KINDS
+
+    assert CHANNEL_NORM_KINDS | EXPERT_KINDS | LINEAR_KINDS <= {kind.name for kind in KINDS}
