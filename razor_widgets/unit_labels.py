@@ -179,7 +179,7 @@ def _blocks_text(places: dict[str, Block | str], tree: BlockTree, scope: str) ->
     """``layer2 (2 blocks)`` (every block of a container), ``features.5–6`` (some of them),
     ``features.3`` (one), else the places' common path (with their number if all are blocks)."""
     if len(places) <= 1:
-        return next(iter(places), scope or "the model")
+        return next(iter(places), "") or scope or "the model"
     blocks = [b for b in places.values() if isinstance(b, Block)]
     if len(blocks) == len(places) and len({b.container for b in blocks}) == 1:
         container, span = blocks[0].container, _span(sorted(b.index for b in blocks))

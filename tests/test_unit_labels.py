@@ -171,3 +171,18 @@ def test_the_layer_kinds_roles_read_are_registered():
     from razor_widgets.unit_labels import CHANNEL_NORM_KINDS, EXPERT_KINDS, LINEAR_KINDS
 
     assert CHANNEL_NORM_KINDS | EXPERT_KINDS | LINEAR_KINDS <= {kind.name for kind in KINDS}
+
+
+class _TopLevelResidual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.conv, self.head = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(x + self.conv(x))
+
+
+def test_a_residual_add_in_the_model_itself_is_placed_in_the_model(one_thread):
+    mutator = _prepared(_TopLevelResidual(), torch.randn(1, 3, 8, 8))
+    assert [unit_label(u) for u in mutator.mutable_units] == ["residual stream of the model"]
