@@ -3,9 +3,10 @@
 Every family gets the same small sizes (hidden 64, MLP 128, 2 layers, 4 heads, 2 KV heads where
 the family groups them, vocabulary 128), through the config's own argument names
 (``razor_widgets.models.tiny_hf``, which ``razor-widgets ... hf:MODEL_TYPE`` builds too); nothing
-is downloaded. ``LogitsOnly`` wraps each model so that its output is the logits alone: HF models
-also return hidden states (T5's and BART's encoder states), and a model output keeps its
-shape, which would fix the hidden size.
+is downloaded. ``build`` returns the HF model as it is: next to its logits, the hidden states it
+returns (T5's and BART's encoder states) follow the pruned model (``razor_widgets.model_outputs``).
+``LogitsOnly`` wraps a model so that its output is the logits alone, for tools that need one
+tensor (Torch-Pruning, side by side in ``coverage_hf.py``).
 """
 from __future__ import annotations
 
@@ -70,13 +71,14 @@ class LogitsOnly(nn.Module):
         return self.model(**inputs).logits
 
 
-def build(family: Family, seed: int = 0) -> nn.Module:
-    """The family's model, tiny, random (seeded), in eval mode, wrapped in ``LogitsOnly``."""
+def build(family: Family, seed: int = 0, logits_only: bool = False) -> nn.Module:
+    """The family's model, tiny, random (seeded), in eval mode (wrapped in ``LogitsOnly`` when asked)."""
     import transformers
 
     config = getattr(transformers, family.config)(**tiny_sizes(family.name))
     torch.manual_seed(seed)
-    return LogitsOnly(getattr(transformers, family.model)(config)).eval()
+    model = getattr(transformers, family.model)(config)
+    return (LogitsOnly(model) if logits_only else model).eval()
 
 
 def example_inputs(family: Family, batch: int = 2) -> dict[str, torch.Tensor]:

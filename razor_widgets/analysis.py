@@ -22,10 +22,12 @@ from .channel_range import Channel
 from .channel_space import CONST, NONE, ChannelSpace, compress, varying_dims
 from .compared_sizes import resolve_comparisons
 from .derived_weights import is_layer_weight
+from .model_outputs import output_paths, pin_outputs, pinned_outputs
 from .param_elements import ParameterElements
 from .slot_cuts import cut_slots
 from .traced_size import AttrRef, attribute_sources, shape_sources
 from .tracing import Node, TensorRef, TracedGraph, analysis_error
+from .unit_traits import UnitTraits, assign_traits
 
 INPUT_REASON = "derived from a model input"
 ATTENTION_MODES = ("heads", "head_dims")  # how attention units prune: whole heads, or positions in every head
@@ -62,6 +64,7 @@ class UnitSpec:
     order: int = 0
     roots: list[int] = field(default_factory=list)  # the unit's elements, one per channel of a block
     divisor: int = 1  # kept channels per block must be a multiple (a kernel's alignment)
+    traits: UnitTraits = field(default_factory=UnitTraits)  # attention heads, residual joins
 
     @property
     def name(self) -> str:
@@ -79,6 +82,8 @@ class ChannelAnalysis:
     of a layer side (or of a parameter's dim) as the layer's first call read or wrote them.
     ``size_attributes``: ``(module, attribute) -> elements`` the attribute counts.
     ``expert_slices``: tensors that are one expert of a 3-D expert parameter (``layers/experts.py``).
+    ``free_outputs``: the outputs whose widths follow the pruned model (``model_outputs.py``):
+    output path -> dim -> the elements along it.
     """
 
     units: list[UnitSpec]
@@ -87,6 +92,7 @@ class ChannelAnalysis:
     sides: dict[tuple[str, bool, int | None], torch.Tensor]
     size_attributes: dict[tuple[str, str], torch.Tensor]
     expert_slices: dict[int, TensorRef] = field(default_factory=dict)  # ``P[e]`` -> the 3-D parameter ``P``
+    free_outputs: dict[tuple, dict[int, torch.Tensor]] = field(default_factory=dict)  # path -> dim -> elements
 
     def elements(self, ref: TensorRef) -> torch.Tensor | None:
         return self.tensor_ids.get(ref.handle)
@@ -123,6 +129,8 @@ class AnalysisContext:
         self.node: Node | None = None
         self.size_attributes: dict[tuple[str, str], torch.Tensor] = {}  # attribute -> elements it counts
         self.frozen_attributes: list[tuple[AttrRef, str]] = []  # attributes that must keep their value
+        self.head_elements: list[torch.Tensor] = []  # elements an attention op holds as heads
+        self.sums: list[tuple[torch.Tensor, str]] = []  # (elements, scope) of residual joins
 
     # -- ids of tensors -------------------------------------------------------------------
     def get(self, ref: TensorRef, along: int | None = None) -> torch.Tensor:
@@ -304,14 +312,16 @@ def _valid(ids: torch.Tensor) -> torch.Tensor:
 class ChannelAnalyzer:
     """Runs the rule table over a traced graph and returns the units it finds."""
 
-    def __init__(self, rules: Any, attention: str = "heads") -> None:
+    def __init__(self, rules: Any, attention: str = "heads", fixed_outputs: Any = None) -> None:
         if attention not in ATTENTION_MODES:
             raise ValueError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {attention!r}")
         self.rules = rules
         self.attention = attention
+        self.fixed_outputs = fixed_outputs  # which outputs keep their shape (``model_outputs.py``)
 
     def analyze(self, graph: TracedGraph) -> ChannelAnalysis:
         ctx = AnalysisContext(graph, graph.modules, self.attention)
+        pinned_outputs(output_paths(graph), self.fixed_outputs)  # a name the output lacks: ValueError first
         try:
             for node in graph.nodes:
                 ctx.node = node
@@ -320,20 +330,20 @@ class ChannelAnalyzer:
             from .layers.embedding import tie_shared_weights  # layers build on this module
 
             tie_shared_weights(ctx)
-            for ref in graph.outputs:
-                ctx.fix(ctx.get(ref), "model output")
+            free_outputs = pin_outputs(ctx, self.fixed_outputs)
             value_uses = resolve_comparisons(ctx, graph.size_uses)
             roots = ctx.space.resolve()
             ctx.resolve_slices(roots)
             _resolve_size_uses(ctx, value_uses, roots)
             units = build_units(ctx, roots)
+            assign_traits(units, roots, ctx.head_elements, ctx.sums)
         except Exception as exc:  # a bug of the analysis: say where, never crash raw
             raise analysis_error(ctx, exc) from exc
         _warn_unknown(ctx, units)
         sides: dict[tuple[str, bool, int | None], torch.Tensor] = {}
         for slot in ctx.slots:
             sides.setdefault((slot.name, slot.is_output, slot.param_dim), slot.ids)
-        return ChannelAnalysis(units, roots, ctx.ids, sides, ctx.size_attributes, ctx.expert_slices)
+        return ChannelAnalysis(units, roots, ctx.ids, sides, ctx.size_attributes, ctx.expert_slices, free_outputs)
 
 
 def _resolve_size_uses(ctx: AnalysisContext, uses: list, roots: np.ndarray) -> None:

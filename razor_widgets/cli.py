@@ -198,7 +198,7 @@ def demo(source: ModelSource, ratio: float, example: ExampleInput) -> int:
     """Find the units of a model, prune every unit to ``ratio`` and export it."""
     import torch
 
-    from . import ChannelMutator, ExportError, count_resources
+    from . import ChannelMutator, ExportError, count_resources, unit_label
 
     model = _load(source, "demo")
     x = example.make()
@@ -206,10 +206,12 @@ def demo(source: ModelSource, ratio: float, example: ExampleInput) -> int:
     caught = _traced(lambda: mutator.prepare_from_supernet(model, example_inputs=x), source, example, "demo")
     print(f"{source.spec}: {len(mutator.units)} channel units, {len(mutator.mutable_units)} prunable")
     width = max((len(str(u.name)) for u in mutator.units), default=0)
+    label_width = max((len(unit_label(u)) for u in mutator.units), default=0)
     for unit in mutator.units:
         state = "prunable" if unit.is_mutable else "fixed: " + "; ".join(unit.fixed_reasons)
         layers = len({c.name for c in unit.channels})
-        print(f"  {str(unit.name):<{width}}  {unit.num_channels:>5} ch  {layers:>3} layers  {state}")
+        print(f"  {str(unit.name):<{width}}  {unit_label(unit):<{label_width}}  {unit.num_channels:>5} ch  "
+              f"{layers:>3} layers  {state}")
     for message in caught:
         print(f"warning: {message}")
     with torch.no_grad():

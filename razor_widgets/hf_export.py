@@ -12,16 +12,31 @@ that the config ties to the heads), :class:`HFConfigWarning` says so; the config
 value for that size, ``config.razor_widgets_per_layer`` gives each layer's, and
 ``config.razor_widgets_unrepresentable`` lists the parameters that would not load. The
 export is still a working torch module (save it with ``torch.save``).
+
+A config that builds the right shapes can still compute something else: Gemma scales its
+embeddings by ``sqrt(config.hidden_size)``, rebuilt from the new hidden size. So
+:func:`check_reload` (``to_static(check_reload=True)``, the default when the export is checked)
+rebuilds the model as ``from_pretrained`` would, from the config as ``config.json`` gives it back
+and the export's state dict (``from_pretrained(None, config=..., state_dict=...)``: no disk, no
+random initialisation, and the rebuilt model shares the export's tensors, so no copy of the
+weights), runs the example input once, and compares with the export. When they differ,
+:class:`HFConfigWarning` says so and ``config.razor_widgets_reload_differs`` records what
+differs. Only the export itself is checked (the example input is its input), not HF models
+nested inside it.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import sys
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
+from .export_check import RTOL, _call, _to_model, _untouched, compare_outputs
 from .layers.embedding import is_embedding
 from .traced_size import COMPARED, attribute_sources
 from .unit_labels import unit_role
@@ -196,3 +211,72 @@ def _mismatched_params(static: nn.Module) -> list[str]:
 def _spread(values: dict[str, int]) -> str:
     return ", ".join(f"{scope or 'model'}: {n}" for scope, n in list(values.items())[:4]) + (
         ", ..." if len(values) > 4 else "")
+
+
+def check_reload(static: nn.Module, example_inputs: Any) -> str | None:
+    """Rebuild ``static`` from its config and state dict as ``from_pretrained`` would and run
+    ``example_inputs``: None when the reloaded model computes what ``static`` computes, else
+    what differs (also warned as :class:`HFConfigWarning` and kept in
+    ``static.config.razor_widgets_reload_differs``). Not checked (None): no example input, not
+    an HF model (or no ``from_pretrained`` / ``from_dict``), or a config that already warned
+    that it cannot describe the export."""
+    if example_inputs is None or not is_hf_model(static) or hasattr(static.config, "razor_widgets_unrepresentable"):
+        return None  # the config already said it cannot describe the export
+    if not hasattr(type(static), "from_pretrained") or not hasattr(type(static.config), "from_dict"):
+        return None  # an HF-like model without HF's loader
+    config = static.config
+    with warnings.catch_warnings(), _no_progress_bar():
+        warnings.simplefilter("ignore")
+        try:
+            reloaded_config = type(config).from_dict(config.to_dict())  # what config.json gives back
+            reloaded = type(static).from_pretrained(None, config=reloaded_config, state_dict=static.state_dict(),
+                                                    dtype=_float_dtype(static))
+        except Exception as exc:  # noqa: BLE001 (the HF loader refuses it: say why)
+            problem = f"from_pretrained fails: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        else:
+            problem = _reload_differs(static, reloaded.to(_device(static)), example_inputs)
+    if problem is None:
+        return None
+    config.razor_widgets_reload_differs = problem
+    warnings.warn(
+        f"the pruned {type(static).__name__} saves with save_pretrained, but a model reloaded from this "
+        f"{type(config).__name__} computes something else: {problem}. The config rebuilds values the export "
+        "keeps (e.g. Gemma's embedding scale follows hidden_size); keep the exported module (torch.save) instead "
+        "of save_pretrained.", HFConfigWarning, stacklevel=3)
+    return problem
+
+
+def _reload_differs(static: nn.Module, reloaded: nn.Module, example_inputs: Any) -> str | None:
+    inputs = _to_model(example_inputs, static)
+    rtol = max(RTOL.get(_float_dtype(static), RTOL[torch.float32]), RTOL[torch.float32])
+    with _untouched(static, reloaded) as rerun:
+        expected = _call(static, inputs)
+        rerun()
+        try:
+            actual = _call(reloaded, inputs)
+        except Exception as exc:  # noqa: BLE001
+            return f"the reloaded model raises {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        return compare_outputs(expected, actual, rtol)
+
+
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """transformers' "Loading weights" bar off while the check loads (it is already imported:
+    the model is one of its models)."""
+    hf_logging = sys.modules.get("transformers.utils.logging")
+    shown = hf_logging is not None and hf_logging.is_progress_bar_enabled()
+    if shown:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))

@@ -33,6 +33,7 @@ from .rules_matmul import add_product, einsum, matmul, sdpa
 from .rules_movement import RESHAPES, creation, first_input, movement
 from .traced_size import TracedSize
 from .tracing import Node, TensorRef
+from .unit_traits import record_sum
 
 Rule = Callable[[AnalysisContext, Node], None]
 
@@ -74,6 +75,7 @@ def elementwise(ctx: AnalysisContext, node: Node) -> None:
     if bool(mixed.any()):
         ctx.fix(rep[mixed], f"mixed with constant data at {ctx.describe()}")
     ctx.set(out, rep)
+    record_sum(ctx, node, refs, ids, rep)  # a residual join: what the unit is (unit_traits.py)
 
 
 def reduction(ctx: AnalysisContext, node: Node) -> None:

@@ -53,6 +53,7 @@ def _matmul_ids(ctx: AnalysisContext, a: torch.Tensor, b: torch.Tensor) -> torch
         # they scale the other side's channels of the same batch entry, so they are one
         rows, cols = torch.broadcast_tensors(rows, cols)
         ctx.space.union(rows, cols)
+        ctx.head_elements += [rows, cols]  # channels per batch entry of a product: heads
         out = torch.where(cols >= 0, cols, rows)
         return out.reshape((1,) * (len(batch) + 2 - out.dim()) + tuple(out.shape)).expand(*batch, *out.shape[-2:])
     if b_has:
@@ -137,6 +138,7 @@ def sdpa(ctx: AnalysisContext, node: Node) -> None:
         ctx.space.union(*torch.broadcast_tensors(qi, ki))
         ctx.space.union(*torch.broadcast_tensors(qi, vi))
     _mask_follows_heads(ctx, node, qi)
+    ctx.head_elements += [qi, ki, vi]
     ctx.set(node.output_refs()[0], vi)
 
 

@@ -199,7 +199,8 @@ def test_graph_hover_and_click(page, engine) -> None:
     assert "Conv2d" in tip.inner_text() and "kept channels: 128/128" in tip.inner_text()
     node.click()
     selector = page.locator(".widget-dropdown:has(> label:text-is('highlight')) select")
-    wait_for(page, lambda: selector.input_value().startswith("layer2.0.conv1"), "the clicked layer's unit selected")
+    wait_for(page, lambda: selector.input_value().replace("\xa0", " ").startswith("channels of layer2.0.conv1 · "),
+             "the clicked layer's unit selected, with what it is")
     wait_for(page, lambda: page.locator(".rw-node[data-node='layer2.0.conv1'][stroke-width='2.5']").count() == 1,
              "the layer ringed")
     assert "unit layer2.0.conv1" in page.inner_text("body")

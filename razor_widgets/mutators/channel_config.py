@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..analysis import ChannelAnalysis
@@ -41,6 +42,51 @@ def attribute_positions(analysis: ChannelAnalysis, units: list[MutableChannelUni
     roots = analysis.roots
     return {key: [where.get(int(r), (None, 0)) for r in roots[line.numpy()]]  # (None, 0): in no layer
             for key, line in analysis.size_attributes.items()}
+
+
+def output_positions(analysis: ChannelAnalysis, units: list[MutableChannelUnit]
+                     ) -> dict[tuple, dict[int, list[tuple[MutableChannelUnit | None, int]]]]:
+    """Where each channel of an output that follows the pruned model sits, per dim it varies
+    along: (its unit, position in a block); (None, 0): in no unit (always kept)."""
+    where = {root: (unit, pos) for spec, unit in zip(analysis.units, units) for pos, root in enumerate(spec.roots)}
+    roots = analysis.roots
+    return {path: {dim: [where.get(int(r), (None, 0)) if e >= 0 else (None, 0) for e, r in
+                         zip(line.tolist(), roots[line.clamp(min=0).numpy()])]
+                   for dim, line in dims.items()}
+            for path, dims in analysis.free_outputs.items()}
+
+
+def kept_output_positions(positions: dict[tuple, dict[int, list[tuple[MutableChannelUnit | None, int]]]]
+                          ) -> dict[tuple, dict[int, torch.Tensor]]:
+    """Output path -> dim -> the positions kept at the units' current choices."""
+    return {path: {dim: torch.tensor([i for i, (unit, pos) in enumerate(where)
+                                      if unit is None or bool(unit.current_mask[pos])], dtype=torch.long)
+                   for dim, where in dims.items()}
+            for path, dims in positions.items()}
+
+
+def output_positions_cfg(positions: dict, units: dict) -> list[dict]:
+    """The outputs that follow the pruned model, as config data (``parse_cfg['free_outputs']``)."""
+    return [{"path": list(path), "dims": [[dim, [[u.name if u is not None and u.name in units else None, pos]
+                                                 for u, pos in where]] for dim, where in dims.items()]}
+            for path, dims in positions.items()]
+
+
+def outputs_from_cfg(cfg: list, units: list[MutableChannelUnit]
+                     ) -> dict[tuple, dict[int, list[tuple[MutableChannelUnit | None, int]]]]:
+    """``parse_cfg['free_outputs']`` of a config template, checked against its units."""
+    by_name = {u.name: u for u in units}
+    out = {}
+    for entry in cfg:
+        dims = {}
+        for dim, where in entry["dims"]:
+            unknown = [name for name, _ in where if name is not None and name not in by_name]
+            if unknown:
+                raise ValueError(f"free output {entry['path']!r} names unit {unknown[0]!r}, which the config "
+                                 "does not have")
+            dims[int(dim)] = [(by_name.get(name), int(pos)) for name, pos in where]
+        out[tuple(entry["path"])] = dims
+    return out
 
 
 def normalized_unit_cfg(cfg: dict | str | None, default_type: str) -> dict[str, Any]:
