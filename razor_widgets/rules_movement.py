@@ -11,6 +11,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from .analysis import AnalysisContext
 from .channel_space import CONST, compress, varying_dims
+from .op_names import CREATION
 from .slot_cuts import record_cuts
 from .split_sizes import check_split_sizes
 from .traced_size import AttrRef, TracedSize, attribute_sources, bare_attribute, shape_sources
@@ -34,28 +35,77 @@ FILLS = {"zeros", "ones", "full", "empty", "new_zeros", "new_ones", "new_full", 
 def creation(ctx: AnalysisContext, node: Node) -> None:
     for ref in node.output_refs():
         ctx.set(ref, torch.full([1] * len(ref.shape), CONST, dtype=torch.long))
-    if node.name in FILLS and len(node.output_refs()) == 1:
-        _attribute_sized_fill(ctx, node)
+    if len(node.output_refs()) != 1:
+        return
+    sizes = _fill_sizes(node) if node.name in FILLS else None
+    if sizes is not None and len(sizes) == len(node.output_refs()[0].shape):
+        shape_sized = _shape_sized_dims(ctx, node, sizes)
+        attribute_sized = _attribute_sized_fill(ctx, node, sizes, link=len(shape_sized) == 0)
+        if len(shape_sized) == 1 and not attribute_sized:
+            (dim, line), = shape_sized.items()
+            ctx.write(node.output_refs()[0], dim, line)
+        elif shape_sized:
+            _fix_read_sizes(ctx, node, [sizes[d] for d in shape_sized], "sizes several dims of a new tensor")
+        return
+    if node.name in CREATION:  # arange(c), randn(c), eye(c): not one value per position
+        _fix_read_sizes(ctx, node, [s for s in tree_flatten((node.args, node.kwargs))[0] if isinstance(s, TracedSize)],
+                        "sizes a new tensor whose values depend on it")
 
 
-def _attribute_sized_fill(ctx: AnalysisContext, node: Node) -> None:
-    """``torch.zeros((1, self.n_heads, q, k))``: one value everywhere, along a dim sized by a
-    module attribute. That dim holds one channel per position (fresh elements, pruned with
-    whatever they meet, a per-head bias say), and the export sets the attribute to the kept count."""
+def _fill_sizes(node: Node) -> list | None:
+    """The size arguments of a fill (``zeros(n, c)``, ``x.new_full((n, c), v)``), or None."""
     sizes = node.args[1:] if node.name.startswith("new_") else node.args
     sizes = node.kwargs.get("size", sizes)
     if len(sizes) >= 1 and isinstance(sizes[0], (tuple, list, torch.Size)):
         sizes = sizes[0]
     if node.name in ("full", "new_full") and len(sizes) == 2 and isinstance(sizes[0], (tuple, list)):
         sizes = sizes[0]
+    return list(sizes) if all(isinstance(s, int) for s in sizes) else None
+
+
+def _shape_sized_dims(ctx: AnalysisContext, node: Node, sizes: list) -> dict[int, torch.Tensor]:
+    """``torch.zeros((n, 3, maps.shape[1]))``: a fill's dims sized by a channel dim read from a
+    tensor's shape, with the elements of that channel dim. A fill holds one value per position,
+    so its dim follows those channels (the export, sized by the pruned tensor, keeps as many);
+    a size computed from a channel count (``2 * c``, ``c // heads``) is fixed instead, since
+    the analysis cannot follow it."""
+    dims = {}
+    for dim, size in enumerate(sizes):
+        channel_sources = [(ref, d) for ref, d in shape_sources(getattr(size, "sources", ()))
+                           if ctx.get(ref).shape[d] > 1]
+        if not channel_sources:
+            continue
+        ref, source_dim = channel_sources[0]
+        if len(size.sources) == 1 and int(size) == ref.shape[source_dim] == node.output_refs()[0].shape[dim]:
+            dims[dim] = ctx.read(ref, source_dim)
+        else:
+            _fix_read_sizes(ctx, node, [size], "sizes a new tensor through arithmetic the analysis cannot follow")
+    return dims
+
+
+def _fix_read_sizes(ctx: AnalysisContext, node: Node, sizes: list, why: str) -> None:
+    """Fix the channels whose counts, read from a shape, build a new tensor in a way no rule follows."""
+    for size in sizes:
+        if shape_sources(size.sources):
+            ctx.fix_size_sources(tuple(shape_sources(size.sources)),
+                                 f"its channel count {why} ({ctx.describe()})")
+
+
+def _attribute_sized_fill(ctx: AnalysisContext, node: Node, sizes: list, link: bool = True) -> bool:
+    """``torch.zeros((1, self.n_heads, q, k))``: one value everywhere, along a dim sized by a
+    module attribute. That dim holds one channel per position (fresh elements, pruned with
+    whatever they meet, a per-head bias say), and the export sets the attribute to the kept count.
+    Returns whether the fill has such a dim; with ``link`` False it is only reported."""
     out = node.output_refs()[0]
     attrs = [(i, bare_attribute(s)) for i, s in enumerate(sizes) if bare_attribute(s) is not None]
-    if len(sizes) != len(out.shape) or len(attrs) != 1 or out.shape[attrs[0][0]] < 2:
-        return
-    dim, attr = attrs[0]
-    ids = ctx.space.fresh(out.shape[dim])
-    ctx.count_with_attribute(attr, ids)
-    ctx.write(out, dim, ids)
+    if len(attrs) != 1 or out.shape[attrs[0][0]] < 2:
+        return False
+    if link:
+        dim, attr = attrs[0]
+        ids = ctx.space.fresh(out.shape[dim])
+        ctx.count_with_attribute(attr, ids)
+        ctx.write(out, dim, ids)
+    return True
 
 
 class _NoIndexValues(Exception):
@@ -99,6 +149,9 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
     """Replay the op on the id tensors: exact for every shape and index argument."""
     if not first_input(node).is_float:  # index arithmetic, not data: no channels
         return creation(ctx, node)
+    if any(0 in r.shape and varying_dims(ctx.get(r)) for r in node.input_refs() if r.is_float):
+        return ctx.unknown(node, detail="it moves an empty tensor (a dim of size 0, no boxes say), "
+                                        "whose channels a replay on no elements cannot follow")
     if node.name == "pad" and _pads_only_uniform_dims(ctx, node):  # reflect/replicate/circular:
         ctx.set(node.output_refs()[0], ctx.get(first_input(node)))  # positions move, channels stay
         return None

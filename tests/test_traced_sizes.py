@@ -149,3 +149,73 @@ def test_swin_exports_at_random_choices_with_exact_counts():
         reference = count_resources(static, x)
         assert mutator.resources().params == reference.params == sum(p.numel() for p in static.parameters())
         assert mutator.resources().flops == reference.flops
+
+
+class FillSizedByChannels(nn.Module):
+    """A head whose values reach nothing (no boxes to decode, as in a detector's keypoint head
+    on an image without detections) but whose channel count sizes the output, read into Python:
+    ``torch.zeros((n, 3, maps.shape[1]))``. ``how`` = "computed" sizes it by ``2 * c`` instead,
+    and "bias" adds a fill sized by the channels back to them (``h + h.new_zeros(1, c, 1, 1)``)."""
+
+    def __init__(self, how: str):
+        super().__init__()
+        self.how = how
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.predictor = nn.Conv2d(8, 6, 1)
+        self.head = nn.Conv2d(6, 4, 1)
+
+    def forward(self, x):
+        maps = self.predictor(torch.relu(self.stem(x)))
+        if self.how == "bias":
+            return self.head(maps + maps.new_zeros(1, maps.shape[1], 1, 1))
+        size = maps.shape[1] if self.how == "bare" else 2 * maps.shape[1]
+        return torch.relu(self.stem(x)).mean() + torch.zeros((x.shape[0], 3, size))
+
+
+@pytest.mark.parametrize("how", ["bare", "computed"])
+def test_a_fill_sized_by_channels_pins_them_where_it_reaches_the_output(how):
+    torch.manual_seed(0)
+    model, x = FillSizedByChannels(how).eval(), torch.randn(2, 3, 6, 6)
+    mutator = prepare(model, x)
+    (unit,) = unit_of(mutator, "predictor")
+    assert not unit.is_mutable, unit.fixed_reasons
+    random.seed(0)
+    mutator.set_choices(mutator.sample_choices())
+    with torch.no_grad():
+        assert mutator.to_static().eval()(x).shape == model(x).shape == (2, 3, 6 if how == "bare" else 12)
+    if how == "computed":
+        assert any("sizes a new tensor" in r for r in unit.fixed_reasons), unit.fixed_reasons
+
+
+def test_a_fill_sized_by_channels_follows_them():
+    torch.manual_seed(0)
+    model, x = FillSizedByChannels("bias").eval(), torch.randn(2, 3, 6, 6)
+    mutator = prepare(model, x)
+    (unit,) = unit_of(mutator, "predictor")
+    assert unit.is_mutable
+    mutator.set_choices({unit.name: 0.5})
+    static = mutator.to_static().eval()
+    assert static.predictor.out_channels == 3
+    with torch.no_grad():
+        torch.testing.assert_close(static(x), model(x))
+
+
+
+def test_a_head_run_on_no_boxes_exports_with_its_output_shape():
+    """Keypoint R-CNN without detections: the keypoint predictor runs on an empty tensor (no
+    boxes) and its channel count sizes the ``keypoints`` output (``zeros((n, 3, maps.shape[1]))``)."""
+    torch.manual_seed(0)
+    model = torchvision.models.detection.keypointrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, min_size=128, max_size=128).eval()
+    model.roi_heads.score_thresh = 1.0  # no box passes: the keypoint head runs on none
+    model.rpn._pre_nms_top_n["testing"] = model.rpn._post_nms_top_n["testing"] = 100  # one NMS path
+    x = ([torch.rand(3, 128, 128, generator=torch.Generator().manual_seed(2))],)
+    with pytest.warns(UnprunableChannelsWarning, match="empty tensor"):
+        mutator = prepare(model, x)
+    (unit,) = unit_of(mutator, "roi_heads.keypoint_predictor.kps_score_lowres")
+    assert not unit.is_mutable
+    random.seed(0)
+    mutator.set_choices(mutator.sample_choices())
+    static = mutator.to_static().eval()  # checked: raised ExportError on the keypoints' shape
+    with torch.no_grad():
+        assert static(*x)[0]["keypoints"].shape == (0, 17, 3)
