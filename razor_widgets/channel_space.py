@@ -20,8 +20,17 @@ CONST = -2
 
 
 def compress(ids: torch.Tensor) -> torch.Tensor:
-    """Shrink every dim along which the ids are constant to size 1."""
+    """Shrink every dim along which the ids are constant to size 1.
+
+    Broadcast dims (stride 0, as ``expand`` makes them) are constant by construction and are
+    shrunk first without comparing; the other dims are then compared on what is left, so the
+    cost follows the distinct ids, not the elements of the tensor they stand for. (The dims
+    shrunk are those constant in the whole tensor, whatever the order: shrinking a constant
+    dim changes no other dim's constancy.)"""
     for dim in range(ids.dim()):
+        if ids.shape[dim] > 1 and ids.stride(dim) == 0:
+            ids = ids.narrow(dim, 0, 1)
+    for dim in sorted(range(ids.dim()), key=lambda d: -ids.shape[d]):  # the largest first: it shrinks the rest most
         if ids.shape[dim] > 1 and bool((ids == ids.narrow(dim, 0, 1)).all()):
             ids = ids.narrow(dim, 0, 1)
     return ids.contiguous()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from ..analysis import ChannelAnalysis
@@ -36,11 +37,25 @@ def attributes_from_cfg(cfg: dict, modules: dict[str, nn.Module], units: list[Mu
 
 def attribute_positions(analysis: ChannelAnalysis, units: list[MutableChannelUnit]
                          ) -> dict[tuple[str, str], list[tuple[MutableChannelUnit | None, int]]]:
-    """Where each element counted by a size attribute sits: (its unit, position in a block)."""
-    where = {root: (unit, pos) for spec, unit in zip(analysis.units, units) for pos, root in enumerate(spec.roots)}
+    """Where each element counted by a size attribute sits: (its unit, position in a block).
+
+    Looked up in arrays indexed by root, so the cost follows the attributes' elements, not
+    every unit's channels (the vocabulary of an LM head); (None, 0): an element in no layer."""
+    if not analysis.size_attributes:
+        return {}
     roots = analysis.roots
-    return {key: [where.get(int(r), (None, 0)) for r in roots[line.numpy()]]  # (None, 0): in no layer
-            for key, line in analysis.size_attributes.items()}
+    unit_of = np.full(len(roots), -1, dtype=np.int64)
+    pos_of = np.zeros(len(roots), dtype=np.int64)
+    for index, spec in enumerate(analysis.units):
+        chain = np.asarray(spec.roots, dtype=np.int64)
+        unit_of[chain] = index
+        pos_of[chain] = np.arange(len(chain))
+    out = {}
+    for key, line in analysis.size_attributes.items():
+        found = roots[line.numpy()]
+        out[key] = [(units[u] if u >= 0 else None, p)
+                    for u, p in zip(unit_of[found].tolist(), pos_of[found].tolist())]
+    return out
 
 
 def normalized_unit_cfg(cfg: dict | str | None, default_type: str) -> dict[str, Any]:
