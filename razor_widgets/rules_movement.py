@@ -11,6 +11,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from .analysis import AnalysisContext
 from .channel_space import CONST, compress, varying_dims
+from .shrunk_replay import GROUPED, JOINS, shrunk_replay
 from .split_sizes import check_split_sizes
 from .traced_size import TracedSize, bare_attribute, shape_sources
 from .tracing import Node, TensorRef
@@ -104,8 +105,11 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
 
     if node.name in ("__getitem__", "transpose", "swapaxes") and expert_slice(ctx, node):
         return None
+    args: tuple = ()  # reshapes and joins first run on compressed ids (``shrunk_replay.py``)
+    out = shrunk_replay(ctx.get, node) if node.name in GROUPED | JOINS else None
     try:
-        out, args = _replay(ctx, node, views=node.name != "__setitem__")
+        if out is None:
+            out, args = _replay(ctx, node, views=node.name != "__setitem__")
     except _NoIndexValues:  # indices without values (meta device): no rule can place the ids
         return ctx.unknown(node)
     except Exception:  # noqa: BLE001 (the op needs dense tensors: replay on dense ids)
