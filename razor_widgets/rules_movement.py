@@ -312,7 +312,8 @@ def _repeats_channels(out: torch.Tensor, dim: int, src: torch.Tensor, size: int,
     ``reshape(B, kv_heads * n_rep, ...)``): pruning a channel removes its ``k`` copies."""
     if len(src) != 1 or size % n or out.shape[dim] != size:
         return False
-    line = out.movedim(dim, -1).reshape(-1, size)
+    out = compress(out)  # the same distinct lines, without the dims that hold no channels
+    line = out.expand([size if d == dim else s for d, s in enumerate(out.shape)]).movedim(dim, -1).reshape(-1, size)
     if not bool((line == line[:1]).all()):
         return False
     values, counts = line[0].unique(return_counts=True)
