@@ -1,26 +1,30 @@
 """Coverage sweep over Hugging Face transformers families, each built tiny from config.
 
-For every family of ``hf_families.FAMILIES`` (random weights, nothing downloaded; the model
-wrapped to return its logits only):
+For every family of ``hf_families.FAMILIES`` (random weights, nothing downloaded; the HF model
+as it is, its hidden states next to the logits following the pruned model):
 
 1. ``ChannelMutator().prepare_from_supernet(model, inputs)`` with dict inputs (``input_ids``,
    ``attention_mask``; ``decoder_input_ids`` for encoder-decoders, ``pixel_values`` for ViT);
-2. full choices: the logits bit-identical (``torch.equal``) to an unprepared deepcopy;
+2. full choices: every output tensor bit-identical (``torch.equal``) to an unprepared deepcopy's;
 3. two random choice sets (``torch.manual_seed(k)``, ``sample_choices()``): the ``to_static()``
-   model close to the masked model (rtol 1e-4, atol 1e-5) and ``mutator.resources()`` equal to
+   model's logits close to the masked model's (rtol 1e-4, atol 1e-5; ``to_static`` itself checks the
+   other outputs on their kept channels) and ``mutator.resources()`` equal to
    ``count_resources(static, inputs)`` in params and MACs;
-4. every unit at half its channels: the export ``save_pretrained`` -> ``from_pretrained`` gives
-   the same logits ("round trip": yes / no with the reason / "n/a" when the export warned that its
-   config cannot say the sizes);
+4. every unit at half its channels: ``to_static``'s reload check (``hf_export.check_reload``: the
+   model rebuilt from the new config and the export's state dict) finds the same outputs ("round
+   trip": yes / "no" with what differs / "n/a" when the export warned that its config cannot say
+   the sizes); a real ``save_pretrained`` -> ``from_pretrained`` cross-checks a "yes";
 5. what is prunable, by ``unit_role``: heads, KV groups, hidden size, MLP, experts.
 
-Torch-Pruning 1.6.1 side by side (``--tp``, where it is installed): ``MetaPruner`` with magnitude
+Torch-Pruning 1.6.1 side by side (``--tp``, where it is installed; ``--tp-from coverage_hf.md`` copies
+the column of an earlier table instead), on the model wrapped to return its logits only
+(``LogitsOnly``): ``MetaPruner`` with magnitude
 importance, ``pruning_ratio=0.5``, ``global_pruning=False``, the LM head / classifier ignored
 and ``num_heads`` given from the attention modules' q/k/v projections, run in a child process
 with a time limit of 30 s from the moment the model is built (it hangs on grouped KV heads); its
 row says whether ``step()`` finished, whether the pruned model still runs, and the params it kept.
 
-Run:  nice -n 10 python3 benchmarks/coverage_hf.py [--families llama,bert] [--tp] [--output PATH]
+Run:  nice -n 10 python3 benchmarks/coverage_hf.py [--families llama,bert] [--tp | --tp-from PATH] [--output PATH]
 """
 from __future__ import annotations
 
@@ -71,7 +75,14 @@ class Row:
 
 def _logits(model, inputs) -> torch.Tensor:
     with torch.no_grad():
-        return model(**inputs)
+        return model(**inputs).logits
+
+
+def _same_outputs(model, original, inputs) -> bool:
+    with torch.no_grad():
+        out, expected = model(**inputs), original(**inputs)
+    return list(out.keys()) == list(expected.keys()) and all(
+        torch.equal(out[k], expected[k]) for k in out.keys() if isinstance(out[k], torch.Tensor))
 
 
 def check(family: Family) -> Row:
@@ -92,7 +103,7 @@ def check(family: Family) -> Row:
         kinds = Counter(unit_role(u).kind for u in mutator.mutable_units)
         row.roles = ", ".join(f"{kinds[k]} {k}" for k in ROLES if kinds[k]) or "none"
         stage = "full choices"
-        if not torch.equal(_logits(model, inputs), _logits(original, inputs)):
+        if not _same_outputs(model, original, inputs):
             raise AssertionError("full choices are not bit-identical")
         for seed in range(2):
             stage = f"random choices {seed}"
@@ -121,15 +132,17 @@ def _round_trip(mutator: ChannelMutator, inputs: dict) -> str:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", HFConfigWarning)
         static = mutator.to_static()
+    differs = getattr(static.config, "razor_widgets_reload_differs", None)
+    if differs:
+        return f"no (reload check: {differs.split(' (')[0]})"
     if any(issubclass(w.category, HFConfigWarning) for w in caught):
         return "n/a (the config cannot say it: warned)"
-    hf = static.model
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        hf.save_pretrained(folder)
-        reloaded = type(hf).from_pretrained(folder).eval()
-    same = torch.equal(_logits(static, inputs), reloaded(**inputs).logits.detach())
-    return "yes" if same else "no: other logits after reload"
+        static.save_pretrained(folder)
+        reloaded = type(static).from_pretrained(folder).eval()
+    same = torch.equal(_logits(static, inputs), _logits(reloaded, inputs))
+    return "yes" if same else "no: other logits after reload, which the reload check missed"
 
 
 # -- Torch-Pruning, side by side --------------------------------------------------------------------
@@ -137,7 +150,7 @@ def _tp_child(name: str, queue: mp.Queue) -> None:
     import torch_pruning as tp
 
     family = next(f for f in FAMILIES if f.name == name)
-    model, inputs = build(family), example_inputs(family)
+    model, inputs = build(family, logits_only=True), example_inputs(family)
     before = sum(p.numel() for p in model.parameters())
     queue.put("ready")  # imports and the build are done: the time limit starts now
     try:
@@ -195,14 +208,16 @@ def write_report(rows: list[Row], path: Path, seconds: float, command: str) -> N
         f"- machine: {platform.machine()}, {mp.cpu_count()} CPUs; {versions()}",
         f"- transformers {__import__('transformers').__version__}; threads {torch.get_num_threads()}",
         "- every family: hidden 64, MLP 128, 2 layers, 4 heads (2 KV heads where grouped), vocabulary 128, "
-        "8 tokens, batch 2; logits only (`LogitsOnly`)",
+        "8 tokens, batch 2; the HF model's own outputs (Torch-Pruning: logits only, `LogitsOnly`)",
         f"- command: `{command}`; total time {seconds:.0f} s",
         f"- **{passed} of {len(rows)}** families pass (prepare, full choices bit-identical, export = masked "
         "and exact counts at two random choice sets)", "",
         "`prunable`: the mutable units by what they are (`unit_role`): heads, KV groups (a KV head with its "
         "query heads), the hidden size (residual stream), MLP widths, experts. A family with fewer than it has "
         "keeps the rest fixed, each with its reason (`razor-widgets units` or `mutator.units`). "
-        "`round trip`: every unit at half, export, `save_pretrained` -> `from_pretrained`, same logits. "
+        "`round trip`: every unit at half, export, `to_static`'s reload check (the model rebuilt from the new "
+        "config, as `from_pretrained` does) gives the same outputs; a yes is cross-checked by a real "
+        "`save_pretrained` -> `from_pretrained`. "
         "`Torch-Pruning`: 1.6.1 `MetaPruner` at ratio 0.5 on the same model (see the script's docstring).", "",
         "| family | params | units | mutable | prunable | round trip | s | result | Torch-Pruning |",
         "| --- | ---: | ---: | ---: | --- | --- | ---: | --- | --- |",
@@ -213,10 +228,17 @@ def write_report(rows: list[Row], path: Path, seconds: float, command: str) -> N
     path.write_text("\n".join(lines) + "\n")
 
 
+def tp_column(path: Path) -> dict[str, str]:
+    """Family -> the Torch-Pruning cell of an earlier ``coverage_hf.md`` (its last column)."""
+    cells = [line.strip().strip("|").split(" | ") for line in path.read_text().splitlines() if line.startswith("| ")]
+    return {row[0].strip(): row[-1].strip() for row in cells[1:] if len(row) > 2}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--families", default="", help="comma-separated names (default: all)")
     parser.add_argument("--tp", action="store_true", help="run Torch-Pruning side by side")
+    parser.add_argument("--tp-from", type=Path, help="copy the Torch-Pruning column of an earlier table")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -226,6 +248,7 @@ def main() -> None:
     unknown = [n for n in names if n not in {f.name for f in FAMILIES}]
     if unknown:
         parser.error(f"unknown families: {', '.join(unknown)}")
+    earlier_tp = tp_column(args.tp_from) if args.tp_from else {}
     start = time.perf_counter()
     rows = []
     for family in FAMILIES:
@@ -234,6 +257,8 @@ def main() -> None:
         row = check(family)
         if args.tp:
             row.tp = torch_pruning(family.name)
+        elif args.tp_from:
+            row.tp = earlier_tp.get(family.name, "not in the earlier table")
         print(f"{row.family:12s} {row.roles:45s} {row.round_trip:20s} {row.result} | TP: {row.tp}", flush=True)
         rows.append(row)
     write_report(rows, args.output, time.perf_counter() - start, "python3 " + " ".join(sys.argv))

@@ -38,6 +38,7 @@ __all__ = [
     "MetaDeviceError", "is_meta_model",
     # what a unit is (heads, KV groups, hidden size, MLP); HF exports that their config cannot say
     "HFConfigWarning", "UnitRole", "describe_unit", "unit_role",
+    "unit_label",
 ]
 
 

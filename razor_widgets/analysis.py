@@ -22,9 +22,12 @@ from .channel_range import Channel
 from .channel_space import CONST, NONE, ChannelSpace, compress, varying_dims
 from .compared_sizes import resolve_comparisons
 from .derived_weights import is_layer_weight
+from .model_outputs import output_paths, pin_outputs, pinned_outputs
 from .param_elements import ParameterElements
+from .slot_cuts import cut_slots
 from .traced_size import AttrRef, attribute_sources, shape_sources
 from .tracing import Node, TensorRef, TracedGraph, analysis_error
+from .unit_traits import UnitTraits, assign_traits
 
 INPUT_REASON = "derived from a model input"
 ATTENTION_MODES = ("heads", "head_dims")  # how attention units prune: whole heads, or positions in every head
@@ -46,6 +49,7 @@ class Slot:
     ids: torch.Tensor
     order: int
     param_dim: int | None = None  # set for parameter slots (class tokens, layer scales...)
+    offset: int = 0  # where a piece of a side cut by slices (``cut_slots``) starts in the side
 
 
 @dataclass
@@ -60,6 +64,7 @@ class UnitSpec:
     order: int = 0
     roots: list[int] = field(default_factory=list)  # the unit's elements, one per channel of a block
     divisor: int = 1  # kept channels per block must be a multiple (a kernel's alignment)
+    traits: UnitTraits = field(default_factory=UnitTraits)  # attention heads, residual joins
 
     @property
     def name(self) -> str:
@@ -77,6 +82,8 @@ class ChannelAnalysis:
     of a layer side (or of a parameter's dim) as the layer's first call read or wrote them.
     ``size_attributes``: ``(module, attribute) -> elements`` the attribute counts.
     ``expert_slices``: tensors that are one expert of a 3-D expert parameter (``layers/experts.py``).
+    ``free_outputs``: the outputs whose widths follow the pruned model (``model_outputs.py``):
+    output path -> dim -> the elements along it.
     """
 
     units: list[UnitSpec]
@@ -85,6 +92,7 @@ class ChannelAnalysis:
     sides: dict[tuple[str, bool, int | None], torch.Tensor]
     size_attributes: dict[tuple[str, str], torch.Tensor]
     expert_slices: dict[int, TensorRef] = field(default_factory=dict)  # ``P[e]`` -> the 3-D parameter ``P``
+    free_outputs: dict[tuple, dict[int, torch.Tensor]] = field(default_factory=dict)  # path -> dim -> elements
 
     def elements(self, ref: TensorRef) -> torch.Tensor | None:
         return self.tensor_ids.get(ref.handle)
@@ -110,6 +118,9 @@ class AnalysisContext:
         self.unknown_ops: list[str] = []  # the ops without a rule, as ``describe()`` names them
         self.rule_errors: dict[str, str] = {}  # op -> why its rule failed on it
         self.slice_checks: list[tuple[torch.Tensor, list[torch.Tensor], str, list[int]]] = []
+        self.cuts: set[int] = set()  # elements where a slice of a channel dim starts or ends
+        self.transposed_params: dict[int, str] = {}  # ``w.T`` of a 2-D parameter -> its name
+        self.quotient_sizes: list[tuple] = []  # ``B * heads // heads`` in a reshape: checked after the union-find
         self.const_reasons: dict[int, str] = {}  # why a tensor without elements has none
         self._first_slot: dict[tuple[str, bool], torch.Tensor] = {}
         self.expert_slices: dict[int, TensorRef] = {}  # P[e] of a 3-D expert parameter -> P
@@ -118,6 +129,8 @@ class AnalysisContext:
         self.node: Node | None = None
         self.size_attributes: dict[tuple[str, str], torch.Tensor] = {}  # attribute -> elements it counts
         self.frozen_attributes: list[tuple[AttrRef, str]] = []  # attributes that must keep their value
+        self.head_elements: list[torch.Tensor] = []  # elements an attention op holds as heads
+        self.sums: list[tuple[torch.Tensor, str]] = []  # (elements, scope) of residual joins
 
     # -- ids of tensors -------------------------------------------------------------------
     def get(self, ref: TensorRef, along: int | None = None) -> torch.Tensor:
@@ -218,6 +231,7 @@ class AnalysisContext:
         """After the union-find: a part holding only some of the source's channels is a selection by fixed
         indices, which pruning would shift: fixed, unless no op reads the parts (``x[:, :, -1]`` for its shape)."""
         source = torch.unique(_valid(compress(source)))
+        parts = [p for p in parts if p.numel()]  # an empty part (``x[..., 16:]`` of 16) selects nothing
         if source.numel():
             handles = [r.handle for r in self.node.output_refs()] if self.node is not None else []
             self.slice_checks.append((source, [torch.unique(_valid(compress(p))) for p in parts], reason, handles))
@@ -298,14 +312,16 @@ def _valid(ids: torch.Tensor) -> torch.Tensor:
 class ChannelAnalyzer:
     """Runs the rule table over a traced graph and returns the units it finds."""
 
-    def __init__(self, rules: Any, attention: str = "heads") -> None:
+    def __init__(self, rules: Any, attention: str = "heads", fixed_outputs: Any = None) -> None:
         if attention not in ATTENTION_MODES:
             raise ValueError(f"attention must be one of {', '.join(ATTENTION_MODES)}, got {attention!r}")
         self.rules = rules
         self.attention = attention
+        self.fixed_outputs = fixed_outputs  # which outputs keep their shape (``model_outputs.py``)
 
     def analyze(self, graph: TracedGraph) -> ChannelAnalysis:
         ctx = AnalysisContext(graph, graph.modules, self.attention)
+        pinned_outputs(output_paths(graph), self.fixed_outputs)  # a name the output lacks: ValueError first
         try:
             for node in graph.nodes:
                 ctx.node = node
@@ -314,20 +330,20 @@ class ChannelAnalyzer:
             from .layers.embedding import tie_shared_weights  # layers build on this module
 
             tie_shared_weights(ctx)
-            for ref in graph.outputs:
-                ctx.fix(ctx.get(ref), "model output")
+            free_outputs = pin_outputs(ctx, self.fixed_outputs)
             value_uses = resolve_comparisons(ctx, graph.size_uses)
             roots = ctx.space.resolve()
             ctx.resolve_slices(roots)
             _resolve_size_uses(ctx, value_uses, roots)
             units = build_units(ctx, roots)
+            assign_traits(units, roots, ctx.head_elements, ctx.sums)
         except Exception as exc:  # a bug of the analysis: say where, never crash raw
             raise analysis_error(ctx, exc) from exc
         _warn_unknown(ctx, units)
         sides: dict[tuple[str, bool, int | None], torch.Tensor] = {}
         for slot in ctx.slots:
             sides.setdefault((slot.name, slot.is_output, slot.param_dim), slot.ids)
-        return ChannelAnalysis(units, roots, ctx.ids, sides, ctx.size_attributes, ctx.expert_slices)
+        return ChannelAnalysis(units, roots, ctx.ids, sides, ctx.size_attributes, ctx.expert_slices, free_outputs)
 
 
 def _resolve_size_uses(ctx: AnalysisContext, uses: list, roots: np.ndarray) -> None:
@@ -337,6 +353,10 @@ def _resolve_size_uses(ctx: AnalysisContext, uses: list, roots: np.ndarray) -> N
     for sources, reason, value in uses:
         if not _per_head_size(ctx, sources, value, roots):
             ctx.fix_size_sources(sources, reason)
+    for sources, reason, value, ids in ctx.quotient_sizes:
+        if not _per_head_size(ctx, sources, value, roots):
+            for t in ids:
+                ctx.fix(t, reason)
     for attr, reason in ctx.frozen_attributes:
         line = ctx.size_attributes.get((attr.module, attr.attr))
         if line is not None:
@@ -357,9 +377,12 @@ def _per_head_size(ctx: AnalysisContext, sources: tuple, value: int, roots: np.n
     ids = ctx.get(ref)
     if ids.shape[dim] != n:
         return False
-    blocks = roots[ids.movedim(dim, -1).reshape(-1, n)[0].numpy()].reshape(attr.value, value)
-    whole = bool((blocks == blocks[:, :1]).all())
-    return whole and set(blocks[:, 0].tolist()) == set(roots[heads.numpy()].tolist())
+    line = roots[ids.movedim(dim, -1).reshape(-1, n)[0].numpy()]
+    blocks = line.reshape(attr.value, value)  # heads outer: ``C // heads`` channels per head
+    if bool((blocks == blocks[:, :1]).all()) and set(blocks[:, 0].tolist()) == set(roots[heads.numpy()].tolist()):
+        return True
+    copies = line.reshape(value, attr.value)  # heads inner (``B * heads // heads``): every copy the same heads
+    return bool((copies == copies[:1]).all()) and copies[0].tolist() == roots[heads.numpy()].tolist()
 
 
 def _param_slots(ctx: AnalysisContext, roots: np.ndarray) -> None:
@@ -378,9 +401,9 @@ def _param_slots(ctx: AnalysisContext, roots: np.ndarray) -> None:
 
 def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
     _param_slots(ctx, roots)
-    # 1. each slot as a sequence of roots, consecutive repeats folded into an expand ratio
+    # 1. each slot (pieces cut by slices) as a sequence of roots, consecutive repeats folded into an expand ratio
     seqs: list[tuple[Slot, np.ndarray, int]] = []
-    for slot in ctx.slots:
+    for slot in cut_slots(ctx.slots, ctx.cuts, roots):
         r = roots[slot.ids.numpy()]
         change = np.flatnonzero(np.diff(r)) + 1
         starts = np.concatenate([[0], change])
@@ -432,8 +455,9 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
         repeats = math.gcd(*[count for _, _, count, _ in chain_runs])
         spec = UnitSpec(num_channels=len(chain) * repeats, repeats=repeats)
         spec.order = min(slot.order for slot, _, _, _ in chain_runs)
-        for slot, start, count, expand in sorted(chain_runs, key=lambda x: (x[0].order, x[1])):
-            item = Channel(slot.name, None, (start * expand, (start + count * len(chain)) * expand),
+        for slot, start, count, expand in sorted(chain_runs, key=lambda x: (x[0].order, x[0].offset, x[1])):
+            span = (slot.offset + start * expand, slot.offset + (start + count * len(chain)) * expand)
+            item = Channel(slot.name, None, span,
                            slot.is_output, expand, slot.param_dim)
             (spec.output_related if slot.is_output else spec.input_related).append(item)
         spec.fixed_reasons.extend(chain_reasons.get(c, []) or _no_layer_reason(spec, ctx.layer_params))

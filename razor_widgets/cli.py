@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .example_inputs import ExampleInput, run_model
 from .model_loading import DEFAULT_MODEL, ModelLoadError, ModelSource, one_line, resolve_model
 
 if TYPE_CHECKING:
@@ -16,7 +17,9 @@ if TYPE_CHECKING:
 DESCRIPTION = ("Structured (channel) pruning of PyTorch models: list a model's channel units, prune and "
                "export it, or explore it in the browser.")
 MODEL_HELP = ("a torchvision model name (classification, detection, segmentation or video; random weights), "
-              "timm:NAME (with timm installed), a named model of this package, or package.module:callable "
+              "timm:NAME (with timm installed), hf:MODEL_TYPE (a tiny Hugging Face language model of that type, "
+              "e.g. hf:llama) or hf:PATH (a local config.json or its directory; random weights, with transformers "
+              "installed), a named model of this package, or package.module:callable "
               f"that returns the model, e.g. torchvision.models:resnet34 (default {DEFAULT_MODEL})")
 DEFAULT_CULL_IDLE = 300  # seconds a dashboard kernel with no page open may stay idle before it is shut down
 
@@ -68,9 +71,10 @@ def _model_arguments() -> argparse.ArgumentParser:
     shape = common.add_mutually_exclusive_group()
     shape.add_argument("--input-size", type=positive_int, metavar="N",
                        help="height and width of the random example input traced (default: the model's, "
-                            "224 for most; 1x3xNxN for an image model)")
+                            "224 for most; 1x3xNxN for an image model; not for hf: models, which take tokens)")
     shape.add_argument("--input-shape", type=positive_int, nargs="+", metavar="N",
-                       help="the whole shape of the example input, e.g. 1 3 224 224")
+                       help="the whole shape of the example input, e.g. 1 3 224 224; for a model that takes "
+                            "tokens (hf:), batch and sequence length, e.g. 1 16 (the default)")
     return common
 
 
@@ -124,17 +128,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = resolve_model(spec)
     except ModelLoadError as error:
         command.error(str(error))
-    shape = tuple(args.input_shape) if args.input_shape else (
-        source.with_input_size(args.input_size) if args.input_size else source.input_shape)
+    try:
+        example = example_input(source, args.input_shape, args.input_size)
+    except ValueError as error:
+        command.error(f"{source.spec}: {error}")
     if args.command == "demo":
-        return demo(source, args.ratio, shape)
+        return demo(source, args.ratio, example)
     if args.command == "units":
         _check_types(command, args.mutator_type, args.unit_type)
-        return units(source, args.with_channel, args.with_init_args, args.choice, args.output_path, shape,
+        return units(source, args.with_channel, args.with_init_args, args.choice, args.output_path, example,
                      args.mutator_type, args.unit_type)
     from .dashboard.server import serve
 
-    return serve(source, shape, port=args.port, ip=args.ip, open_browser=args.open, cull_idle=args.cull_idle)
+    return serve(source, example, port=args.port, ip=args.ip, open_browser=args.open, cull_idle=args.cull_idle)
+
+
+def example_input(source: ModelSource, input_shape: Sequence[int] | None, input_size: int | None) -> ExampleInput:
+    """The example input a command traces: the model's own, reshaped by --input-shape or resized by
+    --input-size; ``ValueError`` when the flag does not fit the model's kind of input (tokens)."""
+    if input_shape:
+        return source.example.with_shape(input_shape)
+    if input_size:
+        return source.example.with_size(input_size)
+    return source.example
 
 
 def _check_types(command: CommandLineParser, mutator_type: str, unit_type: str | None) -> None:
@@ -154,7 +170,7 @@ def _load(source: ModelSource, command: str) -> torch.nn.Module:
         raise SystemExit(f"razor-widgets {command}: error: {error}") from None
 
 
-def _traced(prepare: Any, source: ModelSource, shape: Sequence[int], command: str) -> list[str]:
+def _traced(prepare: Any, source: ModelSource, example: ExampleInput, command: str) -> list[str]:
     """Run ``prepare()`` (a trace); return what it warned, one line each. A failure is one line, exit 1."""
     import warnings
 
@@ -166,8 +182,8 @@ def _traced(prepare: Any, source: ModelSource, shape: Sequence[int], command: st
             prepare()
         except Exception as error:
             cause = error.__cause__ if isinstance(error, TraceError) and error.__cause__ else error
-            raise SystemExit(f"razor-widgets {command}: error: cannot trace {source.spec} with an input of shape "
-                             f"{tuple(shape)}: {one_line(cause)}") from None
+            raise SystemExit(f"razor-widgets {command}: error: cannot trace {source.spec} with "
+                             f"{example.describe()}: {one_line(cause)}") from None
     return [" ".join(str(warning.message).split()) for warning in caught]
 
 
@@ -178,34 +194,36 @@ def _tensors(output: Any) -> list[torch.Tensor]:
     return [leaf for leaf in tree_leaves(output) if isinstance(leaf, torch.Tensor)]
 
 
-def demo(source: ModelSource, ratio: float, shape: Sequence[int]) -> int:
+def demo(source: ModelSource, ratio: float, example: ExampleInput) -> int:
     """Find the units of a model, prune every unit to ``ratio`` and export it."""
     import torch
 
-    from . import ChannelMutator, ExportError, count_resources
+    from . import ChannelMutator, ExportError, count_resources, unit_label
 
     model = _load(source, "demo")
-    x = torch.randn(*shape)
+    x = example.make()
     mutator = ChannelMutator(channel_unit_cfg=dict(type="L1MutableChannelUnit"))
-    caught = _traced(lambda: mutator.prepare_from_supernet(model, example_inputs=x), source, shape, "demo")
+    caught = _traced(lambda: mutator.prepare_from_supernet(model, example_inputs=x), source, example, "demo")
     print(f"{source.spec}: {len(mutator.units)} channel units, {len(mutator.mutable_units)} prunable")
     width = max((len(str(u.name)) for u in mutator.units), default=0)
+    label_width = max((len(unit_label(u)) for u in mutator.units), default=0)
     for unit in mutator.units:
         state = "prunable" if unit.is_mutable else "fixed: " + "; ".join(unit.fixed_reasons)
         layers = len({c.name for c in unit.channels})
-        print(f"  {str(unit.name):<{width}}  {unit.num_channels:>5} ch  {layers:>3} layers  {state}")
+        print(f"  {str(unit.name):<{width}}  {unit_label(unit):<{label_width}}  {unit.num_channels:>5} ch  "
+              f"{layers:>3} layers  {state}")
     for message in caught:
         print(f"warning: {message}")
     with torch.no_grad():
-        before = _tensors(model(x))
+        before = _tensors(run_model(model, x))
         mutator.set_choices({name: ratio for name in mutator.current_choices})
-        masked = _tensors(model(x))
+        masked = _tensors(run_model(model, x))
         try:
             small = mutator.to_static().eval()  # checked: ExportError if it differs from the masked model
         except ExportError as error:
             print(f"the export failed its check: {error}")
             return 1
-        after = _tensors(small(x))
+        after = _tensors(run_model(small, x))
     live = mutator.resources()
     reference = count_resources(small, x)
     same = len(after) == len(masked) and all(torch.allclose(a, m, rtol=1e-4, atol=1e-4) for a, m in zip(after, masked))
@@ -219,7 +237,7 @@ def demo(source: ModelSource, ratio: float, shape: Sequence[int]) -> int:
 
 
 def units(source: ModelSource, with_channels: bool, with_init_args: bool, choice: bool, output_path: str | None,
-          input_shape: Sequence[int], mutator_type: str, unit_type: str | None) -> int:
+          example: ExampleInput, mutator_type: str, unit_type: str | None) -> int:
     """Print (or write) the channel unit config template of a model as JSON (reference 001)."""
     import json
 
@@ -229,15 +247,19 @@ def units(source: ModelSource, with_channels: bool, with_init_args: bool, choice
     from .mutators.channel_mutator import DEFAULT_PARSE_CFG
 
     model = _load(source, "units")
-    parse_cfg = dict(DEFAULT_PARSE_CFG, demo_input=[int(d) for d in input_shape])
+    # a tensor input is the template's demo_input (a shape, as MMRazor's); token inputs are passed as they are
+    tensor = example.kind == "tensor"
+    parse_cfg = {key: value for key, value in DEFAULT_PARSE_CFG.items() if key != "demo_input"}
+    if tensor:
+        parse_cfg["demo_input"] = [int(d) for d in example.shape]
     mutator = MODELS.build({"type": mutator_type, "parse_cfg": parse_cfg,
                             "channel_unit_cfg": None if unit_type is None else {"type": unit_type}})
 
     def prepare() -> None:
         with torch.no_grad():
-            mutator.prepare_from_supernet(model)
+            mutator.prepare_from_supernet(model, None if tensor else example.make())
 
-    for message in _traced(prepare, source, input_shape, "units"):
+    for message in _traced(prepare, source, example, "units"):
         print(f"warning: {message}", file=sys.stderr)
     if choice:
         config: Any = mutator.choice_template

@@ -324,6 +324,8 @@ def _fn_layer(builder: _Builder, node: Node) -> bool:
     if owner is None and node.name == "linear":  # a module's own weight, not a linear layer's (a router)
         kind = OWNED_LINEAR
         owner = kind.function_owner(node, builder.graph.modules)
+    if owner is None and node.name in FUNCTION_OPS:  # an addmm of two computed tensors: a product
+        return FUNCTION_OPS[node.name](builder, node)
     if owner is None or owner.attr != "weight":
         return False
     terms = kind.macs(_geometry(builder, owner.name, owner.module, kind, node))
@@ -372,6 +374,22 @@ def _fn_matmul(builder: _Builder, node: Node) -> bool:
     return _product_of_letters(builder, node, [(a, a_letters), (c, b_letters), (out, batch + "nm")])
 
 
+def _fn_add_product(builder: _Builder, node: Node) -> bool:
+    """``baddbmm``/``addbmm``/``addmm``: the MACs of ``b1 @ b2`` (``addbmm`` sums its batch)."""
+    from .rules_matmul import add_product_operands
+
+    operands = add_product_operands(node)
+    out = node.output_refs()[0]
+    if operands is None or len(operands[1].shape) != len(operands[2].shape) or len(operands[1].shape) < 2:
+        return False
+    a, c = operands[1:]
+    batch = "".join(chr(ord("A") + i) for i in range(len(a.shape) - 2))
+    out_letters = ("" if node.name == "addbmm" else batch) + "nm"
+    if len(out.shape) != len(out_letters):
+        return False
+    return _product_of_letters(builder, node, [(a, batch + "nk"), (c, batch + "km"), (out, out_letters)])
+
+
 def _fn_einsum(builder: _Builder, node: Node) -> bool:
     """Two-operand einsum: one MAC per combination of all its letters."""
     refs = node.input_refs()
@@ -418,6 +436,7 @@ def _fn_sdpa(builder: _Builder, node: Node) -> bool:
 FUNCTION_OPS = {
     "matmul": _fn_matmul, "__matmul__": _fn_matmul, "bmm": _fn_matmul, "mm": _fn_matmul,
     "einsum": _fn_einsum, "scaled_dot_product_attention": _fn_sdpa, "_grouped_mm": _fn_expert_linear,
+    "baddbmm": _fn_add_product, "addbmm": _fn_add_product, "addmm": _fn_add_product,
 }
 
 

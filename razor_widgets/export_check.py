@@ -3,7 +3,9 @@
 ``ChannelMutator.to_static()`` hands its new model to :func:`verify_export`, which runs the
 masked supernet and the export on the example input (two forwards, in eval mode, under
 ``no_grad``, with the same random state) and compares every output tensor with a tolerance
-relative to its scale. When they disagree, or the export raises, both models run once more
+relative to its scale. An output whose width follows the pruned model (hidden states next to
+the logits, ``model_outputs.py``) is compared on the channels the export keeps: the masked
+model's output cut to them must equal the export's. When they disagree, or the export raises, both models run once more
 with forward hooks to find the first layer whose output differs, and :class:`ExportError`
 names it and the units that touch it. The check changes nothing: train/eval flags, buffers
 and the random state are as they were, and the mutator's choices are not touched.
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import keystr, tree_flatten_with_path, tree_map
 
+from .model_outputs import dataclasses_as_dicts, narrowed_outputs
 from .tracing import _split_inputs
 
 # error allowed, as a fraction of the largest magnitude of an output tensor
@@ -64,8 +67,10 @@ def verify_export(mutator: Any, static: nn.Module, example_inputs: Any = None) -
         except Exception as error:  # the masked model itself fails: there is nothing to compare with
             return _unchecked(static, f"the masked model failed on the example input: {_line(error)}")
         rerun()
+        if hasattr(mutator, "kept_output_channels"):  # outputs that follow the pruned model: its kept channels
+            masked = narrowed_outputs(masked, mutator.kept_output_channels())
         try:
-            problem = compare_outputs(masked, _call(static, inputs), rtol)
+            problem = compare_outputs(dataclasses_as_dicts(masked), dataclasses_as_dicts(_call(static, inputs)), rtol)
         except Exception as error:
             problem = f"the exported model raised {_line(error)}"
         if problem is None:

@@ -76,4 +76,4 @@ from .quality import EvaluationError, Sensitivity, sensitivity_scan
 from .registry import MODELS, Registry
 from .resources import Resources, count_resources, reference_flops
 from .tracing import TraceError
-from .unit_labels import UnitRole, describe_unit, unit_role
+from .unit_labels import UnitRole, describe_unit, unit_label, unit_role

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mutators.channel_mutator import _PREPARED_MARK, ChannelMutator
+from .mutators.channel_mutator import ChannelMutator
+from .mutators.prepared_mark import is_prepared
 
 __all__ = ["LossHistory", "finetune", "full_choice_copy", "kd_loss"]
 
@@ -156,7 +157,7 @@ def _frozen_teacher(teacher: Any, student: nn.Module) -> nn.Module | None:
     mutator = getattr(teacher, "mutator", None)  # an IteAlgorithm
     if isinstance(mutator, ChannelMutator):
         return full_choice_copy(mutator).eval().requires_grad_(False)
-    if teacher.__dict__.get(_PREPARED_MARK) is not None:
+    if is_prepared(teacher):
         raise ValueError("finetune: the teacher is a prepared (masked) model, which computes its current "
                          "choices; pass its ChannelMutator to distil from it at full choices")
     if teacher is student:

@@ -12,15 +12,31 @@ that the config ties to the heads), :class:`HFConfigWarning` says so; the config
 value for that size, ``config.razor_widgets_per_layer`` gives each layer's, and
 ``config.razor_widgets_unrepresentable`` lists the parameters that would not load. The
 export is still a working torch module (save it with ``torch.save``).
+
+A config that builds the right shapes can still compute something else: Gemma scales its
+embeddings by ``sqrt(config.hidden_size)``, rebuilt from the new hidden size. So
+:func:`check_reload` (``to_static(check_reload=True)``, the default when the export is checked)
+rebuilds the model as ``from_pretrained`` would, from the config as ``config.json`` gives it back
+and the export's state dict (``from_pretrained(None, config=..., state_dict=...)``: no disk, no
+random initialisation, and the rebuilt model shares the export's tensors, so no copy of the
+weights), runs the example input once, and compares with the export. When they differ,
+:class:`HFConfigWarning` says so and ``config.razor_widgets_reload_differs`` records what
+differs. Only the export itself is checked (the example input is its input), not HF models
+nested inside it.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
+import sys
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
+from .export_check import RTOL, _call, _to_model, _untouched, compare_outputs
 from .layers.embedding import is_embedding
 from .traced_size import COMPARED, attribute_sources
 from .unit_labels import unit_role
@@ -78,6 +94,7 @@ def update_hf_config(static: nn.Module, mutator: Any, prefix: str = "") -> list[
                 per_layer[key] = dict(values)
                 config.razor_widgets_per_layer = per_layer
     notes += _sizes_used_as_numbers(mutator, config, before, original)
+    _own_configs(static, prefix, heads, kv_heads)
     mismatched = _mismatched_params(static)
     if mismatched or notes:
         config.razor_widgets_unrepresentable = mismatched
@@ -108,6 +125,7 @@ def _kept_per_role(mutator: Any, static: nn.Module, prefix: str) -> tuple[dict, 
     """Kept query heads, KV heads, MLP and expert widths by scope; sets the attention modules' counts."""
     heads, kv_heads, mlp, experts = {}, {}, {}, {}
     modules = {prefix + name: m for name, m in static.named_modules()}
+    counted = {key for key in getattr(mutator, "_size_attributes", {})}  # set by the export already
     for unit in mutator.mutable_units:
         role = unit_role(unit)
         if not role.scope.startswith(prefix):
@@ -118,8 +136,11 @@ def _kept_per_role(mutator: Any, static: nn.Module, prefix: str) -> tuple[dict, 
             heads[role.scope] = kept * role.heads_per_element
             if role.kind == "kv_groups":
                 kv_heads[role.scope] = kept
-            _set_counts(modules.get(role.scope), full * role.heads_per_element, heads[role.scope],
-                        full, kept if role.kind == "kv_groups" else None, role.head_dim)
+            module = modules.get(role.scope)
+            _counted_heads(module, {a for s, a in counted if s == role.scope}, role.scope, heads, kv_heads)
+            _set_counts(module, full * role.heads_per_element, heads[role.scope],
+                        full, kept if role.kind == "kv_groups" else None, role.head_dim,
+                        {a for s, a in counted if s == role.scope})
         elif role.kind == "mlp":
             mlp[role.scope] = kept
         elif role.kind == "experts":
@@ -127,21 +148,51 @@ def _kept_per_role(mutator: Any, static: nn.Module, prefix: str) -> tuple[dict, 
     return heads, kv_heads, mlp, experts
 
 
+def _counted_heads(module: nn.Module | None, counted: set[str], scope: str, heads: dict, kv_heads: dict) -> None:
+    """Head counts that the analysis tied to the kept channels (a reshape sized by the attribute,
+    set by the export) are the module's true counts: they win over the unit's role (a fused
+    projection's KV group writes its query heads, key and value as one element)."""
+    for attrs, counts in ((HEAD_ATTRS, heads), (KV_ATTRS, kv_heads)):
+        attr = next((a for a in attrs if a in counted), None)
+        if module is not None and attr is not None:
+            counts[scope] = int(getattr(module, attr))
+
+
 def _set_counts(module: nn.Module | None, q_full: int, q_kept: int, kv_full: int, kv_kept: int | None,
-                head_dim: int) -> None:
-    """The attention module's head-count attributes, where they held the original counts."""
+                head_dim: int, counted: set[str] = frozenset()) -> None:
+    """The attention module's head-count attributes, where they held the original counts (those
+    the export already set from the analysis, ``counted``, stay)."""
     if module is None:
         return
     for attr in HEAD_ATTRS:
-        if getattr(module, attr, None) == q_full:
+        if attr not in counted and getattr(module, attr, None) == q_full:
             setattr(module, attr, q_kept)
     for attr in ("all_head_size", "inner_dim"):
         if getattr(module, attr, None) == q_full * head_dim:
             setattr(module, attr, q_kept * head_dim)
     if kv_kept is not None:
         for attr in KV_ATTRS:
-            if getattr(module, attr, None) == kv_full:
+            if attr not in counted and getattr(module, attr, None) == kv_full:
                 setattr(module, attr, kv_kept)
+
+
+def _own_configs(static: nn.Module, prefix: str, heads: dict[str, int], kv_heads: dict[str, int]) -> None:
+    """An attention module whose forward reads its head counts from the shared config (Phi-3's
+    ``self.config.num_attention_heads * self.head_dim`` slices its fused projection) gets its
+    own copy of the config where its counts differ from the config's: the export still runs."""
+    config = static.config
+    modules = {prefix + name: m for name, m in static.named_modules()}
+    for scope, kept in heads.items():
+        module = modules.get(scope)
+        counts = {"num_attention_heads": kept}
+        if scope in kv_heads:
+            counts.update({key: kv_heads[scope] for key in KV_ATTRS if getattr(config, key, None) is not None})
+        same = all(getattr(config, key, None) == value for key, value in counts.items())
+        if getattr(module, "config", None) is not config or same:
+            continue
+        module.config = copy.copy(config)
+        for key, value in counts.items():
+            setattr(module.config, key, value)
 
 
 def _mismatched_params(static: nn.Module) -> list[str]:
@@ -160,3 +211,72 @@ def _mismatched_params(static: nn.Module) -> list[str]:
 def _spread(values: dict[str, int]) -> str:
     return ", ".join(f"{scope or 'model'}: {n}" for scope, n in list(values.items())[:4]) + (
         ", ..." if len(values) > 4 else "")
+
+
+def check_reload(static: nn.Module, example_inputs: Any) -> str | None:
+    """Rebuild ``static`` from its config and state dict as ``from_pretrained`` would and run
+    ``example_inputs``: None when the reloaded model computes what ``static`` computes, else
+    what differs (also warned as :class:`HFConfigWarning` and kept in
+    ``static.config.razor_widgets_reload_differs``). Not checked (None): no example input, not
+    an HF model (or no ``from_pretrained`` / ``from_dict``), or a config that already warned
+    that it cannot describe the export."""
+    if example_inputs is None or not is_hf_model(static) or hasattr(static.config, "razor_widgets_unrepresentable"):
+        return None  # the config already said it cannot describe the export
+    if not hasattr(type(static), "from_pretrained") or not hasattr(type(static.config), "from_dict"):
+        return None  # an HF-like model without HF's loader
+    config = static.config
+    with warnings.catch_warnings(), _no_progress_bar():
+        warnings.simplefilter("ignore")
+        try:
+            reloaded_config = type(config).from_dict(config.to_dict())  # what config.json gives back
+            reloaded = type(static).from_pretrained(None, config=reloaded_config, state_dict=static.state_dict(),
+                                                    dtype=_float_dtype(static))
+        except Exception as exc:  # noqa: BLE001 (the HF loader refuses it: say why)
+            problem = f"from_pretrained fails: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        else:
+            problem = _reload_differs(static, reloaded.to(_device(static)), example_inputs)
+    if problem is None:
+        return None
+    config.razor_widgets_reload_differs = problem
+    warnings.warn(
+        f"the pruned {type(static).__name__} saves with save_pretrained, but a model reloaded from this "
+        f"{type(config).__name__} computes something else: {problem}. The config rebuilds values the export "
+        "keeps (e.g. Gemma's embedding scale follows hidden_size); keep the exported module (torch.save) instead "
+        "of save_pretrained.", HFConfigWarning, stacklevel=3)
+    return problem
+
+
+def _reload_differs(static: nn.Module, reloaded: nn.Module, example_inputs: Any) -> str | None:
+    inputs = _to_model(example_inputs, static)
+    rtol = max(RTOL.get(_float_dtype(static), RTOL[torch.float32]), RTOL[torch.float32])
+    with _untouched(static, reloaded) as rerun:
+        expected = _call(static, inputs)
+        rerun()
+        try:
+            actual = _call(reloaded, inputs)
+        except Exception as exc:  # noqa: BLE001
+            return f"the reloaded model raises {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        return compare_outputs(expected, actual, rtol)
+
+
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """transformers' "Loading weights" bar off while the check loads (it is already imported:
+    the model is one of its models)."""
+    hf_logging = sys.modules.get("transformers.utils.logging")
+    shown = hf_logging is not None and hf_logging.is_progress_bar_enabled()
+    if shown:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))

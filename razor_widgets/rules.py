@@ -26,12 +26,14 @@ from .channel_space import CONST, NONE, varying_dims
 from .layers import function_kind, leaf_kind
 from .layers.channel_mean import MEAN_OPS, channel_mean
 from .layers.experts import expert_grouped_mm, expert_linear
+from .layers.linear import matmul_linear
 from .layers.transposed_linear import OWNED_LINEAR
 from .op_names import CREATION, ELEMENTWISE, PASSTHROUGH, REDUCTIONS
-from .rules_matmul import einsum, matmul, sdpa
+from .rules_matmul import add_product, einsum, matmul, sdpa
 from .rules_movement import RESHAPES, creation, first_input, movement
 from .traced_size import TracedSize
 from .tracing import Node, TensorRef
+from .unit_traits import record_sum
 
 Rule = Callable[[AnalysisContext, Node], None]
 
@@ -73,6 +75,7 @@ def elementwise(ctx: AnalysisContext, node: Node) -> None:
     if bool(mixed.any()):
         ctx.fix(rep[mixed], f"mixed with constant data at {ctx.describe()}")
     ctx.set(out, rep)
+    record_sum(ctx, node, refs, ids, rep)  # a residual join: what the unit is (unit_traits.py)
 
 
 def reduction(ctx: AnalysisContext, node: Node) -> None:
@@ -167,9 +170,9 @@ def pooling(ctx: AnalysisContext, node: Node, spatial: int) -> None:
 
 # -- the table ----------------------------------------------------------------------------------
 MOVEMENT = RESHAPES | {
-    "permute", "transpose", "t", "swapaxes", "movedim", "squeeze", "unsqueeze", "__getitem__",
+    "permute", "transpose", "t", "T", "mT", "swapaxes", "movedim", "squeeze", "unsqueeze", "__getitem__",
     "narrow", "select", "index_select", "chunk", "split", "tensor_split", "unbind", "cat",
-    "concat", "concatenate", "stack", "expand", "expand_as", "repeat", "roll", "flip", "pad",
+    "concat", "concatenate", "stack", "expand", "expand_as", "broadcast_to", "repeat", "roll", "flip", "pad",
     "__setitem__", "channel_shuffle", "pixel_shuffle", "pixel_unshuffle", "split_with_sizes",
 }
 POOLING = {
@@ -181,6 +184,7 @@ POOLING = {
 PRODUCTS: dict[str, Rule] = {
     "matmul": matmul, "__matmul__": matmul, "bmm": matmul, "mm": matmul, "einsum": einsum,
     "scaled_dot_product_attention": sdpa, "unfold": tensor_unfold, "_grouped_mm": expert_grouped_mm,
+    "baddbmm": add_product, "addbmm": add_product, "addmm": add_product,
 }
 
 
@@ -217,9 +221,11 @@ class RuleTable:
             return None
         if name == "linear" and OWNED_LINEAR.function_owner(node, ctx.modules) is not None:  # a router's weight
             return OWNED_LINEAR.function_rule(ctx, node)
+        if matmul_linear(ctx, node):  # ``x @ self.weight.T`` in a linear layer's own forward
+            return None
         kind = function_kind(name)
-        if kind is not None:
-            return kind.function_rule(ctx, node)
+        if kind is not None and not (name in PRODUCTS and kind.function_owner(node, ctx.modules) is None):
+            return kind.function_rule(ctx, node)  # an addmm without a layer's weight is a product
         if name in PRODUCTS:
             return PRODUCTS[name](ctx, node)
         if name in PASSTHROUGH:

@@ -62,6 +62,7 @@ def _matmul_ids(ctx: AnalysisContext, a: torch.Tensor, b: torch.Tensor) -> torch
         # they scale the other side's channels of the same batch entry, so they are one
         rows, cols = torch.broadcast_tensors(rows, cols)
         ctx.space.union(rows, cols)
+        ctx.head_elements += [rows, cols]  # channels per batch entry of a product: heads
         out = torch.where(cols >= 0, cols, rows)
         return out.reshape((1,) * (len(batch) + 2 - out.dim()) + tuple(out.shape)).expand(*batch, *out.shape[-2:])
     if b_has:
@@ -158,6 +159,7 @@ def sdpa(ctx: AnalysisContext, node: Node) -> None:
         ctx.space.union(*torch.broadcast_tensors(qi, ki))
         ctx.space.union(*torch.broadcast_tensors(qi, vi))
     _mask_follows_heads(ctx, node, qi)
+    ctx.head_elements += [qi, ki, vi]
     ctx.set(node.output_refs()[0], vi)
 
 
@@ -218,3 +220,51 @@ def _gqa_repeat(ctx: AnalysisContext, node: Node, ref: TensorRef) -> torch.Tenso
     if ids.shape[-3] == 1:
         return ids
     return ids.repeat_interleave(heads // kv_heads, dim=-3)
+
+
+ADD_PRODUCTS = {"baddbmm": ("batch1", "batch2"), "addbmm": ("batch1", "batch2"), "addmm": ("mat1", "mat2")}
+
+
+def add_product_operands(node: Node) -> tuple[TensorRef, TensorRef, TensorRef] | None:
+    """``(input, b1, b2)`` of ``beta * input + alpha * (b1 @ b2)`` (positional or by keyword)."""
+    keys = ("input", *ADD_PRODUCTS.get(node.name, ("", "")))
+    refs = [node.args[i] if len(node.args) > i else node.kwargs.get(key) for i, key in enumerate(keys)]
+    return tuple(refs) if all(isinstance(r, TensorRef) for r in refs) else None
+
+
+def add_product(ctx: AnalysisContext, node: Node) -> None:
+    """``baddbmm``/``addbmm``/``addmm``: the channels of ``b1 @ b2`` follow the matmul rule, and
+    ``input`` joins them as ``input + product`` would (broadcast right-aligned). An input of
+    constant data that differs along the product's channels (ALiBi's per-head slopes, batch and
+    heads merged in dim 0) cannot follow pruned channels: the op then has no rule (warned)."""
+    operands = add_product_operands(node)
+    out = node.output_refs()[0]
+    if operands is None or len(operands[1].shape) < 2 or len(operands[2].shape) < 2:
+        return ctx.unknown(node)
+    bias, b1, b2 = operands
+    ids = _matmul_ids(ctx, _compressed(ctx, b1), _compressed(ctx, b2))
+    if node.name == "addbmm":  # the batch of products is summed
+        if ids.shape[0] > 1 and not bool((ids == ids[:1]).all()):
+            return ctx.unknown(node, "channels on the batch dim it sums")
+        ids = ids[0]
+    product = compress(ids.reshape((1,) * (len(out.shape) - ids.dim()) + tuple(ids.shape)))
+    given = ctx.get(bias)
+    given = given.reshape((1,) * (len(out.shape) - given.dim()) + tuple(given.shape))
+    shape = (1,) * (len(out.shape) - len(bias.shape)) + tuple(bias.shape)
+    channel_dims = [d for d in range(len(out.shape)) if product.shape[d] > 1 or given.shape[d] > 1]
+    if not bool((given >= 0).any()):
+        if any(shape[d] > 1 for d in channel_dims if product.shape[d] > 1):
+            return ctx.unknown(node, "its input of constant data differs along the product's channels "
+                                     "(a per-head bias such as ALiBi) and cannot follow pruned ones")
+        ctx.set(out, product)
+        return None
+    if any(given.shape[d] == 1 and product.shape[d] > 1 for d in range(len(out.shape))) or \
+            any(product.shape[d] == 1 and given.shape[d] > 1 and bool((product >= 0).any()) for d in channel_dims):
+        ctx.fix(torch.cat([given.reshape(-1), product.reshape(-1)]), f"broadcast across channels in {ctx.describe()}")
+    a, b = torch.broadcast_tensors(given, product)
+    both = (a >= 0) & (b >= 0)
+    ctx.space.union(a[both], b[both])
+    mixed = (a >= 0) != (b >= 0)
+    if bool(mixed.any()):
+        ctx.fix(torch.cat([a[mixed & (a >= 0)], b[mixed & (b >= 0)]]), f"mixed with constant data at {ctx.describe()}")
+    ctx.set(out, torch.where(a >= 0, a, b))

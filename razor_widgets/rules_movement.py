@@ -12,12 +12,14 @@ from torch.utils._pytree import tree_flatten, tree_map
 from .analysis import AnalysisContext
 from .channel_space import CONST, compress, varying_dims
 from .shrunk_replay import GROUPED, JOINS, shrunk_replay
+from .slot_cuts import record_cuts
 from .split_sizes import check_split_sizes
-from .traced_size import TracedSize, bare_attribute, shape_sources
+from .traced_size import AttrRef, TracedSize, attribute_sources, bare_attribute, shape_sources
 from .tracing import Node, TensorRef
 
 RESHAPES = {"view", "reshape", "flatten", "unflatten", "view_as", "reshape_as"}
 CHUNKS = {"chunk"}
+TRANSPOSES = {"T", "mT", "t", "transpose", "swapaxes", "permute"}  # of a 2-D tensor: its dims swapped
 SLICES = {"__getitem__", "narrow", "select", "index_select", "split", "split_with_sizes",
           "tensor_split", "unbind"}
 
@@ -124,6 +126,8 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
         return
     out_leaves, _ = tree_flatten(out)
     refs = node.output_refs()
+    if node.name in TRANSPOSES and first_input(node).param is not None and len(first_input(node).shape) == 2:
+        ctx.transposed_params[refs[0].handle] = first_input(node).param  # read as ``x @ w.T`` by a layer
     out_ids = [x for x in out_leaves if isinstance(x, torch.Tensor)]
     if node.name in CHUNKS and len(out_ids) > 1:
         if all(o.shape == out_ids[0].shape for o in out_ids):
@@ -133,6 +137,7 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
             ctx.fix(args[0], f"uneven chunks in {ctx.describe()}")
     elif node.name in SLICES:
         ctx.check_slices(args[0], out_ids, f"channels selected by fixed indices in {ctx.describe()}")
+        record_cuts(ctx, args[0], out_ids)
         if node.name in ("split", "split_with_sizes"):
             check_split_sizes(ctx, node, args[0], out_ids)
     for ref, ids in zip(refs, out_ids):
@@ -188,6 +193,8 @@ def _resized_channels(ctx: AnalysisContext, ids: torch.Tensor, target: list) -> 
     inferred_heads = len(vary) == 2 and sizes[0] == -1 and (attrs[1] is not None or _from_attributes(sizes[1]))
     if ctx.attention == "heads" and inferred_heads:  # view(*shape, -1, self.head_dim): the heads follow
         return compress(_whole_heads(ctx, ids, vary[0], expand=True))
+    if ctx.attention == "heads" and _inferred_blocks(sizes):
+        return _whole_blocks(ctx, ids, vary[0], sizes[1:])
     inner = vary[-1]
     lines = ids.movedim(inner, -1).reshape(-1, ids.shape[inner])
     ctx.space.union(lines[:1].expand_as(lines), lines)
@@ -207,6 +214,24 @@ def _whole_heads(ctx: AnalysisContext, ids: torch.Tensor, dim: int, expand: bool
     if not expand:
         return per_head
     return per_head[:, :1].expand_as(per_head).reshape(moved.shape).movedim(0, dim)
+
+
+def _inferred_blocks(sizes: list) -> bool:
+    """``view(B, N, -1, self.n // self.kv + 2, self.head_dim)``: blocks of an inferred count, each
+    sized by attributes alone (a KV group of a fused projection: its query heads, key and value)."""
+    return len(sizes) > 2 and sizes[0] == -1 and all(
+        bare_attribute(s) is not None or _from_attributes(s) for s in sizes[1:])
+
+
+def _whole_blocks(ctx: AnalysisContext, ids: torch.Tensor, dim: int, sizes: list) -> torch.Tensor:
+    """Every block along ``dim`` becomes one element (pruned whole); an attribute in the block's
+    sizes whose value is the number of blocks (``self.kv``) counts them, so the export keeps the
+    block sizes it computes (``n // kv``) when whole blocks go."""
+    line = _whole_heads(ctx, ids, dim)[:, 0]
+    for size in sizes:
+        for attr in {ref for ref, _ in size.sources if isinstance(ref, AttrRef) and ref.value == len(line)}:
+            ctx.count_with_attribute(attr, line)
+    return compress(_whole_heads(ctx, ids, dim, expand=True))
 
 
 def _from_attributes(size: object) -> bool:
@@ -336,6 +361,9 @@ def _keep_computed_sizes(ctx: AnalysisContext, node: Node, out: torch.Tensor) ->
                 continue  # repeat_kv: n channels, each repeated size // n times, as the code sizes it
             if block is None:
                 reason = f"a size computed from its channel count does not fit in {ctx.describe()}"
+                if attribute_sources(size.sources):  # ``n // self.heads``: fine when whole heads go
+                    ctx.quotient_sizes.append((size.sources, reason, int(size), [src, out]))
+                    continue
                 ctx.fix(src, reason)
                 ctx.fix(out, reason)
                 continue

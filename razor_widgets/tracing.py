@@ -17,6 +17,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
+from .model_outputs import output_leaves
 from .traced_size import AttrRef, Source, TracedSize
 
 
@@ -69,6 +70,7 @@ class TracedGraph:
     # sizes used as numbers: (sources, why, the value used)
     size_uses: list[tuple[tuple[Source, ...], str, int]] = field(default_factory=list)
     value_reads: list[str] = field(default_factory=list)  # where the forward read a tensor's value
+    output_paths: list[tuple] = field(default_factory=list)  # where each output sits in the model's output
 
 
 class _Recorder(TorchFunctionMode):
@@ -83,6 +85,8 @@ class _Recorder(TorchFunctionMode):
         if not tracer.leaf_depth and (name == "size" or (
                 name == "__get__" and getattr(getattr(func, "__self__", None), "__name__", "") == "shape")):
             return tracer.traced_size(args[0], func(*args, **kwargs), args[1] if len(args) > 1 else kwargs.get("dim"))
+        if name == "__get__" and getattr(getattr(func, "__self__", None), "__name__", "") in _TRANSPOSED_VIEWS:
+            name = func.__self__.__name__  # ``w.T``: a movement op like ``w.t()``, not metadata
         if tracer.leaf_depth or name in _METADATA:
             if name in _VALUE_READS and not tracer.leaf_depth:
                 tracer.value_read(name, args[0])
@@ -97,6 +101,7 @@ class _Recorder(TorchFunctionMode):
         return out
 
 
+_TRANSPOSED_VIEWS = {"T", "mT"}
 _VALUE_READS = {"__bool__", "item", "tolist", "__int__", "__float__", "__index__"}
 _METADATA = {"__get__", "size", "dim", "numel", "__len__", "is_floating_point", "is_complex",
              "__bool__", "item", "tolist", "__format__", "__repr__", "stride", "data_ptr",
@@ -250,7 +255,8 @@ class Tracer:
 
     def _graph(self, modules: dict[str, nn.Module], inputs: Any, out: Any) -> TracedGraph:
         input_refs = [x for x in _leaves(inputs) if isinstance(x, TensorRef)]
-        output_refs = [x for x in _leaves(self.refs(out)) if isinstance(x, TensorRef)]
+        named = [(path, self.ref(x)) for path, x in output_leaves(out) if isinstance(x, torch.Tensor)]
+        output_refs = [ref for _, ref in named]
         if not output_refs:
             raise TypeError(
                 f"the model's output holds no tensor ({type(out).__name__}); "
@@ -259,7 +265,7 @@ class Tracer:
         unreached = [n for n in modules if n and n not in self._called
                      and not any(n.startswith(c + ".") for c in self._called if self.is_leaf(modules[c]))]
         return TracedGraph(self.nodes, input_refs, output_refs, modules, unreached, self.values, self.size_uses,
-                           self.value_reads)
+                           self.value_reads, [path for path, _ in named])
 
 
 def _restore_model(model: nn.Module, modules: dict[str, nn.Module], swapped: list, hooks: list,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -54,3 +55,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    """Debian's chromium driven by playwright, for the real-browser tests (helpers: browser_pages.py).
+    Skips when chromium or playwright is missing; with CI set that fails the test instead."""
+    from browser_pages import launched_chromium
+
+    with launched_chromium() as chromium:
+        yield chromium

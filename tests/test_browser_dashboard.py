@@ -8,20 +8,19 @@
 - a model that cannot be traced shows the TraceError's text on the page.
 
 Kernels are counted as the server's ``ipykernel_launcher`` child processes (Linux /proc). Locally the tests
-skip without chromium or playwright; with CI set they fail instead (as tests/test_browser.py).
+skip without chromium or playwright; with CI set they fail instead (the ``browser`` fixture of conftest.py).
 """
 from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from test_browser import accepts_connections, browser, free_port, stop, wait_until  # noqa: F401 (browser: a fixture)
+from browser_pages import Server, dashboard_server, new_page
 
 TESTS = Path(__file__).resolve().parent
 RELOADS = 4  # page loads: the first and three reloads
@@ -37,56 +36,39 @@ new MutationObserver(() => {
 """
 
 
-class Dashboard:
-    """A ``razor-widgets dashboard`` process on a free port."""
+def kernels(dashboard: Server) -> int:
+    """How many kernels the server runs now: its ``ipykernel_launcher`` children (from /proc)."""
+    count = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            count += parent == dashboard.process.pid and b"ipykernel_launcher" in (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):  # a process that ended meanwhile
+            pass
+    return count
 
-    def __init__(self, process: subprocess.Popen, url: str, log: Path) -> None:
-        self.process, self.url, self.log = process, url, log
 
-    def kernels(self) -> int:
-        """How many kernels the server runs now: its ``ipykernel_launcher`` children (from /proc)."""
-        count = 0
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-                count += parent == self.process.pid and b"ipykernel_launcher" in (stat.parent / "cmdline").read_bytes()
-            except (OSError, ValueError, IndexError):  # a process that ended meanwhile
-                pass
-        return count
-
-    def wait_for_kernels(self, expected: int, timeout: float) -> float:
-        """Wait until ``expected`` kernels run; the seconds it took."""
-        started = time.monotonic()
-        while self.kernels() != expected:
-            if time.monotonic() - started > timeout:
-                raise AssertionError(f"{self.kernels()} kernels after {timeout:.0f} s, expected {expected}:\n"
-                                     f"{self.log.read_text()[-3000:]}")
-            time.sleep(0.25)
-        return time.monotonic() - started
+def wait_for_kernels(dashboard: Server, expected: int, timeout: float) -> float:
+    """Wait until ``expected`` kernels run; the seconds it took."""
+    started = time.monotonic()
+    while kernels(dashboard) != expected:
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{kernels(dashboard)} kernels after {timeout:.0f} s, expected {expected}:\n"
+                                 f"{dashboard.log.read_text()[-3000:]}")
+        time.sleep(0.25)
+    return time.monotonic() - started
 
 
 @pytest.fixture(scope="module")
-def start_dashboard(tmp_path_factory) -> Iterator[Callable[..., Dashboard]]:
+def start_dashboard(tmp_path_factory) -> Iterator[Callable[..., Server]]:
     """Starts ``razor-widgets dashboard ARGS`` (tests/ on the kernels' path); stops them all at the end."""
-    started: list[subprocess.Popen] = []
+    path = os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")])
+    with ExitStack() as servers:
+        def start(*args: str) -> Server:
+            return servers.enter_context(dashboard_server(tmp_path_factory.mktemp("dashboard"), *args,
+                                                          env=dict(os.environ, PYTHONPATH=path)))
 
-    def start(*args: str) -> Dashboard:
-        base = tmp_path_factory.mktemp("dashboard")
-        port = free_port()
-        log = base / "dashboard.log"
-        path = os.pathsep.join([str(TESTS.parent), str(TESTS), os.environ.get("PYTHONPATH", "")])
-        with open(log, "w") as out:
-            process = subprocess.Popen([sys.executable, "-m", "razor_widgets", "dashboard", *args, "--port", str(port)],
-                                       stdout=out, stderr=subprocess.STDOUT, cwd=base,
-                                       env=dict(os.environ, PYTHONPATH=path))
-        started.append(process)
-        # every page load starts a kernel: probe the port, never GET /
-        wait_until(lambda: accepts_connections(port), "razor-widgets dashboard", process, log)
-        return Dashboard(process, f"http://127.0.0.1:{port}/", log)
-
-    yield start
-    for process in started:
-        stop(process)
+        yield start
 
 
 def load(page, url: str | None = None) -> dict:
@@ -101,7 +83,7 @@ def load(page, url: str | None = None) -> dict:
     return {what: ms / 1000 for what, ms in seen.items()}
 
 
-def test_reloads_leave_one_kernel_and_leaving_the_page_ends_it(browser, start_dashboard) -> None:  # noqa: F811
+def test_reloads_leave_one_kernel_and_leaving_the_page_ends_it(browser, start_dashboard) -> None:
     dashboard = start_dashboard()  # the default model, ResNet-18; idle culling at its default (300 s)
     page = browser.new_page(viewport={"width": 1600, "height": 1200})
     page.add_init_script(WATCH_PAGE)
@@ -110,7 +92,7 @@ def test_reloads_leave_one_kernel_and_leaving_the_page_ends_it(browser, start_da
         loads.append(load(page))
     for seen in loads:  # the status line showed before the explorer, on every load
         assert "status" in seen and seen["status"] < seen["slider"]
-    waited = dashboard.wait_for_kernels(1, timeout=30)  # the pages reloaded ended their kernels
+    waited = wait_for_kernels(dashboard, 1, timeout=30)  # the pages reloaded ended their kernels
     to_status = [seen["status"] for seen in loads]
     to_slider = [seen["slider"] for seen in loads]
     print(f"\npage load, navigation to the status line: median {statistics.median(to_status):.1f} s; "
@@ -118,7 +100,7 @@ def test_reloads_leave_one_kernel_and_leaving_the_page_ends_it(browser, start_da
           f"({', '.join(f'{t:.1f}' for t in to_slider)})")
     print(f"kernels alive after {RELOADS} loads of the page: 1 ({waited:.1f} s after the last load)")
     page.goto("about:blank")  # leaving the page ends its kernel
-    waited = dashboard.wait_for_kernels(0, timeout=30)
+    waited = wait_for_kernels(dashboard, 0, timeout=30)
     page.close()
     print(f"kernels alive after leaving the page: 0 ({waited:.1f} s after)")
     log = dashboard.log.read_text()
@@ -126,10 +108,9 @@ def test_reloads_leave_one_kernel_and_leaving_the_page_ends_it(browser, start_da
         assert alarming not in log
 
 
-def test_an_untraceable_model_shows_its_error_and_a_lost_tab_is_culled(browser, start_dashboard) -> None:  # noqa: F811
+def test_an_untraceable_model_shows_its_error_and_a_lost_tab_is_culled(browser, start_dashboard) -> None:
     dashboard = start_dashboard("dashboard_models:PathDependsOnInput", "--input-size", "16", "--cull-idle", "3")
-    page = browser.new_page(viewport={"width": 1600, "height": 1200})
-    try:
+    with new_page(browser) as page:  # closed without beforeunload or a beacon: the idle kernel is culled
         page.goto(dashboard.url, wait_until="commit")
         error = page.locator(".razor-dashboard-error")
         error.wait_for(timeout=180_000)
@@ -138,8 +119,6 @@ def test_an_untraceable_model_shows_its_error_and_a_lost_tab_is_culled(browser, 
         assert "depends on the input's values" in text
         assert page.locator(SLIDER).count() == 0
         assert "There was an error when executing cell" not in page.content()  # not Voila's generic page
-        assert dashboard.kernels() == 1
-    finally:
-        page.close()  # no beforeunload, no beacon: the idle kernel is culled
-    waited = dashboard.wait_for_kernels(0, timeout=30)
+        assert kernels(dashboard) == 1
+    waited = wait_for_kernels(dashboard, 0, timeout=30)
     print(f"\nkernel of a tab gone without a word culled {waited:.1f} s later (--cull-idle 3)")

@@ -3,34 +3,33 @@ whole-model buttons and Undo/Redo, the all-units slider, a budget, downloads, up
 graph (hover, click), on a Voilà page of a ResNet-18 explorer; the graph and a download once more
 in JupyterLab. It also measures the slider -> counters latency in the page.
 
-The recipe is docs/browser-testing.md of the shared docs; fixtures come from test_browser.py.
+The recipe is docs/browser-testing.md of the shared docs; helpers come from browser_pages.py.
 Locally the tests skip when chromium or playwright is missing; with CI set, that fails them.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import nbformat
 import pytest
 import torch
-from test_browser import (  # noqa: F401  (browser is a fixture)
-    accepts_connections,
-    answers_200,
-    browser,
+from browser_pages import (
+    UNIT_SLIDER,
+    click,
+    counters,
+    download,
     engine_counts,
-    free_port,
+    jupyterlab_server,
+    new_page,
+    open_and_run_notebook,
     prepared_resnet18,
-    shown_counts,
-    stop,
-    wait_until,
+    press,
+    upload_plan,
+    voila_server,
+    wait_for,
+    write_notebook,
 )
 
 from razor_widgets import PlanError, load_choices, save_choices
@@ -45,33 +44,16 @@ SMALL_CELL = ("import torch\nfrom torch import nn\nfrom razor_widgets import Pru
               "explorer = PruningExplorer(net, torch.randn(1, 3, 16, 16))\nexplorer")
 
 
-def write_notebook(path: Path, source: str) -> Path:
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(source)]
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def voila_page(tmp_path_factory) -> Iterator[str]:
     """Voilà serving a notebook that shows a ResNet-18 explorer; the page's URL."""
     base = tmp_path_factory.mktemp("voila")
-    notebook = write_notebook(base / "explorer.ipynb", EXPLORER_CELL)
-    port = free_port()
-    log = base / "voila.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}",
-                                   "--Voila.ip=127.0.0.1"], stdout=out, stderr=subprocess.STDOUT, cwd=base)
-    try:
-        wait_until(lambda: accepts_connections(port), "voila", server, log)  # never GET / to probe
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        stop(server)
+    with voila_server(base, write_notebook(base / "explorer.ipynb", EXPLORER_CELL)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
-def page(browser, voila_page):  # noqa: F811
+def page(browser, voila_page):
     page = browser.new_page(viewport={"width": 1700, "height": 1300}, accept_downloads=True)
     page.goto(voila_page, timeout=120_000)
     page.locator("button:has-text('Random')").wait_for(timeout=180_000)
@@ -86,28 +68,10 @@ def engine():
 
 
 # -- reading the page ----------------------------------------------------------------------------
-def counters(page) -> dict:
-    return shown_counts(page.locator("table:visible").first.inner_text())
-
-
 def kept_labels(page) -> list[str]:
     """The kept-channel labels beside the unit sliders (``'32/64'``)."""
     return page.evaluate("""() => [...document.querySelectorAll('.widget-hbox > .widget-slider + .widget-label')]
                             .map(e => e.innerText.trim())""")
-
-
-def wait_for(page, check, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-        except AssertionError:
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the page did not show {what} in {timeout:.0f} s")
-        page.wait_for_timeout(50)
 
 
 def is_full(page, engine) -> bool:
@@ -115,10 +79,6 @@ def is_full(page, engine) -> bool:
     labels = kept_labels(page)
     full = all(a == b for a, b in (t.split(" ")[0].split("/") for t in labels))
     return bool(labels) and full and counters(page) == engine_counts(engine)
-
-
-def click(page, text: str) -> None:
-    page.locator(f"button:has-text('{text}'):visible").first.click()
 
 
 def global_handle(page):
@@ -156,9 +116,7 @@ def test_random_then_one_undo_restores_full_and_redo(page, engine) -> None:
 
 def test_all_units_slider_then_undo(page, engine) -> None:
     wait_for(page, lambda: is_full(page, engine), "the full model")
-    global_handle(page).focus()
-    for _ in range(5):
-        page.keyboard.press("ArrowLeft")
+    press(page, global_handle(page), "ArrowLeft", 5)
     engine.set_choices({u.name: 0.95 for u in engine.mutable_units})
     page.wait_for_timeout(300)
     wait_for(page, lambda: counters(page)["Params"][0] < counters(page)["Params"][1], "a pruned model")
@@ -181,12 +139,6 @@ def test_budget_then_undo_and_the_message_clears(page, engine) -> None:
 
 
 # -- downloads and uploads -----------------------------------------------------------------------
-def download(page, name_part: str) -> bytes:
-    with page.expect_download(timeout=60_000) as info:
-        page.locator(f"a.rw-download:has-text('{name_part}')").click()
-    return Path(info.value.path()).read_bytes()
-
-
 def test_download_plan_and_model(page, engine, tmp_path) -> None:
     click(page, "Random")
     wait_for(page, lambda: counters(page)["Params"][0] < counters(page)["Params"][1], "random choices")
@@ -213,13 +165,6 @@ def test_download_plan_and_model(page, engine, tmp_path) -> None:
         assert model.eval()(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
     click(page, "Reset to full")  # a later change removes the stale links
     wait_for(page, lambda: page.locator("a.rw-download").count() == 0, "the links removed")
-
-
-def upload_plan(page, path: Path) -> None:
-    """Click "Upload plan" and choose ``path`` in the file chooser."""
-    with page.expect_file_chooser() as chooser:
-        page.locator(".widget-upload:visible, button:has-text('Upload plan'):visible").first.click()
-    chooser.value.set_files(str(path))
 
 
 def test_upload_a_plan_and_a_bad_one(page, engine, tmp_path) -> None:
@@ -254,7 +199,8 @@ def test_graph_hover_and_click(page, engine) -> None:
     assert "Conv2d" in tip.inner_text() and "kept channels: 128/128" in tip.inner_text()
     node.click()
     selector = page.locator(".widget-dropdown:has(> label:text-is('highlight')) select")
-    wait_for(page, lambda: selector.input_value().startswith("layer2.0.conv1"), "the clicked layer's unit selected")
+    wait_for(page, lambda: selector.input_value().replace("\xa0", " ").startswith("channels of layer2.0.conv1 · "),
+             "the clicked layer's unit selected, with what it is")
     wait_for(page, lambda: page.locator(".rw-node[data-node='layer2.0.conv1'][stroke-width='2.5']").count() == 1,
              "the layer ringed")
     assert "unit layer2.0.conv1" in page.inner_text("body")
@@ -269,7 +215,7 @@ def test_slider_to_counters_latency(page) -> None:
     """Median time in the page from a key press on a unit slider to the counters' change."""
     click(page, "Reset to full")
     page.wait_for_timeout(500)
-    slider = page.locator(".widget-slider:has(> label.widget-label[title*=' channels, ']):visible .noUi-handle").first
+    slider = page.locator(f"{UNIT_SLIDER} .noUi-handle").first
     slider.focus()
     page.evaluate("""() => {
         window.__keys = []; window.__changes = [];
@@ -296,44 +242,14 @@ def test_slider_to_counters_latency(page) -> None:
 @pytest.fixture(scope="module")
 def lab_notebook(tmp_path_factory) -> Iterator[str]:
     base = tmp_path_factory.mktemp("lab-explorer")
-    root, workspaces, settings = base / "root", base / "workspaces", base / "settings"
-    root.mkdir()
-    write_notebook(root / "small.ipynb", SMALL_CELL)
-    notification = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-    notification.parent.mkdir(parents=True)
-    notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    port = free_port()
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ServerApp.port_retries=0",
-               "--ServerApp.ip=127.0.0.1", "--IdentityProvider.token=", "--ServerApp.password=",
-               f"--ServerApp.root_dir={root}", f"--LabApp.workspaces_dir={workspaces}",
-               "--LabApp.expose_app_in_browser=True"]
-    if os.geteuid() == 0:
-        command.append("--allow-root")
-    log = base / "server.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                  env=dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings)))
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: answers_200(f"{url}/api/status"), "JupyterLab", server, log)
+    notebook = write_notebook(base / "small.ipynb", SMALL_CELL)
+    with jupyterlab_server(base, [notebook]) as url:
         yield f"{url}/lab/tree/small.ipynb?reset"
-    finally:
-        stop(server)
-        shutil.rmtree(root, ignore_errors=True)
 
 
-def test_jupyterlab_graph_click_and_plan_download(browser, lab_notebook, tmp_path) -> None:  # noqa: F811
-    page = browser.new_page(viewport={"width": 1700, "height": 1300}, accept_downloads=True)
-    try:
-        page.goto(lab_notebook)
-        page.wait_for_function("window.jupyterapp && window.jupyterapp.shell.currentWidget "
-                               "&& window.jupyterapp.shell.currentWidget.sessionContext", timeout=120_000)
-        page.evaluate("""async () => {
-            const panel = window.jupyterapp.shell.currentWidget;
-            await panel.context.ready;
-            await panel.sessionContext.ready;
-            await window.jupyterapp.commands.execute('notebook:run-all-cells');
-        }""")
+def test_jupyterlab_graph_click_and_plan_download(browser, lab_notebook, tmp_path) -> None:
+    with new_page(browser, 1700, 1300, accept_downloads=True) as page:
+        open_and_run_notebook(page, lab_notebook)
         node = page.locator(".jp-Notebook .rw-node[data-node='3']")
         node.wait_for(timeout=120_000)
         node.hover()
@@ -346,5 +262,3 @@ def test_jupyterlab_graph_click_and_plan_download(browser, lab_notebook, tmp_pat
         page.locator("a.rw-download").first.wait_for(timeout=60_000)
         plan = json.loads(download(page, "plan.json"))
         assert plan and all(0 < v <= 1 for v in plan.values())
-    finally:
-        page.close()

@@ -86,7 +86,8 @@ def test_the_page_says_what_it_does_then_shows_the_explorer(tmp_path, monkeypatc
     page = dashboard_page("test_cli_units:SmallNet", (1, 3, 16, 16))
     status = page.children[0]
     assert isinstance(status, widgets.HTML) and STATUS_CLASS in status._dom_classes
-    assert "Building test_cli_units:SmallNet and tracing its channels on a random 1x3x16x16 input" in status.value
+    assert ("Building test_cli_units:SmallNet and tracing its channels on a random example, "
+            "an input of shape (1, 3, 16, 16)") in status.value
     wait_for(lambda: page.explorer is not None or ERROR_CLASS in status._dom_classes)
     assert page.children == (page.explorer.widget,)
     assert list(page.explorer.mutator.current_choices) == ["conv0_(0, 8)_8", "conv1_(0, 16)_16"]

@@ -65,7 +65,8 @@ def test_one_slider_per_unit_in_its_mode(ex):
     assert set(ex.sliders) == {u.name for u in ex.mutator.mutable_units}
     slider = ex.sliders[UNIT]
     assert isinstance(slider, widgets.FloatSlider) and slider.continuous_update
-    assert slider.description == "0.conv1 · 3 layers" and UNIT in slider.tooltip and "64 channels" in slider.tooltip
+    assert slider.description == "channels of layer1.0.conv1 · 3 layers"
+    assert UNIT in slider.tooltip and "64 channels" in slider.tooltip
     assert set(ex.panel.sections) == {"conv1", "layer1", "layer2", "layer3", "layer4"}
 
 

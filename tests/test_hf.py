@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from razor_widgets import ChannelMutator, count_resources
 from razor_widgets.hf_export import HFConfigWarning
 from razor_widgets.resources import REFERENCE_FLOP_FORMULAS
-from razor_widgets.unit_labels import describe_unit, unit_role
+from razor_widgets.unit_labels import describe_unit, unit_label, unit_role
 
 transformers = pytest.importorskip("transformers")
 VOCAB = 128
@@ -36,21 +36,10 @@ def _bert():
         vocab_size=VOCAB, max_position_embeddings=64))
 
 
-class LogitsOnly(torch.nn.Module):
-    """T5 returns the encoder's hidden states too, which fixes the hidden size (a model
-    output keeps its shape): this wrapper returns the logits only."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, **inputs):
-        return self.model(**inputs).logits
-
-
 def _t5():
-    return LogitsOnly(transformers.T5ForConditionalGeneration(transformers.T5Config(
-        d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4, vocab_size=VOCAB, decoder_start_token_id=0)))
+    """T5 as it is: its encoder's hidden states, returned next to the logits, follow the pruned model."""
+    return transformers.T5ForConditionalGeneration(transformers.T5Config(
+        d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4, vocab_size=VOCAB, decoder_start_token_id=0))
 
 
 def _gpt2():
@@ -180,17 +169,34 @@ def test_moe_experts_prune_their_intermediate_size(prepared):
     assert not router.is_mutable  # its outputs are the experts, read by softmax and top-k
 
 
+LAYERS = ["hidden size", "{attn} of layer 0", "{mlp} of layer 0", "{attn} of layer 1", "{mlp} of layer 1"]
+LABELS = {
+    "llama": [x.format(attn="KV groups", mlp="MLP") for x in LAYERS],
+    "bert": [x.format(attn="heads", mlp="MLP") for x in LAYERS],
+    "gpt2": [x.format(attn="heads", mlp="MLP") for x in LAYERS],
+    "mixtral": [x.format(attn="KV groups", mlp="expert MLPs") for x in LAYERS],
+    "t5": ["hidden size", "heads of encoder layers 0–1", "MLP of encoder layer 0", "MLP of encoder layer 1",
+           "heads of decoder layers 0–1 (layer.0.SelfAttention)",
+           "heads of decoder layers 0–1 (layer.1.EncDecAttention)", "MLP of decoder layer 0", "MLP of decoder layer 1"],
+}
+LABELS["llama_eager"] = LABELS["llama"]
+
+
 def test_units_say_what_they_are(prepared):
-    labels = {describe_unit(u) for u in prepared.mutator.mutable_units}
+    """Every mutable unit's label, in model order: the hidden size, then per layer its heads
+    (KV groups with grouped KV heads) and its MLP (the experts' MLP in an MoE layer). T5 shares
+    each stack's relative position bias over its layers: its heads are one unit per stack."""
+    assert [unit_label(u) for u in prepared.mutator.mutable_units] == LABELS[prepared.name]
+    descriptions = {describe_unit(u) for u in prepared.mutator.mutable_units}
     expected = {
-        "llama": "KV groups of layer 1 (model.layers.1.self_attn): 2 × 2 query heads of 16",
-        "llama_eager": "MLP of layer 0 (model.layers.0.mlp): 128",
-        "bert": "heads of layer 0 (bert.encoder.layer.0.attention): 4 of 16",
-        "t5": "MLP of layer 1 (model.decoder.block.1.layer.2.DenseReluDense): 128",
-        "gpt2": "heads of layer 1 (transformer.h.1.attn): 4 of 16",
-        "mixtral": "expert MLPs of layer 1 (model.layers.1.mlp.experts): 128 in every expert",
+        "llama": "KV groups of layer 1: 2 × 2 query heads of 16 (model.layers.1.self_attn)",
+        "llama_eager": "MLP of layer 0: 128 (model.layers.0.mlp)",
+        "bert": "heads of layer 0: 4 of 16 (bert.encoder.layer.0.attention)",
+        "t5": "MLP of decoder layer 1: 128 (decoder.block.1.layer.2.DenseReluDense)",
+        "gpt2": "heads of layer 1: 4 of 16 (transformer.h.1.attn)",
+        "mixtral": "expert MLPs of layer 1: 128 in every expert (model.layers.1.mlp.experts)",
     }[prepared.name]
-    assert expected in labels
+    assert expected in descriptions
 
 
 def test_an_export_round_trips_through_save_pretrained(tmp_path):

@@ -60,7 +60,7 @@ def test_digits_resolves_when_its_callable_exists() -> None:
 
 @pytest.mark.parametrize("spec, message", [
     ("resnet_nope", "'resnet_nope' is not a torchvision classification, detection, segmentation or video model"),
-    (":net", "MODEL must be a torchvision model name, timm:NAME or package.module:callable"),
+    (":net", "MODEL must be a torchvision model name, timm:NAME, hf:MODEL_TYPE, hf:PATH or package.module:callable"),
     ("no_such_package.models:net", "cannot import 'no_such_package.models': ModuleNotFoundError"),
     ("builtins:dict", None),
 ])

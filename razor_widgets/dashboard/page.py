@@ -30,8 +30,8 @@ def dashboard_page(spec: str | None = None, input_shape: Sequence[int] | None = 
     spec = spec or os.environ.get(MODEL_ENV, DEFAULT_MODEL)
     shape = tuple(input_shape) if input_shape else _shape_of(spec)
     os.chdir(os.environ.get(WORKDIR_ENV, os.getcwd()))  # plans are saved where the command was started
-    status = widgets.HTML(_status_html(f"Building {spec} and tracing its channels on a random "
-                                       f"{format_shape(shape)} input…"))
+    status = widgets.HTML(_status_html(f"Building {spec} and tracing its channels on a random example, "
+                                       f"{_input_words(spec, shape)}…"))
     status.add_class(STATUS_CLASS)
     page = widgets.VBox([status])
     page.explorer = None  # the PruningExplorer, once built
@@ -53,6 +53,17 @@ def _shape_of(spec: str) -> tuple[int, ...]:
         return DEFAULT_INPUT_SHAPE
 
 
+def _input_words(spec: str, shape: tuple[int, ...]) -> str:
+    """What the page traces on, in words: 'token ids of shape (1, 8) (batch, tokens)' or
+    'an input of shape (1, 3, 224, 224)'."""
+    from ..model_loading import ModelLoadError, resolve_model
+
+    try:
+        return resolve_model(spec).example.with_shape(shape).describe()
+    except (ModelLoadError, ValueError):
+        return f"an input of shape {format_shape(shape)}"
+
+
 def _status_html(text: str) -> str:
     return f"<p style='font-size:1.1em'>⏳ {html.escape(text)}</p>"
 
@@ -71,14 +82,13 @@ def error_html(spec: str, shape: Sequence[int], error: BaseException) -> str:
 def _build(page: widgets.VBox, status: widgets.HTML, spec: str, shape: tuple[int, ...]) -> None:
     """Build the model and the explorer (in a background thread), then show it in ``page``."""
     try:
-        import torch
-
         from .. import PruningExplorer
         from ..model_loading import resolve_model
 
         source = resolve_model(spec)
+        inputs = source.example.with_shape(shape).make()  # a random tensor, or token ids (batch x tokens)
         model = source.load()
-        explorer = PruningExplorer(model, torch.randn(*shape), eval_fn=source.eval_fn)
+        explorer = PruningExplorer(model, inputs, eval_fn=source.eval_fn)
         if explorer.quality is not None:  # a model with a score shows it live, and its baseline now
             explorer.quality.live.value = True
             explorer.evaluate()

@@ -24,6 +24,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
+from ..example_inputs import ExampleInput, run_model
 from ..model_loading import ModelSource, one_line
 from . import INPUT_SHAPE_ENV, MODEL_ENV, NOTEBOOK, WORKDIR_ENV, format_shape
 
@@ -69,17 +70,17 @@ def run_voila(argv: Sequence[str]) -> None:
     app.start()
 
 
-def check_model(source: ModelSource, shape: Sequence[int]) -> None:
-    """Build the model and run it once on a random input of ``shape``: a model that cannot run
-    on it fails here, in one line, before a server starts (tracing errors show on the page)."""
+def check_model(source: ModelSource, example: ExampleInput) -> None:
+    """Build the model and run it once on ``example`` (a random tensor, or tokens): a model that
+    cannot run on it fails here, in one line, before a server starts (tracing errors show on the page)."""
     import torch
 
     model = source.load()
     try:
         with torch.no_grad():
-            model(torch.randn(*shape))
+            run_model(model, example.make())
     except Exception as error:
-        raise ValueError(f"{source.spec} cannot run on an input of shape {tuple(shape)}: {one_line(error)}") from None
+        raise ValueError(f"{source.spec} cannot run on {example.describe()}: {one_line(error)}") from None
 
 
 def port_is_free(ip: str, port: int) -> bool:
@@ -91,7 +92,7 @@ def port_is_free(ip: str, port: int) -> bool:
     return True
 
 
-def serve(source: ModelSource, shape: Sequence[int], port: int = 8866, ip: str = "127.0.0.1",
+def serve(source: ModelSource, example: ExampleInput, port: int = 8866, ip: str = "127.0.0.1",
           open_browser: bool = False, cull_idle: int = 300) -> int:
     """Check the arguments, print the page's URL, and become the Voilà server until Ctrl-C."""
     import importlib.util
@@ -105,13 +106,15 @@ def serve(source: ModelSource, shape: Sequence[int], port: int = 8866, ip: str =
         fail(f"cannot listen on {ip}:{port}: the port is in use (or the address is not this machine's); "
              f"give another --port")
     try:
-        check_model(source, shape)
+        check_model(source, example)
     except ValueError as error:  # ModelLoadError included
         fail(str(error))
-    env = dict(os.environ, **{MODEL_ENV: source.spec, INPUT_SHAPE_ENV: format_shape(shape), WORKDIR_ENV: os.getcwd()})
+    shape = format_shape(example.shape)
+    env = dict(os.environ, **{MODEL_ENV: source.spec, INPUT_SHAPE_ENV: shape, WORKDIR_ENV: os.getcwd()})
     command = voila_command(port, ip, open_browser, cull_idle)
     culling = f"idle kernels of closed pages end after {cull_idle} s" if cull_idle else "no idle culling"
-    print(f"razor-widgets dashboard: {source.spec} (input {format_shape(shape)}) at http://{ip}:{port}/ "
+    what = f"{shape} tokens" if example.kind == "tokens" else shape
+    print(f"razor-widgets dashboard: {source.spec} (input {what}) at http://{ip}:{port}/ "
           f"({culling}; Ctrl-C stops it)", flush=True)
     if os.name == "posix":  # become the server: a signal to this process (Ctrl-C, kill) reaches Voila itself
         os.execve(command[0], command, env)

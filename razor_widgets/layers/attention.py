@@ -51,6 +51,7 @@ class MultiheadAttentionKind(LayerKind):
         for ref in refs[1:]:
             ctx.space.union(ids, ctx.read(ref, dim))
         head_union(ctx, ids, m.num_heads)
+        ctx.head_elements.append(ids)
         ctx.slot(node.name, False, ids)
         ctx.slot(node.name, True, ids)
         ctx.write(out, dim, ids)

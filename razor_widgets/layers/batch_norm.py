@@ -7,7 +7,7 @@ each 1-D parameter keeps the kept channels.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -16,19 +16,11 @@ from ..channel_space import varying_dims
 from ..dynamic_ops import DynamicChannelMixin, index_of, kept_rows
 from ..registry import MODELS
 from ..tracing import Node, TensorRef
-from .base import LayerGeometry, LayerKind, Term, coupled, first_input, node_arg, raw_param
+from .base import coupled, first_input, node_arg, raw_param
+from .norm_common import NormKind, kept_parameters
 
 if TYPE_CHECKING:
     from ..analysis import AnalysisContext
-
-
-def norm_param_size(param: LayerGeometry, shape: tuple[int, ...]) -> Term | None:
-    """A per-channel norm's 1-D parameters keep the kept channels; others are counted whole."""
-    return Term(1, (param.kept(True),)) if len(shape) == 1 else None
-
-
-def per_channel_weights(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: t for name in ("weight", "bias") if (t := raw_param(module, name)) is not None}
 
 
 def unowned_norm(ctx: AnalysisContext, node: Node) -> None:
@@ -52,9 +44,8 @@ def unowned_norm(ctx: AnalysisContext, node: Node) -> None:
     return None
 
 
-class BatchNormKind(LayerKind):
+class BatchNormKind(NormKind):
     name = "batch_norm"
-    has_macs = False
     module_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
                     nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
     family_types = (nn.modules.batchnorm._NormBase,)
@@ -83,20 +74,8 @@ class BatchNormKind(LayerKind):
     def channels(self, module: nn.Module, is_output: bool) -> int:
         return int(module.num_features)
 
-    def param_size(self, param: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term | None:
-        return norm_param_size(param, shape)
-
-    def output_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        return per_channel_weights(module)
-
-    def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        return per_channel_weights(module)
-
     def channel_scale(self, module: nn.Module) -> torch.Tensor | None:
         return raw_param(module, "weight")  # gamma; None without affine parameters
-
-    def output_channel_dim(self, module: nn.Module, output: Any) -> int | None:
-        return 1 if isinstance(output, torch.Tensor) and output.dim() >= 2 else None
 
 
 class DynamicNormMixin(DynamicChannelMixin):
@@ -123,7 +102,7 @@ class DynamicNormMixin(DynamicChannelMixin):
 
     def to_static_op(self) -> nn.Module:
         idx = index_of(self.mask("out_channels"), getattr(self, self.channel_attr))
-        params = {k: kept_rows(v, idx) for k, v in self._parameters.items()}
+        params = kept_parameters(self, idx)
         buffers = {k: (kept_rows(v, idx) if v is not None and v.dim() > 0 else v)
                    for k, v in self._buffers.items()}
         return self._static_copy(params, buffers, **{self.channel_attr: len(idx)})

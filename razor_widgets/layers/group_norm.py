@@ -8,24 +8,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..dynamic_ops import DynamicChannelMixin, index_of, kept_rows
 from ..registry import MODELS
 from ..tracing import Node
-from .base import LayerGeometry, LayerKind, Term, coupled, first_input, node_arg
-from .batch_norm import norm_param_size, per_channel_weights
-from .layer_norm import KeptChannelsNorm
+from .base import coupled, first_input, node_arg
+from .norm_common import DynamicKeptChannelsNormMixin, NormKind
 
 if TYPE_CHECKING:
     from ..analysis import AnalysisContext
 
 
-class GroupNormKind(LayerKind):
+class GroupNormKind(NormKind):
     name = "group_norm"
-    has_macs = False
     module_types = (nn.GroupNorm,)
     functions = ("group_norm",)
     owner_args = ((2, "weight"),)
@@ -46,37 +42,17 @@ class GroupNormKind(LayerKind):
     def channels(self, module: nn.Module, is_output: bool) -> int:
         return int(module.num_channels)
 
-    def param_size(self, param: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term | None:
-        return norm_param_size(param, shape)
 
-    def output_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        return per_channel_weights(module)
-
-    def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        return per_channel_weights(module)
-
-    def output_channel_dim(self, module: nn.Module, output: Any) -> int | None:
-        return 1 if isinstance(output, torch.Tensor) and output.dim() >= 2 else None
-
-
-class DynamicGroupNormMixin(DynamicChannelMixin):
+class DynamicGroupNormMixin(DynamicKeptChannelsNormMixin):
     container_names = {"in_channels": "num_channels", "out_channels": "num_channels"}
+    kept_norm = (F.group_norm, ("input", "num_groups", "weight", "bias", "eps"))
+    channel_dim = 1
 
-    def _channel_counts(self) -> dict[str, int]:
-        return {"num_channels": self.num_channels}
+    def _norm_channels(self) -> int:
+        return self.num_channels
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = self.mask("out_channels")
-        if mask is None:
-            return super().forward(x)
-        names = ("input", "num_groups", "weight", "bias", "eps")
-        with KeptChannelsNorm(mask, F.group_norm, names, dim=1):  # also inside a subclass's own forward
-            return super().forward(x)
-
-    def to_static_op(self) -> nn.Module:
-        idx = index_of(self.mask("out_channels"), self.num_channels)
-        params = {k: kept_rows(v, idx) for k, v in self._parameters.items()}
-        return self._static_copy(params, {}, num_channels=len(idx))
+    def _static_sizes(self, kept: int) -> dict[str, Any]:
+        return {"num_channels": kept}
 
 
 class DynamicGroupNorm(DynamicGroupNormMixin, nn.GroupNorm):

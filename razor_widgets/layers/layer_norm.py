@@ -10,21 +10,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
-from ..dynamic_ops import DynamicChannelMixin, index_of, kept_rows
 from ..registry import MODELS
 from ..tracing import Node
-from .base import LayerGeometry, LayerKind, Term, coupled, first_input, node_arg
-from .batch_norm import norm_param_size, per_channel_weights
+from .base import coupled, first_input, node_arg
+from .norm_common import DynamicKeptChannelsNormMixin, NormKind
 
 if TYPE_CHECKING:
     from ..analysis import AnalysisContext
 
 
-class LayerNormKind(LayerKind):
+class LayerNormKind(NormKind):
     name = "layer_norm"
-    has_macs = False
+    channel_dim = -1  # the normalised last dim
     module_types = (nn.LayerNorm,)
     functions = ("layer_norm",)
     owner_args = ((2, "weight"),)
@@ -44,66 +42,19 @@ class LayerNormKind(LayerKind):
     def channels(self, module: nn.Module, is_output: bool) -> int:
         return int(module.normalized_shape[-1])
 
-    def param_size(self, param: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term | None:
-        return norm_param_size(param, shape)
 
-    def output_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        return per_channel_weights(module)
-
-    def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        return per_channel_weights(module)
-
-    def output_channel_dim(self, module: nn.Module, output: Any) -> int | None:
-        return -1 if isinstance(output, torch.Tensor) else None  # normalises the last dim
-
-
-class KeptChannelsNorm(TorchFunctionMode):
-    """Inside a norm's forward: normalise over the kept channels only, as the export does.
-    ``function`` is the functional norm the module calls, ``names`` its arguments in order,
-    ``dim`` the channel dim (a ``normalized_shape`` argument becomes the kept count)."""
-
-    def __init__(self, mask: torch.Tensor, function: Any, names: tuple[str, ...], dim: int = -1) -> None:
-        super().__init__()
-        self.idx = mask.nonzero().squeeze(1)
-        self.function, self.names, self.dim = function, names, dim
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is not self.function:
-            return func(*args, **kwargs)
-        bound = {**dict(zip(self.names, args)), **kwargs}
-        x = bound.pop("input")
-        idx = self.idx.to(x.device)
-        if "normalized_shape" in bound:
-            bound["normalized_shape"] = (len(idx),)
-        for key in ("weight", "bias"):  # per channel: the kept rows
-            if key in bound:
-                bound[key] = kept_rows(bound[key], idx)
-        kept = self.function(x.index_select(self.dim, idx), **bound)
-        return torch.zeros_like(x).index_copy(self.dim, idx, kept)
-
-
-class DynamicLayerNormMixin(DynamicChannelMixin):
+class DynamicLayerNormMixin(DynamicKeptChannelsNormMixin):
     """A norm over the last dim that keeps only the masked channels (``nn.LayerNorm``, and
     ``nn.RMSNorm`` with its own functional norm)."""
 
     container_names = {"in_channels": "num_features", "out_channels": "num_features"}
     kept_norm = (F.layer_norm, ("input", "normalized_shape", "weight", "bias", "eps"))  # function, its arguments
 
-    def _channel_counts(self) -> dict[str, int]:
-        return {"num_features": self.normalized_shape[-1]}
+    def _norm_channels(self) -> int:
+        return self.normalized_shape[-1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = self.mask("out_channels")
-        if mask is None:
-            return super().forward(x)
-        with KeptChannelsNorm(mask, *self.kept_norm):
-            return super().forward(x)
-
-    def to_static_op(self) -> nn.Module:
-        idx = index_of(self.mask("out_channels"), self.normalized_shape[-1])
-        params = {k: kept_rows(v, idx) for k, v in self._parameters.items()}
-        return self._static_copy(params, {}, normalized_shape=(len(idx),))
+    def _static_sizes(self, kept: int) -> dict[str, Any]:
+        return {"normalized_shape": (kept,)}
 
 
 class DynamicLayerNorm(DynamicLayerNormMixin, nn.LayerNorm):

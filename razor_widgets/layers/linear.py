@@ -37,6 +37,11 @@ def linear_rule(ctx: AnalysisContext, name: str, x: TensorRef, out: TensorRef, o
         ctx.slot(name, True, ids_out)
         ctx.set(out, ids.reshape((1,) * (len(out.shape) - ids.dim()) + tuple(ids.shape)))
         return
+    features_rule(ctx, name, x, out, out_features)
+
+
+def features_rule(ctx: AnalysisContext, name: str, x: TensorRef, out: TensorRef, out_features: int) -> None:
+    """The plain linear map: reads ``x``'s last dim, writes ``out_features`` fresh features there."""
     ids_in = ctx.read(x, -1)
     ids_out = ctx.fresh_layer_output(name, out_features)
     ctx.slot(name, False, ids_in)
@@ -44,7 +49,45 @@ def linear_rule(ctx: AnalysisContext, name: str, x: TensorRef, out: TensorRef, o
     ctx.write(out, -1, ids_out)
 
 
-class LinearKind(LayerKind):
+def matmul_linear(ctx: AnalysisContext, node: Node) -> bool:
+    """``x @ self.weight.T`` in a linear layer whose own forward does the product (Falcon's
+    ``FalconLinear``, ``+ self.bias`` after it): the same as ``F.linear``, so the layer's channels
+    follow the linear rule (its dynamic op keeps that forward, reading the masked weight).
+    False when the product is not of this form (the matmul rule then applies)."""
+    refs = node.input_refs()
+    if node.name not in ("matmul", "__matmul__") or len(refs) != 2 or len(refs[1].shape) != 2:
+        return False
+    param = ctx.transposed_params.get(refs[1].handle)
+    owner, _, attr = (param or "").rpartition(".")
+    module = ctx.modules.get(owner)
+    if attr != "weight" or not isinstance(module, nn.Linear) or \
+            refs[1].shape != (module.in_features, module.out_features) or not refs[0].is_float:
+        return False
+    linear_rule(ctx, owner, refs[0], node.output_refs()[0], module.out_features)
+    return True
+
+
+class LinearWeights:
+    """Sizes and importance slices of a linear map's ``weight`` (2-D, its output features on dim
+    ``weight_out_dim``, its input features on the other) and ``bias`` (its output features)."""
+
+    weight_out_dim = 0  # nn.Linear's [out, in]
+
+    def param_size(self, param: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term | None:
+        if attr == "bias":
+            return Term(1, (param.kept(True),))
+        if attr == "weight":  # the product of the kept sides, in the weight's layout
+            return Term(1, (param.kept(self.weight_out_dim == 0), param.kept(self.weight_out_dim == 1)))
+        return None
+
+    def output_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        return {**weights_along(module, self.weight_out_dim, ("weight",)), **weights_along(module, 0, ("bias",))}
+
+    def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        return weights_along(module, 1 - self.weight_out_dim, ("weight",))
+
+
+class LinearKind(LinearWeights, LayerKind):
     name = "linear"
     weight_rows_are_outputs = True
     module_types = (nn.Linear,)
@@ -70,17 +113,6 @@ class LinearKind(LayerKind):
         """Rows (every leading dim, at its kept size: a token-mixing linear's rows hold channels)."""
         rows = tuple(call.kept_output_dim(d) for d in range(len(call.output_shape) - 1))
         return [Term(1, (*rows, call.kept(False), call.kept(True)))]
-
-    def param_size(self, param: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term | None:
-        if attr == "bias":
-            return Term(1, (param.kept(True),))
-        return Term(1, (param.kept(True), param.kept(False)))
-
-    def output_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        return weights_along(module, 0, ("weight", "bias"))
-
-    def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        return weights_along(module, 1, ("weight",))
 
     def output_channel_dim(self, module: nn.Module, output: Any) -> int | None:
         return -1 if isinstance(output, torch.Tensor) else None  # features are the last dim

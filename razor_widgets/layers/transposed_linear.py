@@ -6,6 +6,10 @@ module is traced through; the rule of ``addmm`` finds the module that owns ``wei
 kind adopts its type (``register_family_type``), so the module becomes a
 :class:`DynamicTransposedLinear`: ``weight`` and ``bias`` read masked, and the export keeps
 the kept rows and columns. MACs: ``rows * kept_in * kept_out``.
+
+``F.linear(x, self.weight)`` in a module that is not an ``nn.Linear`` (an MoE router) is the
+same with the weight ``[out, in]``: :class:`OwnedLinearKind`. Both share the linear layer's
+rule, sizes and importance slices (``layers/linear.py``); only the weight's layout differs.
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from torch import nn
 
 from ..dynamic_ops import DynamicChannelMixin, index_of, kept_rows, raw
 from ..registry import MODELS
-from .base import FunctionOwner, LayerGeometry, LayerKind, Term, positions, weights_along
+from .base import FunctionOwner, LayerGeometry, LayerKind, Term, positions
+from .linear import LinearWeights, features_rule
 from .registry import register_family_type
 
 if TYPE_CHECKING:
@@ -24,53 +29,49 @@ if TYPE_CHECKING:
     from ..tracing import Node, TensorRef
 
 
-class TransposedLinearKind(LayerKind):
+class TransposedLinearKind(LinearWeights, LayerKind):
+    """``torch.addmm(bias, x, weight)`` with a module's own ``weight [in, out]`` (GPT-2's Conv1D)."""
+
     name = "transposed_linear"
     functions = ("addmm",)
+    weight_out_dim = 1
+    input_arg, weight_arg, bias_arg = (1, "mat1"), (2, "mat2"), (0, "input")  # (position, keyword)
 
     def function_owner(self, node: Node, modules: dict[str, nn.Module]) -> FunctionOwner | None:
-        """The module whose 2-D ``weight`` is ``mat2`` (and whose ``bias``, if any, is ``input``)."""
-        weight = _arg(node, 2, "mat2")
+        """The module whose 2-D ``weight`` the call uses (and whose ``bias``, if any, it adds)."""
+        weight = _arg(node, *self.weight_arg)
         if weight is None or weight.param is None or len(weight.shape) != 2:
             return None
         owner, _, attr = weight.param.rpartition(".")
         module = modules.get(owner)
-        bias = _arg(node, 0, "input")
-        if module is None or attr != "weight" or (bias is not None and bias.param != f"{owner}.bias"):
+        bias = _arg(node, *self.bias_arg)
+        if module is None or not self.owns(module) or attr != "weight" or (
+                bias is not None and bias.param != f"{owner}.bias"):
             return None
         return FunctionOwner(owner, module, attr)
 
+    def owns(self, module: nn.Module) -> bool:
+        """Whether this kind describes ``module``'s linear map (any module's, for ``addmm``)."""
+        return True
+
+    def layer_input(self, node: Node) -> TensorRef | None:
+        return _arg(node, *self.input_arg)
+
     def function_rule(self, ctx: AnalysisContext, node: Node) -> None:
         owner = self.function_owner(node, ctx.modules)
-        x = _arg(node, 1, "mat1")
+        x = self.layer_input(node)
         if owner is None or x is None or not x.is_float:
             return ctx.unknown(node)
         register_family_type(self, type(owner.module))
-        ids_in = ctx.read(x, -1)
-        ids_out = ctx.fresh_layer_output(owner.name, _arg(node, 2, "mat2").shape[1])
-        ctx.slot(owner.name, False, ids_in)
-        ctx.slot(owner.name, True, ids_out)
-        ctx.write(node.output_refs()[0], -1, ids_out)
+        out_features = _arg(node, *self.weight_arg).shape[self.weight_out_dim]
+        features_rule(ctx, owner.name, x, node.output_refs()[0], out_features)
 
     def channels(self, module: nn.Module, is_output: bool) -> int:
-        return int(raw(module, "weight").shape[1 if is_output else 0])
+        return int(raw(module, "weight").shape[self.weight_out_dim if is_output else 1 - self.weight_out_dim])
 
     def macs(self, call: LayerGeometry) -> list[Term]:
         rows = positions(call.output_shape, self.channels(call.module, True))
         return [Term(rows, (call.kept(False), call.kept(True)))]
-
-    def param_size(self, param: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term | None:
-        if attr == "bias":
-            return Term(1, (param.kept(True),))
-        if attr == "weight":  # both layouts: the product of the kept sides
-            return Term(1, (param.kept(False), param.kept(True)))
-        return None
-
-    def output_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        return {**weights_along(module, 1, ("weight",)), **weights_along(module, 0, ("bias",))}
-
-    def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        return weights_along(module, 0, ("weight",))
 
     def dynamic_op_for(self, module_type: type) -> type | None:
         return DynamicTransposedLinear
@@ -86,20 +87,26 @@ def _arg(node: Node, index: int, key: str) -> TensorRef | None:
 class DynamicTransposedLinearMixin(DynamicChannelMixin):
     """``weight [in, out]`` and ``bias [out]`` read masked; the export keeps the kept ones."""
 
+    weight_out_dim = 1  # the dim of ``weight`` that holds the output features
+
+    def _weight_sides(self) -> tuple[tuple[str, int], ...]:
+        """Each side's container name and its dim of ``weight``."""
+        return ("in_channels", 1 - self.weight_out_dim), ("out_channels", self.weight_out_dim)
+
     def _channel_counts(self) -> dict[str, int]:
-        n_in, n_out = raw(self, "weight").shape
-        return {"in_channels": int(n_in), "out_channels": int(n_out)}
+        shape = raw(self, "weight").shape
+        return {side: int(shape[dim]) for side, dim in self._weight_sides()}
 
     @property
     def weight(self) -> torch.Tensor:
         w = raw(self, "weight")
         if "mutable_attrs" not in self._modules:
             return w
-        m_in, m_out = self.mask("in_channels"), self.mask("out_channels")
-        if m_in is not None:
-            w = w * m_in.to(device=w.device, dtype=w.dtype).unsqueeze(1)
-        if m_out is not None:
-            w = w * m_out.to(device=w.device, dtype=w.dtype)
+        for side, dim in self._weight_sides():
+            mask = self.mask(side)
+            if mask is not None:
+                mask = mask.to(device=w.device, dtype=w.dtype)
+                w = w * (mask.unsqueeze(1) if dim == 0 else mask)
         return w
 
     @property
@@ -110,13 +117,16 @@ class DynamicTransposedLinearMixin(DynamicChannelMixin):
 
     def to_static_op(self) -> nn.Module:
         w = raw(self, "weight")
-        in_idx = index_of(self.mask("in_channels"), w.shape[0])
-        out_idx = index_of(self.mask("out_channels"), w.shape[1])
-        params = {"weight": kept_rows(w, in_idx)[:, out_idx.to(w.device)]}
+        kept = {dim: index_of(self.mask(side), w.shape[dim]) for side, dim in self._weight_sides()}  # per weight dim
+        params = {"weight": kept_rows(w, kept[0])[:, kept[1].to(w.device)]}
+        out_idx, in_idx = kept[self.weight_out_dim], kept[1 - self.weight_out_dim]
         if "bias" in self._parameters:
             params["bias"] = kept_rows(raw(self, "bias"), out_idx)
-        sizes = {attr: n for attr, n in (("nx", len(in_idx)), ("nf", len(out_idx))) if hasattr(self, attr)}
-        return self._static_copy(params, {}, **sizes)  # Conv1D's documented nx, nf
+        return self._static_copy(params, {}, **self._static_sizes(len(in_idx), len(out_idx)))
+
+    def _static_sizes(self, n_in: int, n_out: int) -> dict[str, int]:
+        """The module's own size attributes, at the kept sizes (Conv1D's documented nx, nf)."""
+        return {attr: n for attr, n in (("nx", n_in), ("nf", n_out)) if hasattr(self, attr)}
 
 
 class DynamicTransposedLinear(DynamicTransposedLinearMixin, nn.Module):
@@ -133,40 +143,14 @@ class OwnedLinearKind(TransposedLinearKind):
 
     name = "owned_linear"
     functions = ()
-    in_dim, out_dim = 1, 0
+    weight_out_dim = 0
+    weight_arg, bias_arg = (1, "weight"), (2, "bias")
 
-    def function_owner(self, node: Node, modules: dict[str, nn.Module]) -> FunctionOwner | None:
-        weight = _arg(node, 1, "weight")
-        if weight is None or weight.param is None or len(weight.shape) != 2:
-            return None
-        owner, _, attr = weight.param.rpartition(".")
-        module = modules.get(owner)
-        bias = _arg(node, 2, "bias")
-        if module is None or isinstance(module, nn.Linear) or attr != "weight" or (
-                bias is not None and bias.param != f"{owner}.bias"):
-            return None
-        return FunctionOwner(owner, module, attr)
+    def owns(self, module: nn.Module) -> bool:
+        return not isinstance(module, nn.Linear)  # an nn.Linear is the linear kind's
 
-    def function_rule(self, ctx: AnalysisContext, node: Node) -> None:
-        owner = self.function_owner(node, ctx.modules)
-        x = node.input_refs()[0]
-        if owner is None or not x.is_float:
-            return ctx.unknown(node)
-        register_family_type(self, type(owner.module))
-        ids_in = ctx.read(x, -1)
-        ids_out = ctx.fresh_layer_output(owner.name, _arg(node, 1, "weight").shape[0])
-        ctx.slot(owner.name, False, ids_in)
-        ctx.slot(owner.name, True, ids_out)
-        ctx.write(node.output_refs()[0], -1, ids_out)
-
-    def channels(self, module: nn.Module, is_output: bool) -> int:
-        return int(raw(module, "weight").shape[0 if is_output else 1])
-
-    def output_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        return weights_along(module, 0, ("weight", "bias"))
-
-    def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        return weights_along(module, 1, ("weight",))
+    def layer_input(self, node: Node) -> TensorRef | None:
+        return node.input_refs()[0]
 
     def dynamic_op_for(self, module_type: type) -> type | None:
         return DynamicOwnedLinear
@@ -175,31 +159,11 @@ class OwnedLinearKind(TransposedLinearKind):
 class DynamicOwnedLinearMixin(DynamicTransposedLinearMixin):
     """``weight [out, in]``: the transposed layout of :class:`DynamicTransposedLinearMixin`."""
 
-    def _channel_counts(self) -> dict[str, int]:
-        n_out, n_in = raw(self, "weight").shape
-        return {"in_channels": int(n_in), "out_channels": int(n_out)}
+    weight_out_dim = 0
 
-    @property
-    def weight(self) -> torch.Tensor:
-        w = raw(self, "weight")
-        if "mutable_attrs" not in self._modules:
-            return w
-        m_in, m_out = self.mask("in_channels"), self.mask("out_channels")
-        if m_in is not None:
-            w = w * m_in.to(device=w.device, dtype=w.dtype)
-        if m_out is not None:
-            w = w * m_out.to(device=w.device, dtype=w.dtype).unsqueeze(1)
-        return w
-
-    def to_static_op(self) -> nn.Module:
-        w = raw(self, "weight")
-        out_idx = index_of(self.mask("out_channels"), w.shape[0])
-        in_idx = index_of(self.mask("in_channels"), w.shape[1])
-        params = {"weight": kept_rows(w, out_idx)[:, in_idx.to(w.device)]}
-        if "bias" in self._parameters:
-            params["bias"] = kept_rows(raw(self, "bias"), out_idx)
-        sizes = {attr: n for attr, n in (("hidden_dim", len(in_idx)),) if getattr(self, attr, None) == w.shape[1]}
-        return self._static_copy(params, {}, **sizes)
+    def _static_sizes(self, n_in: int, n_out: int) -> dict[str, int]:
+        """A router's ``hidden_dim`` where it is the weight's input size."""
+        return {"hidden_dim": n_in} if getattr(self, "hidden_dim", None) == raw(self, "weight").shape[1] else {}
 
 
 class DynamicOwnedLinear(DynamicOwnedLinearMixin, nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from ..analysis import ChannelAnalysis
@@ -35,26 +36,83 @@ def attributes_from_cfg(cfg: dict, modules: dict[str, nn.Module], units: list[Mu
     return out
 
 
-def attribute_positions(analysis: ChannelAnalysis, units: list[MutableChannelUnit]
-                         ) -> dict[tuple[str, str], list[tuple[MutableChannelUnit | None, int]]]:
-    """Where each element counted by a size attribute sits: (its unit, position in a block).
-
-    Looked up in arrays indexed by root, so the cost follows the attributes' elements, not
-    every unit's channels (the vocabulary of an LM head); (None, 0): an element in no layer."""
-    if not analysis.size_attributes:
-        return {}
-    roots = analysis.roots
-    unit_of = np.full(len(roots), -1, dtype=np.int64)
-    pos_of = np.zeros(len(roots), dtype=np.int64)
+def _unit_positions(analysis: ChannelAnalysis) -> tuple[np.ndarray, np.ndarray]:
+    """Per root: the index of its unit (-1: in no unit) and its position in a block, as arrays,
+    so that looking elements up costs what they are, not every unit's channels (an LM head's
+    vocabulary) in a Python loop."""
+    unit_of = np.full(len(analysis.roots), -1, dtype=np.int64)
+    pos_of = np.zeros(len(analysis.roots), dtype=np.int64)
     for index, spec in enumerate(analysis.units):
         chain = np.asarray(spec.roots, dtype=np.int64)
         unit_of[chain] = index
         pos_of[chain] = np.arange(len(chain))
+    return unit_of, pos_of
+
+
+def _positions(found: np.ndarray, unit_of: np.ndarray, pos_of: np.ndarray, units: list[MutableChannelUnit]
+               ) -> list[tuple[MutableChannelUnit | None, int]]:
+    """(unit, position) of each root in ``found``; (None, 0) for a root in no unit."""
+    return [(units[u], p) if u >= 0 else (None, 0) for u, p in zip(unit_of[found].tolist(), pos_of[found].tolist())]
+
+
+def attribute_positions(analysis: ChannelAnalysis, units: list[MutableChannelUnit]
+                         ) -> dict[tuple[str, str], list[tuple[MutableChannelUnit | None, int]]]:
+    """Where each element counted by a size attribute sits: (its unit, position in a block);
+    (None, 0): in no layer."""
+    if not analysis.size_attributes:
+        return {}
+    unit_of, pos_of = _unit_positions(analysis)
+    return {key: _positions(analysis.roots[line.numpy()], unit_of, pos_of, units)
+            for key, line in analysis.size_attributes.items()}
+
+
+def output_positions(analysis: ChannelAnalysis, units: list[MutableChannelUnit]
+                     ) -> dict[tuple, dict[int, list[tuple[MutableChannelUnit | None, int]]]]:
+    """Where each channel of an output that follows the pruned model sits, per dim it varies
+    along: (its unit, position in a block); (None, 0): in no unit (always kept)."""
+    if not analysis.free_outputs:
+        return {}
+    unit_of, pos_of = _unit_positions(analysis)
     out = {}
-    for key, line in analysis.size_attributes.items():
-        found = roots[line.numpy()]
-        out[key] = [(units[u] if u >= 0 else None, p)
-                    for u, p in zip(unit_of[found].tolist(), pos_of[found].tolist())]
+    for path, dims in analysis.free_outputs.items():
+        out[path] = {}
+        for dim, line in dims.items():
+            found = analysis.roots[line.clamp(min=0).numpy()]
+            where = _positions(found, unit_of, pos_of, units)
+            out[path][dim] = [w if e >= 0 else (None, 0) for e, w in zip(line.tolist(), where)]
+    return out
+
+
+def kept_output_positions(positions: dict[tuple, dict[int, list[tuple[MutableChannelUnit | None, int]]]]
+                          ) -> dict[tuple, dict[int, torch.Tensor]]:
+    """Output path -> dim -> the positions kept at the units' current choices."""
+    return {path: {dim: torch.tensor([i for i, (unit, pos) in enumerate(where)
+                                      if unit is None or bool(unit.current_mask[pos])], dtype=torch.long)
+                   for dim, where in dims.items()}
+            for path, dims in positions.items()}
+
+
+def output_positions_cfg(positions: dict, units: dict) -> list[dict]:
+    """The outputs that follow the pruned model, as config data (``parse_cfg['free_outputs']``)."""
+    return [{"path": list(path), "dims": [[dim, [[u.name if u is not None and u.name in units else None, pos]
+                                                 for u, pos in where]] for dim, where in dims.items()]}
+            for path, dims in positions.items()]
+
+
+def outputs_from_cfg(cfg: list, units: list[MutableChannelUnit]
+                     ) -> dict[tuple, dict[int, list[tuple[MutableChannelUnit | None, int]]]]:
+    """``parse_cfg['free_outputs']`` of a config template, checked against its units."""
+    by_name = {u.name: u for u in units}
+    out = {}
+    for entry in cfg:
+        dims = {}
+        for dim, where in entry["dims"]:
+            unknown = [name for name, _ in where if name is not None and name not in by_name]
+            if unknown:
+                raise ValueError(f"free output {entry['path']!r} names unit {unknown[0]!r}, which the config "
+                                 "does not have")
+            dims[int(dim)] = [(by_name.get(name), int(pos)) for name, pos in where]
+        out[tuple(entry["path"])] = dims
     return out
 
 

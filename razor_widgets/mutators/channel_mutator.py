@@ -12,6 +12,7 @@ from torch import nn
 from ..analysis import ChannelAnalysis, ChannelAnalyzer, UnitSpec
 from ..dynamic_ops import DynamicChannelMixin
 from ..export_check import verify_export
+from ..hf_export import check_reload as check_reload_of
 from ..hf_export import update_hf_models
 from ..layers import dynamic_op_for, guard_fused_paths, remove_fused_path_guards
 from ..live_counter import ResourceCounter, mutator_resources
@@ -21,26 +22,22 @@ from ..registry import MODELS
 from ..resources import Resources
 from ..rules import RULES
 from ..tracing import TracedGraph, Tracer, check_path_is_static, make_example_inputs
+from ..unit_labels import assign_roles
 from .base import BaseMutator
-from .channel_config import attribute_positions, attributes_from_cfg, channel_from_cfg, normalized_unit_cfg, plain
+from .channel_config import (
+    attribute_positions,
+    attributes_from_cfg,
+    channel_from_cfg,
+    kept_output_positions,
+    normalized_unit_cfg,
+    output_positions,
+    output_positions_cfg,
+    outputs_from_cfg,
+    plain,
+)
+from .prepared_mark import PREPARED_MARK, PreparedMark, is_prepared
 from .shared_params import convert_param_owners, retie
 
-_PREPARED_MARK = "_prepared_by_channel_mutator"  # set on a model once a mutator prepares it
-
-
-class _PreparedMark:
-    """Marks a prepared model; copies and pickles of the model do not carry it (they are new
-    models, as the export is)."""
-
-    def __deepcopy__(self, memo: dict) -> None:
-        return None
-
-    def __reduce__(self) -> tuple:
-        return (_no_mark, ())
-
-
-def _no_mark() -> None:
-    return None
 TRACER_TYPES = ("ChannelAnalyzer", "BackwardTracer", "FxTracer", "PruneTracer")
 DEFAULT_PARSE_CFG = {"type": "ChannelAnalyzer", "demo_input": (1, 3, 224, 224)}
 
@@ -76,6 +73,8 @@ class ChannelMutator(BaseMutator):
         # int attributes the forward reads as channel counts -> the (unit, position) of each
         # element they count: the export sets them to the kept count
         self._size_attributes: dict[tuple[str, str], list[tuple[MutableChannelUnit | None, int]]] = {}
+        # outputs whose widths follow the pruned model -> dim -> (unit, position) of each channel
+        self._output_positions: dict[tuple, dict[int, list[tuple[MutableChannelUnit | None, int]]]] = {}
         object.__setattr__(self, "_model", None)
 
     # -- preparing ------------------------------------------------------------------------
@@ -83,7 +82,7 @@ class ChannelMutator(BaseMutator):
         """Find the units of ``supernet`` and turn the layers they touch into dynamic ops."""
         if self._model is not None:
             raise RuntimeError("this mutator is already prepared; make a new one for another model")
-        if supernet.__dict__.get(_PREPARED_MARK):
+        if is_prepared(supernet):
             raise RuntimeError("this model is already prepared by another ChannelMutator")
         parse_type = self.parse_cfg.get("type", "ChannelAnalyzer")
         self.example_inputs = example_inputs  # a reference (no copy): what to_static() checks with
@@ -96,6 +95,7 @@ class ChannelMutator(BaseMutator):
         else:
             raise ValueError(f"unknown parse_cfg type {parse_type!r}; use one of "
                              f"{', '.join(TRACER_TYPES)}, 'Config' or 'Predefined'")
+        assign_roles(units, dict(supernet.named_modules()))  # what each unit is (unit_labels.py)
         if parse_type != "Predefined":
             self._convert_layers(supernet, [u for u in units if u.is_mutable])
             for unit in units:
@@ -106,7 +106,7 @@ class ChannelMutator(BaseMutator):
         self._mutable = [u for u in units if u.is_mutable]
         self._mutable_by_name = {u.name: u for u in self._mutable}
         object.__setattr__(self, "_model", supernet)
-        supernet.__dict__[_PREPARED_MARK] = _PreparedMark()
+        supernet.__dict__[PREPARED_MARK] = PreparedMark()
         configured = self.channel_unit_cfg.get("units", {})
         self.set_choices({u.name: configured[u.name]["choice"] for u in self.mutable_units
                           if isinstance(configured.get(u.name), dict) and "choice" in configured[u.name]})
@@ -119,7 +119,8 @@ class ChannelMutator(BaseMutator):
             self.example_inputs = example_inputs
         graph = Tracer(RULES.is_leaf).trace(model, example_inputs)
         check_path_is_static(Tracer(RULES.is_leaf), model, example_inputs, graph)
-        analysis = ChannelAnalyzer(RULES, self.parse_cfg.get("attention", "heads")).analyze(graph)
+        analysis = ChannelAnalyzer(RULES, self.parse_cfg.get("attention", "heads"),
+                                   self.parse_cfg.get("fixed_outputs")).analyze(graph)
         specs = analysis.units
         self.graph_trace, self.analysis = graph, analysis
         configured = self.channel_unit_cfg.get("units", {})
@@ -129,6 +130,7 @@ class ChannelMutator(BaseMutator):
         modules = dict(model.named_modules())
         units = [self._unit_from_spec(modules, spec, configured.get(spec.name)) for spec in specs]
         self._size_attributes = attribute_positions(analysis, units)
+        self._output_positions = output_positions(analysis, units)
         return units
 
     def _new_unit(self, num_channels: int, unit_cfg: dict | None, divisor: int = 1) -> MutableChannelUnit:
@@ -146,7 +148,7 @@ class ChannelMutator(BaseMutator):
     def _unit_from_spec(self, modules: dict[str, nn.Module], spec: UnitSpec,
                         unit_cfg: dict | None) -> MutableChannelUnit:
         unit = self._new_unit(spec.num_channels, unit_cfg, spec.divisor)
-        unit.name, unit.repeats = spec.name, spec.repeats
+        unit.name, unit.repeats, unit.traits = spec.name, spec.repeats, spec.traits  # traits: what it is
         unit.fixed_reasons = list(spec.fixed_reasons)
         for channel in spec.output_related + spec.input_related:
             channel.module = modules.get(channel.owner_name)
@@ -180,6 +182,7 @@ class ChannelMutator(BaseMutator):
                 (unit.add_output_related if channel.is_output_channel else unit.add_input_related)(channel)
             units.append(unit)
         self._size_attributes = attributes_from_cfg(self.parse_cfg.get("size_attributes", {}), modules, units)
+        self._output_positions = outputs_from_cfg(self.parse_cfg.get("free_outputs", []), units)
         return units
 
     def _units_from_predefined(self, model: nn.Module) -> list[MutableChannelUnit]:
@@ -343,6 +346,8 @@ class ChannelMutator(BaseMutator):
                 f"{owner}.{attr}" if owner else attr: [[u.name if u is not None and u.name in units else None, pos]
                                                        for u, pos in positions]
                 for (owner, attr), positions in self._size_attributes.items()}
+        if with_channels and self._output_positions:  # outputs that follow the pruned model: the check cuts them
+            parse_cfg["free_outputs"] = output_positions_cfg(self._output_positions, units)
         return {"type": type(self).__name__, "channel_unit_cfg": unit_cfg, "parse_cfg": parse_cfg}
 
     # -- counting -------------------------------------------------------------------------
@@ -369,9 +374,11 @@ class ChannelMutator(BaseMutator):
         return mutator_resources(self, choices, by_layer)
 
     # -- export ---------------------------------------------------------------------------
-    def to_static(self, check: bool = True, example_inputs: Any = None) -> nn.Module:
+    def to_static(self, check: bool = True, example_inputs: Any = None, check_reload: bool = True) -> nn.Module:
         """A new model of plain torch layers holding only the kept channels. ``check``: it must
-        compute what the masked model does on the example input, else ``ExportError`` (two forwards)."""
+        compute what the masked model does on the example input, else ``ExportError`` (two forwards).
+        ``check_reload`` (with ``check``): a Hugging Face export rebuilt from its config must compute
+        the same, else ``HFConfigWarning`` (``hf_export.check_reload``: one more forward)."""
         require_real_weights(self._model, "to_static()")
         self._require_prepared()
         originals = {id(t): t for t in (*self._model.parameters(), *self._model.buffers())}
@@ -392,7 +399,17 @@ class ChannelMutator(BaseMutator):
         _own_tensors(static, originals)
         retie(static, self._model)
         update_hf_models(static, self)  # a Hugging Face model's config says the kept sizes
-        return verify_export(self, static, example_inputs) if check else static
+        if not check:
+            return static
+        static = verify_export(self, static, example_inputs)
+        if check_reload:
+            check_reload_of(static, example_inputs if example_inputs is not None else self.example_inputs)
+        return static
+
+    def kept_output_channels(self) -> dict[tuple, dict[int, torch.Tensor]]:
+        """The outputs whose widths follow the pruned model (``model_outputs.py``): output path ->
+        dim -> the positions the export keeps there (at the current choices)."""
+        return kept_output_positions(self._output_positions)
 
     def _param_masks(self) -> dict[tuple[str, int], torch.Tensor]:
         """``(parameter, dim) -> kept mask`` of the parameters pruned along dims (one or more)."""

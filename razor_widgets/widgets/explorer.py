@@ -21,6 +21,7 @@ from ..mutators.channel_mutator import ChannelMutator
 from ..plans import PlanError
 from ..pruning_session import ModuleGroup, PruningSession
 from ..resources import Resources
+from ..unit_labels import unit_label
 from .counters import ResourceCounters
 from .graph_view import GraphView
 from .history import ChoiceHistory
@@ -108,9 +109,9 @@ class PruningExplorer:
         self._redraw = self.graph_view.redraw  # one debouncer for whichever view is visible
         self._redraw.callback = self._settle
         self._fraction_stale = False
-        self.unit_selector = widgets.Dropdown(options=[("(none)", NO_UNIT)] + [(str(n), n) for n in self.sliders],
-                                              value=NO_UNIT, description="highlight",
-                                              layout=widgets.Layout(width="420px"))
+        options = [(f"{unit_label(self.mutator.unit(n))} · {n}", n) for n in self.sliders]  # what, then which
+        self.unit_selector = widgets.Dropdown(options=[("(none)", NO_UNIT)] + options, value=NO_UNIT,
+                                              description="highlight", layout=widgets.Layout(width="420px"))
         self.unit_selector.observe(lambda change: self.select_unit(change["new"]), "value")
 
     def _layout(self) -> widgets.VBox:
@@ -332,7 +333,7 @@ class PruningExplorer:
         self.panel.open_unit(units[0])
         self.select_unit(units[0])
         more = f" (also in {len(units) - 1} more)" if len(units) > 1 else ""
-        self._say(f"{node}: unit {units[0]}{more}")
+        self._say(f"{node}: unit {units[0]}, {unit_label(self.mutator.unit(units[0]))}{more}")
         return units[0]
 
     # -- export, downloads and plans --------------------------------------------------------

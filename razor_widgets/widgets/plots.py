@@ -6,6 +6,7 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 
+from ..unit_labels import unit_label
 from .figures import figure_png, new_figure
 
 KEPT, PRUNED, BEFORE, AFTER = "#2e8b57", "#e0a0a0", "#d8d8d8", "#3b6ea8"
@@ -35,8 +36,13 @@ class ChannelPlot:
         total = np.array([u.num_channels for u in units])
         return [str(u.name) for u in units], kept, total - kept
 
+    def labels(self) -> list[str]:
+        """What each unit is (``unit_label``), as the bars are labelled."""
+        return [unit_label(u) for u in self.mutator.mutable_units]
+
     def redraw(self) -> None:
-        names, kept, pruned = self.data()
+        _, kept, pruned = self.data()
+        names = self.labels()
         fig, canvas = new_figure(9, 0.9 + BAR_INCHES * max(1, len(names)))
         ax = fig.add_axes((0.42, 0.5 / fig.get_figheight(), 0.55, 1 - 0.8 / fig.get_figheight()))
         y = np.arange(len(names))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import html
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +11,7 @@ import ipywidgets as widgets
 
 from ..budget import number_step, smallest_number
 from ..mutables.units import MutableChannelUnit
+from ..unit_labels import describe_unit, unit_label
 from .quiet_panel import QuietPanel, same_value
 
 MAX_GROUP = 24  # a section with more units is split by the next level of the module path
@@ -42,17 +43,6 @@ def group_units(units: list[MutableChannelUnit], max_size: int = MAX_GROUP) -> d
     return split(list(units), 1)
 
 
-def short_label(unit: MutableChannelUnit, group: str, shared: bool) -> str:
-    """The unit's first layer relative to its section, with its channel range when that layer
-    starts several units (the pieces of a concatenation)."""
-    layer = first_layer(unit)
-    label = layer[len(group) + 1:] if layer.startswith(group + ".") else layer
-    if shared:
-        related = (unit.output_related or unit.input_related)[0]
-        label += f" [{related.start}:{related.end}]"
-    return label or layer
-
-
 def block_size(unit: MutableChannelUnit) -> int:
     """Layer channels per unit channel when every layer holds them in blocks (an attention
     head of ``head_dim`` channels), else 1."""
@@ -65,20 +55,27 @@ def layer_count(unit: MutableChannelUnit) -> int:
 
 
 def tooltip(unit: MutableChannelUnit) -> str:
+    """The unit's name, sizes and layers, then what it is (``describe_unit``)."""
     layers = layer_count(unit)
     repeats = f" in {unit.repeats} repeated blocks" if unit.repeats > 1 else ""
     size = block_size(unit)
     what = f"blocks (heads) of {size} channels" if size > 1 else "channels"
-    return f"{unit.name}: {unit.num_channels} {what}{repeats}, {layers} layers"
+    return f"{unit.name}: {unit.num_channels} {what}{repeats}, {layers} layers. {describe_unit(unit)}"
 
 
-def make_slider(unit: MutableChannelUnit, label: str) -> widgets.ValueWidget:
-    """A slider in the unit's choice mode: candidates, a ratio, or a number of channels. Its
-    label says how many layers it moves (``conv1 · 10 layers``)."""
+def slider_label(unit: MutableChannelUnit) -> str:
+    """What the unit is, then how many layers it moves (``MLP of layer 3 · 2 layers``,
+    ``channels of layer1.0.conv1 · 3 layers``)."""
     layers = layer_count(unit)
-    common = dict(description=f"{label} · {layers} layer{'s' if layers != 1 else ''}", tooltip=tooltip(unit),
-                  continuous_update=True, style={"description_width": "210px"},
-                  layout=widgets.Layout(width="480px"))
+    return f"{unit_label(unit)} · {layers} layer{'s' if layers != 1 else ''}"
+
+
+def make_slider(unit: MutableChannelUnit) -> widgets.ValueWidget:
+    """A slider in the unit's choice mode: candidates, a ratio, or a number of channels,
+    labelled by ``slider_label``."""
+    common = dict(description=slider_label(unit), tooltip=tooltip(unit),
+                  continuous_update=True, style={"description_width": "320px"},
+                  layout=widgets.Layout(width="590px"))
     candidates = getattr(unit, "candidate_choices", None)
     if candidates:
         options = sorted(set(candidates))
@@ -106,7 +103,6 @@ class UnitSliders(QuietPanel):
         super().__init__(on_change)
         units = mutator.mutable_units
         self.units = {u.name: u for u in units}
-        starts = Counter(first_layer(u) for u in units)
         self.sliders: dict[Any, widgets.ValueWidget] = {}
         self.kept: dict[Any, widgets.Label] = {}
         self.rows: dict[Any, widgets.HBox] = {}
@@ -114,7 +110,7 @@ class UnitSliders(QuietPanel):
         for group, members in group_units(units).items():
             rows = []
             for unit in members:
-                slider = make_slider(unit, short_label(unit, group, starts[first_layer(unit)] > 1))
+                slider = make_slider(unit)
                 self.watch(unit.name, slider)
                 self.sliders[unit.name] = slider
                 self.kept[unit.name] = widgets.Label(self._kept_text(unit))
@@ -124,12 +120,12 @@ class UnitSliders(QuietPanel):
             self.sections[group] = section
         for i, section in enumerate(self.sections.values()):  # few sections: all open; else the first
             section.selected_index = 0 if i == 0 or len(self.sections) <= 4 else None
-        self.filter = widgets.Text(placeholder="filter units by name", continuous_update=True,
+        self.filter = widgets.Text(placeholder="filter units by name or what they are", continuous_update=True,
                                    layout=widgets.Layout(width="480px"))
         self.filter.observe(lambda change: self.apply_filter(change["new"]), "value")
         self.fixed = self._fixed_list(mutator)
         self.widget = widgets.VBox([self.filter, *self.sections.values(), self.fixed],
-                                   layout=widgets.Layout(max_height="640px", overflow="auto"))
+                                   layout=widgets.Layout(max_height="640px", overflow="auto", flex="0 0 auto"))
 
     @staticmethod
     def _kept_text(unit: MutableChannelUnit) -> str:
@@ -173,11 +169,12 @@ class UnitSliders(QuietPanel):
         self.rows[name].layout.display = None
 
     def apply_filter(self, text: str) -> int:
-        """Show only units whose name contains ``text`` (case-insensitive); the number shown."""
+        """Show only units whose name or label contains ``text`` (case-insensitive: "MLP",
+        "layer 3", "layer2.0"); the number shown."""
         needle = text.strip().lower()
         shown = 0
         for name, row in self.rows.items():
-            visible = not needle or needle in str(name).lower()
+            visible = not needle or needle in str(name).lower() or needle in self.sliders[name].description.lower()
             row.layout.display = None if visible else "none"
             shown += visible
         for section in self.sections.values():
