@@ -11,6 +11,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from .analysis import AnalysisContext
 from .channel_space import CONST, compress, varying_dims
+from .position_replay import POSITIONAL, position_replay
 from .shrunk_replay import GROUPED, JOINS, shrunk_replay
 from .slot_cuts import record_cuts
 from .split_sizes import check_split_sizes
@@ -109,6 +110,9 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
         return None
     args: tuple = ()  # reshapes and joins first run on compressed ids (``shrunk_replay.py``)
     out = shrunk_replay(ctx.get, node) if node.name in GROUPED | JOINS else None
+    if node.name in POSITIONAL:  # roll, pad, indexing... on compressed ids (``position_replay.py``)
+        out = position_replay(ctx, node)
+        args = (out if node.name == "__setitem__" else ctx.get(first_input(node)).expand(first_input(node).shape),)
     try:
         if out is None:
             out, args = _replay(ctx, node, views=node.name != "__setitem__")
