@@ -9,7 +9,7 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from test_token_scaling import LargestIdTensor
+from id_tensors import LargestIdTensor
 from torch import nn
 
 from razor_widgets import ChannelMutator
