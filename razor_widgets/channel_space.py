@@ -20,11 +20,30 @@ CONST = -2
 
 
 def compress(ids: torch.Tensor) -> torch.Tensor:
-    """Shrink every dim along which the ids are constant to size 1."""
+    """Shrink every dim along which the ids are constant to size 1.
+
+    Broadcast dims (stride 0, as ``expand`` makes them) are constant by construction and are
+    shrunk first without comparing; the other dims are then compared on what is left, so the
+    cost follows the distinct ids, not the elements of the tensor they stand for. (The dims
+    shrunk are those constant in the whole tensor, whatever the order: shrinking a constant
+    dim changes no other dim's constancy.)"""
     for dim in range(ids.dim()):
+        if ids.shape[dim] > 1 and ids.stride(dim) == 0:
+            ids = ids.narrow(dim, 0, 1)
+    for dim in sorted(range(ids.dim()), key=lambda d: -ids.shape[d]):  # the largest first: it shrinks the rest most
         if ids.shape[dim] > 1 and bool((ids == ids.narrow(dim, 0, 1)).all()):
             ids = ids.narrow(dim, 0, 1)
     return ids.contiguous()
+
+
+def unbroadcast(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Tensors of one shape, each shrunk to size 1 along the dims that all of them broadcast
+    (stride 0): the same values position by position, without the copies."""
+    out = list(tensors)
+    for dim in range(out[0].dim()):
+        if out[0].shape[dim] > 1 and all(t.stride(dim) == 0 for t in out):
+            out = [t.narrow(dim, 0, 1) for t in out]
+    return out
 
 
 def varying_dims(ids: torch.Tensor) -> list[int]:
@@ -47,14 +66,14 @@ class ChannelSpace:
 
     def union(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """Union elements pairwise where both are elements (>= 0)."""
-        a, b = torch.broadcast_tensors(a, b)
+        a, b = unbroadcast(*torch.broadcast_tensors(a, b))
         a, b = a.reshape(-1), b.reshape(-1)
         keep = (a >= 0) & (b >= 0) & (a != b)
         if bool(keep.any()):
             self._pairs.append((a[keep], b[keep]))
 
     def fix(self, ids: torch.Tensor, reason: str) -> None:
-        ids = ids.reshape(-1)
+        ids = unbroadcast(ids)[0].reshape(-1)
         ids = ids[ids >= 0]
         if ids.numel():
             self._fixed.append([torch.unique(ids), reason])

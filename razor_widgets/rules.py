@@ -125,10 +125,9 @@ def _combine_copies(ctx: AnalysisContext, ids: torch.Tensor, dims: list[int]) ->
     for d in dims:
         if combined.shape[d] > 1:
             copies = combined.movedim(d, 0)
-            for copy in copies[1:]:
-                if not bool(((copies[0] >= 0) & (copy >= 0)).all()):
-                    return None
-                pairs.append((copies[0], copy))
+            if not bool((copies >= 0).all()):  # every copy has elements where the first has
+                return None
+            pairs.append((copies[:1], copies[1:]))  # each copy meets the first, in one union
             combined = copies[:1].movedim(0, d)
     if not varying_dims(combined):  # checked before any union: the channels themselves stay apart
         return None

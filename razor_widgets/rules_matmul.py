@@ -19,12 +19,21 @@ def matmul(ctx: AnalysisContext, node: Node) -> None:
     out = node.output_refs()[0]
     if len(a_ref.shape) < 2 or len(b_ref.shape) < 2:
         return ctx.unknown(node)
-    ids = _matmul_ids(ctx, ctx.full(a_ref), ctx.full(b_ref))
+    ids = _matmul_ids(ctx, _compressed(ctx, a_ref), _compressed(ctx, b_ref))
     ctx.set(out, ids.reshape((1,) * (len(out.shape) - ids.dim()) + tuple(ids.shape)))
 
 
+def _compressed(ctx: AnalysisContext, ref: TensorRef) -> torch.Tensor:
+    """The ids of ``ref`` with one dim per dim of the tensor, each of size 1 where they do not vary."""
+    ids = compress(ctx.get(ref))
+    return ids.reshape((1,) * (len(ref.shape) - ids.dim()) + tuple(ids.shape))
+
+
 def _matmul_ids(ctx: AnalysisContext, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Ids of ``a @ b`` from the full id tensors ``[..., n, k]`` and ``[..., k, m]``."""
+    """Ids of ``a @ b`` from the compressed id tensors of ``[..., n, k]`` and ``[..., k, m]`` (a dim
+    of size 1 where the ids do not vary: every test below reads the same values as on the full
+    tensors, and the unions and fixes get the same sets of elements). The result is compressed
+    the same way: broadcastable to ``[..., n, m]``, of size 1 where it does not vary."""
     a_const_rows = bool((a == a[..., :1, :]).all())  # a's ids do not change along n
     b_const_cols = bool((b == b[..., :, :1]).all())  # b's ids do not change along m
     a_k, b_k = a[..., :1, :], b[..., :, :1].transpose(-1, -2)
@@ -42,7 +51,7 @@ def _matmul_ids(ctx: AnalysisContext, a: torch.Tensor, b: torch.Tensor) -> torch
     b_cols = b[..., :1, :]
     a_has = bool((a_rows >= 0).any()) and bool((a == a_rows).all())
     b_has = bool((b_cols >= 0).any()) and bool((b == b_cols).all())
-    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])  # 1 where no operand varies
     if a_has and b_has:
         rows, cols = compress(a_rows), compress(b_cols)
         if along_k or (rows.shape[-2] > 1 and cols.shape[-1] > 1):
@@ -75,18 +84,19 @@ def einsum(ctx: AnalysisContext, node: Node) -> None:
     a_letters, b_letters = lhs.split(",")
     if len(set(a_letters)) != len(a_letters) or len(set(b_letters)) != len(b_letters):
         return ctx.unknown(node)  # a repeated letter takes a diagonal
-    a, b = ctx.full(refs[0]), ctx.full(refs[1])
+    a, b = _compressed(ctx, refs[0]), _compressed(ctx, refs[1])
     a, a_letters = _sum_away(ctx, a, a_letters, b_letters + out_letters)
     b, b_letters = _sum_away(ctx, b, b_letters, a_letters + out_letters)
     batch = [c for c in out_letters if c in a_letters and c in b_letters]
     rows = [c for c in out_letters if c in a_letters and c not in b_letters]
     cols = [c for c in out_letters if c in b_letters and c not in a_letters]
     inner = [c for c in a_letters if c in b_letters and c not in out_letters]
+    a, b = _align_inner(a, a_letters, b, b_letters, inner)
     a3 = _grouped(a, a_letters, [batch, rows, inner])
     b3 = _grouped(b, b_letters, [batch, inner, cols])
     ids = _matmul_ids(ctx, a3, b3)  # [*batch, rows, cols], size 1 where the ids do not vary
     sizes = {c: n for letters, t in ((a_letters, a), (b_letters, b)) for c, n in zip(letters, t.shape)}
-    shape = [sizes[c] for c in batch] + [sizes[c] if ids.shape[-2] > 1 else 1 for c in rows] + \
+    shape = list(ids.shape[:len(batch)]) + [sizes[c] if ids.shape[-2] > 1 else 1 for c in rows] + \
         [sizes[c] if ids.shape[-1] > 1 else 1 for c in cols]
     ids = ids.reshape(shape)
     order = [(batch + rows + cols).index(c) for c in out_letters]
@@ -101,6 +111,17 @@ def _sum_away(ctx: AnalysisContext, ids: torch.Tensor, letters: str, kept: str) 
                 ctx.fix(ids, f"channels summed by {ctx.describe()}")
             ids, letters = ids.select(i, 0), letters[:i] + letters[i + 1:]
     return ids, letters
+
+
+def _align_inner(a: torch.Tensor, a_letters: str, b: torch.Tensor, b_letters: str,
+                 inner: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Give each contracted letter the same size in both compressed operands (the full size
+    where either varies along it), so that both flatten the contracted dims alike."""
+    a_shape, b_shape = list(a.shape), list(b.shape)
+    for c in inner:
+        i, j = a_letters.index(c), b_letters.index(c)
+        a_shape[i] = b_shape[j] = max(a_shape[i], b_shape[j])
+    return a.expand(a_shape), b.expand(b_shape)
 
 
 def _grouped(ids: torch.Tensor, letters: str, groups: list[list[str]]) -> torch.Tensor:
@@ -221,7 +242,7 @@ def add_product(ctx: AnalysisContext, node: Node) -> None:
     if operands is None or len(operands[1].shape) < 2 or len(operands[2].shape) < 2:
         return ctx.unknown(node)
     bias, b1, b2 = operands
-    ids = _matmul_ids(ctx, ctx.full(b1), ctx.full(b2))
+    ids = _matmul_ids(ctx, _compressed(ctx, b1), _compressed(ctx, b2))
     if node.name == "addbmm":  # the batch of products is summed
         if ids.shape[0] > 1 and not bool((ids == ids[:1]).all()):
             return ctx.unknown(node, "channels on the batch dim it sums")

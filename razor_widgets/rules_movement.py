@@ -12,6 +12,8 @@ from torch.utils._pytree import tree_flatten, tree_map
 from .analysis import AnalysisContext
 from .channel_space import CONST, compress, varying_dims
 from .op_names import CREATION
+from .position_replay import POSITIONAL, position_replay
+from .shrunk_replay import GROUPED, JOINS, shrunk_replay
 from .slot_cuts import record_cuts
 from .split_sizes import check_split_sizes
 from .traced_size import AttrRef, TracedSize, attribute_sources, bare_attribute, shape_sources
@@ -159,8 +161,14 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
 
     if node.name in ("__getitem__", "transpose", "swapaxes") and expert_slice(ctx, node):
         return None
+    args: tuple = ()  # reshapes and joins first run on compressed ids (``shrunk_replay.py``)
+    out = shrunk_replay(ctx.get, node) if node.name in GROUPED | JOINS else None
+    if node.name in POSITIONAL:  # roll, pad, indexing... on compressed ids (``position_replay.py``)
+        out = position_replay(ctx, node)
+        args = (out if node.name == "__setitem__" else ctx.get(first_input(node)).expand(first_input(node).shape),)
     try:
-        out, args = _replay(ctx, node, views=node.name != "__setitem__")
+        if out is None:
+            out, args = _replay(ctx, node, views=node.name != "__setitem__")
     except _NoIndexValues:  # indices without values (meta device): no rule can place the ids
         return ctx.unknown(node)
     except Exception:  # noqa: BLE001 (the op needs dense tensors: replay on dense ids)
@@ -386,7 +394,8 @@ def _repeats_channels(out: torch.Tensor, dim: int, src: torch.Tensor, size: int,
     ``reshape(B, kv_heads * n_rep, ...)``): pruning a channel removes its ``k`` copies."""
     if len(src) != 1 or size % n or out.shape[dim] != size:
         return False
-    line = out.movedim(dim, -1).reshape(-1, size)
+    out = compress(out)  # the same distinct lines, without the dims that hold no channels
+    line = out.expand([size if d == dim else s for d, s in enumerate(out.shape)]).movedim(dim, -1).reshape(-1, size)
     if not bool((line == line[:1]).all()):
         return False
     values, counts = line[0].unique(return_counts=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -35,12 +36,33 @@ def attributes_from_cfg(cfg: dict, modules: dict[str, nn.Module], units: list[Mu
     return out
 
 
+def _unit_positions(analysis: ChannelAnalysis) -> tuple[np.ndarray, np.ndarray]:
+    """Per root: the index of its unit (-1: in no unit) and its position in a block, as arrays,
+    so that looking elements up costs what they are, not every unit's channels (an LM head's
+    vocabulary) in a Python loop."""
+    unit_of = np.full(len(analysis.roots), -1, dtype=np.int64)
+    pos_of = np.zeros(len(analysis.roots), dtype=np.int64)
+    for index, spec in enumerate(analysis.units):
+        chain = np.asarray(spec.roots, dtype=np.int64)
+        unit_of[chain] = index
+        pos_of[chain] = np.arange(len(chain))
+    return unit_of, pos_of
+
+
+def _positions(found: np.ndarray, unit_of: np.ndarray, pos_of: np.ndarray, units: list[MutableChannelUnit]
+               ) -> list[tuple[MutableChannelUnit | None, int]]:
+    """(unit, position) of each root in ``found``; (None, 0) for a root in no unit."""
+    return [(units[u], p) if u >= 0 else (None, 0) for u, p in zip(unit_of[found].tolist(), pos_of[found].tolist())]
+
+
 def attribute_positions(analysis: ChannelAnalysis, units: list[MutableChannelUnit]
                          ) -> dict[tuple[str, str], list[tuple[MutableChannelUnit | None, int]]]:
-    """Where each element counted by a size attribute sits: (its unit, position in a block)."""
-    where = {root: (unit, pos) for spec, unit in zip(analysis.units, units) for pos, root in enumerate(spec.roots)}
-    roots = analysis.roots
-    return {key: [where.get(int(r), (None, 0)) for r in roots[line.numpy()]]  # (None, 0): in no layer
+    """Where each element counted by a size attribute sits: (its unit, position in a block);
+    (None, 0): in no layer."""
+    if not analysis.size_attributes:
+        return {}
+    unit_of, pos_of = _unit_positions(analysis)
+    return {key: _positions(analysis.roots[line.numpy()], unit_of, pos_of, units)
             for key, line in analysis.size_attributes.items()}
 
 
@@ -48,12 +70,17 @@ def output_positions(analysis: ChannelAnalysis, units: list[MutableChannelUnit]
                      ) -> dict[tuple, dict[int, list[tuple[MutableChannelUnit | None, int]]]]:
     """Where each channel of an output that follows the pruned model sits, per dim it varies
     along: (its unit, position in a block); (None, 0): in no unit (always kept)."""
-    where = {root: (unit, pos) for spec, unit in zip(analysis.units, units) for pos, root in enumerate(spec.roots)}
-    roots = analysis.roots
-    return {path: {dim: [where.get(int(r), (None, 0)) if e >= 0 else (None, 0) for e, r in
-                         zip(line.tolist(), roots[line.clamp(min=0).numpy()])]
-                   for dim, line in dims.items()}
-            for path, dims in analysis.free_outputs.items()}
+    if not analysis.free_outputs:
+        return {}
+    unit_of, pos_of = _unit_positions(analysis)
+    out = {}
+    for path, dims in analysis.free_outputs.items():
+        out[path] = {}
+        for dim, line in dims.items():
+            found = analysis.roots[line.clamp(min=0).numpy()]
+            where = _positions(found, unit_of, pos_of, units)
+            out[path][dim] = [w if e >= 0 else (None, 0) for e, w in zip(line.tolist(), where)]
+    return out
 
 
 def kept_output_positions(positions: dict[tuple, dict[int, list[tuple[MutableChannelUnit | None, int]]]]
