@@ -22,7 +22,7 @@ __all__ = [
     "SearchableShuffleNetV2", "ShuffleBlock", "ShuffleXception", "derive_concat_mutable",
     "derive_divide_mutable", "derive_expand_mutable",
     # the export's self-check
-    "ExportError", "UncheckedExportWarning",
+    "ExportError", "UncheckedExportWarning", "ExportCheckWarning",
     # the explorer widget (loaded on first use), plans and budgets
     "PruningExplorer", "PlanError", "fit_budget", "load_choices", "save_choices",
     # recovery training

@@ -13,6 +13,7 @@ and the random state are as they were, and the mutator's choices are not touched
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,11 @@ class UncheckedExportWarning(UserWarning):
     """``to_static()`` returned a model it could not check (no example input, meta tensors)."""
 
 
+class ExportCheckWarning(UserWarning):
+    """``to_static()``'s final outputs differ from the masked model's only after selection outside
+    modules (top-k, NMS, thresholds) while every module's output matches: the export is returned."""
+
+
 def verify_export(mutator: Any, static: nn.Module, example_inputs: Any = None) -> nn.Module:
     """Return ``static`` when it computes what ``mutator.model`` (masked) computes on the
     example input (``example_inputs``, else the one the mutator was prepared with); raise
@@ -77,9 +83,21 @@ def verify_export(mutator: Any, static: nn.Module, example_inputs: Any = None) -
             return static
         del masked
         rerun()
-        layer, detail = locate_difference(mutator, model, static, inputs, rtol, rerun)
-    units = units_touching(mutator, layer)
-    raise ExportError(_message(problem, layer, detail, static, units), layer, units)
+        found = locate_difference(mutator, model, static, inputs, rtol, rerun)
+    if found.layer is None and found.same_modules and found.selection is not None:
+        return _selected_differently(static, problem, found.selection)
+    units = units_touching(mutator, found.layer)
+    raise ExportError(_message(problem, found.layer, found.detail, static, units), found.layer, units)
+
+
+def _selected_differently(static: nn.Module, problem: str, where: str) -> nn.Module:
+    kind = type(static.get_submodule(where)).__name__
+    warnings.warn(f"to_static(): the final outputs differ ({problem}), but every layer's output matches "
+                  f"the masked model's within tolerance, in the same order; the difference is born in "
+                  f"{where or 'the model'!r} ({kind}), which owns no weights and gets matching inputs: "
+                  "data-dependent selection outside modules (top-k, NMS, a threshold) picks differently "
+                  "after float rounding. The export is returned.", ExportCheckWarning, stacklevel=4)
+    return static
 
 
 def _unchecked(static: nn.Module, why: str) -> nn.Module:
@@ -228,14 +246,15 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> str | None:
 # -- finding the first layer that differs ---------------------------------------------------------
 @dataclass
 class _Recording:
-    """A forward's module outputs by (name, call), in the order the modules returned, the
-    modules still running (innermost last) and the kept channels of the masked tensors.
+    """A forward's module inputs and outputs by (name, call), in the order the modules returned,
+    the modules still running (innermost last) and the kept channels of the masked tensors.
 
-    Outputs are kept as references, not copies: both models are compared after both forwards,
-    so an in-place op (``ReLU(inplace=True)``) has changed the same tensors on both sides."""
+    Inputs and outputs are kept as references, not copies: both models are compared after both
+    forwards, so an in-place op (``ReLU(inplace=True)``) has changed the same tensors on both sides."""
 
     ranges: dict[str, list[tuple[int, int, torch.Tensor]]] | None = None
     order: list[tuple[str, int]] = field(default_factory=list)
+    inputs: dict[tuple[str, int], Any] = field(default_factory=dict)
     outputs: dict[tuple[str, int], Any] = field(default_factory=dict)
     kept: dict[int, list[tuple[int, int, torch.Tensor]]] = field(default_factory=dict)  # id(tensor) -> ranges
     running: list[str] = field(default_factory=list)
@@ -244,13 +263,14 @@ class _Recording:
     def hooks(self, model: nn.Module) -> list:
         handles = []
         for name, module in model.named_modules():
-            handles.append(module.register_forward_pre_hook(self._enter(name)))
+            handles.append(module.register_forward_pre_hook(self._enter(name), with_kwargs=True))
             handles.append(module.register_forward_hook(self._leave(name, module)))
         return handles
 
     def _enter(self, name: str):
-        def run(_module, _args):
+        def run(_module, args, kwargs):
             self.running.append(name)
+            self.inputs[(name, self.calls.get(name, 0))] = (args, kwargs)
         return run
 
     def _leave(self, name: str, module: nn.Module):
@@ -296,43 +316,107 @@ def _shape_preserving(module: nn.Module, args: tuple, out: torch.Tensor) -> bool
             and args[0].shape == out.shape)
 
 
+@dataclass
+class LayerDifference:
+    """What the hooks found: ``layer``, the first module whose output differs in a way the
+    export is to blame for (or in which the export raised; None: no module blamed), ``detail``
+    what differs there, ``selection`` the first module whose output differs only after
+    data-dependent selection (its inputs match and it owns no weights), ``same_modules`` whether
+    both models ran the same modules in the same order."""
+
+    layer: str | None = None
+    detail: str = ""
+    selection: str | None = None
+    same_modules: bool = True
+
+
 def locate_difference(mutator: Any, model: nn.Module, static: nn.Module, inputs: Any, rtol: float,
-                      rerun: Any) -> tuple[str | None, str]:
-    """The first module (in the export's execution order) whose output differs from the masked
-    model's, matching modules by qualified name and call, or the module in which the export
-    raised; with what differs. ``(None, '')`` when no module can be blamed."""
+                      rerun: Any) -> LayerDifference:
+    """The first module (in the export's execution order, matched by qualified name and call)
+    whose output differs from the masked model's, compared structurally (tensors inside tuples,
+    dicts, dataclasses and objects), or the module in which the export raised. Not blamed: a
+    module that owns no parameters or buffers itself and whose inputs match (its difference is
+    born in selection code such as top-k or a threshold), and an output of another shape whose
+    inputs differ too (pruned channels, or fewer boxes after an earlier selection)."""
     masked = _Recording(ranges=_out_ranges(mutator))
     masked.run(model, inputs)
     rerun()
     exported = _Recording()
     error = exported.run(static, inputs)
+    found = LayerDifference(same_modules=error is None and exported.order == masked.order)
     for key in exported.order:
-        expected = masked.outputs.get(key)
-        problem = None if expected is None else _differs(masked, expected, exported.outputs[key], rtol)
-        if problem is not None:
-            return key[0], problem
+        if key not in masked.outputs:
+            continue
+        problem, reshaped = _differs(masked, masked.outputs[key], exported.outputs[key], rtol)
+        if problem is None and not reshaped:
+            continue
+        inputs_match = _differs(masked, masked.inputs[key], exported.inputs[key], rtol) == (None, [])
+        if inputs_match and _owns_no_state(static.get_submodule(key[0])):
+            found.selection = found.selection or key[0]
+        elif problem is not None:
+            found.layer, found.detail = key[0], problem
+            return found
+        elif inputs_match:
+            found.layer, found.detail = key[0], f"{reshaped[0]} (its inputs match)"
+            return found
     if error is not None:
-        return (exported.running[-1] if exported.running else ""), "the export raised the error in its forward"
-    return None, ""
+        found.layer = exported.running[-1] if exported.running else ""
+        found.detail = "the export raised the error in its forward"
+    return found
 
 
-def _differs(masked: _Recording, expected: Any, actual: Any, rtol: float) -> str | None:
-    exp_leaves, exp_spec = tree_flatten_with_path(expected)
-    act_leaves, act_spec = tree_flatten_with_path(actual)
-    if exp_spec != act_spec:
-        return compare_outputs(expected, actual, rtol)
+def _owns_no_state(module: nn.Module) -> bool:
+    return not any(t is not None for t in (*module._parameters.values(), *module._buffers.values()))
+
+
+def _differs(masked: _Recording, expected: Any, actual: Any, rtol: float) -> tuple[str | None, list[str]]:
+    """What differs first between two recorded values (None: nothing), and the values of
+    another shape that were not compared (their kept channels are not known)."""
+    exp_leaves, act_leaves = structural_leaves(expected), structural_leaves(actual)
+    if [p for p, _ in exp_leaves] != [p for p, _ in act_leaves]:
+        return (f"holds {len(act_leaves)} values ({_kind(actual)}) where the masked model's holds "
+                f"{len(exp_leaves)} ({_kind(expected)})"), []
+    reshaped = []
     for (path, a), (_, b) in zip(exp_leaves, act_leaves):
-        where = f"output {keystr(path)}" if path else "its output"
+        where = f"output {path}" if path else "its output"
         if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape != b.shape:
-            a = _kept_part(masked.kept.get(id(a)), a, b)
-            if a is None:
-                continue  # pruned along a dim whose kept channels are not known here: not compared
+            part = _kept_part(masked.kept.get(id(a)), a, b)
+            if part is None:  # pruned along a dim whose kept channels are not known here: not compared
+                reshaped.append(f"{where} has shape {tuple(b.shape)} where the masked model's has {tuple(a.shape)}")
+                continue
+            a = part
             if isinstance(a, str):
-                return f"{where} {a}"
+                return f"{where} {a}", reshaped
         problem = _compare_leaf(a, b, rtol)
         if problem is not None:
-            return f"{where} {problem}"
-    return None
+            return f"{where} {problem}", reshaped
+    return None, reshaped
+
+
+MAX_DEPTH = 8
+_PLAIN = (bool, int, float, complex, str, bytes, torch.dtype, torch.device, type(None))
+
+
+def structural_leaves(value: Any, path: str = "", depth: int = 0) -> list[tuple[str, Any]]:
+    """The tensors and plain values inside ``value`` with their paths, looking into tuples
+    (named tuples by field), lists, dicts, dataclasses and objects with a ``__dict__`` (an
+    ``ImageList``), so that objects are compared by what they hold, not by identity. Modules
+    and objects nested deeper than ``MAX_DEPTH`` are leaves (compared by ``==`` if they define it)."""
+    if isinstance(value, (torch.Tensor, torch.Size, *_PLAIN)) or isinstance(value, nn.Module) or depth > MAX_DEPTH:
+        return [(path, value)]
+    if isinstance(value, dict):
+        items = [(f"[{k!r}]", v) for k, v in value.items()]
+    elif isinstance(value, tuple) and hasattr(value, "_fields"):
+        items = [(f".{k}", getattr(value, k)) for k in value._fields]
+    elif isinstance(value, (list, tuple)):
+        items = [(f"[{i}]", v) for i, v in enumerate(value)]
+    elif dataclasses.is_dataclass(value):
+        items = [(f".{f.name}", getattr(value, f.name)) for f in dataclasses.fields(value)]
+    elif hasattr(value, "__dict__"):
+        items = [(f".{k}", v) for k, v in vars(value).items()]
+    else:
+        return [(path, value)]
+    return [leaf for key, item in items for leaf in structural_leaves(item, path + key, depth + 1)]
 
 
 def _kept_part(ranges: list | None, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | str | None:

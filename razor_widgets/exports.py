@@ -8,7 +8,7 @@ from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
 from .analysis import UnprunableChannelsWarning
 from .compat import BaseModel
 from .dynamic_ops import DynamicChannelMixin
-from .export_check import ExportError, UncheckedExportWarning
+from .export_check import ExportCheckWarning, ExportError, UncheckedExportWarning
 from .finetune import LossHistory, finetune, full_choice_copy
 from .hf_export import HFConfigWarning
 from .importance import calibrate
