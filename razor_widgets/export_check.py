@@ -335,7 +335,7 @@ def locate_difference(mutator: Any, model: nn.Module, static: nn.Module, inputs:
     """The first module (in the export's execution order, matched by qualified name and call)
     whose output differs from the masked model's, compared structurally (tensors inside tuples,
     dicts, dataclasses and objects), or the module in which the export raised. Not blamed: a
-    module that owns no parameters or buffers itself and whose inputs match (its difference is
+    module that owns no parameters or buffers itself and gets the same inputs (its difference is
     born in selection code such as top-k or a threshold), and an output of another shape whose
     inputs differ too (pruned channels, or fewer boxes after an earlier selection)."""
     masked = _Recording(ranges=_out_ranges(mutator))
@@ -350,19 +350,27 @@ def locate_difference(mutator: Any, model: nn.Module, static: nn.Module, inputs:
         problem, reshaped = _differs(masked, masked.outputs[key], exported.outputs[key], rtol)
         if problem is None and not reshaped:
             continue
-        inputs_match = _differs(masked, masked.inputs[key], exported.inputs[key], rtol) == (None, [])
-        if inputs_match and _owns_no_state(static.get_submodule(key[0])):
+        same_inputs = _same_inputs(masked, masked.inputs[key], exported.inputs[key], rtol)
+        if same_inputs and _owns_no_state(static.get_submodule(key[0])):
             found.selection = found.selection or key[0]
         elif problem is not None:
             found.layer, found.detail = key[0], problem
             return found
-        elif inputs_match:
-            found.layer, found.detail = key[0], f"{reshaped[0]} (its inputs match)"
+        elif same_inputs:
+            found.layer, found.detail = key[0], f"{reshaped[0]} (its inputs are the same)"
             return found
     if error is not None:
         found.layer = exported.running[-1] if exported.running else ""
         found.detail = "the export raised the error in its forward"
     return found
+
+
+def _same_inputs(masked: _Recording, expected: Any, actual: Any, rtol: float) -> bool:
+    """The module got the same inputs in both models: same shapes (nothing pruned) and values."""
+    def shapes(value: Any) -> list:
+        return [tuple(leaf.shape) if isinstance(leaf, torch.Tensor) else None for _, leaf in structural_leaves(value)]
+
+    return shapes(expected) == shapes(actual) and _differs(masked, expected, actual, rtol) == (None, [])
 
 
 def _owns_no_state(module: nn.Module) -> bool:
