@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import keystr, tree_flatten_with_path, tree_map
 
 from .model_outputs import dataclasses_as_dicts, narrowed_outputs
@@ -94,9 +95,9 @@ def _selected_differently(static: nn.Module, problem: str, where: str) -> nn.Mod
     kind = type(static.get_submodule(where)).__name__
     warnings.warn(f"to_static(): the final outputs differ ({problem}), but every layer's output matches "
                   f"the masked model's within tolerance, in the same order; the difference is born in "
-                  f"{where or 'the model'!r} ({kind}), which owns no weights and gets matching inputs: "
-                  "data-dependent selection outside modules (top-k, NMS, a threshold) picks differently "
-                  "after float rounding. The export is returned.", ExportCheckWarning, stacklevel=4)
+                  f"{where or 'the model'!r} ({kind}), which owns no weights, gets the same inputs and "
+                  "selects (top-k, NMS, a threshold) outside its modules: rounding picks differently. "
+                  "The export is returned.", ExportCheckWarning, stacklevel=4)
     return static
 
 
@@ -259,6 +260,7 @@ class _Recording:
     kept: dict[int, list[tuple[int, int, torch.Tensor]]] = field(default_factory=dict)  # id(tensor) -> ranges
     running: list[str] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)
+    selecting: set[str] = field(default_factory=set)  # modules whose own code ran a selection op
 
     def hooks(self, model: nn.Module) -> list:
         handles = []
@@ -292,13 +294,39 @@ class _Recording:
         """Forward ``model`` with the hooks on; the exception it raised, if any."""
         handles = self.hooks(model)
         try:
-            _call(model, inputs)
+            with _SelectionWatch(self):
+                _call(model, inputs)
         except Exception as error:
             return error
         finally:
             for handle in handles:
                 handle.remove()
         return None
+
+
+# ops whose result jumps when a value crosses another: what turns float rounding into other picks
+SELECTION_OPS = frozenset({"topk", "sort", "argsort", "msort", "argmax", "argmin", "kthvalue", "mode", "median",
+                           "nonzero", "where", "masked_select", "unique", "searchsorted", "bucketize", "nms",
+                           "gt", "lt", "ge", "le", "greater", "less", "greater_equal", "less_equal",
+                           "__gt__", "__lt__", "__ge__", "__le__"})
+
+
+class _SelectionWatch(TorchFunctionMode):
+    """Notes which modules run a selection op (top-k, sort, argmax, a threshold, ``max`` over a
+    dim) in their own code, outside their submodules."""
+
+    def __init__(self, recording: _Recording) -> None:
+        super().__init__()
+        self.recording = recording
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "").split(".")[-1]
+        picks = name in SELECTION_OPS or (name in ("max", "min") and (len(args) > 1 or "dim" in kwargs)
+                                          and not isinstance(args[1] if len(args) > 1 else None, torch.Tensor))
+        if picks and self.recording.running:
+            self.recording.selecting.add(self.recording.running[-1])
+        return func(*args, **kwargs)
 
 
 def _out_ranges(mutator: Any) -> dict[str, list[tuple[int, int, torch.Tensor]]]:
@@ -335,15 +363,16 @@ def locate_difference(mutator: Any, model: nn.Module, static: nn.Module, inputs:
     """The first module (in the export's execution order, matched by qualified name and call)
     whose output differs from the masked model's, compared structurally (tensors inside tuples,
     dicts, dataclasses and objects), or the module in which the export raised. Not blamed: a
-    module that owns no parameters or buffers itself and gets the same inputs (its difference is
-    born in selection code such as top-k or a threshold), and an output of another shape whose
-    inputs differ too (pruned channels, or fewer boxes after an earlier selection)."""
+    module that owns no parameters or buffers itself, gets the same inputs and runs a selection
+    op (top-k, a threshold) in its code or inside it: its difference is born there; and an output
+    of another shape whose inputs differ too (pruned channels, fewer boxes after a selection)."""
     masked = _Recording(ranges=_out_ranges(mutator))
     masked.run(model, inputs)
     rerun()
     exported = _Recording()
     error = exported.run(static, inputs)
     found = LayerDifference(same_modules=error is None and exported.order == masked.order)
+    picked: set[str] = set()  # modules whose difference is born in selection, in them or inside them
     for key in exported.order:
         if key not in masked.outputs:
             continue
@@ -351,8 +380,10 @@ def locate_difference(mutator: Any, model: nn.Module, static: nn.Module, inputs:
         if problem is None and not reshaped:
             continue
         same_inputs = _same_inputs(masked, masked.inputs[key], exported.inputs[key], rtol)
-        if same_inputs and _owns_no_state(static.get_submodule(key[0])):
+        born_in_selection = key[0] in exported.selecting or _inside(picked, key[0])
+        if same_inputs and born_in_selection and _owns_no_state(static.get_submodule(key[0])):
             found.selection = found.selection or key[0]
+            picked.add(key[0])
         elif problem is not None:
             found.layer, found.detail = key[0], problem
             return found
@@ -363,6 +394,11 @@ def locate_difference(mutator: Any, model: nn.Module, static: nn.Module, inputs:
         found.layer = exported.running[-1] if exported.running else ""
         found.detail = "the export raised the error in its forward"
     return found
+
+
+def _inside(names: set[str], name: str) -> bool:
+    """One of ``names`` is a module inside ``name``."""
+    return any(other != name and (not name or other.startswith(f"{name}.")) for other in names)
 
 
 def _same_inputs(masked: _Recording, expected: Any, actual: Any, rtol: float) -> bool:
