@@ -373,9 +373,12 @@ def locate_difference(mutator: Any, model: nn.Module, static: nn.Module, inputs:
     error = exported.run(static, inputs)
     found = LayerDifference(same_modules=error is None and exported.order == masked.order)
     picked: set[str] = set()  # modules whose difference is born in selection, in them or inside them
+    resized: set[str] = set()  # modules whose outputs have other shapes (pruned channels, other counts)
     for key in exported.order:
         if key not in masked.outputs:
             continue
+        if _shapes(masked.outputs[key]) != _shapes(exported.outputs[key]):
+            resized.add(key[0])
         problem, reshaped = _differs(masked, masked.outputs[key], exported.outputs[key], rtol)
         if problem is None and not reshaped:
             continue
@@ -387,7 +390,7 @@ def locate_difference(mutator: Any, model: nn.Module, static: nn.Module, inputs:
         elif problem is not None:
             found.layer, found.detail = key[0], problem
             return found
-        elif same_inputs:
+        elif same_inputs and not _inside(resized, key[0]):  # a shape change not born inside it
             found.layer, found.detail = key[0], f"{reshaped[0]} (its inputs are the same)"
             return found
     if error is not None:
@@ -403,10 +406,11 @@ def _inside(names: set[str], name: str) -> bool:
 
 def _same_inputs(masked: _Recording, expected: Any, actual: Any, rtol: float) -> bool:
     """The module got the same inputs in both models: same shapes (nothing pruned) and values."""
-    def shapes(value: Any) -> list:
-        return [tuple(leaf.shape) if isinstance(leaf, torch.Tensor) else None for _, leaf in structural_leaves(value)]
+    return _shapes(expected) == _shapes(actual) and _differs(masked, expected, actual, rtol) == (None, [])
 
-    return shapes(expected) == shapes(actual) and _differs(masked, expected, actual, rtol) == (None, [])
+
+def _shapes(value: Any) -> list:
+    return [tuple(leaf.shape) if isinstance(leaf, torch.Tensor) else None for _, leaf in structural_leaves(value)]
 
 
 def _owns_no_state(module: nn.Module) -> bool:
