@@ -13,7 +13,6 @@ and the random state are as they were, and the mutator's choices are not touched
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import keystr, tree_flatten_with_path, tree_map
 
 from .model_outputs import dataclasses_as_dicts, narrowed_outputs
+from .structured_values import structural_leaves
 from .tracing import _split_inputs
 
 # error allowed, as a fraction of the largest magnitude of an output tensor
@@ -439,32 +439,6 @@ def _differs(masked: _Recording, expected: Any, actual: Any, rtol: float) -> tup
         if problem is not None:
             return f"{where} {problem}", reshaped
     return None, reshaped
-
-
-MAX_DEPTH = 8
-_PLAIN = (bool, int, float, complex, str, bytes, torch.dtype, torch.device, type(None))
-
-
-def structural_leaves(value: Any, path: str = "", depth: int = 0) -> list[tuple[str, Any]]:
-    """The tensors and plain values inside ``value`` with their paths, looking into tuples
-    (named tuples by field), lists, dicts, dataclasses and objects with a ``__dict__`` (an
-    ``ImageList``), so that objects are compared by what they hold, not by identity. Modules
-    and objects nested deeper than ``MAX_DEPTH`` are leaves (compared by ``==`` if they define it)."""
-    if isinstance(value, (torch.Tensor, torch.Size, *_PLAIN)) or isinstance(value, nn.Module) or depth > MAX_DEPTH:
-        return [(path, value)]
-    if isinstance(value, dict):
-        items = [(f"[{k!r}]", v) for k, v in value.items()]
-    elif isinstance(value, tuple) and hasattr(value, "_fields"):
-        items = [(f".{k}", getattr(value, k)) for k in value._fields]
-    elif isinstance(value, (list, tuple)):
-        items = [(f"[{i}]", v) for i, v in enumerate(value)]
-    elif dataclasses.is_dataclass(value):
-        items = [(f".{f.name}", getattr(value, f.name)) for f in dataclasses.fields(value)]
-    elif hasattr(value, "__dict__"):
-        items = [(f".{k}", v) for k, v in vars(value).items()]
-    else:
-        return [(path, value)]
-    return [leaf for key, item in items for leaf in structural_leaves(item, path + key, depth + 1)]
 
 
 def _kept_part(ranges: list | None, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor | str | None:

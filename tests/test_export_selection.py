@@ -15,8 +15,8 @@ from torch import nn
 from torchvision.models.detection.image_list import ImageList
 
 from razor_widgets import ChannelMutator, ExportCheckWarning, ExportError
-from razor_widgets.export_check import structural_leaves
 from razor_widgets.mutators import channel_mutator
+from razor_widgets.structured_values import structural_leaves
 
 from conftest import make_nontrivial
 
