@@ -57,6 +57,7 @@ def elementwise(ctx: AnalysisContext, node: Node) -> None:
     shapes = [(1,) * (len(out.shape) - len(r.shape)) + tuple(r.shape) for r in refs]
     vary = {d for i in ids for d in varying_dims(i)}
     part = [i for i, s in zip(ids, shapes) if all(s[d] == out.shape[d] for d in vary)]
+    part += [i for r, i, s in zip(refs, ids, shapes) if _spreads(r, i, s, part, out.shape)]
     for i in ids:  # broadcast across another operand's channels: its own meet them all
         if not any(i is p for p in part) and bool((i >= 0).any()):
             ctx.fix(i, f"broadcast across channels in {ctx.describe()}")
@@ -76,6 +77,21 @@ def elementwise(ctx: AnalysisContext, node: Node) -> None:
         ctx.fix(rep[mixed], f"mixed with constant data at {ctx.describe()}")
     ctx.set(out, rep)
     record_sum(ctx, node, refs, ids, rep)  # a residual join: what the unit is (unit_traits.py)
+
+
+def _spreads(ref: TensorRef, ids: torch.Tensor, shape: tuple[int, ...], part: list[torch.Tensor],
+             out_shape: tuple[int, ...]) -> bool:
+    """A parameter (a layer scale ``gamma * x``) meeting data whose ids also vary along a dim the
+    parameter is broadcast over (the tokens of ``cat([attn(x)[:, :1], x[:, 1:]], 1)``): its
+    channels match the data's channels position by position along the dims where it varies,
+    so each of its elements joins that channel at every position of the other dims. Only when
+    it varies along some dim at full size and every operand with elements varies there too."""
+    if ref.param is None or any(ids is p for p in part):
+        return False
+    own = varying_dims(ids)
+    carriers = [p for p in part if bool((p >= 0).any())]
+    return bool(own) and bool(carriers) and all(shape[d] == out_shape[d] for d in own) and \
+        all(p.shape[d] > 1 for p in carriers for d in own)
 
 
 def reduction(ctx: AnalysisContext, node: Node) -> None:

@@ -243,3 +243,47 @@ def test_a_computed_bias_follows_the_layer_outputs():
     checked = check_model(ComputedBias(), torch.randn(3, 8), choice_sets=3)
     (unit,) = [u for u in checked.mutator.units if u.name == "fc_(0, 16)_16"]
     assert unit.is_mutable and {c.name for c in unit.channels} == {"fc", "out", "bias_a", "bias_b"}
+
+
+class TokenJoinScale(nn.Module):
+    """A class-attention block's form: token 0 from one branch, the rest from another, joined
+    along the tokens, then scaled per channel by a layer-scale parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(6, 16)
+        self.first, self.rest = nn.Linear(16, 16), nn.Linear(16, 16)
+        self.gamma = nn.Parameter(torch.rand(16) + 0.5)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        joined = torch.cat([self.first(h)[:, :1], self.rest(h)[:, 1:]], dim=1)
+        return self.head(self.gamma * joined)
+
+
+def test_layer_scale_after_a_token_join_follows_the_channels():
+    torch.manual_seed(0)
+    checked = check_model(TokenJoinScale(), torch.randn(2, 5, 6), choice_sets=3)
+    assert not checked.warnings
+    (unit,) = [u for u in checked.mutator.units if any(c.name == "gamma" for c in u.channels)]
+    assert unit.is_mutable and {c.name for c in unit.channels} == {"first", "rest", "gamma", "head"}
+
+
+class HeadScale(nn.Module):
+    """A per-head-dim scale: ``gamma`` (one entry per head dim) meets every head's channels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.gamma, self.proj = nn.Linear(6, 16), nn.Parameter(torch.rand(8) + 0.5), nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.qkv(x)
+        return self.proj((y.reshape(*y.shape[:2], 2, -1) * self.gamma).flatten(2))
+
+
+def test_head_dim_scale_joins_every_heads_channel():
+    torch.manual_seed(0)
+    checked = check_model(HeadScale(), torch.randn(2, 5, 6), choice_sets=3)
+    (unit,) = [u for u in checked.mutator.units if any(c.name == "gamma" for c in u.channels)]
+    assert unit.is_mutable and {c.name for c in unit.channels} == {"qkv", "gamma", "proj"}
