@@ -65,3 +65,26 @@ def browser() -> Iterator:
 
     with launched_chromium() as chromium:
         yield chromium
+
+
+@pytest.fixture(scope="module")
+def explorer(one_thread):
+    """A ResNet-18 explorer (64 px input, no redraw delay), one per test module."""
+    import torchvision
+
+    from razor_widgets import PruningExplorer
+
+    return PruningExplorer(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64), redraw_delay=0)
+
+
+@pytest.fixture
+def ex(explorer):
+    """The module's ResNet-18 explorer at full choices, with a fresh history, its buttons in step
+    with it and no unit selected."""
+    from razor_widgets.widgets.history import ChoiceHistory
+
+    explorer.reset()
+    explorer.history = ChoiceHistory(explorer.mutator.current_choices)
+    explorer._update_buttons()
+    explorer.select_unit(None)
+    return explorer

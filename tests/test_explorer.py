@@ -16,7 +16,6 @@ from razor_widgets import ChannelMutator, PlanError, PruningExplorer, fit_budget
 from razor_widgets.widgets.counters import format_counts
 from razor_widgets.widgets.debounce import Debouncer
 from razor_widgets.widgets.graph_view import NOT_PRUNABLE, node_colour
-from razor_widgets.widgets.history import ChoiceHistory
 
 from conftest import prepare
 
@@ -33,20 +32,6 @@ class Small(nn.Module):
 
     def forward(self, x):
         return self.head(self.conv1(torch.relu(self.bn0(self.conv0(x)))).mean((2, 3)))
-
-
-@pytest.fixture(scope="module")
-def explorer(one_thread):
-    return PruningExplorer(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64), redraw_delay=0)
-
-
-@pytest.fixture
-def ex(explorer):
-    """The shared ResNet-18 explorer, at full choices with a fresh history."""
-    explorer.reset()
-    explorer.history = ChoiceHistory(explorer.mutator.current_choices)
-    explorer.select_unit(None)
-    return explorer
 
 
 def assert_counters_follow(ex):

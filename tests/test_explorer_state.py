@@ -7,7 +7,6 @@ import datetime
 import io
 import json
 
-import pytest
 import torch
 import torchvision
 from test_explorer import Small
@@ -15,22 +14,7 @@ from test_explorer import Small
 from razor_widgets import PruningExplorer
 from razor_widgets.widgets.counters import format_counts
 from razor_widgets.widgets.graph_view import node_colour
-from razor_widgets.widgets.history import ChoiceHistory
 from razor_widgets.widgets.whole_model import kept_fraction
-
-
-@pytest.fixture(scope="module")
-def explorer(one_thread):
-    return PruningExplorer(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64), redraw_delay=0)
-
-
-@pytest.fixture
-def ex(explorer):
-    explorer.reset()
-    explorer.history = ChoiceHistory(explorer.mutator.current_choices)
-    explorer._update_buttons()
-    explorer.select_unit(None)
-    return explorer
 
 
 def echo(ex) -> None:
