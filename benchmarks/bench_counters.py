@@ -53,7 +53,7 @@ import torch
 import torchvision
 
 from razor_widgets import MODELS, ChannelMutator, calibrate, count_resources, reference_flops
-from razor_widgets.live_counter import resource_counter
+from razor_widgets.counting.live_counter import resource_counter
 
 from common import model_names, quiet, versions
 

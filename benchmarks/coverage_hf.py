@@ -45,8 +45,8 @@ from pathlib import Path
 import torch
 
 from razor_widgets import ChannelMutator, count_resources
-from razor_widgets.hf_export import HFConfigWarning
-from razor_widgets.unit_labels import unit_role
+from razor_widgets.analysis.unit_labels import unit_role
+from razor_widgets.export.hf_export import HFConfigWarning
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hf_families import FAMILIES, Family, build, example_inputs  # noqa: E402

@@ -4,7 +4,7 @@ Every family gets the same small sizes (hidden 64, MLP 128, 2 layers, 4 heads, 2
 the family groups them, vocabulary 128), through the config's own argument names
 (``razor_widgets.models.tiny_hf``, which ``razor-widgets ... hf:MODEL_TYPE`` builds too); nothing
 is downloaded. ``build`` returns the HF model as it is: next to its logits, the hidden states it
-returns (T5's and BART's encoder states) follow the pruned model (``razor_widgets.model_outputs``).
+returns (T5's and BART's encoder states) follow the pruned model (``razor_widgets.channels.model_outputs``).
 ``LogitsOnly`` wraps a model so that its output is the logits alone, for tools that need one
 tensor (Torch-Pruning, side by side in ``coverage_hf.py``).
 """

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .example_inputs import ExampleInput, run_model
-from .model_loading import DEFAULT_MODEL, ModelLoadError, ModelSource, one_line, resolve_model
+from .models.loading import DEFAULT_MODEL, ModelLoadError, ModelSource, one_line, resolve_model
+from .trace.example_inputs import ExampleInput, run_model
 
 if TYPE_CHECKING:
     import torch

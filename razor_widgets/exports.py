@@ -5,13 +5,22 @@ The package loads this module on the first attribute it is asked for, so that
 """
 # ruff: noqa: F401  (every import here is an export)
 from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
-from .analysis import UnprunableChannelsWarning
-from .compat import BaseModel
-from .dynamic_ops import DynamicChannelMixin
-from .export_check import ExportCheckWarning, ExportError, UncheckedExportWarning
-from .finetune import LossHistory, finetune, full_choice_copy
-from .hf_export import HFConfigWarning
-from .importance import calibrate
+from .analysis.unit_labels import UnitRole, describe_unit, unit_label, unit_role
+from .channels.analysis_result import UnprunableChannelsWarning
+from .counting.module_counter import CandidateCounter, ChosenPathCounter
+from .counting.resources import Resources, count_resources, reference_flops
+from .export.export_check import ExportCheckWarning, ExportError, UncheckedExportWarning
+from .export.hf_export import HFConfigWarning
+from .export.plans import PlanError, load_choices, save_choices
+from .importance import (
+    ActivationMutableChannelUnit,
+    BNScaleMutableChannelUnit,
+    ImportanceMutableChannelUnit,
+    L2MutableChannelUnit,
+    RandomMutableChannelUnit,
+    TaylorMutableChannelUnit,
+    calibrate,
+)
 from .layers import (
     DynamicBatchNorm1d,
     DynamicBatchNorm2d,
@@ -24,14 +33,12 @@ from .layers import (
     DynamicLinear,
     DynamicMultiheadAttention,
 )
-from .meta_device import MetaDeviceError, is_meta_model
+from .layers.dynamic_ops import DynamicChannelMixin
 from .models import SearchableShuffleNetV2, ShuffleBlock, ShuffleXception
-from .module_counter import CandidateCounter, ChosenPathCounter
+from .models.base_model import BaseModel
 from .mutables import (
-    ActivationMutableChannelUnit,
     BaseMutable,
     BaseMutableChannel,
-    BNScaleMutableChannelUnit,
     Channel,
     ChannelUnit,
     DerivedMethodMixin,
@@ -39,9 +46,7 @@ from .mutables import (
     DerivedMutableChannel,
     DiffMutableModule,
     DiffMutableOP,
-    ImportanceMutableChannelUnit,
     L1MutableChannelUnit,
-    L2MutableChannelUnit,
     MutableChannelContainer,
     MutableChannelUnit,
     MutableModule,
@@ -50,13 +55,11 @@ from .mutables import (
     OneShotMutableModule,
     OneShotMutableOP,
     OneShotMutableValue,
-    RandomMutableChannelUnit,
     SequentialMutableChannel,
     SequentialMutableChannelUnit,
     SimpleMutableChannel,
     SlimmableChannelUnit,
     SquentialMutableChannel,
-    TaylorMutableChannelUnit,
     derive_concat_mutable,
     derive_divide_mutable,
     derive_expand_mutable,
@@ -70,10 +73,9 @@ from .mutators import (
     OneShotModuleMutator,
     SlimmableChannelMutator,
 )
-from .plans import PlanError, load_choices, save_choices
 from .pruning_session import ModuleGroup, PruningSession
 from .quality import EvaluationError, Sensitivity, sensitivity_scan
+from .quality.finetune import LossHistory, finetune, full_choice_copy
 from .registry import MODELS, Registry
-from .resources import Resources, count_resources, reference_flops
-from .tracing import TraceError
-from .unit_labels import UnitRole, describe_unit, unit_label, unit_role
+from .trace.meta_device import MetaDeviceError, is_meta_model
+from .trace.tracer import TraceError

@@ -21,11 +21,11 @@ from typing import Any
 
 from torch import nn
 
-from .module_counter import ChosenPathCounter
+from .counting.module_counter import ChosenPathCounter
+from .counting.resources import Resources
+from .export.plans import apply_plan_data, parse_plan, plan_json, plan_of, read_json_plan, write_plan
 from .mutables import OneShotMutableModule
 from .mutators import ChannelMutator, OneShotModuleMutator
-from .plans import apply_plan_data, parse_plan, plan_json, plan_of, read_json_plan, write_plan
-from .resources import Resources
 
 __all__ = ["ModuleGroup", "PruningSession", "every_candidate", "has_module_mutables"]
 

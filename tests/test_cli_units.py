@@ -12,7 +12,7 @@ from torchvision.models import resnet34
 
 from razor_widgets import MODELS, ChannelMutator
 from razor_widgets.cli import main
-from razor_widgets.plans import load_choices
+from razor_widgets.export.plans import load_choices
 
 
 class SmallNet(nn.Module):

@@ -1,6 +1,7 @@
 """The house rules that a reviewer would otherwise check by hand: small files and functions,
 layer types named only in ``layers/`` (and ``models/``), an engine that imports no UI
-library, and no import cycles inside the package."""
+library, stages that import only the stages below them, and no import cycles inside the
+package (imports inside functions count; ``TYPE_CHECKING`` imports do not)."""
 from __future__ import annotations
 
 import ast
@@ -16,6 +17,25 @@ MAX_FILE_LINES, MAX_FUNCTION_LINES = 500, 80
 # matplotlib is a plotting library, not UI: the engine may draw a figure when asked (loaded lazily)
 UI_LIBRARIES = ("ipywidgets", "IPython", "voila", "ipympl")
 UI_MODULES = ("widgets", "dashboard", "cli", "__main__")  # the UI and the command line; the rest is the engine
+# the pipeline's stages, bottom up (docs/architecture.md): a module imports only from its own stage
+# and the stages below it; the facade (``razor_widgets`` itself, which loads lazily) from anywhere
+STAGES = [
+    ["registry"],
+    ["trace"],
+    ["channels"],
+    ["mutables"],
+    ["layers"],
+    ["analysis"],
+    ["counting"],
+    ["export"],
+    ["mutators"],
+    ["importance", "budget", "quality", "algorithms"],
+    ["models"],
+    ["pruning_session"],
+    ["widgets", "dashboard"],
+    ["cli", "__main__", "exports"],
+]
+STAGE_OF = {part: rank for rank, parts in enumerate(STAGES) for part in parts}
 LAYER_TYPE = re.compile(r"\bnn\.(Conv\w*|_ConvNd|BatchNorm\w*|_BatchNorm|InstanceNorm\w*|Linear|LayerNorm|GroupNorm"
                         r"|Embedding|MultiheadAttention)\b")
 
@@ -150,6 +170,33 @@ def test_no_import_cycles():
     # a package's __init__ imports its submodules: edges into a parent package from inside it are
     # the package's own structure, not a cycle between concepts
     edges = {name: {t for t in targets if not name.startswith(t + ".")} for name, targets in _edges().items()}
+    assert not _cycles(edges)
+
+
+def _stage(name: str) -> str:
+    """``razor_widgets.analysis.rules`` -> ``analysis``."""
+    return name.split(".")[1]
+
+
+def test_every_module_belongs_to_a_stage():
+    assert not [name for name in SOURCES if name != "razor_widgets" and _stage(name) not in STAGE_OF]
+
+
+def test_stages_import_only_the_stages_below_them():
+    upward = [f"{name} imports {target}" for name, targets in _edges().items() if name != "razor_widgets"
+              for target in targets if target != "razor_widgets"
+              and STAGE_OF[_stage(target)] > STAGE_OF[_stage(name)]]
+    assert not upward
+
+
+def test_no_import_cycles_between_stages():
+    """Stages of the same rank (importance, budget, quality, algorithms) may import each other
+    one way only."""
+    edges: dict[str, set[str]] = {}
+    for name, targets in _edges().items():
+        if name != "razor_widgets":
+            edges.setdefault(_stage(name), set()).update(
+                _stage(t) for t in targets if t != "razor_widgets" and _stage(t) != _stage(name))
     assert not _cycles(edges)
 
 

@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from razor_widgets import ChannelMutator, Resources, count_resources, reference_flops
-from razor_widgets.live_counter import resource_counter
+from razor_widgets.counting.live_counter import resource_counter
 
 from conftest import make_nontrivial
 from test_patterns import CASES

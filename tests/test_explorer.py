@@ -74,7 +74,7 @@ def test_slider_moves_choice_counters_and_colours(ex):
 def test_counters_update_on_every_event_redraws_debounced(explorer, monkeypatch):
     explorer.reset()
     monkeypatch.setattr(explorer._redraw, "delay", 60.0)
-    import razor_widgets.model_graph as model_graph
+    import razor_widgets.analysis.model_graph as model_graph
     monkeypatch.setattr(model_graph, "layered_layout", lambda *a: pytest.fail("layout recomputed"))
     runs = explorer._redraw.runs
     for value in (0.9, 0.8, 0.7, 0.6, 0.5):

@@ -14,14 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from razor_widgets import (
-    ChannelMutator,
-    ModuleGroup,
-    OneShotMutableOP,
-    PlanError,
-    PruningSession,
-    count_resources,
-)
+from razor_widgets import ChannelMutator, ModuleGroup, OneShotMutableOP, PlanError, PruningSession, count_resources
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = dict(conv1x1=dict(type='Conv2d', kernel_size=1),

@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from razor_widgets import MODELS, ChannelMutator, ExportError, MetaDeviceError, UncheckedExportWarning, count_resources
-from razor_widgets.analysis import UnitSpec, _no_layer_reason
-from razor_widgets.channel_range import Channel
-from razor_widgets.export_check import compare_outputs
+from razor_widgets.analysis.unit_building import _no_layer_reason
+from razor_widgets.channels.analysis_result import UnitSpec
+from razor_widgets.channels.channel_range import Channel
+from razor_widgets.export.export_check import compare_outputs
 from razor_widgets.layers.conv import DynamicConvMixin
 
 from conftest import make_nontrivial
@@ -267,7 +268,7 @@ def test_a_unit_of_parameter_entries_only_is_fixed():
 def test_the_check_catches_a_bias_left_at_full_width(monkeypatch, windows):
     """Without the attn_mask rule the bias table is a unit of its own entries: it is fixed now,
     and the export that prunes heads but not the bias is caught, naming the attention."""
-    monkeypatch.setattr("razor_widgets.rules_matmul._mask_follows_heads", lambda ctx, node, qi: None)
+    monkeypatch.setattr("razor_widgets.analysis.rules_matmul._mask_follows_heads", lambda ctx, node, qi: None)
     model, _, mutator = prepared(BiasNet(), windows)
     table = unit_of(mutator, "attn.table")
     assert not table.is_mutable and "only the parameter(s) attn.table" in table.fixed_reasons[0]

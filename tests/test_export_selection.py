@@ -16,7 +16,7 @@ from torchvision.models.detection.image_list import ImageList
 
 from razor_widgets import ChannelMutator, ExportCheckWarning, ExportError
 from razor_widgets.mutators import channel_mutator
-from razor_widgets.structured_values import structural_leaves
+from razor_widgets.trace.structured_values import structural_leaves
 
 from conftest import make_nontrivial
 

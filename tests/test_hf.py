@@ -14,9 +14,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from razor_widgets import ChannelMutator, count_resources
-from razor_widgets.hf_export import HFConfigWarning
-from razor_widgets.resources import REFERENCE_FLOP_FORMULAS
-from razor_widgets.unit_labels import describe_unit, unit_label, unit_role
+from razor_widgets.analysis.unit_labels import describe_unit, unit_label, unit_role
+from razor_widgets.counting.resources import REFERENCE_FLOP_FORMULAS
+from razor_widgets.export.hf_export import HFConfigWarning
 
 transformers = pytest.importorskip("transformers")
 VOCAB = 128
@@ -288,7 +288,7 @@ def test_explicit_scale_does_not_fix_the_head_dim():
 def test_a_rule_that_meets_an_unexpected_form_freezes_with_a_warning(monkeypatch):
     """A rule that raises does not escape: the op's channels are fixed, with a warning naming
     the model, the op and the module."""
-    from razor_widgets import rules
+    from razor_widgets.analysis import rules
 
     original = rules.passthrough
 

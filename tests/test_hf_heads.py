@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from razor_widgets import ChannelMutator, count_resources
-from razor_widgets.hf_export import HFConfigWarning
-from razor_widgets.unit_labels import unit_role
+from razor_widgets.analysis.unit_labels import unit_role
+from razor_widgets.export.hf_export import HFConfigWarning
 
 transformers = pytest.importorskip("transformers")
 VOCAB = 128

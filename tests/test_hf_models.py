@@ -15,8 +15,8 @@ import torch
 from razor_widgets.cli import main
 from razor_widgets.dashboard import INPUT_SHAPE_ENV, MODEL_ENV
 from razor_widgets.dashboard.page import ERROR_CLASS, dashboard_page
-from razor_widgets.example_inputs import TensorInput, TokenInput
-from razor_widgets.model_loading import ModelLoadError, resolve_model
+from razor_widgets.models.loading import ModelLoadError, resolve_model
+from razor_widgets.trace.example_inputs import TensorInput, TokenInput
 
 transformers = pytest.importorskip("transformers")
 from razor_widgets.models.tiny_hf import TINY_VOCAB, tiny_config  # noqa: E402 (needs transformers)

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from razor_widgets import MODELS, ChannelMutator, ExportError, count_resources
-from razor_widgets.export_check import verify_export
-from razor_widgets.hf_export import HFConfigWarning
-from razor_widgets.model_outputs import narrowed_outputs, pinned_outputs
-from razor_widgets.unit_labels import unit_role
+from razor_widgets.analysis.unit_labels import unit_role
+from razor_widgets.channels.model_outputs import narrowed_outputs, pinned_outputs
+from razor_widgets.export.export_check import verify_export
+from razor_widgets.export.hf_export import HFConfigWarning
 
 transformers = pytest.importorskip("transformers")
 VOCAB = 128

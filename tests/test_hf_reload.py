@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from razor_widgets import ChannelMutator, HFConfigWarning
-from razor_widgets.hf_export import check_reload
-from razor_widgets.unit_labels import unit_role
+from razor_widgets.analysis.unit_labels import unit_role
+from razor_widgets.export.hf_export import check_reload
 
 transformers = pytest.importorskip("transformers")
 VOCAB = 128

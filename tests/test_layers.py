@@ -13,13 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from razor_widgets import ChannelMutator, UnprunableChannelsWarning, count_resources
-from razor_widgets.layers import (
-    CONV_TRANSPOSE,
-    DynamicConvTranspose2d,
-    function_kind,
-    kind_of,
-    leaf_kind,
-)
+from razor_widgets.layers import CONV_TRANSPOSE, DynamicConvTranspose2d, function_kind, kind_of, leaf_kind
 
 from conftest import make_nontrivial
 from oracle import zeroed_model

@@ -9,7 +9,7 @@ import torchvision
 from torch import nn
 
 from razor_widgets import ChannelMutator
-from razor_widgets.model_graph import KeptFractions, layered_layout
+from razor_widgets.analysis.model_graph import KeptFractions, layered_layout
 
 from conftest import prepare
 

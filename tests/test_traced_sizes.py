@@ -15,7 +15,7 @@ import torchvision
 from torch import nn
 
 from razor_widgets import ChannelMutator, UnprunableChannelsWarning, count_resources
-from razor_widgets.traced_size import TracedSize
+from razor_widgets.trace.traced_size import TracedSize
 
 
 class ReshapeBySize(nn.Module):

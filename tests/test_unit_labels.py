@@ -167,8 +167,8 @@ def test_the_explorer_shows_the_labels(one_thread):
 
 def test_the_layer_kinds_roles_read_are_registered():
     """Roles read layer kinds by name: a renamed kind would silently change labels."""
+    from razor_widgets.analysis.unit_labels import CHANNEL_NORM_KINDS, EXPERT_KINDS, LINEAR_KINDS
     from razor_widgets.layers.registry import KINDS
-    from razor_widgets.unit_labels import CHANNEL_NORM_KINDS, EXPERT_KINDS, LINEAR_KINDS
 
     assert CHANNEL_NORM_KINDS | EXPERT_KINDS | LINEAR_KINDS <= {kind.name for kind in KINDS}
 

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from vision_checks import check_model
 
-import razor_widgets.analysis as analysis
-import razor_widgets.rules as rules
+import razor_widgets.analysis.analyzer as analysis
+import razor_widgets.analysis.rules as rules
 from razor_widgets import ChannelMutator, TraceError
 
 from conftest import make_nontrivial
@@ -156,7 +156,7 @@ def test_a_bug_in_the_analysis_raises_trace_error(monkeypatch):
 
 
 def test_a_bug_in_a_rule_names_the_op_module_and_shapes(monkeypatch):
-    import razor_widgets.rules as rules
+    import razor_widgets.analysis.rules as rules
 
     def broken_apply(ctx, node):
         raise TypeError("simulated bug")

@@ -7,9 +7,9 @@ from typing import Any
 
 from torch import nn
 
+from ..counting.resources import Resources
 from ..mutators.channel_mutator import ChannelMutator
 from ..registry import MODELS
-from ..resources import Resources
 from .base import BaseAlgorithm
 
 logger = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from ..example_inputs import ExampleInput, run_model
-from ..model_loading import ModelSource, one_line
+from ..models.loading import ModelSource, one_line
+from ..trace.example_inputs import ExampleInput, run_model
 from . import INPUT_SHAPE_ENV, MODEL_ENV, NOTEBOOK, WORKDIR_ENV, format_shape
 
 

@@ -23,7 +23,18 @@ from .experts import FUSED_EXPERTS, DynamicFusedExperts
 from .group_norm import GROUP_NORM, DynamicGroupNorm
 from .layer_norm import LAYER_NORM, DynamicLayerNorm, guard_fused_paths, remove_fused_path_guards
 from .linear import LINEAR, DynamicLinear
-from .registry import KINDS, dynamic_op_for, function_kind, function_names, kind_of, leaf_kind, register_kind
+from .registry import (
+    KINDS,
+    LAYER_KINDS,
+    LayerKindRegistry,
+    dynamic_op_for,
+    function_kind,
+    function_names,
+    kind_of,
+    leaf_kind,
+    register_family_type,
+    register_kind,
+)
 from .rms_norm import RMS_NORM, DynamicRMSNorm
 from .transposed_linear import OWNED_LINEAR, TRANSPOSED_LINEAR, DynamicOwnedLinear, DynamicTransposedLinear
 
@@ -32,7 +43,8 @@ for _kind in (CONV, CONV_TRANSPOSE, LINEAR, BATCH_NORM, LAYER_NORM, GROUP_NORM, 
     register_kind(_kind)
 
 __all__ = [
-    "KINDS", "FunctionOwner", "LayerGeometry", "LayerKind", "Term", "register_kind", "kind_of",
+    "KINDS", "LAYER_KINDS", "LayerKindRegistry", "FunctionOwner", "LayerGeometry", "LayerKind", "Term", "register_kind",
+    "register_family_type", "kind_of",
     "leaf_kind", "function_kind", "function_names", "dynamic_op_for", "guard_fused_paths", "remove_fused_path_guards",
     "DynamicBatchNorm1d", "DynamicBatchNorm2d", "DynamicBatchNorm3d", "DynamicConv1d",
     "DynamicConv2d", "DynamicConv3d", "DynamicConvTranspose1d", "DynamicConvTranspose2d",

@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..channel_space import NONE
-from ..dynamic_ops import DynamicChannelMixin, index_of, kept_rows, raw
+from ..channels.channel_space import NONE
 from ..mutables.mutable_channel import MutableChannelContainer
 from ..registry import MODELS
-from ..tracing import Node
+from ..trace.graph import Node
 from .base import LayerGeometry, LayerKind, Term, group_union, raw_param
+from .dynamic_ops import DynamicChannelMixin, index_of, kept_rows, raw
 from .linear import DynamicLinear
 
 if TYPE_CHECKING:
-    from ..analysis import AnalysisContext
+    from ..channels.context import AnalysisContext
 
 
 def head_union(ctx: AnalysisContext, ids: torch.Tensor, heads: int) -> None:

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..tracing import Node, TensorRef
+from ..trace.graph import Node, TensorRef
 
 if TYPE_CHECKING:
-    from ..analysis import AnalysisContext
+    from ..channels.context import AnalysisContext
 
 Side = Any  # a fixed size (int) or an opaque kept-channel side made by the counter
 

@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..channel_space import varying_dims
-from ..dynamic_ops import DynamicChannelMixin, index_of, kept_rows
+from ..channels.channel_space import varying_dims
 from ..registry import MODELS
-from ..tracing import Node, TensorRef
+from ..trace.graph import Node, TensorRef
 from .base import coupled, first_input, node_arg, raw_param
+from .dynamic_ops import DynamicChannelMixin, index_of, kept_rows
 from .norm_common import NormKind, kept_parameters
 
 if TYPE_CHECKING:
-    from ..analysis import AnalysisContext
+    from ..channels.context import AnalysisContext
 
 
 def unowned_norm(ctx: AnalysisContext, node: Node) -> None:

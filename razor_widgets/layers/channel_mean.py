@@ -17,15 +17,15 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..channel_space import CONST
-from ..dynamic_ops import DynamicChannelMixin
+from ..channels.channel_space import CONST
 from ..registry import MODELS
 from .base import LayerKind
+from .dynamic_ops import DynamicChannelMixin
 from .registry import register_family_type
 
 if TYPE_CHECKING:
-    from ..analysis import AnalysisContext
-    from ..tracing import Node
+    from ..channels.context import AnalysisContext
+    from ..trace.graph import Node
 
 MEAN_OPS = frozenset({"mean"})
 

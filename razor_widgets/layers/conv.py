@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..derived_weights import derived_layer_rule, foreign_bias
-from ..dynamic_ops import DynamicChannelMixin, index_of, kept_rows, raw
 from ..registry import MODELS
-from ..tracing import Node, TensorRef
+from ..trace.graph import Node, TensorRef
 from .base import LayerGeometry, LayerKind, Term, first_input, group_union, positions, weights_along
+from .derived_weights import derived_layer_rule, foreign_bias
+from .dynamic_ops import DynamicChannelMixin, index_of, kept_rows, raw
 
 if TYPE_CHECKING:
-    from ..analysis import AnalysisContext
+    from ..channels.context import AnalysisContext
 
 
 def channel_dim(ref: TensorRef, batched_ndim: int) -> int:

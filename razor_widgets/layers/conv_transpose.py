@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..dynamic_ops import index_of, kept_rows, raw
 from ..registry import MODELS
-from ..tracing import Node
+from ..trace.graph import Node
 from .base import LayerGeometry, LayerKind, Term, first_input, node_arg, positions, weights_along
 from .conv import (
     DynamicConvMixin,
@@ -27,9 +26,10 @@ from .conv import (
     is_depthwise,
     spatial_channel_dim,
 )
+from .dynamic_ops import index_of, kept_rows, raw
 
 if TYPE_CHECKING:
-    from ..analysis import AnalysisContext
+    from ..channels.context import AnalysisContext
 
 
 class ConvTransposeKind(LayerKind):

@@ -16,8 +16,8 @@ from torch import nn
 from .base import LayerGeometry, LayerKind, Term
 
 if TYPE_CHECKING:
-    from ..analysis import AnalysisContext
-    from ..tracing import Node
+    from ..channels.context import AnalysisContext
+    from ..trace.graph import Node
 
 
 def embedding(ctx: AnalysisContext, node: Node) -> None:

@@ -24,15 +24,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..channel_space import CONST
-from ..dynamic_ops import DynamicChannelMixin
+from ..channels.channel_space import CONST
 from ..registry import MODELS
 from .base import LayerKind
+from .dynamic_ops import DynamicChannelMixin
 from .registry import register_family_type
 
 if TYPE_CHECKING:
-    from ..analysis import AnalysisContext
-    from ..tracing import Node, TensorRef
+    from ..channels.context import AnalysisContext
+    from ..trace.graph import Node, TensorRef
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class ExpertWeight:
 def expert_slice(ctx: AnalysisContext, node: Node) -> bool:
     """``P[e]`` (one index) or ``P.transpose(-2, -1)`` of a 3-D parameter: remember what the
     result is (no element per entry); False when it is another read."""
-    from ..tracing import TensorRef
+    from ..trace.graph import TensorRef
 
     src = node.input_refs()[0]
     if src.param is None or len(src.shape) != 3:

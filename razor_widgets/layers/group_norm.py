@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import MODELS
-from ..tracing import Node
+from ..trace.graph import Node
 from .base import coupled, first_input, node_arg
 from .norm_common import DynamicKeptChannelsNormMixin, NormKind
 
 if TYPE_CHECKING:
-    from ..analysis import AnalysisContext
+    from ..channels.context import AnalysisContext
 
 
 class GroupNormKind(NormKind):

@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ..channel_space import varying_dims
-from ..derived_weights import derived_layer_rule, foreign_bias
-from ..dynamic_ops import index_of, kept_rows, raw
+from ..channels.channel_space import varying_dims
 from ..registry import MODELS
-from ..tracing import Node, TensorRef
+from ..trace.graph import Node, TensorRef
 from .base import LayerGeometry, LayerKind, Term, first_input, weights_along
 from .conv import DynamicConvMixin
+from .derived_weights import derived_layer_rule, foreign_bias
+from .dynamic_ops import index_of, kept_rows, raw
 
 if TYPE_CHECKING:
-    from ..analysis import AnalysisContext
+    from ..channels.context import AnalysisContext
 
 
 def linear_rule(ctx: AnalysisContext, name: str, x: TensorRef, out: TensorRef, out_features: int) -> None:

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..dynamic_ops import DynamicChannelMixin, index_of, kept_rows
 from .base import LayerGeometry, LayerKind, Term, raw_param
+from .dynamic_ops import DynamicChannelMixin, index_of, kept_rows
 
 
 class NormKind(LayerKind):

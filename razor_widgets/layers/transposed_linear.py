@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ..dynamic_ops import DynamicChannelMixin, index_of, kept_rows, raw
 from ..registry import MODELS
 from .base import FunctionOwner, LayerGeometry, LayerKind, Term, positions
+from .dynamic_ops import DynamicChannelMixin, index_of, kept_rows, raw
 from .linear import LinearWeights, features_rule
 from .registry import register_family_type
 
 if TYPE_CHECKING:
-    from ..analysis import AnalysisContext
-    from ..tracing import Node, TensorRef
+    from ..channels.context import AnalysisContext
+    from ..trace.graph import Node, TensorRef
 
 
 class TransposedLinearKind(LinearWeights, LayerKind):
@@ -78,7 +78,7 @@ class TransposedLinearKind(LinearWeights, LayerKind):
 
 
 def _arg(node: Node, index: int, key: str) -> TensorRef | None:
-    from ..tracing import TensorRef
+    from ..trace.graph import TensorRef
 
     value = node.args[index] if len(node.args) > index else node.kwargs.get(key)
     return value if isinstance(value, TensorRef) else None

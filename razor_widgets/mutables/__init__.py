@@ -8,14 +8,6 @@ from .derived import (
     derive_expand_mutable,
 )
 from .diff_mutable_module import DiffMutableModule, DiffMutableOP
-from .importance_units import (
-    ActivationMutableChannelUnit,
-    BNScaleMutableChannelUnit,
-    ImportanceMutableChannelUnit,
-    L2MutableChannelUnit,
-    RandomMutableChannelUnit,
-    TaylorMutableChannelUnit,
-)
 from .mutable_channel import (
     BaseMutableChannel,
     DerivedMutableChannel,
@@ -44,7 +36,4 @@ __all__ = [
     "derive_concat_mutable", "derive_divide_mutable", "derive_expand_mutable", "DiffMutableModule",
     "DiffMutableOP", "MutableModule", "OneShotMutableModule", "OneShotMutableOP", "MutableValue",
     "OneShotMutableValue",
-    # units ranked by importance criteria (importance.py), cached
-    "ActivationMutableChannelUnit", "BNScaleMutableChannelUnit", "ImportanceMutableChannelUnit",
-    "L2MutableChannelUnit", "RandomMutableChannelUnit", "TaylorMutableChannelUnit",
 ]

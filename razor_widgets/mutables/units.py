@@ -7,16 +7,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..channel_range import Channel
+from ..channels.channel_range import Channel
 from ..registry import MODELS
 from .base import BaseMutable
 from .importance_cache import CachedImportanceMixin
-from .mutable_channel import (
-    BaseMutableChannel,
-    DerivedMutableChannel,
-    MutableChannelContainer,
-    SimpleMutableChannel,
-)
+from .mutable_channel import BaseMutableChannel, DerivedMutableChannel, MutableChannelContainer, SimpleMutableChannel
 
 
 def make_divisible(value: float, divisor: int, min_value: int | None = None,

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..analysis import ChannelAnalysis
-from ..channel_range import Channel
+from ..channels.analysis_result import ChannelAnalysis
+from ..channels.channel_range import Channel
 from ..layers import kind_of
 from ..mutables.units import MutableChannelUnit
 

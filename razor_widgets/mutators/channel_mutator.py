@@ -9,20 +9,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..analysis import ChannelAnalysis, ChannelAnalyzer, UnitSpec
-from ..dynamic_ops import DynamicChannelMixin
-from ..export_check import verify_export
-from ..hf_export import check_reload as check_reload_of
-from ..hf_export import update_hf_models
+from ..analysis.analyzer import ChannelAnalyzer
+from ..analysis.rules import RULES
+from ..analysis.unit_labels import assign_roles
+from ..channels.analysis_result import ChannelAnalysis, UnitSpec
+from ..counting.live_counter import ResourceCounter, mutator_resources
+from ..counting.resources import Resources
+from ..export.export_check import verify_export
+from ..export.hf_export import check_reload as check_reload_of
+from ..export.hf_export import update_hf_models
+from ..export.shared_params import retie
 from ..layers import dynamic_op_for, guard_fused_paths, remove_fused_path_guards
-from ..live_counter import ResourceCounter, mutator_resources
-from ..meta_device import require_real_weights
+from ..layers.dynamic_ops import DynamicChannelMixin
 from ..mutables.units import Channel, MutableChannelUnit
 from ..registry import MODELS
-from ..resources import Resources
-from ..rules import RULES
-from ..tracing import TracedGraph, Tracer, check_path_is_static, make_example_inputs
-from ..unit_labels import assign_roles
+from ..trace.graph import TracedGraph
+from ..trace.meta_device import require_real_weights
+from ..trace.tracer import Tracer, check_path_is_static, make_example_inputs
 from .base import BaseMutator
 from .channel_config import (
     attribute_positions,
@@ -35,8 +38,8 @@ from .channel_config import (
     outputs_from_cfg,
     plain,
 )
+from .param_owners import convert_param_owners, set_submodule
 from .prepared_mark import PREPARED_MARK, PreparedMark, is_prepared
-from .shared_params import convert_param_owners, retie
 
 TRACER_TYPES = ("ChannelAnalyzer", "BackwardTracer", "FxTracer", "PruneTracer")
 DEFAULT_PARSE_CFG = {"type": "ChannelAnalyzer", "demo_input": (1, 3, 224, 224)}
@@ -219,7 +222,7 @@ class ChannelMutator(BaseMutator):
                     continue
                 raise TypeError(f"layer {name!r} ({type(module).__name__}) has no dynamic op")
             new = dynamic_cls.convert_from(module)
-            _set_submodule(model, name, new)
+            set_submodule(model, name, new)
             converted[name] = new
             for child in new.dynamic_children:  # made dynamic with their parent (MHA's out_proj)
                 converted[f"{name}.{child}"] = getattr(new, child)
@@ -268,7 +271,7 @@ class ChannelMutator(BaseMutator):
         if graph is None:
             import networkx as nx  # imported only when a graph is asked for
 
-            from ..model_graph import build_model_graph
+            from ..analysis.model_graph import build_model_graph
             graph = self.__dict__["_model_graph"] = nx.freeze(build_model_graph(self))
         return graph
 
@@ -386,7 +389,7 @@ class ChannelMutator(BaseMutator):
         remove_fused_path_guards(static)
         for name, module in list(static.named_modules()):
             if isinstance(module, DynamicChannelMixin) and not _exported_by_parent(static, name):
-                _set_submodule(static, name, module.to_static_op())
+                set_submodule(static, name, module.to_static_op())
         for (qualname, dim), mask in self._param_masks().items():
             owner_name, _, attr = qualname.rpartition(".")
             owner = static.get_submodule(owner_name) if owner_name else static
@@ -447,12 +450,6 @@ def _own_tensors(static: nn.Module, originals: dict[int, torch.Tensor]) -> None:
 
 def _parameter_copy(param: torch.Tensor) -> nn.Parameter:
     return nn.Parameter(param.detach().clone(), requires_grad=param.requires_grad)
-
-
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
 
 
 @MODELS.register_module()

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..module_counter import CandidateCounter
+from ..counting.module_counter import CandidateCounter
+from ..counting.resources import Resources
 from ..mutables.diff_mutable_module import DiffMutableModule
 from ..mutables.mutable_module import MutableModule, OneShotMutableModule
 from ..registry import MODELS
-from ..resources import Resources
 from .base import BaseMutator
 
 

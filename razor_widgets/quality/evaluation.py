@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..calibration import Batch, calibration_batches, split_batch
+from ..importance.calibration import Batch, calibration_batches, split_batch
 
 __all__ = ["EvalFn", "EvaluationError", "Batch", "calibration_batches", "split_batch", "to_score",
            "describe", "restored_choices"]

@@ -5,7 +5,7 @@ import html
 
 import ipywidgets as widgets
 
-from ..resources import Resources
+from ..counting.resources import Resources
 
 # (label, attribute, what it counts): the labels of docs/counting.md
 ROWS = (

@@ -15,13 +15,13 @@ from typing import Any
 import ipywidgets as widgets
 from torch import nn
 
+from ..analysis.unit_labels import unit_label
 from ..budget import BudgetFit, choice_for_fraction
-from ..export_check import ExportError
+from ..counting.resources import Resources
+from ..export.export_check import ExportError
+from ..export.plans import PlanError
 from ..mutators.channel_mutator import ChannelMutator
-from ..plans import PlanError
 from ..pruning_session import ModuleGroup, PruningSession
-from ..resources import Resources
-from ..unit_labels import unit_label
 from .counters import ResourceCounters
 from .graph_view import GraphView
 from .history import ChoiceHistory

@@ -24,7 +24,7 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.colors import to_hex
 
-from ..model_graph import KeptFractions, layered_layout
+from ..analysis.model_graph import KeptFractions, layered_layout
 from .debounce import Debouncer
 
 CMAP = mpl.colormaps["RdYlGn"]  # red: most channels pruned, green: all kept

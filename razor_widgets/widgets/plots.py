@@ -6,7 +6,7 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 
-from ..unit_labels import unit_label
+from ..analysis.unit_labels import unit_label
 from .figures import figure_png, new_figure
 
 KEPT, PRUNED, BEFORE, AFTER = "#2e8b57", "#e0a0a0", "#d8d8d8", "#3b6ea8"

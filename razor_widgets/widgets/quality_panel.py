@@ -196,7 +196,7 @@ def quality_section(explorer: Any, eval_fn: Callable | None, calibration: Any = 
     """The explorer's Quality section (None without ``eval_fn``), added below its sliders.
     ``calibration`` is handed to the units whose importance needs data."""
     if calibration is not None:
-        from ..importance import calibrate  # the criteria that read activations (Taylor, activation)
+        from ..importance.criteria import calibrate  # the criteria that read activations (Taylor, activation)
         calibrate(explorer.mutator, calibration)
     if eval_fn is None:
         return None

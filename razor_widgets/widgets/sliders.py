@@ -9,9 +9,9 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from ..analysis.unit_labels import describe_unit, unit_label
 from ..budget import number_step, smallest_number
 from ..mutables.units import MutableChannelUnit
-from ..unit_labels import describe_unit, unit_label
 from .quiet_panel import QuietPanel, same_value
 
 MAX_GROUP = 24  # a section with more units is split by the next level of the module path

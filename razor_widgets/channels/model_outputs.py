@@ -1,0 +1,132 @@
+"""Which of a model's outputs keep their shape, and which follow the pruned model.
+
+A model's outputs keep their shape, so an output that carries channels pins them. Hugging Face
+models return more than their prediction: T5 and BART return ``encoder_last_hidden_state``,
+``output_hidden_states=True`` adds every layer's states, ``output_attentions=True`` every
+layer's attention weights. Pinning those would fix the hidden size and the heads of every
+model that returns them, although a user who prunes a language model expects the logits to
+keep their shape, not the internal activations. The policy:
+
+- **An output with a prediction** (a dict, HF ``ModelOutput`` or dataclass with a field named
+  ``logits`` or ``*_logits``): the fields that merely expose internal activations
+  (:data:`ACTIVATION_FIELD`: ``*hidden_state``, ``*hidden_states``, ``*attentions``,
+  ``*past_key_values``) follow the pruned model, so the export returns them narrower; every
+  other field (the logits, the loss, anything not recognised) keeps its shape.
+- **Any other output** keeps the shape of every tensor: ``BertModel``'s output *is* its hidden
+  states, and a plain module's output is its result.
+- **The user says** (``ChannelMutator(parse_cfg={"fixed_outputs": [...]})``): the named outputs
+  (top-level keys, or positions of a tuple output) keep their shape and every other follows;
+  ``[]`` pins none.
+
+An output that follows the pruned model is compared by the export check on the channels the
+export keeps (``export_check.py``). One whose channels vary along several dims cannot be cut
+that way and stays pinned.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from ..trace.structured_values import OutputPath, output_name
+from .channel_space import varying_dims
+
+PREDICTION_FIELD = re.compile(r"(^|_)logits$")
+ACTIVATION_FIELD = re.compile(r"(^|_)(hidden_states?|attentions|past_key_values)$")
+
+def pinned_outputs(paths: list[OutputPath], fixed_outputs: Iterable[str | int] | str | int | None = None
+                   ) -> list[bool]:
+    """For each output path: does it keep its shape? (the policy in the module docstring).
+    ``fixed_outputs`` names the top-level outputs that do (None: decide by the fields' names);
+    a name the output does not have raises ValueError listing those it has."""
+    tops = [p[0] if p else None for p in paths]
+    if fixed_outputs is None:
+        names = [t for t in tops if isinstance(t, str)]
+        if not any(PREDICTION_FIELD.search(n) for n in names):
+            return [True] * len(paths)
+        return [not (isinstance(t, str) and ACTIVATION_FIELD.search(t)) for t in tops]
+    wanted = [fixed_outputs] if isinstance(fixed_outputs, (str, int)) else list(fixed_outputs)
+    if not all(isinstance(w, (str, int)) for w in wanted):
+        raise TypeError(f"fixed_outputs takes output names (str) or positions (int), got {fixed_outputs!r}")
+    known = list(dict.fromkeys(t for t in tops if t is not None))
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        raise ValueError(f"fixed_outputs names {', '.join(map(repr, unknown))}, which the model's output does "
+                         f"not have; it has {', '.join(map(repr, known)) or 'a single tensor (no names)'}")
+    return [t in wanted for t in tops]
+
+
+def output_paths(graph: Any) -> list[OutputPath]:
+    """The paths of a traced graph's outputs; a graph recorded without them: every output
+    unnamed (so every one keeps its shape)."""
+    paths = list(getattr(graph, "output_paths", None) or [])
+    return paths if len(paths) == len(graph.outputs) else [()] * len(graph.outputs)
+
+
+def pin_outputs(ctx: Any, fixed_outputs: Any = None) -> dict[OutputPath, dict[int, torch.Tensor]]:
+    """Fix the channels of the outputs that keep their shape; return, for every other output,
+    the element ids along each dim in which they vary (one dim: a free output is cut along it)."""
+    graph = ctx.graph
+    paths = output_paths(graph)
+    free: dict[OutputPath, dict[int, torch.Tensor]] = {}
+    for ref, path, pinned in zip(graph.outputs, paths, pinned_outputs(paths, fixed_outputs)):
+        ids = ctx.get(ref)
+        dims = varying_dims(ids)
+        if not pinned and len(dims) <= 1:
+            free[path] = {d: ids.movedim(d, 0).reshape(ids.shape[d], -1)[:, 0].clone() for d in dims}
+        else:
+            reason = "model output" + (f" {output_name(path)!r}" if path else "")
+            ctx.fix(ids, reason if pinned else f"{reason} (its channels vary along several dims)")
+    return free
+
+
+def narrowed_outputs(tree: Any, kept: dict[OutputPath, dict[int, torch.Tensor]], path: OutputPath = ()) -> Any:
+    """A copy of the output ``tree`` (containers only, no tensor copied) in which the leaf at
+    each path of ``kept`` holds only the positions ``kept[path][dim]`` along each dim: the
+    masked model's free outputs cut to what the export returns."""
+    if not any(p[:len(path)] == path for p in kept):
+        return tree
+    if path in kept and isinstance(tree, torch.Tensor):
+        for dim, index in kept[path].items():
+            tree = tree.index_select(dim, index.to(tree.device))
+        return tree
+    if isinstance(tree, (list, tuple)):
+        items = [narrowed_outputs(x, kept, (*path, i)) for i, x in enumerate(tree)]
+        if isinstance(tree, list):
+            return items
+        return type(tree)(*items) if hasattr(tree, "_fields") else tuple(items)
+    if isinstance(tree, dict):
+        new = copy.copy(tree)  # a ModelOutput stays one (its item and attribute are set together)
+        for k, x in tree.items():
+            new[k] = narrowed_outputs(x, kept, (*path, k))
+        return new
+    if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
+        new = copy.copy(tree)
+        for f in dataclasses.fields(tree):
+            object.__setattr__(new, f.name, narrowed_outputs(getattr(tree, f.name), kept, (*path, f.name)))
+        return new
+    return tree
+
+
+def dataclasses_as_dicts(tree: Any) -> Any:
+    """The output with every dataclass that is not a dict turned into a dict of its fields, so
+    that a comparison sees their tensors (a ``ModelOutput`` is a dict already)."""
+    if isinstance(tree, (list, tuple)):
+        items = [dataclasses_as_dicts(x) for x in tree]
+        if isinstance(tree, list):
+            return items
+        return type(tree)(*items) if hasattr(tree, "_fields") else tuple(items)
+    if isinstance(tree, dict):
+        if not any(isinstance(x, (list, tuple, dict)) or dataclasses.is_dataclass(x) for x in tree.values()):
+            return tree
+        new = copy.copy(tree)
+        for k, x in tree.items():
+            new[k] = dataclasses_as_dicts(x)
+        return new
+    if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
+        return {f.name: dataclasses_as_dicts(getattr(tree, f.name)) for f in dataclasses.fields(tree)}
+    return tree

@@ -1,0 +1,176 @@
+"""Params, MACs and FLOPs: the result type and the reference count of any plain model.
+
+The convention (``docs/counting.md``): **MACs** are the multiply-accumulates of every
+convolution (grouped and depthwise: ``out_elems * c_in / groups * kernel_area``), every
+linear layer over all leading dims, and attention matmuls (Q·Kᵀ and A·V); nothing else.
+**FLOPs** are ``2 * MACs``, which is what :class:`torch.utils.flop_counter.FlopCounterMode`
+reports. **Params** are ``sum(p.numel() for p in model.parameters())`` of the exported
+static model (frozen parameters, class tokens, position embeddings and layer scales count).
+
+:func:`count_resources` (and :func:`reference_flops`) runs one forward pass of any model
+under ``FlopCounterMode``, with both of its traps handled: CPU flash attention gets a
+formula, and the fused multi-head attention fast path (``torch.backends.mha``) is switched off. The live counter
+of a prepared mutator (``counting.py``) gives the same numbers without a forward pass.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from ..trace.tracer import _split_inputs
+
+__all__ = ["Resources", "count_resources", "reference_flops", "REFERENCE_FLOP_FORMULAS"]
+
+
+# -- the result ---------------------------------------------------------------------------------
+def _human(n: float) -> str:
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.1f} {suffix}"
+    return f"{n:.0f}"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Params, MACs and FLOPs of a model at some choices, with its full-choice figures.
+
+    ``flops == 2 * macs`` always (FlopCounterMode's scale); most other tools (fvcore, thop,
+    ptflops, MMRazor, Torch-Pruning) print the ``macs`` figure, often calling it "FLOPs".
+    """
+
+    params: int
+    macs: int
+    original_params: int | None = None
+    original_macs: int | None = None
+    flops: int = field(init=False)
+    original_flops: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.original_params is None:
+            object.__setattr__(self, "original_params", self.params)
+        if self.original_macs is None:
+            object.__setattr__(self, "original_macs", self.macs)
+        object.__setattr__(self, "flops", 2 * self.macs)
+        object.__setattr__(self, "original_flops", 2 * self.original_macs)
+
+    @staticmethod
+    def _percent(value: int, original: int) -> float:
+        return 100.0 * value / original if original else (100.0 if value == 0 else math.inf)
+
+    @property
+    def params_percent(self) -> float:
+        """Params as a percentage of the original params."""
+        return self._percent(self.params, self.original_params)
+
+    @property
+    def macs_percent(self) -> float:
+        """MACs as a percentage of the original MACs (the same as ``flops_percent``)."""
+        return self._percent(self.macs, self.original_macs)
+
+    @property
+    def flops_percent(self) -> float:
+        return self.macs_percent
+
+    def __add__(self, other: Resources) -> Resources:
+        if not isinstance(other, Resources):
+            return NotImplemented
+        return Resources(self.params + other.params, self.macs + other.macs,
+                         self.original_params + other.original_params,
+                         self.original_macs + other.original_macs)
+
+    def __radd__(self, other: Any) -> Resources:
+        return self if other == 0 else self.__add__(other)  # sum() starts from 0
+
+    def summary(self) -> str:
+        """E.g. ``'12.3 M params (48 % of 25.6 M), 2.0 G MACs (49 % of 4.1 G) = 4.0 G FLOPs'``."""
+        return (f"{_human(self.params)} params ({self.params_percent:.0f} % of "
+                f"{_human(self.original_params)}), {_human(self.macs)} MACs "
+                f"({self.macs_percent:.0f} % of {_human(self.original_macs)}) = "
+                f"{_human(self.flops)} FLOPs")
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+# -- the reference: one forward under FlopCounterMode -------------------------------------------
+def _cpu_flash_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
+    # the same formula as FlopCounterMode's registered SDPA ops (trap 1 of docs/counting.md)
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _cpu_flash_sdpa_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args,
+                                  out_shape=None, **kwargs):
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+def _grouped_mm_flop(a_shape, b_shape, *args, out_shape=None, **kwargs):
+    # MoE experts (transformers' grouped form): every row of ``a`` [rows, k] times one expert's
+    # [k, n] matrix of ``b`` [experts, k, n]; FlopCounterMode has no formula for it (counts 0)
+    if len(a_shape) == 2 and len(b_shape) == 3:
+        return 2 * a_shape[0] * a_shape[1] * b_shape[2]
+    return 2 * math.prod(out_shape) * a_shape[-1] if out_shape is not None else 0
+
+
+_aten = torch.ops.aten
+REFERENCE_FLOP_FORMULAS: dict[Any, Any] = {}
+if hasattr(_aten, "_grouped_mm"):
+    REFERENCE_FLOP_FORMULAS[_aten._grouped_mm] = _grouped_mm_flop
+if hasattr(_aten, "_scaled_dot_product_flash_attention_for_cpu"):
+    REFERENCE_FLOP_FORMULAS[_aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_flash_sdpa_flop
+if hasattr(_aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+    REFERENCE_FLOP_FORMULAS[_aten._scaled_dot_product_flash_attention_for_cpu_backward] = (
+        _cpu_flash_sdpa_backward_flop)
+
+
+@contextlib.contextmanager
+def _counting_mode() -> Iterator[None]:
+    """Autograd on and the fused MHA / transformer fast path off (trap 2 of docs/counting.md):
+    the fused kernels are invisible to FlopCounterMode and would count as 0."""
+    mha = getattr(torch.backends, "mha", None)
+    fastpath = mha.get_fastpath_enabled() if mha is not None else None
+    try:
+        if mha is not None:
+            mha.set_fastpath_enabled(False)
+        with torch.enable_grad():
+            yield
+    finally:
+        if mha is not None:
+            mha.set_fastpath_enabled(fastpath)
+
+
+def reference_flops(model: nn.Module, example_inputs: Any) -> int:
+    """FLOPs of one forward of ``model`` counted by ``FlopCounterMode``, both traps handled.
+
+    ``example_inputs`` is a tensor, a tuple of positional inputs or a dict of keyword inputs.
+    The model runs in its own train/eval mode; its buffers and the RNG state are restored.
+    """
+    args, kwargs = _split_inputs(example_inputs)
+    saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()
+             if not isinstance(v, nn.Parameter)}
+    try:
+        with torch.random.fork_rng(devices=[]), _counting_mode(), \
+                FlopCounterMode(display=False, custom_mapping=REFERENCE_FLOP_FORMULAS) as counter:
+            model(*args, **kwargs)
+    finally:
+        with torch.no_grad():
+            for key, value in model.state_dict(keep_vars=True).items():
+                if key in saved:
+                    value.copy_(saved[key])
+    return int(counter.get_total_flops())
+
+
+def count_resources(model: nn.Module, example_inputs: Any) -> Resources:
+    """Params and MACs/FLOPs of any plain model by one forward pass (the reference count).
+
+    Params are ``sum(p.numel() for p in model.parameters())`` (shared parameters once,
+    frozen ones included); FLOPs come from :func:`reference_flops` and MACs are half of them.
+    """
+    params = sum(p.numel() for p in model.parameters())
+    return Resources(params, reference_flops(model, example_inputs) // 2)

@@ -1,0 +1,16 @@
+"""Stage 8, importance: how much each channel of a unit matters. The criteria, the calibration
+pass of the data criteria, and the unit types that rank channels by them."""
+from .calibration import Batch, calibration_batches, split_batch
+from .criteria import calibrate
+from .units import (
+    ActivationMutableChannelUnit,
+    BNScaleMutableChannelUnit,
+    ImportanceMutableChannelUnit,
+    L2MutableChannelUnit,
+    RandomMutableChannelUnit,
+    TaylorMutableChannelUnit,
+)
+
+__all__ = ["ActivationMutableChannelUnit", "BNScaleMutableChannelUnit", "Batch", "ImportanceMutableChannelUnit",
+           "L2MutableChannelUnit", "RandomMutableChannelUnit", "TaylorMutableChannelUnit", "calibrate",
+           "calibration_batches", "split_batch"]
