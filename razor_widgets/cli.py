@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .models.loading import DEFAULT_MODEL, ModelLoadError, ModelSource, one_line, resolve_model
+from .model_loading import DEFAULT_MODEL, ModelLoadError, ModelSource, one_line, resolve_model
 from .trace.example_inputs import ExampleInput, run_model
 
 if TYPE_CHECKING:

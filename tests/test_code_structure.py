@@ -30,7 +30,7 @@ STAGES = [
     ["export"],
     ["mutators"],
     ["importance", "budget", "quality", "algorithms"],
-    ["models"],
+    ["models", "model_loading"],
     ["pruning_session"],
     ["widgets", "dashboard"],
     ["cli", "__main__", "exports"],

@@ -15,7 +15,7 @@ import torch
 from razor_widgets.cli import main
 from razor_widgets.dashboard import INPUT_SHAPE_ENV, MODEL_ENV
 from razor_widgets.dashboard.page import ERROR_CLASS, dashboard_page
-from razor_widgets.models.loading import ModelLoadError, resolve_model
+from razor_widgets.model_loading import ModelLoadError, resolve_model
 from razor_widgets.trace.example_inputs import TensorInput, TokenInput
 
 transformers = pytest.importorskip("transformers")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from razor_widgets.models import loading as model_loading
-from razor_widgets.models.loading import NAMED_MODELS, ModelLoadError, load_model, register_model, resolve_model
+from razor_widgets import model_loading as model_loading
+from razor_widgets.model_loading import NAMED_MODELS, ModelLoadError, load_model, register_model, resolve_model
 
 PACKAGE = Path(model_loading.__file__).resolve().parent
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import ipywidgets as widgets
 
-from ..models.loading import DEFAULT_INPUT_SHAPE, DEFAULT_MODEL
+from ..model_loading import DEFAULT_INPUT_SHAPE, DEFAULT_MODEL
 from . import INPUT_SHAPE_ENV, MODEL_ENV, WORKDIR_ENV, format_shape, parse_shape
 
 STATUS_CLASS = "razor-dashboard-status"
@@ -45,7 +45,7 @@ def _shape_of(spec: str) -> tuple[int, ...]:
     ``spec`` names nothing: the background build then reports why)."""
     if INPUT_SHAPE_ENV in os.environ:
         return parse_shape(os.environ[INPUT_SHAPE_ENV])
-    from ..models.loading import ModelLoadError, resolve_model
+    from ..model_loading import ModelLoadError, resolve_model
 
     try:
         return resolve_model(spec).input_shape
@@ -56,7 +56,7 @@ def _shape_of(spec: str) -> tuple[int, ...]:
 def _input_words(spec: str, shape: tuple[int, ...]) -> str:
     """What the page traces on, in words: 'token ids of shape (1, 8) (batch, tokens)' or
     'an input of shape (1, 3, 224, 224)'."""
-    from ..models.loading import ModelLoadError, resolve_model
+    from ..model_loading import ModelLoadError, resolve_model
 
     try:
         return resolve_model(spec).example.with_shape(shape).describe()
@@ -83,7 +83,7 @@ def _build(page: widgets.VBox, status: widgets.HTML, spec: str, shape: tuple[int
     """Build the model and the explorer (in a background thread), then show it in ``page``."""
     try:
         from .. import PruningExplorer
-        from ..models.loading import resolve_model
+        from ..model_loading import resolve_model
 
         source = resolve_model(spec)
         inputs = source.example.with_shape(shape).make()  # a random tensor, or token ids (batch x tokens)

@@ -24,7 +24,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from ..models.loading import ModelSource, one_line
+from ..model_loading import ModelSource, one_line
 from ..trace.example_inputs import ExampleInput, run_model
 from . import INPUT_SHAPE_ENV, MODEL_ENV, NOTEBOOK, WORKDIR_ENV, format_shape
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..trace.example_inputs import ExampleInput, TensorInput, TokenInput
+from .trace.example_inputs import ExampleInput, TensorInput, TokenInput
 
 if TYPE_CHECKING:
     from torch import nn
@@ -215,7 +215,7 @@ def _resolve_hf(spec: str) -> ModelSource:
                              f"config.json or its directory")
     if importlib.util.find_spec("transformers") is None:
         raise ModelLoadError(f"{spec!r} needs transformers: {HF_INSTALL}")
-    from . import tiny_hf
+    from .models import tiny_hf
 
     try:
         if _is_path(target):
