@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from razor_widgets import ChannelMutator, IteAlgorithm, LossHistory, full_choice_copy
-from razor_widgets.quality import finetune
+from razor_widgets import ChannelMutator, IteAlgorithm, LossHistory, finetune, full_choice_copy
 from razor_widgets.quality.finetune import kd_loss
 
 from conftest import prepare

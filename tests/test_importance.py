@@ -27,7 +27,7 @@ from razor_widgets import (
     count_resources,
     sensitivity_scan,
 )
-from razor_widgets.importance import criteria as criteria
+from razor_widgets.importance import criteria
 
 from conftest import make_nontrivial
 from oracle import zeroed_model

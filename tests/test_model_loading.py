@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from razor_widgets import model_loading as model_loading
+from razor_widgets import model_loading
 from razor_widgets.model_loading import NAMED_MODELS, ModelLoadError, load_model, register_model, resolve_model
 
 PACKAGE = Path(model_loading.__file__).resolve().parent

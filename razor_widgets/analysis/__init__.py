@@ -1,3 +1,3 @@
-"""Stage 4, analysis: the analyzer that runs the rule table (layer kinds' rules plus the
+"""Analysis: the analyzer that runs the rule table (layer kinds' rules plus the
 elementwise, movement and product rules) over a traced graph, the replays on compressed ids,
 unit building, and what a unit is (labels, the model graph)."""

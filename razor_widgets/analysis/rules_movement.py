@@ -12,6 +12,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from ..channels.channel_space import CONST, compress, varying_dims
 from ..channels.context import AnalysisContext
 from ..channels.op_names import CREATION
+from ..layers.experts import expert_slice
 from ..trace.graph import Node, TensorRef
 from ..trace.traced_size import AttrRef, TracedSize, attribute_sources, bare_attribute, shape_sources
 from .position_replay import POSITIONAL, position_replay
@@ -157,8 +158,6 @@ def movement(ctx: AnalysisContext, node: Node) -> None:
     if node.name == "pad" and _pads_only_uniform_dims(ctx, node):  # reflect/replicate/circular:
         ctx.set(node.output_refs()[0], ctx.get(first_input(node)))  # positions move, channels stay
         return None
-    from ..layers.experts import expert_slice  # layers build on this module
-
     if node.name in ("__getitem__", "transpose", "swapaxes") and expert_slice(ctx, node):
         return None
     args: tuple = ()  # reshapes and joins first run on compressed ids (``shrunk_replay.py``)

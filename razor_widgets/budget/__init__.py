@@ -1,4 +1,4 @@
-"""Stage 8, budget: choices that meet a budget ("keep X % of MACs"), spread uniformly, by L1
+"""Budget: choices that meet a budget ("keep X % of MACs"), spread uniformly, by L1
 importance or by measured sensitivity, and a unit's valid choice for a wanted fraction."""
 from .fit import BudgetFit, fit_budget, l1_importance
 from .unit_choices import choice_for_fraction, number_step, smallest_number

@@ -1,3 +1,3 @@
-"""Stage 5, counting: exact params, MACs and FLOPs. The count spec (formulas over the units'
+"""Counting: exact params, MACs and FLOPs. The count spec (formulas over the units'
 kept channels), the live counter that evaluates it, the reference counter of any plain model,
 and the supernet counter of searchable ops."""

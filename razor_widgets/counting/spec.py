@@ -23,6 +23,8 @@ from torch import nn
 from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..analysis import rules
+from ..analysis.rules_matmul import add_product_operands
 from ..channels.analysis_result import ChannelAnalysis
 from ..layers import KINDS, LayerGeometry, LayerKind, Term, function_kind, kind_of, leaf_kind
 from ..layers.base import FunctionOwner, Side
@@ -376,8 +378,6 @@ def _fn_matmul(builder: _Builder, node: Node) -> bool:
 
 def _fn_add_product(builder: _Builder, node: Node) -> bool:
     """``baddbmm``/``addbmm``/``addmm``: the MACs of ``b1 @ b2`` (``addbmm`` sums its batch)."""
-    from ..analysis.rules_matmul import add_product_operands
-
     operands = add_product_operands(node)
     out = node.output_refs()[0]
     if operands is None or len(operands[1].shape) != len(operands[2].shape) or len(operands[1].shape) < 2:
@@ -441,8 +441,6 @@ FUNCTION_OPS = {
 
 
 def _no_compute() -> frozenset[str]:
-    from ..analysis import rules
-
     norms = {name for kind in KINDS if not kind.has_macs for name in kind.functions}
     return frozenset(rules.PASSTHROUGH | rules.ELEMENTWISE | rules.MOVEMENT | rules.CREATION
                      | rules.REDUCTIONS | set(rules.POOLING) | norms

@@ -1,4 +1,4 @@
-"""Stage 8, importance: how much each channel of a unit matters. The criteria, the calibration
+"""Importance: how much each channel of a unit matters. The criteria, the calibration
 pass of the data criteria, and the unit types that rank channels by them."""
 from .calibration import Batch, calibration_batches, split_batch
 from .criteria import calibrate

@@ -1,4 +1,4 @@
-"""Channel units that keep their most important channels, by the criteria of ``importance.py``.
+"""Channel units that keep their most important channels, by the criteria of ``criteria.py``.
 
 MMRazor-style unit types in the registry (``channel_unit_cfg=dict(type="L2MutableChannelUnit")``
 or ``"TaylorMutableChannelUnit"``...). The ranking is computed once and cached
@@ -15,7 +15,7 @@ import torch
 from ..mutables.importance_cache import CachedImportanceMixin
 from ..mutables.units import SequentialMutableChannelUnit
 from ..registry import MODELS
-from . import criteria as importance
+from . import criteria
 
 __all__ = ["ImportanceMutableChannelUnit", "L2MutableChannelUnit", "BNScaleMutableChannelUnit",
            "TaylorMutableChannelUnit", "ActivationMutableChannelUnit", "RandomMutableChannelUnit"]
@@ -58,7 +58,7 @@ class L2MutableChannelUnit(ImportanceMutableChannelUnit):
     criterion = "l2"
 
     def scores(self) -> torch.Tensor:
-        return importance.l2_scores(self)
+        return criteria.l2_scores(self)
 
 
 @MODELS.register_module()
@@ -70,7 +70,7 @@ class BNScaleMutableChannelUnit(ImportanceMutableChannelUnit):
     no_score_reason = "no batch norm normalises its channels, so it has no BN scale"
 
     def scores(self) -> torch.Tensor | None:
-        return importance.bn_scale_scores(self)
+        return criteria.bn_scale_scores(self)
 
     def watched_parameters(self) -> list:
         """The gammas it reads."""
@@ -80,7 +80,7 @@ class BNScaleMutableChannelUnit(ImportanceMutableChannelUnit):
 
 
 class DataMutableChannelUnit(ImportanceMutableChannelUnit):
-    """A unit scored on calibration data (``importance.calibrate(mutator, data)``). It scores
+    """A unit scored on calibration data (``calibrate(mutator, data)``). It scores
     again when the weights of its own layers change (a training step changes them all; a
     change elsewhere alone needs ``refresh_importance()``)."""
 
@@ -143,4 +143,4 @@ class RandomMutableChannelUnit(ImportanceMutableChannelUnit):
         return []  # the ranking reads no weight
 
     def scores(self) -> torch.Tensor:
-        return importance.random_scores(self, self.seed)
+        return criteria.random_scores(self, self.seed)

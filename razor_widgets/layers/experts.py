@@ -26,13 +26,14 @@ from torch import nn
 
 from ..channels.channel_space import CONST
 from ..registry import MODELS
+from ..trace.graph import TensorRef
 from .base import LayerKind
 from .dynamic_ops import DynamicChannelMixin
 from .registry import register_family_type
 
 if TYPE_CHECKING:
     from ..channels.context import AnalysisContext
-    from ..trace.graph import Node, TensorRef
+    from ..trace.graph import Node
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,6 @@ class ExpertWeight:
 def expert_slice(ctx: AnalysisContext, node: Node) -> bool:
     """``P[e]`` (one index) or ``P.transpose(-2, -1)`` of a 3-D parameter: remember what the
     result is (no element per entry); False when it is another read."""
-    from ..trace.graph import TensorRef
-
     src = node.input_refs()[0]
     if src.param is None or len(src.shape) != 3:
         return False

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..registry import MODELS
+from ..trace.graph import TensorRef
 from .base import FunctionOwner, LayerGeometry, LayerKind, Term, positions
 from .dynamic_ops import DynamicChannelMixin, index_of, kept_rows, raw
 from .linear import LinearWeights, features_rule
@@ -26,7 +27,7 @@ from .registry import register_family_type
 
 if TYPE_CHECKING:
     from ..channels.context import AnalysisContext
-    from ..trace.graph import Node, TensorRef
+    from ..trace.graph import Node
 
 
 class TransposedLinearKind(LinearWeights, LayerKind):
@@ -78,8 +79,6 @@ class TransposedLinearKind(LinearWeights, LayerKind):
 
 
 def _arg(node: Node, index: int, key: str) -> TensorRef | None:
-    from ..trace.graph import TensorRef
-
     value = node.args[index] if len(node.args) > index else node.kwargs.get(key)
     return value if isinstance(value, TensorRef) else None
 
