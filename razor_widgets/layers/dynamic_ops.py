@@ -1,14 +1,10 @@
 """Dynamic ops: layers whose input and output channels follow mutable masks (the base class).
 
-A dynamic op is the original layer (same parameters, buffers, hooks and mode) with
-``mutable_attrs`` added. When every mask is full it runs the original code untouched, so
-outputs are bit-identical. With partial masks, pruned channels are exactly zero at its
-output and ignored at its input: the weights a caller reads (``op.weight``) are masked, which
-also covers code that uses them outside the layer's own forward. ``to_static_op()`` returns a
-plain layer holding only the kept weights, which computes the same as the masked layer.
-
+A dynamic op is the original layer with ``mutable_attrs`` added: at full masks it runs the
+original code (bit-identical outputs); with partial masks pruned channels are exactly zero at its
+output and ignored at its input; ``to_static_op()`` returns a plain layer of the kept weights.
 This module holds what every dynamic op shares; each layer kind's own dynamic op lives in its
-module of ``razor_widgets/layers/``, and ``layers.dynamic_op_for`` finds the one of a layer.
+module of ``razor_widgets/layers/``. The contract: docs/layer-kinds.md.
 """
 from __future__ import annotations
 

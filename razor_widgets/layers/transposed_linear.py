@@ -1,15 +1,10 @@
 """Linear layers stored transposed and run by ``torch.addmm(bias, x, weight)``: GPT-2's
 ``Conv1D`` (``weight`` is ``[in, out]``), and any module whose own forward does the same.
 
-Channels: reads the input's last dim, writes fresh output features (as a linear layer). The
-module is traced through; the rule of ``addmm`` finds the module that owns ``weight`` and the
-kind adopts its type (``register_family_type``), so the module becomes a
-:class:`DynamicTransposedLinear`: ``weight`` and ``bias`` read masked, and the export keeps
-the kept rows and columns. MACs: ``rows * kept_in * kept_out``.
-
-``F.linear(x, self.weight)`` in a module that is not an ``nn.Linear`` (an MoE router) is the
-same with the weight ``[out, in]``: :class:`OwnedLinearKind`. Both share the linear layer's
-rule, sizes and importance slices (``layers/linear.py``); only the weight's layout differs.
+The kind adopts the type of the module that owns ``weight``, which becomes a
+:class:`DynamicTransposedLinear`; :class:`OwnedLinearKind` does the same for
+``F.linear(x, self.weight)`` in a module that is not an ``nn.Linear`` (an MoE router). Both share
+the linear layer's rule, sizes and importance slices. How: docs/layer-kinds.md.
 """
 from __future__ import annotations
 
