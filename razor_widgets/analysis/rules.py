@@ -1,18 +1,11 @@
 """The channel rules: one table that says, per op, how channels flow from inputs to outputs.
 
 A rule gets the analysis context and the recorded node. Four kinds cover almost everything:
-
-* ``passthrough``: elementwise in one tensor (activations, dropout, casts);
-* ``elementwise``: several tensors broadcast together; channels at the same place are one;
-* ``movement``: data moves but is not mixed (view, permute, cat, split, getitem...): the op is
-  replayed on the id tensor itself, so every index and shape argument is handled exactly;
-* ``layer``: modules with weights, which read their input channels and write fresh output
-  channels (or couple both, as norms and depthwise convs do). Their rules, for the module and
-  for its functional form, belong to their layer kind (``razor_widgets/layers/``).
-
-Products (``matmul``, ``einsum``, attention) live in ``rules_matmul.py``, the movement rules
-and the reshape size checks in ``rules_movement.py``; this module holds the rest and the table.
-Anything not in the table makes the channels it touches non-prunable, with a warning.
+``passthrough``, ``elementwise``, ``movement`` (replayed on the id tensor) and ``layer`` (owned by
+the layer kinds). Products live in ``rules_matmul.py``, the movement rules and the reshape size
+checks in ``rules_movement.py``; this module holds the rest and the table. Anything not in the
+table makes the channels it touches non-prunable, with a warning. The kinds of rule:
+docs/channel-analysis.md.
 """
 from __future__ import annotations
 
