@@ -39,6 +39,7 @@ class TensorInput:
         return torch.randn(*self.shape, generator=generator)
 
     def describe(self) -> str:
+        """The input in words, for messages (``an input of shape (1, 3, 224, 224)``)."""
         return f"an input of shape {self.shape}"
 
 
@@ -61,6 +62,7 @@ class TokenInput:
         return TokenInput((int(shape[0]), int(shape[1])), self.vocab_size, self.decoder)
 
     def with_size(self, size: int) -> TokenInput:
+        """Refused with ``ValueError``: ``--input-size`` is an image's height and width, not a token count."""
         raise ValueError("--input-size is the height and width of an image; this model takes tokens: "
                          "give --input-shape BATCH TOKENS instead (e.g. --input-shape 1 16)")
 
@@ -76,6 +78,7 @@ class TokenInput:
         return inputs
 
     def describe(self) -> str:
+        """The input in words, for messages (``token ids of shape (1, 16) (batch, tokens)``)."""
         return f"token ids of shape {self.shape} (batch, tokens)"
 
 

@@ -28,10 +28,12 @@ class AttrRef:
 
 
 def attribute_sources(sources: tuple[Source, ...]) -> list[AttrRef]:
+    """The module attributes among a size's sources, each once, in order."""
     return list(dict.fromkeys(ref for ref, _ in sources if isinstance(ref, AttrRef)))
 
 
 def shape_sources(sources: tuple[Source, ...]) -> list[Source]:
+    """The sources of a size that are tensor dims (not module attributes)."""
     return [(ref, dim) for ref, dim in sources if not isinstance(ref, AttrRef)]
 
 
