@@ -54,6 +54,8 @@ class ParameterElements:
 
 
 def is_float_param(modules: dict[str, nn.Module], qualname: str) -> bool:
+    """Whether ``qualname`` names an ``nn.Parameter`` of its module (not a buffer or a plain tensor
+    attribute)."""
     owner, _, attr = qualname.rpartition(".")
     module = modules.get(owner)
     tensor = None if module is None else getattr(module, attr, None)
