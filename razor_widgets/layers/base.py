@@ -50,6 +50,7 @@ class LayerGeometry:
     output_dim_side: Callable[[int], Side] | None = field(default=None, repr=False)
 
     def kept(self, is_output: bool) -> Side:
+        """The kept-channel side of the layer's output (``is_output=True``) or input channels."""
         return self.kept_side(is_output)
 
     def kept_output_dim(self, dim: int) -> Side:
@@ -81,9 +82,11 @@ class LayerKind:
 
     # -- channel rules --------------------------------------------------------------------
     def module_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        """The channel rule of a leaf module of this kind (default: no rule, its channels are fixed)."""
         ctx.unknown(node)
 
     def function_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        """The channel rule of this kind's functional form (default: no rule, its channels are fixed)."""
         ctx.unknown(node)
 
     def function_owner(self, node: Node, modules: dict[str, nn.Module]) -> FunctionOwner | None:
@@ -170,6 +173,7 @@ def node_arg(node: Node, index: int, key: str, default: Any = None) -> Any:
 
 
 def first_input(node: Node) -> TensorRef:
+    """The first tensor among a recorded call's inputs (the layer's input)."""
     return node.input_refs()[0]
 
 
