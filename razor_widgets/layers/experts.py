@@ -115,9 +115,11 @@ class FusedExpertsKind(LayerKind):
     masks_param_slots = True
 
     def channels(self, module: nn.Module, is_output: bool) -> int:
+        """0: the module has no channel sides of its own (its channels are parameter slots)."""
         return 0
 
     def dynamic_op_for(self, module_type: type) -> type | None:
+        """:class:`DynamicFusedExperts`, for every type of the kind."""
         return DynamicFusedExperts
 
 
@@ -132,6 +134,7 @@ class DynamicFusedExpertsMixin(DynamicChannelMixin):
         self.__dict__["_rw_param_channels"] = []
 
     def add_param_channel(self, attr: str, dim: int, unit: Any, channel: Any) -> None:
+        """Let ``channel`` of ``unit`` mask parameter ``attr`` along ``dim`` (read masked from then on)."""
         self.__dict__["_rw_param_channels"].append((attr, dim, unit, channel))
 
     def __getattr__(self, name: str) -> Any:
@@ -150,12 +153,14 @@ class DynamicFusedExpertsMixin(DynamicChannelMixin):
         return value
 
     def to_static_op(self) -> nn.Module:
+        """The module as its original class, reading its parameters unmasked (the export slices them)."""
         static = self._static_copy({}, {})
         static.__dict__.pop("_rw_param_channels", None)
         return static
 
 
 class DynamicFusedExperts(DynamicFusedExpertsMixin, nn.Module):
+    """A module with 3-D expert parameters read masked (the class adopts the module's type when converted)."""
     static_class = nn.Module
 
 
