@@ -33,6 +33,8 @@ Rule = Callable[[AnalysisContext, Node], None]
 
 # -- generic rules ----------------------------------------------------------------------------
 def passthrough(ctx: AnalysisContext, node: Node) -> None:
+    """Elementwise in one tensor (activations, dropout, casts): every output carries the first
+    input's channels."""
     ids = ctx.get(first_input(node))
     for ref in node.output_refs():
         ctx.set(ref, ids if ids.dim() == len(ref.shape) else ids.expand(ref.shape))
@@ -170,6 +172,8 @@ def _is_dims(dims: object) -> bool:
 
 
 def pooling(ctx: AnalysisContext, node: Node, spatial: int) -> None:
+    """Pooling over the last ``spatial`` dims: a passthrough, unless those dims carry channels (then
+    no rule)."""
     src = first_input(node)
     ids = ctx.get(src)
     if any(ids.shape[d] > 1 for d in range(ids.dim() - spatial, ids.dim())):
@@ -207,6 +211,7 @@ class RuleTable:
     """Dispatch a recorded node to its rule."""
 
     def is_leaf(self, module: nn.Module) -> bool:
+        """Whether the tracer records ``module`` as one node: it has a layer kind whose forward it keeps."""
         return leaf_kind(module) is not None
 
     def apply(self, ctx: AnalysisContext, node: Node) -> None:
