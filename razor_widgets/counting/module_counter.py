@@ -174,6 +174,7 @@ class ChosenPathCounter:
 
     @property
     def mutable_units(self) -> list:
+        """The channel mutator's mutable units (whose choices the counts follow)."""
         return self.channel_mutator.mutable_units
 
     def dropped_layers(self, module_choices: dict[int, Any] | None = None) -> set[str]:

@@ -71,6 +71,8 @@ class Resources:
 
     @property
     def flops_percent(self) -> float:
+        """FLOPs as a percentage of the original FLOPs (the same as :attr:`macs_percent`: FLOPs are
+        2 × MACs)."""
         return self.macs_percent
 
     def __add__(self, other: Resources) -> Resources:
