@@ -44,6 +44,7 @@ class SideRef(NamedTuple):
 class SpecialSide(NamedTuple):
     """A special side (its kept size depends on which channels are kept) and its index in the
     counter's side array."""
+
     side: int
     special: _Special
 

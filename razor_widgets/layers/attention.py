@@ -37,6 +37,7 @@ def head_union(ctx: AnalysisContext, ids: torch.Tensor, heads: int) -> None:
 
 class MultiheadAttentionKind(LayerKind):
     """The layer kind of ``nn.MultiheadAttention`` (with the same embed dim for q, k and v)."""
+
     name = "multihead_attention"
     module_types = (nn.MultiheadAttention,)
     child_params = ("out_proj",)
@@ -186,6 +187,7 @@ def kept_heads(mask: torch.Tensor | None, num_heads: int, embed_dim: int) -> tup
 
 class DynamicMultiheadAttention(DynamicMultiheadAttentionMixin, nn.MultiheadAttention):
     """``nn.MultiheadAttention`` with its embed dim following a mask."""
+
     static_class = nn.MultiheadAttention
 
 

@@ -47,6 +47,7 @@ def unowned_norm(ctx: AnalysisContext, node: Node) -> None:
 class BatchNormKind(NormKind):
     """The layer kind of batch and instance norms (``nn.BatchNorm*d``, ``nn.InstanceNorm*d``,
     ``F.batch_norm``, ``F.instance_norm``)."""
+
     name = "batch_norm"
     module_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
                     nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
@@ -121,16 +122,19 @@ class _BatchNormMixin(DynamicNormMixin):
 
 class DynamicBatchNorm1d(_BatchNormMixin, nn.BatchNorm1d):
     """``nn.BatchNorm1d`` with a channel mask."""
+
     static_class = nn.BatchNorm1d
 
 
 class DynamicBatchNorm2d(_BatchNormMixin, nn.BatchNorm2d):
     """``nn.BatchNorm2d`` with a channel mask."""
+
     static_class = nn.BatchNorm2d
 
 
 class DynamicBatchNorm3d(_BatchNormMixin, nn.BatchNorm3d):
     """``nn.BatchNorm3d`` with a channel mask."""
+
     static_class = nn.BatchNorm3d
 
 
@@ -141,16 +145,19 @@ class _InstanceNormMixin(DynamicNormMixin):
 
 class DynamicInstanceNorm1d(_InstanceNormMixin, nn.InstanceNorm1d):
     """``nn.InstanceNorm1d`` with a channel mask."""
+
     static_class = nn.InstanceNorm1d
 
 
 class DynamicInstanceNorm2d(_InstanceNormMixin, nn.InstanceNorm2d):
     """``nn.InstanceNorm2d`` with a channel mask."""
+
     static_class = nn.InstanceNorm2d
 
 
 class DynamicInstanceNorm3d(_InstanceNormMixin, nn.InstanceNorm3d):
     """``nn.InstanceNorm3d`` with a channel mask."""
+
     static_class = nn.InstanceNorm3d
 
 

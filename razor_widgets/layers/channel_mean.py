@@ -91,6 +91,7 @@ class DynamicChannelMeanMixin(DynamicChannelMixin):
 class DynamicChannelMean(DynamicChannelMeanMixin, nn.Module):
     """A module averaging over its channels, with a channel mask (the class adopts the module's type
     when converted)."""
+
     static_class = nn.Module
 
 

@@ -64,6 +64,7 @@ def conv_weight_terms(geo: LayerGeometry, attr: str, shape: tuple[int, ...]) -> 
 
 class ConvKind(LayerKind):
     """The layer kind of ``nn.Conv1d/2d/3d`` and ``F.conv1d/2d/3d`` with a conv's weight."""
+
     name = "conv"
     weight_rows_are_outputs = True
     module_types = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -129,6 +130,7 @@ def spatial_channel_dim(module: nn.Module, output: Any) -> int | None:
 class DynamicConvMixin(DynamicChannelMixin):
     """A conv whose channels follow masks: ``weight`` and ``bias`` read masked; the export keeps the
     kept ones."""
+
     def _channel_counts(self) -> dict[str, int]:
         return {"in_channels": self.in_channels, "out_channels": self.out_channels}
 
@@ -202,16 +204,19 @@ def group_positions(mask: torch.Tensor | None, groups: int, n: int) -> torch.Ten
 
 class DynamicConv1d(DynamicConvMixin, nn.Conv1d):
     """``nn.Conv1d`` with channel masks."""
+
     static_class = nn.Conv1d
 
 
 class DynamicConv2d(DynamicConvMixin, nn.Conv2d):
     """``nn.Conv2d`` with channel masks."""
+
     static_class = nn.Conv2d
 
 
 class DynamicConv3d(DynamicConvMixin, nn.Conv3d):
     """``nn.Conv3d`` with channel masks."""
+
     static_class = nn.Conv3d
 
 

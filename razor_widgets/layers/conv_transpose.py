@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 class ConvTransposeKind(LayerKind):
     """The layer kind of ``nn.ConvTranspose1d/2d/3d`` and ``F.conv_transpose1d/2d/3d`` with such a
     layer's weight."""
+
     name = "conv_transpose"
     module_types = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
     functions = ("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
@@ -119,16 +120,19 @@ class DynamicConvTransposeMixin(DynamicConvMixin):
 
 class DynamicConvTranspose1d(DynamicConvTransposeMixin, nn.ConvTranspose1d):
     """``nn.ConvTranspose1d`` with channel masks."""
+
     static_class = nn.ConvTranspose1d
 
 
 class DynamicConvTranspose2d(DynamicConvTransposeMixin, nn.ConvTranspose2d):
     """``nn.ConvTranspose2d`` with channel masks."""
+
     static_class = nn.ConvTranspose2d
 
 
 class DynamicConvTranspose3d(DynamicConvTransposeMixin, nn.ConvTranspose3d):
     """``nn.ConvTranspose3d`` with channel masks."""
+
     static_class = nn.ConvTranspose3d
 
 

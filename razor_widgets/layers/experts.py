@@ -161,6 +161,7 @@ class DynamicFusedExpertsMixin(DynamicChannelMixin):
 
 class DynamicFusedExperts(DynamicFusedExpertsMixin, nn.Module):
     """A module with 3-D expert parameters read masked (the class adopts the module's type when converted)."""
+
     static_class = nn.Module
 
 

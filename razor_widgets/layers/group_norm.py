@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 class GroupNormKind(NormKind):
     """The layer kind of ``nn.GroupNorm`` and ``F.group_norm`` with a GroupNorm's weight."""
+
     name = "group_norm"
     module_types = (nn.GroupNorm,)
     functions = ("group_norm",)
@@ -48,6 +49,7 @@ class GroupNormKind(NormKind):
 
 class DynamicGroupNormMixin(DynamicKeptChannelsNormMixin):
     """A group norm that normalises over the kept channels only (each group keeps the same positions)."""
+
     container_names = {"in_channels": "num_channels", "out_channels": "num_channels"}
     kept_norm = (F.group_norm, ("input", "num_groups", "weight", "bias", "eps"))
     channel_dim = 1
@@ -61,6 +63,7 @@ class DynamicGroupNormMixin(DynamicKeptChannelsNormMixin):
 
 class DynamicGroupNorm(DynamicGroupNormMixin, nn.GroupNorm):
     """``nn.GroupNorm`` with a channel mask."""
+
     static_class = nn.GroupNorm
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 class LayerNormKind(NormKind):
     """The layer kind of ``nn.LayerNorm`` and ``F.layer_norm`` with a LayerNorm's weight (over one dim)."""
+
     name = "layer_norm"
     channel_dim = -1  # the normalised last dim
     module_types = (nn.LayerNorm,)
@@ -63,6 +64,7 @@ class DynamicLayerNormMixin(DynamicKeptChannelsNormMixin):
 
 class DynamicLayerNorm(DynamicLayerNormMixin, nn.LayerNorm):
     """``nn.LayerNorm`` with a channel mask."""
+
     static_class = nn.LayerNorm
 
 

@@ -93,6 +93,7 @@ class LinearWeights:
 
 class LinearKind(LinearWeights, LayerKind):
     """The layer kind of ``nn.Linear`` and ``F.linear`` with a linear layer's weight."""
+
     name = "linear"
     weight_rows_are_outputs = True
     module_types = (nn.Linear,)
@@ -131,6 +132,7 @@ class LinearKind(LinearWeights, LayerKind):
 class DynamicLinearMixin(DynamicConvMixin):
     """A linear layer whose features follow masks (the conv's masked ``weight`` and ``bias``, with
     one group)."""
+
     container_names = {"in_channels": "in_features", "out_channels": "out_features",
                        "in_features": "in_features", "out_features": "out_features"}
 
@@ -159,6 +161,7 @@ class DynamicLinearMixin(DynamicConvMixin):
 
 class DynamicLinear(DynamicLinearMixin, nn.Linear):
     """``nn.Linear`` with feature masks."""
+
     static_class = nn.Linear
 
 

@@ -137,6 +137,7 @@ class DynamicTransposedLinearMixin(DynamicChannelMixin):
 class DynamicTransposedLinear(DynamicTransposedLinearMixin, nn.Module):
     """A module with a transposed linear weight, read masked (the class adopts the module's type
     when converted)."""
+
     static_class = nn.Module
 
 
@@ -179,6 +180,7 @@ class DynamicOwnedLinearMixin(DynamicTransposedLinearMixin):
 class DynamicOwnedLinear(DynamicOwnedLinearMixin, nn.Module):
     """A module with its own ``[out, in]`` linear weight, read masked (the class adopts the module's
     type when converted)."""
+
     static_class = nn.Module
 
 
