@@ -214,3 +214,44 @@ def test_a_submodule_imported_alone_still_builds_every_registered_type():
             "assert type(MODELS.build({'type': 'SearchableShuffleNetV2'})).__name__ == 'SearchableShuffleNetV2'\n"
             "assert 'TaylorMutableChannelUnit' in MODELS\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)
+
+
+MAX_MODULE_DOCSTRING_LINES = 10
+
+
+def _documented(node: ast.AST) -> bool:
+    return ast.get_docstring(node) is not None
+
+
+def _is_accessor(node: ast.AST) -> bool:
+    """A property's setter or deleter: documented by its getter."""
+    return any(isinstance(d, ast.Attribute) and d.attr in ("setter", "deleter") for d in node.decorator_list)
+
+
+def _public_definitions(tree: ast.Module):
+    """``(qualified name, node)`` of every public module-level function and class, and every public
+    method (properties included) of a public class."""
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) or node.name.startswith("_"):
+            continue
+        yield node.name, node
+        if isinstance(node, ast.ClassDef):
+            for member in node.body:
+                if (isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef)) and not member.name.startswith("_")
+                        and not _is_accessor(member)):
+                    yield f"{node.name}.{member.name}", member
+
+
+def test_public_definitions_have_docstrings():
+    missing = [f"{name}.{qualified} ({path.relative_to(PACKAGE.parent)}:{node.lineno})"
+               for name, (path, tree) in SOURCES.items()
+               for qualified, node in _public_definitions(tree) if not _documented(node)]
+    assert not missing, f"{len(missing)} public definitions without a docstring:\n" + "\n".join(missing)
+
+
+def test_module_docstrings_are_short():
+    """Longer policy text belongs in docs/, with the module pointing at it."""
+    too_long = [f"{name}: {len(doc.splitlines())} lines" for name, (_, tree) in SOURCES.items()
+                if (doc := ast.get_docstring(tree)) and len(doc.splitlines()) > MAX_MODULE_DOCSTRING_LINES]
+    assert not too_long, (f"module docstrings over {MAX_MODULE_DOCSTRING_LINES} lines (move the policy to docs/):\n"
+                          + "\n".join(too_long))

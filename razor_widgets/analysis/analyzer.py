@@ -52,6 +52,8 @@ class ChannelAnalyzer:
         self.fixed_outputs = fixed_outputs  # which outputs keep their shape (``model_outputs.py``)
 
     def analyze(self, graph: TracedGraph) -> ChannelAnalysis:
+        """Run every node's channel rule over ``graph``, resolve the union-find and return the units
+        found (a rule's crash names the op)."""
         ctx = AnalysisContext(graph, graph.modules, self.attention,
                               partial(is_layer_weight, graph.modules))
         pinned_outputs(output_paths(graph), self.fixed_outputs)  # a name the output lacks: ValueError first

@@ -1,19 +1,9 @@
 """The model as a ``networkx.DiGraph``: layers, joins and the units that touch them.
 
-Built from a prepared mutator's trace (``mutator.graph_trace``) and its units. Nodes are the
-layers with weights (one node per call), the joining ops (a function whose inputs come from
-two or more different nodes: ``add``, ``cat``, ``mul``, ``matmul``...), the parameters that
-belong to a unit (class tokens, position embeddings), the model's inputs and its outputs.
-Every other op (activations, pooling, dropout, reshapes) passes its inputs through and is
-collapsed into the edges. Edges follow the tensors, so the graph is a DAG in execution order.
-
-Node attributes: ``layer`` (module path; for a function, the module whose forward called it),
-``op`` (layer type or function name), ``kind`` (``input``, ``module``, ``function``,
-``parameter``, ``output``), ``units`` (names of the units it belongs to, fixed ones included;
-for a join, the units of the channels flowing into it), ``in_channels`` / ``out_channels``
-(its channels on each side, summed over its units; ``None`` where no unit names that side),
-``unit_channels`` (``{"in": {unit: n}, "out": {unit: n}}``) and ``shape`` (the traced output
-shape).
+Built from a prepared mutator's trace (``mutator.graph_trace``) and its units: nodes are the
+layers with weights, the joining ops, the parameters that belong to a unit and the model's inputs
+and outputs; every other op is collapsed into the edges, which follow the tensors (a DAG in
+execution order). The nodes and their attributes: docs/model-graph.md.
 """
 from __future__ import annotations
 

@@ -1,18 +1,11 @@
 """The channel rules: one table that says, per op, how channels flow from inputs to outputs.
 
 A rule gets the analysis context and the recorded node. Four kinds cover almost everything:
-
-* ``passthrough``: elementwise in one tensor (activations, dropout, casts);
-* ``elementwise``: several tensors broadcast together; channels at the same place are one;
-* ``movement``: data moves but is not mixed (view, permute, cat, split, getitem...): the op is
-  replayed on the id tensor itself, so every index and shape argument is handled exactly;
-* ``layer``: modules with weights, which read their input channels and write fresh output
-  channels (or couple both, as norms and depthwise convs do). Their rules, for the module and
-  for its functional form, belong to their layer kind (``razor_widgets/layers/``).
-
-Products (``matmul``, ``einsum``, attention) live in ``rules_matmul.py``, the movement rules
-and the reshape size checks in ``rules_movement.py``; this module holds the rest and the table.
-Anything not in the table makes the channels it touches non-prunable, with a warning.
+``passthrough``, ``elementwise``, ``movement`` (replayed on the id tensor) and ``layer`` (owned by
+the layer kinds). Products live in ``rules_matmul.py``, the movement rules and the reshape size
+checks in ``rules_movement.py``; this module holds the rest and the table. Anything not in the
+table makes the channels it touches non-prunable, with a warning. The kinds of rule:
+docs/channel-analysis.md.
 """
 from __future__ import annotations
 
@@ -40,6 +33,8 @@ Rule = Callable[[AnalysisContext, Node], None]
 
 # -- generic rules ----------------------------------------------------------------------------
 def passthrough(ctx: AnalysisContext, node: Node) -> None:
+    """Elementwise in one tensor (activations, dropout, casts): every output carries the first
+    input's channels."""
     ids = ctx.get(first_input(node))
     for ref in node.output_refs():
         ctx.set(ref, ids if ids.dim() == len(ref.shape) else ids.expand(ref.shape))
@@ -177,6 +172,8 @@ def _is_dims(dims: object) -> bool:
 
 
 def pooling(ctx: AnalysisContext, node: Node, spatial: int) -> None:
+    """Pooling over the last ``spatial`` dims: a passthrough, unless those dims carry channels (then
+    no rule)."""
     src = first_input(node)
     ids = ctx.get(src)
     if any(ids.shape[d] > 1 for d in range(ids.dim() - spatial, ids.dim())):
@@ -214,6 +211,7 @@ class RuleTable:
     """Dispatch a recorded node to its rule."""
 
     def is_leaf(self, module: nn.Module) -> bool:
+        """Whether the tracer records ``module`` as one node: it has a layer kind whose forward it keeps."""
         return leaf_kind(module) is not None
 
     def apply(self, ctx: AnalysisContext, node: Node) -> None:

@@ -36,6 +36,8 @@ FILLS = {"zeros", "ones", "full", "empty", "new_zeros", "new_ones", "new_full", 
 
 
 def creation(ctx: AnalysisContext, node: Node) -> None:
+    """A tensor made in the forward (``zeros``, ``arange``...) is constant data, unless a fill is
+    sized by one channel dim read from a shape (it then carries that dim's channels)."""
     for ref in node.output_refs():
         ctx.set(ref, torch.full([1] * len(ref.shape), CONST, dtype=torch.long))
     if len(node.output_refs()) != 1:

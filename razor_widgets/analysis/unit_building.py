@@ -31,6 +31,8 @@ def _param_slots(ctx: AnalysisContext, roots: np.ndarray) -> None:
 
 
 def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
+    """One :class:`UnitSpec` per chain of elements that appear side by side in every slot, with its
+    channel ranges, repeats, fixed reasons and divisor; in model order."""
     _param_slots(ctx, roots)
     # 1. each slot (pieces cut by slices) as a sequence of roots, consecutive repeats folded into an expand ratio
     seqs: list[tuple[Slot, np.ndarray, int]] = []

@@ -1,25 +1,10 @@
 """What a unit is, in words: the heads of layer 0, the MLP of layer 1, the hidden size, the
 channels of ``layer1.0.conv1``, the residual stream of ``layer2``.
 
-A role is decided from what the analysis knows about the unit's channels, never from the
-names of architectures or modules:
-
-* **heads** (``kv_groups`` when the key/value layers write fewer channels per element than the
-  query layers; ``head_dims`` for positions in every head): an attention op holds the
-  channels as heads (``UnitTraits.attention``, recorded by the attention rules);
-* **hidden** size: the channels hold an embedding's feature dim, or are normalised over the
-  channel dim (layer norm, RMS norm: the ``layer_norm``, ``rms_norm`` and ``channel_mean``
-  layer kinds) and added across blocks (``UnitTraits.sum_scopes``), as a transformer's
-  residual stream is (also when a multi-head attention layer ties it to its heads);
-* **experts**: the intermediate size of every expert of a fused MoE layer (3-D parameters);
-* **residual** stream: added across blocks with no norm over the channels (a CNN's stream);
-* **mlp**: written by linear layers and read by linear layers, with no residual join: the
-  intermediate width between two linear layers (gated or not);
-* otherwise **channels** of the layer that writes them (a convolution's output, say).
-
-Where a unit sits ("layer 3", "decoder layer 1") is its position among the model's repeated
-blocks (``module_blocks.py``). ``ChannelMutator`` gives every unit its role when it prepares a
-model (``unit.role``); :func:`unit_role` computes one for a unit without it.
+A role (heads, hidden, experts, residual, mlp, channels) is decided from what the analysis knows
+about the unit's channels, never from the names of architectures or modules; where a unit sits is
+its position among the model's repeated blocks (``module_blocks.py``). :func:`unit_role` computes
+the role of a unit that has none. The roles: docs/unit-labels.md.
 """
 from __future__ import annotations
 

@@ -32,6 +32,7 @@ class UnitSpec:
 
     @property
     def name(self) -> str:
+        """The unit's name: its first output range (else input range) as ``layer_(start, end)_channels``."""
         first = (self.output_related or self.input_related)[0]
         return f"{first.name}_{(first.start, first.end)}_{self.num_channels}"
 
@@ -59,7 +60,10 @@ class ChannelAnalysis:
     free_outputs: dict[tuple, dict[int, torch.Tensor]] = field(default_factory=dict)  # path -> dim -> elements
 
     def elements(self, ref: TensorRef) -> torch.Tensor | None:
+        """The element ids of a traced tensor (a dim of size 1 is broadcast), or None if it was not seen."""
         return self.tensor_ids.get(ref.handle)
 
     def side_elements(self, name: str, is_output: bool, param_dim: int | None = None) -> torch.Tensor | None:
+        """The elements of a layer side (or of a parameter's dim) as the layer's first call read or
+        wrote them, or None."""
         return self.sides.get((name, is_output, param_dim))

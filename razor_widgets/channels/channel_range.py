@@ -28,6 +28,7 @@ class Channel:
 
     @property
     def num_channels(self) -> int:
+        """How many channels the range covers (``end - start``)."""
         return self.end - self.start
 
     @property
@@ -36,6 +37,7 @@ class Channel:
         return self.name.rpartition(".")[0] if self.param_dim is not None else self.name
 
     def config_template(self) -> dict[str, Any]:
+        """The range as a config dict (what the config parser reads back)."""
         cfg = {"name": self.name, "start": self.start, "end": self.end,
                "expand_ratio": self.expand_ratio, "is_output_channel": self.is_output_channel}
         if self.param_dim is not None:

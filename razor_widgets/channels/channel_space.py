@@ -47,6 +47,7 @@ def unbroadcast(*tensors: torch.Tensor) -> list[torch.Tensor]:
 
 
 def varying_dims(ids: torch.Tensor) -> list[int]:
+    """The dims along which an id tensor varies (size > 1); the others are broadcast."""
     return [d for d in range(ids.dim()) if ids.shape[d] > 1]
 
 
@@ -60,6 +61,7 @@ class ChannelSpace:
     roots: np.ndarray | None = None
 
     def fresh(self, n: int) -> torch.Tensor:
+        """``n`` new element ids, one per channel, not yet joined with any other."""
         ids = torch.arange(self.count, self.count + n, dtype=torch.long)
         self.count += n
         return ids
@@ -73,6 +75,7 @@ class ChannelSpace:
             self._pairs.append((a[keep], b[keep]))
 
     def fix(self, ids: torch.Tensor, reason: str) -> None:
+        """Mark the elements among ``ids`` (>= 0) as not prunable, for ``reason``."""
         ids = unbroadcast(ids)[0].reshape(-1)
         ids = ids[ids >= 0]
         if ids.numel():
@@ -85,6 +88,7 @@ class ChannelSpace:
         return len(self._fixed) - 1
 
     def fill_fix(self, index: int, ids: torch.Tensor) -> None:
+        """Give the place kept by :meth:`reserve_fix` its elements (those >= 0 among ``ids``)."""
         ids = ids.reshape(-1)
         self._fixed[index][0] = torch.unique(ids[ids >= 0])
 

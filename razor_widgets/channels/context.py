@@ -84,9 +84,11 @@ class AnalysisContext:
         return ids
 
     def set(self, ref: TensorRef, ids: torch.Tensor) -> None:
+        """Record the ids of a traced tensor (stored compressed)."""
         self.ids[ref.handle] = compress(ids)
 
     def full(self, ref: TensorRef) -> torch.Tensor:
+        """The ids of a traced tensor expanded to its full shape."""
         return self.get(ref).expand(ref.shape).contiguous()
 
     def along(self, ids1d: torch.Tensor, ndim: int, dim: int) -> torch.Tensor:
@@ -97,6 +99,7 @@ class AnalysisContext:
 
     # -- what rules do --------------------------------------------------------------------
     def describe(self) -> str:
+        """The op being analysed, in words for reasons and warnings (``Conv2d 'layer1.0.conv1'``)."""
         node = self.node
         if node is None:
             return "model"
@@ -105,6 +108,7 @@ class AnalysisContext:
         return f"{node.name!r} in {node.scope or 'the model'!r}"
 
     def fix(self, ids: torch.Tensor, reason: str) -> None:
+        """Mark the elements among ``ids`` as not prunable, for ``reason``."""
         self.space.fix(ids, reason)
 
     def fix_size_sources(self, sources: tuple, reason: str) -> None:
@@ -128,6 +132,7 @@ class AnalysisContext:
                 self.fix(torch.cat([first, line]), f"attribute {attr} sizes dims of different lengths")
 
     def fix_inputs(self, node: Node, reason: str) -> None:
+        """Mark every element of the node's inputs as not prunable, for ``reason``."""
         for ref in node.input_refs():
             self.fix(self.get(ref), reason)
 
@@ -170,6 +175,8 @@ class AnalysisContext:
             self.slice_checks.append((source, [torch.unique(_valid(compress(p))) for p in parts], reason, handles))
 
     def resolve_slices(self, roots: np.ndarray) -> None:
+        """After the union-find: fix the source of each recorded slice (:meth:`check_slices`) with a
+        part holding only some of its channels, unless no op reads the slice's outputs."""
         read = {r.handle for n in self.graph.nodes for r in n.input_refs()} | {r.handle for r in self.graph.outputs}
         for source, parts, reason, handles in self.slice_checks:
             if handles and read.isdisjoint(handles):
@@ -179,6 +186,7 @@ class AnalysisContext:
                 self.fix(source, reason)
 
     def write(self, ref: TensorRef, dim: int, ids1d: torch.Tensor) -> None:
+        """Give a traced tensor the 1-D ids ``ids1d`` along ``dim`` (the other dims share them)."""
         dim = dim % len(ref.shape)
         self.set(ref, self.along(ids1d, len(ref.shape), dim))
 
@@ -204,7 +212,8 @@ class AnalysisContext:
         """The kept count of these channels must be a multiple of ``divisor`` (a kernel's alignment)."""
         self.divisors.append((ids.reshape(-1), divisor))
 
-    def first_slot(self, name: str, is_output: bool) -> torch.Tensor | None:  # a layer side as first recorded
+    def first_slot(self, name: str, is_output: bool) -> torch.Tensor | None:
+        """A layer side's elements as first recorded, or None if the side has no slot."""
         return self._first_slot.get((name, is_output))
 
     def unknown(self, node: Node, detail: str | None = None) -> None:

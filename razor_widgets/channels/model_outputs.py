@@ -1,26 +1,10 @@
 """Which of a model's outputs keep their shape, and which follow the pruned model.
 
-A model's outputs keep their shape, so an output that carries channels pins them. Hugging Face
-models return more than their prediction: T5 and BART return ``encoder_last_hidden_state``,
-``output_hidden_states=True`` adds every layer's states, ``output_attentions=True`` every
-layer's attention weights. Pinning those would fix the hidden size and the heads of every
-model that returns them, although a user who prunes a language model expects the logits to
-keep their shape, not the internal activations. The policy:
-
-- **An output with a prediction** (a dict, HF ``ModelOutput`` or dataclass with a field named
-  ``logits`` or ``*_logits``): the fields that merely expose internal activations
-  (:data:`ACTIVATION_FIELD`: ``*hidden_state``, ``*hidden_states``, ``*attentions``,
-  ``*past_key_values``) follow the pruned model, so the export returns them narrower; every
-  other field (the logits, the loss, anything not recognised) keeps its shape.
-- **Any other output** keeps the shape of every tensor: ``BertModel``'s output *is* its hidden
-  states, and a plain module's output is its result.
-- **The user says** (``ChannelMutator(parse_cfg={"fixed_outputs": [...]})``): the named outputs
-  (top-level keys, or positions of a tuple output) keep their shape and every other follows;
-  ``[]`` pins none.
-
-An output that follows the pruned model is compared by the export check on the channels the
-export keeps (``export_check.py``). One whose channels vary along several dims cannot be cut
-that way and stays pinned.
+In an output with a prediction (a field named ``logits`` or ``*_logits``), the fields that merely
+expose internal activations (:data:`ACTIVATION_FIELD`) follow the pruned model and every other
+field keeps its shape; any other output keeps the shape of every tensor; the user can name the
+outputs that keep their shape (``parse_cfg={"fixed_outputs": [...]}``). The policy:
+docs/model-outputs.md.
 """
 from __future__ import annotations
 

@@ -1,14 +1,9 @@
 """Channel elements of parameters that ops read directly (``F.embedding(x, w)``, ``x * gamma``,
 ``x + pos_embed``), made on first use and only as many as the use needs.
 
-A parameter's elements are independent, one per position, until rules join them. Making them
-all would cost the parameter's size (an embedding table: vocabulary x width). Two uses need
-fewer, with the same sets:
-
-* a layer reading the parameter along one dim (``AnalysisContext.read``) joins every other
-  position with that dim's: one element per position of that dim is all there is;
-* an op without a rule only fixes the elements: a parameter varying along two dims or more gets
-  its ids when something uses it again (never, mostly), the fix keeping its place in the order.
+Making one element per position would cost the parameter's size (an embedding table: vocabulary
+x width); a layer reading the parameter along one dim needs one element per position of that dim,
+and an op without a rule only fixes the elements. Why that is enough: docs/channel-analysis.md.
 """
 from __future__ import annotations
 
@@ -59,6 +54,8 @@ class ParameterElements:
 
 
 def is_float_param(modules: dict[str, nn.Module], qualname: str) -> bool:
+    """Whether ``qualname`` names an ``nn.Parameter`` of its module (not a buffer or a plain tensor
+    attribute)."""
     owner, _, attr = qualname.rpartition(".")
     module = modules.get(owner)
     tensor = None if module is None else getattr(module, attr, None)

@@ -2,13 +2,9 @@
 facts that say what a unit *is* (``unit_labels.py`` turns them into roles and labels).
 
 Two facts, recorded by the rules while they run and handed to each unit after the union-find:
-
-* ``attention``: the channels are the heads of an attention op (or positions in its heads):
-  q, k and v of ``scaled_dot_product_attention``, the heads of a multi-head attention layer, or
-  channels that meet in the batch dims of a product (``q @ k.transpose(-1, -2)`` per head);
-* ``sum_scopes``: the modules whose forward adds two computed tensors that carry different
-  channels, made one by the add (a residual join: ``x + block(x)``), in model order, one
-  entry per module.
+``attention`` (the channels are the heads of an attention op, or positions in its heads) and
+``sum_scopes`` (the modules whose forward adds them to other channels: a residual join). What
+each means: docs/channel-analysis.md.
 """
 from __future__ import annotations
 

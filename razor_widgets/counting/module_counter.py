@@ -1,16 +1,9 @@
 """Params and MACs of a supernet at chosen candidates.
 
-``ChosenPathCounter`` counts the model that a channel mutator traced with every candidate
-running exports once each search group has chosen: the channel mutator's per-layer counts
-less the layers of the candidates that are not chosen, with no forward pass.
-
-``CandidateCounter`` measures each candidate from one forward pass:
-
-Candidates of a module mutable take inputs of the same shape whatever the other mutables
-choose, so a model's MACs are those outside every mutable (the base) plus those of each
-mutable's chosen candidate. ``measure`` runs the supernet once with every candidate of every
-mutable counted on its own (under ``FlopCounterMode``, the convention of ``resources.py``);
-after that any choice is counted without a forward. Params need no forward at all.
+``ChosenPathCounter`` counts a traced supernet at the chosen candidates from the channel
+mutator's per-layer counts; ``CandidateCounter`` measures every candidate of every module
+mutable in one forward pass (a model's MACs are the base plus each mutable's chosen candidate),
+after which any choice is counted without a forward. How: docs/candidate-counting.md.
 """
 from __future__ import annotations
 
@@ -181,6 +174,7 @@ class ChosenPathCounter:
 
     @property
     def mutable_units(self) -> list:
+        """The channel mutator's mutable units (whose choices the counts follow)."""
         return self.channel_mutator.mutable_units
 
     def dropped_layers(self, module_choices: dict[int, Any] | None = None) -> set[str]:

@@ -1,16 +1,11 @@
 """Params, MACs and FLOPs: the result type and the reference count of any plain model.
 
-The convention (``docs/counting.md``): **MACs** are the multiply-accumulates of every
-convolution (grouped and depthwise: ``out_elems * c_in / groups * kernel_area``), every
-linear layer over all leading dims, and attention matmuls (Q·Kᵀ and A·V); nothing else.
-**FLOPs** are ``2 * MACs``, which is what :class:`torch.utils.flop_counter.FlopCounterMode`
-reports. **Params** are ``sum(p.numel() for p in model.parameters())`` of the exported
-static model (frozen parameters, class tokens, position embeddings and layer scales count).
-
-:func:`count_resources` (and :func:`reference_flops`) runs one forward pass of any model
-under ``FlopCounterMode``, with both of its traps handled: CPU flash attention gets a
-formula, and the fused multi-head attention fast path (``torch.backends.mha``) is switched off. The live counter
-of a prepared mutator (``counting.py``) gives the same numbers without a forward pass.
+**MACs** are the multiply-accumulates of every convolution, every linear layer over all leading
+dims and attention matmuls; **FLOPs** are ``2 * MACs`` (what ``FlopCounterMode`` reports);
+**Params** are the exported static model's parameters. :func:`count_resources` (and
+:func:`reference_flops`) runs one forward pass of any model under ``FlopCounterMode``, with both
+of its traps handled. The live counter of a prepared mutator gives the same numbers without a
+forward pass. The convention and the traps: docs/counting.md.
 """
 from __future__ import annotations
 
@@ -76,6 +71,8 @@ class Resources:
 
     @property
     def flops_percent(self) -> float:
+        """FLOPs as a percentage of the original FLOPs (the same as :attr:`macs_percent`: FLOPs are
+        2 × MACs)."""
         return self.macs_percent
 
     def __add__(self, other: Resources) -> Resources:

@@ -1,16 +1,11 @@
 """The geometry of a traced model, turned into count formulas over the units' kept channels.
 
-After ``prepare_from_supernet`` the trace holds every op with its tensor shapes, and the
-channel analysis holds the channel elements of each tensor. From these :func:`build_spec`
-records once, per layer, the channel-independent geometry (output positions and kernel area
-of a conv, rows of a linear, sequence lengths of an attention) and a small formula (a layer
-kind's ``macs`` and ``param_size``, see ``layers/``; the products ``_fn_*`` below) that
-multiplies it with the kept channel counts of the layer's sides. A side's kept count is linear in the
-units' kept channels per block, ``const + sum(coef * kept[unit])``; a tensor dim whose kept
-size depends on *which* channels are kept (a dim holding one position of every head, say)
-is a "special" side evaluated from the unit masks. Every count is then a sum of terms
-``factor * side_a * side_b * ... // div`` (a :class:`CountTerm`); ``live_counter.py``
-evaluates them. The convention: docs/counting.md.
+From the trace and the channel analysis, :func:`build_spec` records once, per layer, the
+channel-independent geometry and a small formula (a layer kind's ``macs`` and ``param_size``;
+the products ``_fn_*`` below) over the kept counts of the layer's sides: linear in the units'
+kept channels, or "special" sides evaluated from the unit masks. Every count is a sum of
+:class:`CountTerm` ``factor * side_a * side_b * ... // div``; ``live_counter.py`` evaluates them.
+The convention and the terms: docs/counting.md.
 """
 from __future__ import annotations
 
@@ -49,6 +44,9 @@ class SideRef(NamedTuple):
 
 
 class SpecialSide(NamedTuple):
+    """A special side (its kept size depends on which channels are kept) and its index in the
+    counter's side array."""
+
     side: int
     special: _Special
 

@@ -1,28 +1,10 @@
 """The export checks itself: the exported model must compute what the masked model computes.
 
-``ChannelMutator.to_static()`` hands its new model to :func:`verify_export`, which runs the
-masked supernet and the export on the example input (two forwards, in eval mode, under
-``no_grad``, with the same random state) and compares every output tensor with a tolerance
-relative to its scale. An output whose width follows the pruned model (hidden states next to
-the logits, ``model_outputs.py``) is compared on the channels the export keeps: the masked
-model's output cut to them must equal the export's. When they disagree, or the export raises, both models run once more
-with forward hooks to find the first layer whose output differs, and :class:`ExportError`
-names it and the units that touch it. Module outputs are compared by the tensors they hold
-(inside tuples, dicts, dataclasses, objects such as ``ImageList``), never by identity.
-
-Selection outside modules (the decision): a detector's post-processing (top-k, NMS, a score
-threshold) turns float rounding (the export sums fewer channels) into other picks, so its final
-boxes can differ although every layer matches. The export check does not raise then, but warns
-(:class:`ExportCheckWarning`), when both models ran the same modules in the same order, no
-module is blamed, and the first difference is born in a module that owns no weights itself,
-gets the same inputs and ran a selection op in its own code (or has such a module inside it).
-It raises as before when a module's output differs beyond tolerance and it is not such a
-module (a layer after the selection that gets other boxes of the same count counts too), when
-an output changes shape where its inputs are the same and nothing inside it changed shape, when
-the export raises, or when the modules ran differently. Not covered: a wrong export whose only
-trace is weight-free code that selects (such code cannot be told from rounding).
-The check changes nothing: train/eval flags, buffers and the random state are as they were,
-and the mutator's choices are not touched.
+:func:`verify_export` runs the masked supernet and the export on the example input and compares
+every output; when they differ, it finds the first layer whose output differs and
+:class:`ExportError` names it and its units. A detector's selection outside modules (top-k, NMS)
+only warns (:class:`ExportCheckWarning`). The check changes nothing (flags, buffers, random
+state, choices). The policy: docs/export-check.md.
 """
 from __future__ import annotations
 

@@ -1,28 +1,10 @@
 """Keep an exported Hugging Face model a working HF model: its config says the pruned sizes.
 
-``ChannelMutator.to_static()`` calls :func:`update_hf_config` on a model with an HF config
-(duck-typed: a ``config`` with ``to_dict`` and a ``save_pretrained`` method; transformers is
-never imported here). It sets ``hidden_size``, ``num_attention_heads``,
-``num_key_value_heads``, ``head_dim`` and the MLP width (``intermediate_size``, ``n_inner``,
-``d_ff``...) from the kept channels, and the head counts of the attention modules. Then it
-checks the result: the model class built from the new config (on the meta device, no memory)
-must have exactly the export's parameter shapes, or ``from_pretrained`` could not load it.
-Where HF cannot say a choice (different head counts or MLP widths per layer, a hidden size
-that the config ties to the heads), :class:`HFConfigWarning` says so; the config keeps its
-value for that size, ``config.razor_widgets_per_layer`` gives each layer's, and
-``config.razor_widgets_unrepresentable`` lists the parameters that would not load. The
-export is still a working torch module (save it with ``torch.save``).
-
-A config that builds the right shapes can still compute something else: Gemma scales its
-embeddings by ``sqrt(config.hidden_size)``, rebuilt from the new hidden size. So
-:func:`check_reload` (``to_static(check_reload=True)``, the default when the export is checked)
-rebuilds the model as ``from_pretrained`` would, from the config as ``config.json`` gives it back
-and the export's state dict (``from_pretrained(None, config=..., state_dict=...)``: no disk, no
-random initialisation, and the rebuilt model shares the export's tensors, so no copy of the
-weights), runs the example input once, and compares with the export. When they differ,
-:class:`HFConfigWarning` says so and ``config.razor_widgets_reload_differs`` records what
-differs. Only the export itself is checked (the example input is its input), not HF models
-nested inside it.
+:func:`update_hf_config` sets the config's sizes from the kept channels (transformers is never
+imported: the HF model is duck-typed) and checks that the config builds the export's parameter
+shapes; :func:`check_reload` rebuilds the model from the config and state dict and compares its
+output. What HF cannot say is warned about (:class:`HFConfigWarning`) and recorded on the config.
+The policy: docs/hf-export.md.
 """
 from __future__ import annotations
 
@@ -52,6 +34,7 @@ class HFConfigWarning(UserWarning):
 
 
 def is_hf_model(model: nn.Module) -> bool:
+    """Whether ``model`` is a Hugging Face model (duck-typed: a ``config`` with ``to_dict`` and ``save_pretrained``)."""
     config = getattr(model, "config", None)
     return hasattr(config, "to_dict") and hasattr(model, "save_pretrained")
 

@@ -36,11 +36,15 @@ def head_union(ctx: AnalysisContext, ids: torch.Tensor, heads: int) -> None:
 
 
 class MultiheadAttentionKind(LayerKind):
+    """The layer kind of ``nn.MultiheadAttention`` (with the same embed dim for q, k and v)."""
+
     name = "multihead_attention"
     module_types = (nn.MultiheadAttention,)
     child_params = ("out_proj",)
 
     def module_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        """Query, key, value and output share the embed dim's channels, held as heads; other forms
+        (``kdim``/``vdim``, ``bias_k``) have no rule."""
         m: nn.MultiheadAttention = node.target
         refs = node.input_refs()[:3]
         out = node.output_refs()[0]
@@ -59,9 +63,11 @@ class MultiheadAttentionKind(LayerKind):
             ctx.set(extra, torch.full([1] * len(extra.shape), NONE, dtype=torch.long))
 
     def channels(self, module: nn.Module, is_output: bool) -> int:
+        """``embed_dim`` on both sides."""
         return int(module.embed_dim)
 
     def macs(self, call: LayerGeometry) -> list[Term]:
+        """The q/k/v and output projections plus Q·Kᵀ and A·V of one call."""
         m: nn.MultiheadAttention = call.module
         q, k = call.input_shapes[:2]
         if len(q) == 2:
@@ -80,6 +86,8 @@ class MultiheadAttentionKind(LayerKind):
         return [*terms, Term(2 * n * length * keys, (embed,))]  # Q·Kᵀ and A·V
 
     def param_size(self, param: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term | None:
+        """``in_proj`` (three ``embed`` blocks) and ``out_proj`` weights and biases; other
+        parameters are counted whole."""
         if attr not in ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"):
             return None
         embed = param.kept(True)
@@ -87,10 +95,12 @@ class MultiheadAttentionKind(LayerKind):
         return Term(factor, (embed, embed) if attr.endswith("weight") else (embed,))
 
     def output_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """``out_proj``'s weight and bias, whose dim 0 is the output channel."""
         out_proj = module.out_proj
         return {f"out_proj.{k}": t for k in ("weight", "bias") if (t := raw_param(out_proj, k)) is not None}
 
     def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """``in_proj_weight`` with its input channels first."""
         weight = raw_param(module, "in_proj_weight")
         return {} if weight is None else {"in_proj_weight": weight.transpose(0, 1)}
 
@@ -124,6 +134,7 @@ class DynamicMultiheadAttentionMixin(DynamicChannelMixin):
 
     @property
     def in_proj_weight(self) -> torch.Tensor:
+        """``in_proj_weight`` with the pruned rows (in each of q, k and v) and columns zeroed."""
         w = raw(self, "in_proj_weight")
         mask = self.mask("out_channels") if w is not None and "mutable_attrs" in self._modules else None
         if mask is None:
@@ -133,11 +144,13 @@ class DynamicMultiheadAttentionMixin(DynamicChannelMixin):
 
     @property
     def in_proj_bias(self) -> torch.Tensor | None:
+        """``in_proj_bias`` with the pruned channels of q, k and v zeroed (None without a bias)."""
         b = raw(self, "in_proj_bias")
         mask = self.mask("out_channels") if b is not None and "mutable_attrs" in self._modules else None
         return b if mask is None else b * mask.repeat(3).to(device=b.device, dtype=b.dtype)
 
     def to_static_op(self) -> nn.Module:
+        """A plain ``nn.MultiheadAttention`` of the kept heads (or smaller heads, the query rescaled)."""
         mask = self.mask("out_channels")
         idx = index_of(mask, self.embed_dim)
         kept = len(idx)
@@ -173,6 +186,8 @@ def kept_heads(mask: torch.Tensor | None, num_heads: int, embed_dim: int) -> tup
 
 
 class DynamicMultiheadAttention(DynamicMultiheadAttentionMixin, nn.MultiheadAttention):
+    """``nn.MultiheadAttention`` with its embed dim following a mask."""
+
     static_class = nn.MultiheadAttention
 
 

@@ -1,18 +1,10 @@
 """What a layer kind is: everything the engine knows about one family of layers, in one object.
 
-A :class:`LayerKind` owns, for its module types and their functional forms:
-
-* the channel rules (``module_rule`` for a leaf module, ``function_rule`` for ``F.conv2d``,
-  ``F.linear``, ``F.batch_norm``... called with a module's own parameters);
-* the dynamic op classes (``dynamic_ops``: static type -> dynamic class);
-* the count formulas (``macs`` and ``param_size``), written against :class:`LayerGeometry`:
-  the counter hands each formula the layer's shapes and opaque *kept sides*, and the formula
-  returns :class:`Term` records ``factor * prod(sides) // div``;
-* the channel count of each side (``channels``);
-* the per-channel weight slices that importance criteria read (``output_channel_weights``,
-  ``input_channel_weights``): raw (unmasked) tensors whose dim 0 is the channel.
-
-The registry (``registry.py``) maps module types (MRO-aware) and functional op names to kinds.
+A :class:`LayerKind` owns, for its module types and their functional forms, the channel rules,
+the dynamic op classes, the count formulas (written against :class:`LayerGeometry`, returning
+:class:`Term` records), the channel count of each side and the per-channel weight slices that
+importance criteria read. The registry (``registry.py``) maps module types and functional op
+names to kinds. What each part is: docs/layer-kinds.md.
 """
 from __future__ import annotations
 
@@ -58,6 +50,7 @@ class LayerGeometry:
     output_dim_side: Callable[[int], Side] | None = field(default=None, repr=False)
 
     def kept(self, is_output: bool) -> Side:
+        """The kept-channel side of the layer's output (``is_output=True``) or input channels."""
         return self.kept_side(is_output)
 
     def kept_output_dim(self, dim: int) -> Side:
@@ -89,9 +82,11 @@ class LayerKind:
 
     # -- channel rules --------------------------------------------------------------------
     def module_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        """The channel rule of a leaf module of this kind (default: no rule, its channels are fixed)."""
         ctx.unknown(node)
 
     def function_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        """The channel rule of this kind's functional form (default: no rule, its channels are fixed)."""
         ctx.unknown(node)
 
     def function_owner(self, node: Node, modules: dict[str, nn.Module]) -> FunctionOwner | None:
@@ -178,6 +173,7 @@ def node_arg(node: Node, index: int, key: str, default: Any = None) -> Any:
 
 
 def first_input(node: Node) -> TensorRef:
+    """The first tensor among a recorded call's inputs (the layer's input)."""
     return node.input_refs()[0]
 
 

@@ -45,6 +45,9 @@ def unowned_norm(ctx: AnalysisContext, node: Node) -> None:
 
 
 class BatchNormKind(NormKind):
+    """The layer kind of batch and instance norms (``nn.BatchNorm*d``, ``nn.InstanceNorm*d``,
+    ``F.batch_norm``, ``F.instance_norm``)."""
+
     name = "batch_norm"
     module_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
                     nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
@@ -53,6 +56,7 @@ class BatchNormKind(NormKind):
     owner_args = ((3, "weight"), (1, "running_mean"))
 
     def module_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        """Input and output channels are the same, along dim 1 (dim 0 for an unbatched input)."""
         m = node.target
         x, out = first_input(node), node.output_refs()[0]
         spatial = {nn.BatchNorm1d: 1, nn.InstanceNorm1d: 1}.get(type(m), None)
@@ -72,9 +76,11 @@ class BatchNormKind(NormKind):
         coupled(ctx, owner.name, x, node.output_refs()[0], 1)
 
     def channels(self, module: nn.Module, is_output: bool) -> int:
+        """``num_features`` on both sides."""
         return int(module.num_features)
 
     def channel_scale(self, module: nn.Module) -> torch.Tensor | None:
+        """The affine weight (gamma), which Network Slimming ranks channels by."""
         return raw_param(module, "weight")  # gamma; None without affine parameters
 
 
@@ -88,6 +94,7 @@ class DynamicNormMixin(DynamicChannelMixin):
         return {"num_features": getattr(self, self.channel_attr)}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The original forward, with the pruned channels of the output zeroed."""
         out = super().forward(x)
         mask = self.mask("out_channels")
         if mask is None:
@@ -101,6 +108,7 @@ class DynamicNormMixin(DynamicChannelMixin):
         return -1
 
     def to_static_op(self) -> nn.Module:
+        """A plain norm of the kept channels (affine parameters and running statistics cut to them)."""
         idx = index_of(self.mask("out_channels"), getattr(self, self.channel_attr))
         params = kept_parameters(self, idx)
         buffers = {k: (kept_rows(v, idx) if v is not None and v.dim() > 0 else v)
@@ -113,14 +121,20 @@ class _BatchNormMixin(DynamicNormMixin):
 
 
 class DynamicBatchNorm1d(_BatchNormMixin, nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` with a channel mask."""
+
     static_class = nn.BatchNorm1d
 
 
 class DynamicBatchNorm2d(_BatchNormMixin, nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` with a channel mask."""
+
     static_class = nn.BatchNorm2d
 
 
 class DynamicBatchNorm3d(_BatchNormMixin, nn.BatchNorm3d):
+    """``nn.BatchNorm3d`` with a channel mask."""
+
     static_class = nn.BatchNorm3d
 
 
@@ -130,14 +144,20 @@ class _InstanceNormMixin(DynamicNormMixin):
 
 
 class DynamicInstanceNorm1d(_InstanceNormMixin, nn.InstanceNorm1d):
+    """``nn.InstanceNorm1d`` with a channel mask."""
+
     static_class = nn.InstanceNorm1d
 
 
 class DynamicInstanceNorm2d(_InstanceNormMixin, nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` with a channel mask."""
+
     static_class = nn.InstanceNorm2d
 
 
 class DynamicInstanceNorm3d(_InstanceNormMixin, nn.InstanceNorm3d):
+    """``nn.InstanceNorm3d`` with a channel mask."""
+
     static_class = nn.InstanceNorm3d
 
 

@@ -75,6 +75,8 @@ class DynamicChannelMeanMixin(DynamicChannelMixin):
         return {"in_channels": int(self.__dict__["_parameters"]["weight"].shape[-1])}
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The original forward; with a partial mask, every mean over the channels is taken over the
+        kept ones."""
         mask = self.mask("in_channels")
         if mask is None:
             return super().forward(*args, **kwargs)
@@ -82,10 +84,14 @@ class DynamicChannelMeanMixin(DynamicChannelMixin):
             return super().forward(*args, **kwargs)
 
     def to_static_op(self) -> nn.Module:
+        """The module as its original class (its ``weight`` is pruned as a parameter, like a class token)."""
         return self._static_copy({}, {})
 
 
 class DynamicChannelMean(DynamicChannelMeanMixin, nn.Module):
+    """A module averaging over its channels, with a channel mask (the class adopts the module's type
+    when converted)."""
+
     static_class = nn.Module
 
 
@@ -100,9 +106,11 @@ class ChannelMeanKind(LayerKind):
     name = "channel_mean"
 
     def channels(self, module: nn.Module, is_output: bool) -> int:
+        """The width of the module's ``weight`` (its last dim), on both sides."""
         return int(module.__dict__["_parameters"]["weight"].shape[-1])
 
     def dynamic_op_for(self, module_type: type) -> type | None:
+        """:class:`DynamicChannelMean`, for every type of the kind."""
         return DynamicChannelMean
 
 

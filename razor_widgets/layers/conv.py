@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 
 def channel_dim(ref: TensorRef, batched_ndim: int) -> int:
+    """The channel dim of a conv's input: 1 when batched (``batched_ndim`` dims), else 0."""
     return 1 if len(ref.shape) == batched_ndim else 0
 
 
@@ -46,6 +47,7 @@ def conv_like(ctx: AnalysisContext, name: str, x: TensorRef, out: TensorRef, spa
 
 
 def is_depthwise(module: nn.Module) -> bool:
+    """Whether a conv is depthwise (``groups == in_channels == out_channels`` > 1)."""
     return module.groups > 1 and module.groups == module.in_channels == module.out_channels
 
 
@@ -61,17 +63,22 @@ def conv_weight_terms(geo: LayerGeometry, attr: str, shape: tuple[int, ...]) -> 
 
 
 class ConvKind(LayerKind):
+    """The layer kind of ``nn.Conv1d/2d/3d`` and ``F.conv1d/2d/3d`` with a conv's weight."""
+
     name = "conv"
     weight_rows_are_outputs = True
     module_types = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
     functions = ("conv1d", "conv2d", "conv3d")
 
     def module_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        """A conv module's channel rule (:func:`conv_like`)."""
         m = node.target
         conv_like(ctx, node.name, first_input(node), node.output_refs()[0], len(m.kernel_size),
                   m.in_channels, m.out_channels, m.groups)
 
     def function_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        """``F.conv*d`` with a conv's weight; a weight computed from stored ones goes to the
+        derived-weight rule."""
         owner = self.function_owner(node, ctx.modules)
         x, out = first_input(node), node.output_refs()[0]
 
@@ -84,9 +91,11 @@ class ConvKind(LayerKind):
         foreign_bias(ctx, node, owner.name, ctx.get(out).reshape(-1))
 
     def channels(self, module: nn.Module, is_output: bool) -> int:
+        """``out_channels`` or ``in_channels``."""
         return int(module.out_channels if is_output else module.in_channels)
 
     def macs(self, call: LayerGeometry) -> list[Term]:
+        """``out positions * kernel area * kept_out * kept_in / groups`` (depthwise: ``* kept_out``)."""
         m = call.module
         factor = positions(call.output_shape, m.out_channels) * math.prod(m.kernel_size)
         if is_depthwise(m):
@@ -94,15 +103,19 @@ class ConvKind(LayerKind):
         return [Term(factor, (call.kept(True), call.kept(False)), m.groups)]
 
     def param_size(self, param: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term | None:
+        """The exported size of the weight or bias (:func:`conv_weight_terms`)."""
         return conv_weight_terms(param, attr, shape)
 
     def output_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """Weight and bias, whose dim 0 is the output channel."""
         return weights_along(module, 0, ("weight", "bias"))
 
     def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """The weight with its input channels first (none for a grouped conv)."""
         return {} if module.groups != 1 else weights_along(module, 1, ("weight",))
 
     def output_channel_dim(self, module: nn.Module, output: Any) -> int | None:
+        """The dim before the spatial dims (:func:`spatial_channel_dim`)."""
         return spatial_channel_dim(module, output)
 
 
@@ -115,6 +128,9 @@ def spatial_channel_dim(module: nn.Module, output: Any) -> int | None:
 
 # -- the dynamic op -------------------------------------------------------------------------------
 class DynamicConvMixin(DynamicChannelMixin):
+    """A conv whose channels follow masks: ``weight`` and ``bias`` read masked; the export keeps the
+    kept ones."""
+
     def _channel_counts(self) -> dict[str, int]:
         return {"in_channels": self.in_channels, "out_channels": self.out_channels}
 
@@ -124,17 +140,20 @@ class DynamicConvMixin(DynamicChannelMixin):
 
     @property
     def weight(self) -> torch.Tensor:
+        """The weight with pruned output channels and (per group) input channels zeroed."""
         w = raw(self, "weight")
         mask = self._weight_mask(w) if "mutable_attrs" in self._modules else None
         return w if mask is None else w * mask
 
     @property
     def bias(self) -> torch.Tensor | None:
+        """The bias with pruned output channels zeroed (None without a bias)."""
         b = raw(self, "bias")
         m_out = self.mask("out_channels") if b is not None and "mutable_attrs" in self._modules else None
         return b if m_out is None else b * m_out.to(device=b.device, dtype=b.dtype)
 
     def to_static_op(self) -> nn.Module:
+        """A plain conv of the kept channels (depthwise and grouped convs keep their grouping)."""
         w, b = raw(self, "weight"), raw(self, "bias")
         m_in, m_out = self.mask("in_channels"), self.mask("out_channels")
         out_idx = index_of(m_out, self.out_channels)
@@ -184,14 +203,20 @@ def group_positions(mask: torch.Tensor | None, groups: int, n: int) -> torch.Ten
 
 
 class DynamicConv1d(DynamicConvMixin, nn.Conv1d):
+    """``nn.Conv1d`` with channel masks."""
+
     static_class = nn.Conv1d
 
 
 class DynamicConv2d(DynamicConvMixin, nn.Conv2d):
+    """``nn.Conv2d`` with channel masks."""
+
     static_class = nn.Conv2d
 
 
 class DynamicConv3d(DynamicConvMixin, nn.Conv3d):
+    """``nn.Conv3d`` with channel masks."""
+
     static_class = nn.Conv3d
 
 

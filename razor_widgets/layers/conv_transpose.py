@@ -33,11 +33,15 @@ if TYPE_CHECKING:
 
 
 class ConvTransposeKind(LayerKind):
+    """The layer kind of ``nn.ConvTranspose1d/2d/3d`` and ``F.conv_transpose1d/2d/3d`` with such a
+    layer's weight."""
+
     name = "conv_transpose"
     module_types = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
     functions = ("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
 
     def module_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        """A transposed conv module's channel rule (the conv's: :func:`conv_like`)."""
         m = node.target
         conv_like(ctx, node.name, first_input(node), node.output_refs()[0], len(m.kernel_size),
                   m.in_channels, m.out_channels, m.groups)
@@ -53,9 +57,12 @@ class ConvTransposeKind(LayerKind):
                   m.in_channels, m.out_channels, m.groups)
 
     def channels(self, module: nn.Module, is_output: bool) -> int:
+        """``out_channels`` or ``in_channels``."""
         return int(module.out_channels if is_output else module.in_channels)
 
     def macs(self, call: LayerGeometry) -> list[Term]:
+        """``in positions * kernel area * kept_in * kept_out / groups`` (each input element is
+        scattered through the kernel)."""
         m = call.module
         factor = positions(call.input_shapes[0], m.in_channels) * math.prod(m.kernel_size)
         if is_depthwise(m):
@@ -63,18 +70,22 @@ class ConvTransposeKind(LayerKind):
         return [Term(factor, (call.kept(False), call.kept(True)), m.groups)]
 
     def param_size(self, param: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term | None:
+        """The exported size of the weight or bias (as a conv's: :func:`conv_weight_terms`)."""
         return conv_weight_terms(param, attr, shape)
 
     def output_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """The bias, and the weight with its output channels (dim 1) first unless grouped."""
         found = weights_along(module, 0, ("bias",))
         if module.groups == 1:
             found.update(weights_along(module, 1, ("weight",)))
         return found
 
     def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """The weight, whose dim 0 is the input channel."""
         return weights_along(module, 0, ("weight",))
 
     def output_channel_dim(self, module: nn.Module, output: Any) -> int | None:
+        """The dim before the spatial dims (:func:`spatial_channel_dim`)."""
         return spatial_channel_dim(module, output)
 
 
@@ -86,6 +97,7 @@ class DynamicConvTransposeMixin(DynamicConvMixin):
         return grouped_weight_mask(w, self.mask("in_channels"), self.mask("out_channels"), self.out_channels)
 
     def to_static_op(self) -> nn.Module:
+        """A plain transposed conv of the kept channels (depthwise and grouped ones keep their grouping)."""
         w, b = raw(self, "weight"), raw(self, "bias")
         m_in, m_out = self.mask("in_channels"), self.mask("out_channels")
         in_idx = index_of(m_in, self.in_channels)
@@ -107,14 +119,20 @@ class DynamicConvTransposeMixin(DynamicConvMixin):
 
 
 class DynamicConvTranspose1d(DynamicConvTransposeMixin, nn.ConvTranspose1d):
+    """``nn.ConvTranspose1d`` with channel masks."""
+
     static_class = nn.ConvTranspose1d
 
 
 class DynamicConvTranspose2d(DynamicConvTransposeMixin, nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` with channel masks."""
+
     static_class = nn.ConvTranspose2d
 
 
 class DynamicConvTranspose3d(DynamicConvTransposeMixin, nn.ConvTranspose3d):
+    """``nn.ConvTranspose3d`` with channel masks."""
+
     static_class = nn.ConvTranspose3d
 
 

@@ -1,14 +1,10 @@
 """Dynamic ops: layers whose input and output channels follow mutable masks (the base class).
 
-A dynamic op is the original layer (same parameters, buffers, hooks and mode) with
-``mutable_attrs`` added. When every mask is full it runs the original code untouched, so
-outputs are bit-identical. With partial masks, pruned channels are exactly zero at its
-output and ignored at its input: the weights a caller reads (``op.weight``) are masked, which
-also covers code that uses them outside the layer's own forward. ``to_static_op()`` returns a
-plain layer holding only the kept weights, which computes the same as the masked layer.
-
+A dynamic op is the original layer with ``mutable_attrs`` added: at full masks it runs the
+original code (bit-identical outputs); with partial masks pruned channels are exactly zero at its
+output and ignored at its input; ``to_static_op()`` returns a plain layer of the kept weights.
 This module holds what every dynamic op shares; each layer kind's own dynamic op lives in its
-module of ``razor_widgets/layers/``, and ``layers.dynamic_op_for`` finds the one of a layer.
+module of ``razor_widgets/layers/``. The contract: docs/layer-kinds.md.
 """
 from __future__ import annotations
 
@@ -25,6 +21,8 @@ _MODULE_DICTS = ("_parameters", "_buffers", "_modules", "_forward_hooks", "_forw
 
 
 def raw(module: nn.Module, name: str) -> Any:
+    """A parameter as stored in ``module._parameters`` (unmasked, bypassing a dynamic op's
+    property); ``AttributeError`` if absent."""
     params = module.__dict__.get("_parameters")
     if params is None or name not in params:
         raise AttributeError(name)
@@ -54,11 +52,13 @@ class DynamicChannelMixin:
             self.mutable_attrs[name] = container_class(n)
 
     def get_mutable_attr(self, attr: str) -> MutableChannelContainer | None:
+        """The channel container of side ``attr`` (``in_channels``, ``out_channels``...), or None."""
         name = self.container_names.get(attr, attr)
         attrs = self.__dict__["_modules"].get("mutable_attrs")
         return attrs[name] if attrs is not None and name in attrs else None
 
     def register_mutable_attr(self, attr: str, mutable: BaseMutableChannel) -> None:
+        """Let the mutable channel ``mutable`` drive side ``attr`` (all of its channels)."""
         self.get_mutable_attr(attr).register_mutable(mutable, 0, mutable.num_channels)
 
     def mask(self, attr: str) -> torch.Tensor | None:
@@ -102,6 +102,7 @@ class DynamicChannelMixin:
         return new
 
     def to_static_op(self) -> nn.Module:
+        """A plain layer of the static class holding only the kept weights (each dynamic op implements it)."""
         raise NotImplementedError
 
 
@@ -120,10 +121,12 @@ def _dynamic_subclass(dynamic_cls: type, original: type) -> type:
 
 
 def index_of(mask: torch.Tensor | None, n: int) -> torch.Tensor:
+    """The kept channel indices of a mask (all ``n`` when the side is unmasked)."""
     return torch.arange(n) if mask is None else mask.nonzero().squeeze(1)
 
 
 def kept_rows(t: torch.Tensor | None, idx: torch.Tensor, dim: int = 0) -> torch.Tensor | None:
+    """``t`` with only the entries ``idx`` along ``dim`` (None stays None)."""
     return None if t is None else t.index_select(dim, idx.to(t.device))
 
 

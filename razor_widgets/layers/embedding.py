@@ -72,13 +72,17 @@ class EmbeddingKind(LayerKind):
     functions = ("embedding",)
 
     def function_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        """``F.embedding`` with a table: the output's last dim holds the table's columns
+        (:func:`embedding`)."""
         embedding(ctx, node)
 
     def channels(self, module: nn.Module, is_output: bool) -> int:
+        """``embedding_dim`` on the output side, ``num_embeddings`` on the input side."""
         return int(module.embedding_dim if is_output else module.num_embeddings)
 
     def param_size(self, param: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term | None:
-        return None  # the weight is a parameter slot: sized along its columns
+        """None: the weight is a parameter slot, sized along its columns."""
+        return None
 
 
 EMBEDDING = EmbeddingKind()

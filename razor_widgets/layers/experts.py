@@ -1,20 +1,10 @@
 """Mixture-of-experts weights stored as 3-D parameters (Mixtral, Qwen-MoE in transformers 5):
 ``F.linear(x, self.gate_up_proj[e])`` with ``gate_up_proj`` of shape ``[experts, out, in]``.
 
-Decision: each expert layer's **intermediate size** is pruned, the same positions in every
-expert (one unit per MoE layer, like a grouped layer's repeated blocks), and the hidden size
-through the experts' input and output dims; whole experts are not pruned (that would change
-the router's softmax and top-k, which have no channel rule). A 3-D parameter is rectangular,
-so every expert keeps the same count either way.
-
-Channels: a slice ``P[e]`` (one index on the experts dim) is a matrix ``[out, in]``; a
-``linear`` with it (the loop form) or ``torch._grouped_mm(x, P.transpose(-2, -1), offs)`` (the
-grouped form transformers runs by default) reads ``x``'s last dim into one of ``P``'s dims and
-writes fresh elements for the other, as a linear layer does, but as parameter slots
-(``param_dim`` 1 and 2) owned by the module; the module becomes a :class:`DynamicFusedExperts`
-whose parameters read masked along those dims, and the export slices them. Counts:
-``rows * kept_in * kept_out`` per call. The grouped kernel needs 16-byte strides: the export
-runs when the kept counts keep them (multiples of 4 in float32).
+Each expert layer's intermediate size is pruned (the same positions in every expert), and the
+hidden size through the experts' input and output dims; whole experts are not. The module becomes
+a :class:`DynamicFusedExperts` whose parameters read masked, and the export slices them. The
+decision, the channel rule and the counts: docs/fused-experts.md.
 """
 from __future__ import annotations
 
@@ -124,9 +114,11 @@ class FusedExpertsKind(LayerKind):
     masks_param_slots = True
 
     def channels(self, module: nn.Module, is_output: bool) -> int:
+        """0: the module has no channel sides of its own (its channels are parameter slots)."""
         return 0
 
     def dynamic_op_for(self, module_type: type) -> type | None:
+        """:class:`DynamicFusedExperts`, for every type of the kind."""
         return DynamicFusedExperts
 
 
@@ -141,6 +133,7 @@ class DynamicFusedExpertsMixin(DynamicChannelMixin):
         self.__dict__["_rw_param_channels"] = []
 
     def add_param_channel(self, attr: str, dim: int, unit: Any, channel: Any) -> None:
+        """Let ``channel`` of ``unit`` mask parameter ``attr`` along ``dim`` (read masked from then on)."""
         self.__dict__["_rw_param_channels"].append((attr, dim, unit, channel))
 
     def __getattr__(self, name: str) -> Any:
@@ -159,12 +152,15 @@ class DynamicFusedExpertsMixin(DynamicChannelMixin):
         return value
 
     def to_static_op(self) -> nn.Module:
+        """The module as its original class, reading its parameters unmasked (the export slices them)."""
         static = self._static_copy({}, {})
         static.__dict__.pop("_rw_param_channels", None)
         return static
 
 
 class DynamicFusedExperts(DynamicFusedExpertsMixin, nn.Module):
+    """A module with 3-D expert parameters read masked (the class adopts the module's type when converted)."""
+
     static_class = nn.Module
 
 

@@ -21,12 +21,15 @@ if TYPE_CHECKING:
 
 
 class GroupNormKind(NormKind):
+    """The layer kind of ``nn.GroupNorm`` and ``F.group_norm`` with a GroupNorm's weight."""
+
     name = "group_norm"
     module_types = (nn.GroupNorm,)
     functions = ("group_norm",)
     owner_args = ((2, "weight"),)
 
     def module_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        """Input and output channels are one along dim 1, the same position in every group pruned together."""
         coupled(ctx, node.name, first_input(node), node.output_refs()[0], 1, groups=node.target.num_groups)
 
     def function_rule(self, ctx: AnalysisContext, node: Node) -> None:
@@ -40,10 +43,13 @@ class GroupNormKind(NormKind):
         coupled(ctx, owner.name, x, node.output_refs()[0], 1, groups=groups)
 
     def channels(self, module: nn.Module, is_output: bool) -> int:
+        """``num_channels`` on both sides."""
         return int(module.num_channels)
 
 
 class DynamicGroupNormMixin(DynamicKeptChannelsNormMixin):
+    """A group norm that normalises over the kept channels only (each group keeps the same positions)."""
+
     container_names = {"in_channels": "num_channels", "out_channels": "num_channels"}
     kept_norm = (F.group_norm, ("input", "num_groups", "weight", "bias", "eps"))
     channel_dim = 1
@@ -56,6 +62,8 @@ class DynamicGroupNormMixin(DynamicKeptChannelsNormMixin):
 
 
 class DynamicGroupNorm(DynamicGroupNormMixin, nn.GroupNorm):
+    """``nn.GroupNorm`` with a channel mask."""
+
     static_class = nn.GroupNorm
 
 

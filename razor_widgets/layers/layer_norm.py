@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 
 class LayerNormKind(NormKind):
+    """The layer kind of ``nn.LayerNorm`` and ``F.layer_norm`` with a LayerNorm's weight (over one dim)."""
+
     name = "layer_norm"
     channel_dim = -1  # the normalised last dim
     module_types = (nn.LayerNorm,)
@@ -28,11 +30,13 @@ class LayerNormKind(NormKind):
     owner_args = ((2, "weight"),)
 
     def module_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        """Input and output channels are one along the last dim (no rule for a norm over several dims)."""
         if len(node.target.normalized_shape) != 1:
             return ctx.unknown(node)
         coupled(ctx, node.name, first_input(node), node.output_refs()[0], -1)
 
     def function_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        """``F.layer_norm`` with a LayerNorm's weight over one dim: as the module."""
         owner = self.function_owner(node, ctx.modules)
         shape = node_arg(node, 1, "normalized_shape")
         if owner is None or len(shape) != 1:
@@ -40,6 +44,7 @@ class LayerNormKind(NormKind):
         coupled(ctx, owner.name, first_input(node), node.output_refs()[0], -1)
 
     def channels(self, module: nn.Module, is_output: bool) -> int:
+        """The normalised size (``normalized_shape[-1]``) on both sides."""
         return int(module.normalized_shape[-1])
 
 
@@ -58,6 +63,8 @@ class DynamicLayerNormMixin(DynamicKeptChannelsNormMixin):
 
 
 class DynamicLayerNorm(DynamicLayerNormMixin, nn.LayerNorm):
+    """``nn.LayerNorm`` with a channel mask."""
+
     static_class = nn.LayerNorm
 
 
@@ -84,6 +91,7 @@ class FusedPathGuard:
             torch.backends.mha.set_fastpath_enabled(False)
 
     def restore(self, module: nn.Module, args: Any, output: Any) -> None:
+        """The forward hook: put the fused path setting back as it was before the forward."""
         if self.saved:
             torch.backends.mha.set_fastpath_enabled(self.saved.pop())
 

@@ -74,6 +74,8 @@ class LinearWeights:
     weight_out_dim = 0  # nn.Linear's [out, in]
 
     def param_size(self, param: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term | None:
+        """The bias keeps the kept outputs, the weight the product of both kept sides; others are
+        counted whole."""
         if attr == "bias":
             return Term(1, (param.kept(True),))
         if attr == "weight":  # the product of the kept sides, in the weight's layout
@@ -81,22 +83,29 @@ class LinearWeights:
         return None
 
     def output_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """The weight with its output features first, and the bias."""
         return {**weights_along(module, self.weight_out_dim, ("weight",)), **weights_along(module, 0, ("bias",))}
 
     def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """The weight with its input features first."""
         return weights_along(module, 1 - self.weight_out_dim, ("weight",))
 
 
 class LinearKind(LinearWeights, LayerKind):
+    """The layer kind of ``nn.Linear`` and ``F.linear`` with a linear layer's weight."""
+
     name = "linear"
     weight_rows_are_outputs = True
     module_types = (nn.Linear,)
     functions = ("linear",)
 
     def module_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        """A linear module's channel rule (:func:`linear_rule`)."""
         linear_rule(ctx, node.name, first_input(node), node.output_refs()[0], node.target.out_features)
 
     def function_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        """``F.linear`` with a linear layer's weight; a weight computed from stored ones goes to the
+        derived-weight rule."""
         owner = self.function_owner(node, ctx.modules)
         weight = node.args[1] if len(node.args) > 1 else node.kwargs["weight"]
         x, out = first_input(node), node.output_refs()[0]
@@ -107,6 +116,7 @@ class LinearKind(LinearWeights, LayerKind):
         foreign_bias(ctx, node, owner.name, ctx.fresh_layer_output(owner.name, weight.shape[0]))
 
     def channels(self, module: nn.Module, is_output: bool) -> int:
+        """``out_features`` or ``in_features``."""
         return int(module.out_features if is_output else module.in_features)
 
     def macs(self, call: LayerGeometry) -> list[Term]:
@@ -115,10 +125,14 @@ class LinearKind(LinearWeights, LayerKind):
         return [Term(1, (*rows, call.kept(False), call.kept(True)))]
 
     def output_channel_dim(self, module: nn.Module, output: Any) -> int | None:
+        """The last dim, which holds the output features."""
         return -1 if isinstance(output, torch.Tensor) else None  # features are the last dim
 
 
 class DynamicLinearMixin(DynamicConvMixin):
+    """A linear layer whose features follow masks (the conv's masked ``weight`` and ``bias``, with
+    one group)."""
+
     container_names = {"in_channels": "in_features", "out_channels": "out_features",
                        "in_features": "in_features", "out_features": "out_features"}
 
@@ -127,13 +141,16 @@ class DynamicLinearMixin(DynamicConvMixin):
 
     @property
     def in_channels(self) -> int:
+        """``in_features``, under the conv's name (the shared masking code reads it)."""
         return self.in_features
 
     @property
     def groups(self) -> int:
+        """1: a linear layer is a conv with one group to the shared masking code."""
         return 1
 
     def to_static_op(self) -> nn.Module:
+        """A plain ``nn.Linear`` of the kept input and output features."""
         w, b = raw(self, "weight"), raw(self, "bias")
         out_idx = index_of(self.mask("out_channels"), self.out_features)
         in_idx = index_of(self.mask("in_channels"), self.in_features)
@@ -143,6 +160,8 @@ class DynamicLinearMixin(DynamicConvMixin):
 
 
 class DynamicLinear(DynamicLinearMixin, nn.Linear):
+    """``nn.Linear`` with feature masks."""
+
     static_class = nn.Linear
 
 

@@ -28,9 +28,11 @@ class NormKind(LayerKind):
         return Term(1, (param.kept(True),)) if len(shape) == 1 else None
 
     def output_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """The affine weight and bias (when present), one entry per channel."""
         return {name: t for name in ("weight", "bias") if (t := raw_param(module, name)) is not None}
 
     def input_channel_weights(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """The same as :meth:`output_channel_weights`: input and output channels are one."""
         return self.output_channel_weights(module)  # input and output channels are one
 
     def output_channel_dim(self, module: nn.Module, output: Any) -> int | None:
@@ -88,6 +90,8 @@ class DynamicKeptChannelsNormMixin(DynamicChannelMixin):
         return {self.container_names["out_channels"]: self._norm_channels()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The original forward; with a partial mask, the norm runs over the kept channels only (the
+        others output zero)."""
         mask = self.mask("out_channels")
         if mask is None:
             return super().forward(x)
@@ -95,5 +99,6 @@ class DynamicKeptChannelsNormMixin(DynamicChannelMixin):
             return super().forward(x)
 
     def to_static_op(self) -> nn.Module:
+        """A plain norm of the kept channels (parameters cut, size attributes set)."""
         idx = index_of(self.mask("out_channels"), self._norm_channels())
         return self._static_copy(kept_parameters(self, idx), {}, **self._static_sizes(len(idx)))

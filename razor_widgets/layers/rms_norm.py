@@ -22,10 +22,14 @@ class RMSNormKind(LayerNormKind):
 
 
 class DynamicRMSNormMixin(DynamicLayerNormMixin):
+    """An RMS norm that averages over the kept channels only (``F.rms_norm`` under the layer norm's mode)."""
+
     kept_norm = (F.rms_norm, ("input", "normalized_shape", "weight", "eps"))
 
 
 class DynamicRMSNorm(DynamicRMSNormMixin, nn.RMSNorm):
+    """``nn.RMSNorm`` with a channel mask."""
+
     static_class = nn.RMSNorm
 
 

@@ -1,15 +1,10 @@
 """Linear layers stored transposed and run by ``torch.addmm(bias, x, weight)``: GPT-2's
 ``Conv1D`` (``weight`` is ``[in, out]``), and any module whose own forward does the same.
 
-Channels: reads the input's last dim, writes fresh output features (as a linear layer). The
-module is traced through; the rule of ``addmm`` finds the module that owns ``weight`` and the
-kind adopts its type (``register_family_type``), so the module becomes a
-:class:`DynamicTransposedLinear`: ``weight`` and ``bias`` read masked, and the export keeps
-the kept rows and columns. MACs: ``rows * kept_in * kept_out``.
-
-``F.linear(x, self.weight)`` in a module that is not an ``nn.Linear`` (an MoE router) is the
-same with the weight ``[out, in]``: :class:`OwnedLinearKind`. Both share the linear layer's
-rule, sizes and importance slices (``layers/linear.py``); only the weight's layout differs.
+The kind adopts the type of the module that owns ``weight``, which becomes a
+:class:`DynamicTransposedLinear`; :class:`OwnedLinearKind` does the same for
+``F.linear(x, self.weight)`` in a module that is not an ``nn.Linear`` (an MoE router). Both share
+the linear layer's rule, sizes and importance slices. How: docs/layer-kinds.md.
 """
 from __future__ import annotations
 
@@ -56,9 +51,12 @@ class TransposedLinearKind(LinearWeights, LayerKind):
         return True
 
     def layer_input(self, node: Node) -> TensorRef | None:
+        """The layer's input among the call's arguments (``mat1`` of ``addmm``), or None."""
         return _arg(node, *self.input_arg)
 
     def function_rule(self, ctx: AnalysisContext, node: Node) -> None:
+        """The call with a module's own weight (and bias) is that module's linear map; the module's
+        type joins the kind."""
         owner = self.function_owner(node, ctx.modules)
         x = self.layer_input(node)
         if owner is None or x is None or not x.is_float:
@@ -68,13 +66,16 @@ class TransposedLinearKind(LinearWeights, LayerKind):
         features_rule(ctx, owner.name, x, node.output_refs()[0], out_features)
 
     def channels(self, module: nn.Module, is_output: bool) -> int:
+        """The output or input size, read from the weight's layout."""
         return int(raw(module, "weight").shape[self.weight_out_dim if is_output else 1 - self.weight_out_dim])
 
     def macs(self, call: LayerGeometry) -> list[Term]:
+        """``rows * kept_in * kept_out``, rows being every output position of a feature."""
         rows = positions(call.output_shape, self.channels(call.module, True))
         return [Term(rows, (call.kept(False), call.kept(True)))]
 
     def dynamic_op_for(self, module_type: type) -> type | None:
+        """:class:`DynamicTransposedLinear`, for every type of the kind."""
         return DynamicTransposedLinear
 
 
@@ -98,6 +99,7 @@ class DynamicTransposedLinearMixin(DynamicChannelMixin):
 
     @property
     def weight(self) -> torch.Tensor:
+        """The weight with the pruned input and output features zeroed."""
         w = raw(self, "weight")
         if "mutable_attrs" not in self._modules:
             return w
@@ -110,11 +112,14 @@ class DynamicTransposedLinearMixin(DynamicChannelMixin):
 
     @property
     def bias(self) -> torch.Tensor | None:
+        """The bias with the pruned output features zeroed (None without a bias)."""
         b = raw(self, "bias") if "bias" in self._parameters else None
         m_out = self.mask("out_channels") if b is not None and "mutable_attrs" in self._modules else None
         return b if m_out is None else b * m_out.to(device=b.device, dtype=b.dtype)
 
     def to_static_op(self) -> nn.Module:
+        """The module as its original class with the kept weight rows and columns (and its own size
+        attributes)."""
         w = raw(self, "weight")
         kept = {dim: index_of(self.mask(side), w.shape[dim]) for side, dim in self._weight_sides()}  # per weight dim
         params = {"weight": kept_rows(w, kept[0])[:, kept[1].to(w.device)]}
@@ -129,6 +134,9 @@ class DynamicTransposedLinearMixin(DynamicChannelMixin):
 
 
 class DynamicTransposedLinear(DynamicTransposedLinearMixin, nn.Module):
+    """A module with a transposed linear weight, read masked (the class adopts the module's type
+    when converted)."""
+
     static_class = nn.Module
 
 
@@ -146,12 +154,15 @@ class OwnedLinearKind(TransposedLinearKind):
     weight_arg, bias_arg = (1, "weight"), (2, "bias")
 
     def owns(self, module: nn.Module) -> bool:
-        return not isinstance(module, nn.Linear)  # an nn.Linear is the linear kind's
+        """Every module but an ``nn.Linear`` (which is the linear kind's)."""
+        return not isinstance(module, nn.Linear)
 
     def layer_input(self, node: Node) -> TensorRef | None:
+        """The first tensor of the ``F.linear`` call."""
         return node.input_refs()[0]
 
     def dynamic_op_for(self, module_type: type) -> type | None:
+        """:class:`DynamicOwnedLinear`, for every type of the kind."""
         return DynamicOwnedLinear
 
 
@@ -166,6 +177,9 @@ class DynamicOwnedLinearMixin(DynamicTransposedLinearMixin):
 
 
 class DynamicOwnedLinear(DynamicOwnedLinearMixin, nn.Module):
+    """A module with its own ``[out, in]`` linear weight, read masked (the class adopts the module's
+    type when converted)."""
+
     static_class = nn.Module
 
 

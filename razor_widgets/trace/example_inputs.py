@@ -1,17 +1,9 @@
 """What a model built from MODEL is traced on: a random tensor (images, clips) or random tokens.
 
 Every command (``demo``, ``units``, ``dashboard``) and the dashboard's page build their example
-input from one of these records, so ``--input-shape`` and ``--input-size`` mean the same thing
-everywhere:
-
-- ``TensorInput``: a random float tensor of ``shape`` (``--input-shape 1 3 224 224``;
-  ``--input-size N`` sets the last two dims, height and width);
-- ``TokenInput``: token ids, ``shape`` is batch x sequence length (``--input-shape 1 16``);
-  the input is ``{"input_ids": random ids below the vocabulary size, "attention_mask": ones}``,
-  plus ``decoder_input_ids`` (the same ids) for an encoder-decoder model. ``--input-size``
-  means nothing for tokens and is refused.
-
-torch is imported only when an input is made.
+input from one of these records (:class:`TensorInput`, :class:`TokenInput`), so
+``--input-shape`` and ``--input-size`` mean the same thing everywhere. torch is imported only
+when an input is made. What each option means: docs/tracing.md.
 """
 from __future__ import annotations
 
@@ -47,6 +39,7 @@ class TensorInput:
         return torch.randn(*self.shape, generator=generator)
 
     def describe(self) -> str:
+        """The input in words, for messages (``an input of shape (1, 3, 224, 224)``)."""
         return f"an input of shape {self.shape}"
 
 
@@ -69,6 +62,7 @@ class TokenInput:
         return TokenInput((int(shape[0]), int(shape[1])), self.vocab_size, self.decoder)
 
     def with_size(self, size: int) -> TokenInput:
+        """Refused with ``ValueError``: ``--input-size`` is an image's height and width, not a token count."""
         raise ValueError("--input-size is the height and width of an image; this model takes tokens: "
                          "give --input-shape BATCH TOKENS instead (e.g. --input-shape 1 16)")
 
@@ -84,6 +78,7 @@ class TokenInput:
         return inputs
 
     def describe(self) -> str:
+        """The input in words, for messages (``token ids of shape (1, 16) (batch, tokens)``)."""
         return f"token ids of shape {self.shape} (batch, tokens)"
 
 

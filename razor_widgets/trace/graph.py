@@ -39,11 +39,13 @@ class Node:
     _outputs: list[TensorRef] | None = field(default=None, repr=False)
 
     def input_refs(self) -> list[TensorRef]:
+        """The tensors among the node's arguments (positional and keyword), in order; computed once."""
         if self._inputs is None:
             self._inputs = [x for x in leaves((self.args, self.kwargs)) if isinstance(x, TensorRef)]
         return self._inputs
 
     def output_refs(self) -> list[TensorRef]:
+        """The tensors among the node's outputs, in order; computed once."""
         if self._outputs is None:
             self._outputs = [x for x in leaves(self.outputs) if isinstance(x, TensorRef)]
         return self._outputs

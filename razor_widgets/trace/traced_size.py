@@ -1,16 +1,10 @@
 """Sizes read from tensor shapes while tracing, remembering the tensor dim they came from.
 
-Model code often computes shapes from other shapes: ``qkv.reshape(B, N, 3, heads, C // heads)``
-with ``C = x.shape[-1]``. The trace only sees the resulting numbers, so after pruning ``C`` the
-reshape would ask for sizes that no longer fit. A :class:`TracedSize` is the ``int`` the model
-reads, carrying its sources, so the channel rules can keep such sizes consistent; and when the
-model computes with a channel count as a number (``(C // heads) ** -0.5``, ``x / C``) the
-channels behind it are reported, because pruning them would change what the model computes.
-
-Int attributes of the model's modules (``self.num_heads``) are traced the same way, with an
-:class:`AttrRef` as their source: a reshape sized by one tells the rules which attribute the
-export must update (the number of heads kept), and a use as a number tells them which
-attribute must keep its value.
+A :class:`TracedSize` is the ``int`` the model reads, carrying its sources, so the channel rules
+can keep computed shapes (``reshape(B, N, 3, heads, C // heads)``) consistent after pruning and
+report the channels whose count the model uses as a number. Int attributes of modules
+(``self.num_heads``) are traced the same way, with an :class:`AttrRef` as their source. Why:
+docs/tracing.md.
 """
 from __future__ import annotations
 
@@ -34,10 +28,12 @@ class AttrRef:
 
 
 def attribute_sources(sources: tuple[Source, ...]) -> list[AttrRef]:
+    """The module attributes among a size's sources, each once, in order."""
     return list(dict.fromkeys(ref for ref, _ in sources if isinstance(ref, AttrRef)))
 
 
 def shape_sources(sources: tuple[Source, ...]) -> list[Source]:
+    """The sources of a size that are tensor dims (not module attributes)."""
     return [(ref, dim) for ref, dim in sources if not isinstance(ref, AttrRef)]
 
 

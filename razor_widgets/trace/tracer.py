@@ -76,6 +76,8 @@ class Tracer:
 
     # -- tensor handles -------------------------------------------------------------------
     def ref(self, tensor: torch.Tensor) -> TensorRef:
+        """The :class:`TensorRef` of a tensor: one handle per tensor object for the whole trace
+        (integer tensors' values are kept for the rules)."""
         handle = self._handles.get(tensor)
         if handle is None:
             handle = self._count
@@ -89,6 +91,7 @@ class Tracer:
         )
 
     def refs(self, tree: Any) -> Any:
+        """``tree`` with every tensor in it replaced by its :class:`TensorRef`."""
         return _map_tensors(self.ref, tree)
 
     def traced_size(self, tensor: torch.Tensor, out: Any, dim: int | None) -> Any:
@@ -127,6 +130,8 @@ class Tracer:
             self.value_reads.append(f"{how}() in {self._scope[-1] or 'the model'!r}")
 
     def record(self, kind: str, target: Any, name: str, args: Any, kwargs: Any, out: Any) -> None:
+        """Append one call (a leaf module or a torch function) as a :class:`Node` in the current
+        module scope."""
         outputs = self.refs(out)
         self.nodes.append(
             Node(len(self.nodes), kind, target, name, self._scope[-1], args, kwargs, outputs)
@@ -134,6 +139,8 @@ class Tracer:
 
     # -- the trace ------------------------------------------------------------------------
     def trace(self, model: nn.Module, example_inputs: Any) -> TracedGraph:
+        """Run ``model`` once on ``example_inputs`` (under ``no_grad``) and return the recorded graph;
+        the model's buffers, int attributes and hooks are put back as they were."""
         modules = dict(model.named_modules())
         for qualname, tensor in [*model.named_parameters(), *model.named_buffers()]:
             self._param_names[id(tensor)] = qualname
