@@ -46,6 +46,7 @@ class CachedImportanceMixin:
     channels, else of those that read them: what weight criteria read)."""
 
     def compute_importance(self) -> torch.Tensor:
+        """One score per ``base_channels`` position, higher kept first; each subclass gives its criterion."""
         raise NotImplementedError
 
     def watched_parameters(self) -> list[tuple[Any, str]]:
