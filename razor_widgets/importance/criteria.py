@@ -109,6 +109,7 @@ class CalibrationRun:
         return {**self.__dict__, "batches": [], "scored_key": "adopt"}
 
     def weights_key(self) -> tuple:
+        """The importance keys of the run's units: it changes when any of their watched weights do."""
         return tuple(u.importance_key() for u in self.units)
 
     def score_if_stale(self) -> None:

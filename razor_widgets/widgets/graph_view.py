@@ -218,6 +218,7 @@ class GraphView:
 
     @property
     def highlighted_nodes(self) -> list[str]:
+        """The nodes ringed now: those of the highlighted unit."""
         return [n for n, ring in zip(self.nodes, self._ringed()) if ring]
 
     # -- clicks from the page -------------------------------------------------------------
