@@ -148,7 +148,7 @@ class RandomMutableChannelUnit(ImportanceMutableChannelUnit):
         return {**super().init_args, "seed": self.seed}
 
     def watched_parameters(self) -> list:
-        """None: a random ranking reads no weight, so it never goes stale."""
+        """No parameter: a random ranking reads no weight, so it never goes stale."""
         return []  # the ranking reads no weight
 
     def scores(self) -> torch.Tensor:
