@@ -107,7 +107,7 @@ class CandidateOpsMixin:
 
     @property
     def current_choice(self) -> str | None:
-        """The chosen candidate's name, or None while every candidate runs."""
+        """The chosen candidate's name, or None when none is chosen (the supernet's forward)."""
         return self._current_choice
 
     @current_choice.setter

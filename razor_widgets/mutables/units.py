@@ -268,7 +268,7 @@ class SequentialMutableChannelUnit(MutableChannelUnit):
 
     @property
     def min_choice(self) -> int | float:
-        """The smallest valid choice (one channel per block, rounded by the divisor)."""
+        """The smallest valid choice: the fewest channels per block that ``divisor`` and ``min_value`` allow."""
         return self._choice_of(self._valid_kept(1))
 
     def sample_choice(self) -> int | float:
