@@ -28,6 +28,7 @@ class CommandLineParser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (``prog: error: message``), exit status 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        """Exit with status 2 after printing ``prog: error: message`` on one line."""
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -53,14 +54,17 @@ def _integer(text: str, low: int, high: int | None, what: str) -> int:
 
 
 def positive_int(text: str) -> int:
+    """An argparse type: an integer of 1 or more (``--input-size``, ``--input-shape``)."""
     return _integer(text, 1, None, "a positive integer")
 
 
 def seconds(text: str) -> int:
+    """An argparse type: a whole number of seconds, 0 or more (``--cull-idle``)."""
     return _integer(text, 0, None, "a number of seconds, 0 or more")
 
 
 def port_number(text: str) -> int:
+    """An argparse type: a port number from 1 to 65535 (``--port``)."""
     return _integer(text, 1, 65535, "a port number from 1 to 65535")
 
 
@@ -116,6 +120,7 @@ def build_parser() -> CommandLineParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``razor-widgets`` command line (``demo``, ``units``, ``dashboard``); returns the exit status."""
     args = build_parser().parse_args(argv)
     command: CommandLineParser = args.command_parser
     if getattr(args, "model_option", None) is not None:

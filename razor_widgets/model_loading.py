@@ -1,23 +1,9 @@
 """MODEL, as every command and the dashboard read it: one syntax, checked before anything is traced.
 
-A MODEL is one of
-- a named model of this package (``NAMED_MODELS``, e.g. ``digits`` once it exists);
-- a torchvision model name: classification (``resnet18``), detection, segmentation or video,
-  built with ``weights=None`` (and ``weights_backbone=None``): random weights, nothing downloaded;
-- ``timm:NAME`` when timm is installed, built with ``pretrained=False``;
-- ``hf:MODEL_TYPE`` when transformers is installed: a tiny Hugging Face language model of that
-  transformers model type (``hf:llama``, ``hf:gpt2``, ``hf:bert``, ``hf:t5``), built from config
-  with random weights (``razor_widgets.models.tiny_hf``);
-- ``hf:PATH``: the Hugging Face model a local ``config.json`` describes (PATH is the file or the
-  directory holding it, and has a ``/`` or ends in ``.json``: ``hf:./my-model``), built from
-  that config with random weights: weights are never read or downloaded;
-- ``package.module:callable``, called with no arguments, e.g. ``torchvision.models:resnet34``.
-
-Each source says what example input its model takes (``example_inputs``): a random tensor of
-a shape, or, for ``hf:`` models, token ids of batch x sequence length.
-
-This module imports torch, torchvision and timm only inside its functions, so the command line
-can parse its arguments (and answer ``--help``) without them.
+A MODEL is a named model, a torchvision name, ``timm:NAME``, ``hf:MODEL_TYPE``, ``hf:PATH`` or
+``package.module:callable``; ``resolve_model`` says how to build it and what example input it
+takes. torch, torchvision and timm are imported only inside functions, so ``--help`` works
+without them. The syntax in full: docs/model-names.md.
 """
 from __future__ import annotations
 
@@ -138,7 +124,7 @@ def resolve_model(spec: str) -> ModelSource:
 
 
 def load_model(spec: str) -> nn.Module:
-    """Build the model ``spec`` names (see the module docstring), in eval mode."""
+    """Build the model ``spec`` names (syntax: docs/model-names.md), in eval mode."""
     return resolve_model(spec).load()
 
 

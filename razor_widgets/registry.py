@@ -37,6 +37,7 @@ class Registry:
         importlib.import_module(PACKAGE_EXPORTS)
 
     def get(self, name: str) -> type:
+        """The class registered as ``name`` (an ``mmrazor.`` scope is dropped); ``KeyError`` listing the known names."""
         key = name.split(".")[-1] if name.startswith("mmrazor.") else name
         if key not in self._types:
             self._load_package()

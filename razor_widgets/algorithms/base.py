@@ -23,4 +23,5 @@ class BaseAlgorithm(nn.Module):
         self.architecture = architecture
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The architecture's forward, with the same arguments."""
         return self.architecture(*args, **kwargs)

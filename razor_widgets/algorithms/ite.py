@@ -31,10 +31,12 @@ class PruneStep:
 
     @property
     def channels_before(self) -> int:
+        """Channels the changed units kept before the step, summed."""
         return sum(before for before, _ in self.pruned.values())
 
     @property
     def channels_after(self) -> int:
+        """Channels the changed units keep after the step, summed."""
         return sum(after for _, after in self.pruned.values())
 
     def summary(self) -> str:

@@ -40,6 +40,7 @@ class BudgetFit:
 
     @property
     def met(self) -> bool:
+        """Whether the choices use at most ``keep`` of the original ``metric``."""
         return _value(self.resources, self.metric) <= _limit(self.resources, self.metric, self.keep)
 
 

@@ -1,20 +1,8 @@
 """The dashboard's Voilà server: what is checked before it starts, and how it is configured.
 
-- Idle culling: a kernel whose page is gone (no connection) and that has been idle for
-  ``cull_idle`` seconds is shut down (jupyter_server's ``MappingKernelManager.cull_*``).
-- Reloading a page or leaving it ends its kernel at once: Voilà's page sends a shutdown
-  request on ``beforeunload`` (a beacon) without an xsrf token, so the xsrf check is off.
-  A browser that closes without sending it (headless chromium closing a tab, a crash)
-  leaves the kernel to idle culling. The server listens on
-  loopback with no token by default, so that check protected nothing a local page could not
-  do anyway; the kernels only accept widget messages.
-- Quiet logs: the packaged notebook is signed in memory when the server starts (no "not
-  trusted" line, no key file written), kernels talk to the server over local IPC sockets
-  instead of TCP (no "running over TCP without encryption" line), and the websocket ping
-  timeout is no longer than its interval (no tornado warning on each page load).
-
-``python -m razor_widgets.dashboard.server VOILA_ARGS...`` runs Voilà so configured; ``serve``
-checks the arguments and then becomes that process.
+``serve`` checks Voilà, the port and the model, then becomes ``python -m
+razor_widgets.dashboard.server VOILA_ARGS...``, which runs Voilà with idle culling, no xsrf check
+(so a closed page ends its kernel) and quiet logs. Why each setting: docs/dashboard.md.
 """
 from __future__ import annotations
 
@@ -47,7 +35,7 @@ def voila_command(port: int, ip: str = "127.0.0.1", open_browser: bool = False, 
 
 
 def run_voila(argv: Sequence[str]) -> None:
-    """Run Voilà with ``argv``, configured as the module docstring says; returns when it stops."""
+    """Run Voilà with ``argv``, configured as docs/dashboard.md says; returns when it stops."""
     import nbformat
     from traitlets.config import Config
     from voila.app import Voila
@@ -84,6 +72,7 @@ def check_model(source: ModelSource, example: ExampleInput) -> None:
 
 
 def port_is_free(ip: str, port: int) -> bool:
+    """Whether a socket can bind ``ip:port`` now (checked so a busy port fails before Voilà starts)."""
     with socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET) as sock:
         try:
             sock.bind((ip, port))

@@ -1,21 +1,9 @@
 """Importance criteria: how much each channel of a unit matters, per position in a block.
 
-Every criterion ranks channels *within* a unit and sums over the unit's layers (each layer's
-scores folded onto the unit's positions: expanded channels and repeated blocks add up). What a
-layer offers is its kind's business (``layers/``): the weight slices of its output and input
-channels, a norm's per-channel scale, the dim of its output that holds the channels.
-
-- ``l2``: ``sqrt(sum W[c]^2)`` of the weight slice that produces channel c, over the unit's
-  output-side layers (its input-side readers when no layer writes it);
-- ``bn_scale``: ``|gamma[c]|`` of the batch norms that normalise the unit (Network Slimming);
-  a unit without one has no score, and says so;
-- ``taylor``: ``|sum_{n,h,w} a * dL/da|`` at the outputs of the unit's layers on calibration
-  batches, averaged over batches (Molchanov et al.); ``L`` is the cross-entropy to the batch's
-  targets, or, without targets, to the classes the unpruned model predicts;
-- ``activation``: mean ``|a|`` at the same outputs;
-- ``random``: a seeded random ranking, the baseline.
-
-``calibrate(mutator, calibration)`` runs the data criteria (one pass serves every unit).
+``l2``, ``bn_scale`` and ``random`` read the unit's layers; the data criteria (``taylor``,
+``activation``) score on calibration batches, one ``calibrate(mutator, calibration)`` pass for
+every unit. Each criterion ranks channels within a unit, summed over its layers. The criteria's
+formulas and sources: docs/importance.md.
 """
 from __future__ import annotations
 
@@ -121,6 +109,7 @@ class CalibrationRun:
         return {**self.__dict__, "batches": [], "scored_key": "adopt"}
 
     def weights_key(self) -> tuple:
+        """The importance keys of the run's units: it changes when any of their watched weights do."""
         return tuple(u.importance_key() for u in self.units)
 
     def score_if_stale(self) -> None:

@@ -35,6 +35,7 @@ class ImportanceMutableChannelUnit(CachedImportanceMixin, SequentialMutableChann
         return self.importance_cache().scores
 
     def compute_importance(self) -> torch.Tensor:
+        """``scores()``, or, for a unit with none, a prefix order (with one warning saying why)."""
         scores = self.scores()
         if scores is None:  # no score of this kind: keep a prefix, and say so once
             if not self.__dict__.get("_said_no_score"):
@@ -58,6 +59,7 @@ class L2MutableChannelUnit(ImportanceMutableChannelUnit):
     criterion = "l2"
 
     def scores(self) -> torch.Tensor:
+        """The L2 norm of each channel's weights (``criteria.l2_scores``)."""
         return criteria.l2_scores(self)
 
 
@@ -70,6 +72,7 @@ class BNScaleMutableChannelUnit(ImportanceMutableChannelUnit):
     no_score_reason = "no batch norm normalises its channels, so it has no BN scale"
 
     def scores(self) -> torch.Tensor | None:
+        """``|gamma|`` of the unit's batch norms, or None where no batch norm normalises it."""
         return criteria.bn_scale_scores(self)
 
     def watched_parameters(self) -> list:
@@ -90,20 +93,24 @@ class DataMutableChannelUnit(ImportanceMutableChannelUnit):
                 for attr in ("weight",) if c.module.__dict__.get("_parameters", {}).get(attr) is not None]
 
     def use_calibration(self, run: Any) -> None:
+        """Score from ``run``'s calibration batches from now on; the cached ranking is dropped."""
         self.__dict__["_calibration"] = run
         self.refresh_importance()
 
     def importance_cache(self) -> Any:
+        """The cached ranking; ``ValueError`` saying how to calibrate when no data was given yet."""
         if self.__dict__.get("_calibration") is None:
             raise ValueError(f"unit {self.name!r} ({type(self).__name__}) needs calibration data: "
                              "calibrate(mutator, data) or PruningExplorer(model, x, calibration=data)")
         return super().importance_cache()
 
     def compute_importance(self) -> torch.Tensor:
+        """The calibration scores, after the run scores every unit again if the weights changed."""
         self.__dict__["_calibration"].score_if_stale()  # one pass scores every unit of the run
         return super().compute_importance()
 
     def scores(self) -> torch.Tensor | None:
+        """This unit's scores from the last calibration pass, or None where they are all zero (or missing)."""
         scores = self.__dict__["_calibration"].scores.get(id(self))
         return None if scores is None or not bool(scores.any()) else scores
 
@@ -137,10 +144,13 @@ class RandomMutableChannelUnit(ImportanceMutableChannelUnit):
 
     @property
     def init_args(self) -> dict[str, Any]:
+        """The sequential unit's arguments plus ``seed``."""
         return {**super().init_args, "seed": self.seed}
 
     def watched_parameters(self) -> list:
+        """No parameter: a random ranking reads no weight, so it never goes stale."""
         return []  # the ranking reads no weight
 
     def scores(self) -> torch.Tensor:
+        """A random ranking, the same for the same seed and unit name."""
         return criteria.random_scores(self, self.seed)

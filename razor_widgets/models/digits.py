@@ -71,6 +71,7 @@ class DigitsCNN(nn.Module):
         self.fc = nn.Linear(c3 * 2 * 2, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of a batch of 1x8x8 digit images."""
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
         x = F.max_pool2d(F.relu(self.bn3(self.conv3(x))), 2)

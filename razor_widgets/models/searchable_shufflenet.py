@@ -67,6 +67,7 @@ class SearchableShuffleNetV2(nn.Module):
         return nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The feature maps of the stages named in ``out_indices``, as a tuple."""
         x = self.conv1(x)
         outs = []
         for i, layer in enumerate(self.layers):

@@ -1,16 +1,9 @@
 """Hugging Face language models built from a config with random weights: nothing is downloaded.
 
-- ``tiny_config("llama")``: a config of that transformers model type with tiny sizes (hidden 64,
-  MLP 128, 2 layers, 4 heads, 2 KV heads where the config groups them, head dim 16, vocabulary
-  128), through the config's own argument names (``FAMILY_SIZES`` for the families that name
-  them differently, e.g. GPT-2's ``n_embd``, T5's ``d_model``).
-- ``config_from_file(path)``: the config of a local ``config.json`` (or a directory holding
-  one), read as data; its ``model_type`` must be one transformers knows (custom code is never run).
-- ``language_model_class(config)``: the class to build: the config's ``architectures`` when it
-  names a transformers class, else its seq2seq LM (encoder-decoder), masked LM or causal LM.
-- ``build_language_model(config)``: that class, ``from_config`` (random weights), in eval mode.
-
-transformers is the optional ``[hf]`` extra; this module imports it only inside its functions.
+``tiny_config(model_type)`` (tiny sizes under each family's own argument names) or
+``config_from_file(path)`` (a local config.json, read as data) gives the config;
+``build_language_model(config)`` builds its language model class in eval mode. transformers
+(the ``[hf]`` extra) is imported only inside functions. Sizes and class choice: docs/hf-models.md.
 """
 from __future__ import annotations
 
@@ -67,7 +60,7 @@ def model_types() -> list[str]:
 
 
 def tiny_sizes(model_type: str) -> dict[str, Any]:
-    """The config arguments that make ``model_type`` tiny (see the module docstring)."""
+    """The config arguments that make ``model_type`` tiny (docs/hf-models.md)."""
     from transformers import CONFIG_MAPPING
 
     taken = inspect.signature(CONFIG_MAPPING[model_type]).parameters
@@ -114,7 +107,7 @@ def config_from_file(path: str | Path) -> Any:
 
 
 def language_model_class(config: Any) -> type[nn.Module]:
-    """The transformers class to build ``config`` with (see the module docstring); ``ValueError``
+    """The transformers class to build ``config`` with (docs/hf-models.md); ``ValueError``
     when the model type has no language model."""
     import transformers
     from transformers.models.auto import modeling_auto

@@ -18,6 +18,7 @@ class BaseMutable(nn.Module):
 
     @property
     def current_choice(self) -> Any:
+        """What the mutable is set to now (its meaning is the subclass's: a mask, a count, an op name)."""
         return self._current_choice
 
     @current_choice.setter
@@ -26,6 +27,7 @@ class BaseMutable(nn.Module):
 
     @property
     def is_fixed(self) -> bool:
+        """Whether ``fix_chosen`` has frozen the choice; once True it cannot be set back to False."""
         return self._is_fixed
 
     @is_fixed.setter

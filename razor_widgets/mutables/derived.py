@@ -42,16 +42,20 @@ class DerivedMethodMixin:
     """Methods that derive new mutables from this one (its choice, and mask if it has one)."""
 
     def derive_same_mutable(self) -> DerivedMutable:
+        """A derived mutable that follows this one unchanged (expand ratio 1)."""
         return derive_expand_mutable(self, 1)
 
     def derive_expand_mutable(self, expand_ratio: int | float | BaseMutable) -> DerivedMutable:
+        """A derived mutable of this one's choice times ``expand_ratio`` (see ``derive_expand_mutable``)."""
         return derive_expand_mutable(self, expand_ratio)
 
     def derive_divide_mutable(self, ratio: int | float, divisor: int = 8) -> DerivedMutable:
+        """A derived mutable of this one's choice divided by ``ratio``, made divisible by ``divisor``."""
         return derive_divide_mutable(self, ratio, divisor)
 
     @staticmethod
     def derive_concat_mutable(mutables: Iterable[Any]) -> DerivedMutable:
+        """A derived mutable of several concatenated: choices summed, masks joined in order."""
         return derive_concat_mutable(mutables)
 
     def __floordiv__(self, other: Any) -> DerivedMutable:
@@ -87,6 +91,7 @@ class DerivedMutable(BaseMutable, DerivedMethodMixin):
 
     @property
     def current_choice(self) -> Any:
+        """``choice_fn()``, recomputed on every read; setting it raises ``RuntimeError``."""
         return self.choice_fn()
 
     @current_choice.setter
@@ -95,16 +100,19 @@ class DerivedMutable(BaseMutable, DerivedMethodMixin):
 
     @property
     def current_mask(self) -> torch.Tensor:
+        """``mask_fn()``, recomputed on every read; ``AttributeError`` when the sources have no mask."""
         if self.mask_fn is None:
             raise AttributeError("this derived mutable has no mask: its sources have none")
         return self.mask_fn()
 
     @property
     def activated_channels(self) -> int:
+        """How many channels ``current_mask`` keeps."""
         return int(self.current_mask.sum())
 
     @property
     def is_fixed(self) -> bool:
+        """Whether every source mutable is fixed; setting it raises (fix the sources instead)."""
         return all(m.is_fixed for m in self.source_mutables)
 
     @is_fixed.setter
@@ -113,13 +121,16 @@ class DerivedMutable(BaseMutable, DerivedMethodMixin):
                            "please modify `is_fixed` of its source mutables.")
 
     def fix_chosen(self, chosen: Any = None) -> None:
+        """Always raises ``RuntimeError``: a derived mutable is fixed through its sources."""
         raise RuntimeError("`fix_chosen` method of derived mutable should not be called.")
 
     def dump_chosen(self) -> Any:
+        """Always raises ``RuntimeError``: a derived mutable has no choice of its own to dump."""
         raise RuntimeError("`dump_chosen` method of derived mutable should not be called.")
 
     @property
     def num_choices(self) -> int:
+        """Always 1: the choice is determined by the sources."""
         return 1
 
     def __mul__(self, other: Any) -> DerivedMutable:

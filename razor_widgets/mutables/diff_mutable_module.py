@@ -46,12 +46,15 @@ class DiffMutableModule(MutableModule):
 
     @property
     def arch_param(self) -> nn.Parameter | None:
+        """The architecture parameter the mutator handed over with ``set_forward_args`` (None before)."""
         return self.__dict__["_arch_param"]
 
     def compute_arch_probs(self, arch_param: torch.Tensor) -> torch.Tensor:
+        """The candidates' weights: ``softmax(arch_param)`` over the last dim."""
         return F.softmax(arch_param, -1)
 
     def forward(self, x: Any, arch_param: nn.Parameter | None = None) -> Any:
+        """Run the fixed choice, else the candidates weighted by ``arch_param`` (given or held), else all."""
         if self.is_fixed:
             return self.forward_fixed(x)
         arch_param = self.arch_param if arch_param is None else arch_param
@@ -105,6 +108,7 @@ class DiffMutableOP(CandidateOpsMixin, DiffMutableModule):
         self.is_fixed = True
 
     def dump_chosen(self) -> str | list[str]:
+        """The fixed candidate name(s), else the current choice, else the argmax of ``arch_param``."""
         if self.is_fixed:
             return self._chosen[0] if len(self._chosen) == 1 else list(self._chosen)
         if self.current_choice is not None:
@@ -125,11 +129,14 @@ class DiffMutableOP(CandidateOpsMixin, DiffMutableModule):
         return self._candidates[chosen]
 
     def forward_fixed(self, x: Any) -> Any:
+        """The sum of the fixed candidates' outputs."""
         return sum(self._candidates[name](x) for name in self._chosen)
 
     def forward_arch_param(self, x: Any, arch_param: nn.Parameter) -> Any:
+        """The candidates' outputs summed, weighted by ``softmax(arch_param)``."""
         probs = self.compute_arch_probs(arch_param)
         return sum(op(x) * p for op, p in zip(self._candidates.values(), probs))
 
     def forward_all(self, x: Any) -> Any:
+        """The plain sum of every candidate's output."""
         return sum(op(x) for op in self._candidates.values())

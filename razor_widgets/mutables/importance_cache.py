@@ -1,14 +1,8 @@
 """Importance computed once per unit and cached: the keep order and the masks it gives.
 
-A unit that keeps its most important channels (L1, L2, BN scale, Taylor, activation, random)
-ranks its channels once. The ranking is recomputed only when a tensor the criterion reads
-changes, which the cache detects from each watched parameter's version counter (bumped by every
-in-place write: an optimiser step, ``copy_``, ``load_state_dict``) and storage (a parameter
-replaced by another), or when ``refresh_importance()`` is called. A slider move then costs what
-a prefix unit's costs: a cached mask per kept count, no weight is read.
-
-A pickled or copied unit carries its ranking with the weights it was computed from; the copy
-adopts its own tensors' versions on first use instead of recomputing.
+The ranking is recomputed only when a watched parameter is written in place or replaced (its
+version counter and storage), or on ``refresh_importance()``; a slider move then reads no
+weight. Copies carry their ranking. How staleness is detected: docs/importance.md.
 """
 from __future__ import annotations
 
@@ -52,6 +46,7 @@ class CachedImportanceMixin:
     channels, else of those that read them: what weight criteria read)."""
 
     def compute_importance(self) -> torch.Tensor:
+        """One score per ``base_channels`` position, higher kept first; each subclass gives its criterion."""
         raise NotImplementedError
 
     def watched_parameters(self) -> list[tuple[Any, str]]:

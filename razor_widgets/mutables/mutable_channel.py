@@ -33,10 +33,12 @@ class BaseMutableChannel(BaseMutable):
 
     @property
     def current_mask(self) -> torch.Tensor:
+        """The boolean mask of kept channels, ``num_channels`` long (each subclass computes it)."""
         raise NotImplementedError
 
     @property
     def activated_channels(self) -> int:
+        """How many channels ``current_mask`` keeps."""
         return int(self.current_mask.sum())
 
     notifies_changes = False  # True where every change of the choice calls _changed()
@@ -50,6 +52,7 @@ class BaseMutableChannel(BaseMutable):
         return self.current_choice
 
     def restore(self, state: Any) -> None:
+        """Put back a choice saved by ``snapshot``."""
         self.current_choice = state
 
     def choice_token(self) -> Any:
@@ -63,6 +66,7 @@ class BaseMutableChannel(BaseMutable):
 
     @property
     def num_choices(self) -> int:
+        """1 here: a mutable channel's choices are counted by the unit that owns it."""
         return 1
 
     def expand_mutable_channel(self, expand_ratio: int) -> DerivedMutableChannel:
@@ -84,6 +88,7 @@ class SimpleMutableChannel(BaseMutableChannel):
 
     @property
     def current_choice(self) -> torch.Tensor:
+        """A copy of the mask; setting it takes any bool mask of ``num_channels`` with one channel kept or more."""
         return self._mask.clone()
 
     @current_choice.setter
@@ -104,16 +109,20 @@ class SimpleMutableChannel(BaseMutableChannel):
         self._changed()
 
     def snapshot(self) -> torch.Tensor:
+        """The mask itself, uncopied: masks are replaced, never changed in place."""
         return self._mask  # masks are replaced, never changed in place
 
     def choice_token(self) -> torch.Tensor:
+        """The mask object itself: a new one exactly when the choice changes."""
         return self.__dict__["_mask"]  # replaced, never changed in place
 
     def restore(self, state: torch.Tensor) -> None:
+        """Put back a mask saved by ``snapshot``, without checking or copying it."""
         self.set_valid_mask(state)
 
     @property
     def current_mask(self) -> torch.Tensor:
+        """The mask itself (not a copy): do not change it in place."""
         return self._mask
 
 
@@ -130,10 +139,12 @@ class SquentialMutableChannel(BaseMutableChannel):
 
     @property
     def is_num_mode(self) -> bool:
+        """Whether the choice is a channel count (``'number'``) rather than a fraction (``'ratio'``)."""
         return self.choice_mode == "number"
 
     @property
     def current_choice(self) -> int | float:
+        """The kept prefix as a count or a ratio (by ``choice_mode``); a setting must keep 1 to ``num_channels``."""
         return self._kept if self.is_num_mode else self._kept / self.num_channels
 
     @current_choice.setter
@@ -147,10 +158,12 @@ class SquentialMutableChannel(BaseMutableChannel):
     notifies_changes = True
 
     def choice_token(self) -> int:
+        """The kept count, which is the choice."""
         return self.__dict__["_kept"]
 
     @property
     def current_mask(self) -> torch.Tensor:
+        """A mask keeping the first ``kept`` channels."""
         mask = torch.zeros(self.num_channels, dtype=torch.bool)
         mask[: self._kept] = True
         return mask
@@ -170,10 +183,12 @@ class DerivedMutableChannel(BaseMutableChannel):
 
     @property
     def source_mutable(self) -> BaseMutableChannel:
+        """The mutable channel this mask is made from."""
         return self.source[0]
 
     @property
     def current_choice(self) -> Any:
+        """The source's choice; it cannot be set here (set the source)."""
         return self.source_mutable.current_choice
 
     @current_choice.setter
@@ -182,6 +197,7 @@ class DerivedMutableChannel(BaseMutableChannel):
 
     @property
     def current_mask(self) -> torch.Tensor:
+        """The source's mask tiled ``repeat`` times, then each entry repeated ``expand_ratio`` times."""
         mask = self.source_mutable.current_mask
         if self.repeat > 1:
             mask = mask.repeat(self.repeat)
@@ -200,6 +216,7 @@ class MutableChannelContainer(BaseMutableChannel):
 
     @property
     def current_choice(self) -> torch.Tensor:
+        """The assembled mask; it cannot be set (it follows the registered mutable channels)."""
         return self.current_mask
 
     @current_choice.setter
@@ -207,6 +224,7 @@ class MutableChannelContainer(BaseMutableChannel):
         raise AttributeError("a container's mask follows its registered mutable channels")
 
     def register_mutable(self, mutable: BaseMutableChannel, start: int, end: int) -> None:
+        """Let ``mutable`` decide channels ``start:end``; its ``num_channels`` must match the range."""
         if not 0 <= start < end <= self.num_channels:
             raise ValueError(f"range ({start}, {end}) is outside {self.num_channels} channels")
         if end - start != mutable.num_channels:
@@ -217,6 +235,7 @@ class MutableChannelContainer(BaseMutableChannel):
 
     @property
     def current_mask(self) -> torch.Tensor:
+        """All channels kept, except where a registered mutable's mask says otherwise in its range."""
         mask = torch.ones(self.num_channels, dtype=torch.bool)
         for (start, end), mutable in self.mutable_channels.items():
             mask[start:end] = mutable.current_mask

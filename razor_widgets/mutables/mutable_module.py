@@ -34,6 +34,7 @@ class MutableModule(BaseMutable, metaclass=ABCMeta):
 
     @property
     def num_choices(self) -> int:
+        """How many candidates there are."""
         return len(self.choices)
 
 
@@ -58,6 +59,7 @@ class OneShotMutableModule(MutableModule):
         """Forward every candidate (the supernet before any choice)."""
 
     def forward(self, x: Any) -> Any:
+        """Run the fixed op, else the current choice, else every candidate (``forward_all``)."""
         if self.is_fixed:
             return self.forward_fixed(x)
         if self.current_choice is None:
@@ -95,14 +97,17 @@ class CandidateOpsMixin:
 
     @property
     def choices(self) -> list[str]:
+        """The candidate names, in order."""
         return list(self._candidates.keys())
 
     @property
     def candidates(self) -> nn.ModuleDict:
+        """The candidate modules by name."""
         return self._candidates
 
     @property
     def current_choice(self) -> str | None:
+        """The chosen candidate's name, or None when none is chosen (the supernet's forward)."""
         return self._current_choice
 
     @current_choice.setter
@@ -156,6 +161,7 @@ class OneShotMutableOP(CandidateOpsMixin, OneShotMutableModule):
         self.is_fixed = True
 
     def dump_chosen(self) -> str:
+        """The current candidate name; ``ValueError`` when none is chosen."""
         if self.current_choice is None:
             raise ValueError("no candidate is chosen: the op runs every candidate")
         return self.current_choice
@@ -172,15 +178,19 @@ class OneShotMutableOP(CandidateOpsMixin, OneShotMutableModule):
         return self._candidates[choice]
 
     def forward_fixed(self, x: Any) -> Any:
+        """The fixed candidate's output."""
         return self._candidates[self._chosen](x)
 
     def forward_choice(self, x: Any, choice: str) -> Any:
+        """The output of candidate ``choice``; ``ValueError`` for an unknown name."""
         if choice not in self._candidates:
             raise ValueError(f"{choice!r} is not a candidate; the candidates are {self.choices}")
         return self._candidates[choice](x)
 
     def forward_all(self, x: Any) -> Any:
+        """The sum of every candidate's output (the supernet before any choice)."""
         return sum(op(x) for op in self._candidates.values())
 
     def extra_repr(self) -> str:
+        """The alias, when there is one, for ``repr``."""
         return f"alias={self.alias}" if self.alias is not None else ""

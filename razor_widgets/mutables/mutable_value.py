@@ -30,10 +30,12 @@ class MutableValue(BaseMutable, DerivedMethodMixin):
 
     @property
     def choices(self) -> list[Any]:
+        """A copy of ``value_list``."""
         return list(self._value_list)
 
     @property
     def current_choice(self) -> Any:
+        """The chosen value; a setting must be in ``value_list`` (and the fixed value once fixed)."""
         return self._current_choice
 
     @current_choice.setter
@@ -55,6 +57,7 @@ class MutableValue(BaseMutable, DerivedMethodMixin):
 
     @property
     def num_choices(self) -> int:
+        """How many values there are."""
         return len(self._value_list)
 
     def __mul__(self, other: Any) -> DerivedMutable:
@@ -81,12 +84,15 @@ class OneShotMutableValue(MutableValue):
         super().__init__(sorted(value_list), default_value, alias, init_cfg)
 
     def sample_choice(self) -> Any:
+        """A value picked uniformly at random."""
         return random.choice(self._value_list)
 
     @property
     def max_choice(self) -> Any:
+        """The largest value."""
         return self._value_list[-1]
 
     @property
     def min_choice(self) -> Any:
+        """The smallest value."""
         return self._value_list[0]

@@ -42,16 +42,20 @@ class ChannelUnit(BaseMutable):
         self.fixed_reasons: list[str] = []
 
     def add_output_related(self, channel: Channel) -> None:
+        """Add a channel range of a layer output that this unit's choice prunes."""
         self.output_related.append(channel)
 
     def add_input_related(self, channel: Channel) -> None:
+        """Add a channel range of a layer input that reads this unit's channels."""
         self.input_related.append(channel)
 
     @property
     def channels(self) -> list[Channel]:
+        """Every channel range of the unit: output-related, then input-related."""
         return self.output_related + self.input_related
 
     def config_template_channels(self) -> dict[str, Any]:
+        """The unit's channel ranges as config data (with ``repeats`` when the unit has blocks)."""
         cfg: dict[str, Any] = {
             "input_related": [c.config_template() for c in self.input_related],
             "output_related": [c.config_template() for c in self.output_related],
@@ -61,6 +65,7 @@ class ChannelUnit(BaseMutable):
         return cfg
 
     def extra_repr(self) -> str:
+        """The unit's name and channel count, for ``repr``."""
         return f"name={self.name}, num_channels={self.num_channels}"
 
 
@@ -75,25 +80,31 @@ class MutableChannelUnit(ChannelUnit):
     # -- state ----------------------------------------------------------------------------
     @property
     def base_channels(self) -> int:
+        """Channels per block (``num_channels // repeats``): the positions a choice ranks."""
         return self.num_channels // self.repeats
 
     @property
     def is_mutable(self) -> bool:
+        """Whether the unit can be pruned: nothing fixes it and a block has more than one channel."""
         return not self.fixed_reasons and self.base_channels > 1
 
     @property
     def current_mask(self) -> torch.Tensor:
+        """The mask of kept channels, ``num_channels`` long."""
         return self.mutable_channel.current_mask
 
     @property
     def activated_channels(self) -> int:
+        """How many channels the unit keeps now."""
         return int(self.current_mask.sum())
 
     @property
     def init_args(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this unit from a config."""
         return {"num_channels": self.num_channels}
 
     def config_template(self, with_init_args: bool = False, with_channels: bool = False) -> dict:
+        """The unit as config data, as in MMRazor: its choice, and optionally ``init_args`` and ``channels``."""
         cfg: dict[str, Any] = {}
         if with_init_args:
             cfg["init_args"] = dict(self.init_args)
@@ -129,6 +140,7 @@ class MutableChannelUnit(ChannelUnit):
 
     @property
     def num_choices(self) -> int:
+        """How many kept counts there are: one per channel of a block."""
         return self.base_channels
 
     # -- preparing the model --------------------------------------------------------------
@@ -153,6 +165,7 @@ class MutableChannelUnit(ChannelUnit):
 
     @classmethod
     def init_from_mutable_channel(cls, mutable_channel: BaseMutableChannel) -> MutableChannelUnit:
+        """A unit driven by a model's own (predefined) mutable channel, as MMRazor's predefined parsing builds."""
         mode = getattr(mutable_channel, "choice_mode", None)
         unit = cls(mutable_channel.num_channels, **({"choice_mode": mode} if mode else {}))
         unit.mutable_channel = mutable_channel
@@ -185,10 +198,12 @@ class SequentialMutableChannelUnit(MutableChannelUnit):
 
     @property
     def is_num_mode(self) -> bool:
+        """Whether the choice is a channel count (``'number'``) rather than a ratio."""
         return self.choice_mode == "number"
 
     @property
     def init_args(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this unit: channels, choice mode and rounding."""
         return {"num_channels": self.num_channels, "choice_mode": self.choice_mode,
                 "divisor": self.divisor, "min_value": self.min_value, "min_ratio": self.min_ratio}
 
@@ -201,6 +216,7 @@ class SequentialMutableChannelUnit(MutableChannelUnit):
                                                self.min_value, self.min_ratio)))
 
     def validate_choice(self, choice: Any) -> Any:
+        """The choice as an int (number mode, a valid multiple) or a ratio in (0, 1]; else an error naming the unit."""
         name = self.name
         if isinstance(choice, bool) or not isinstance(choice, (int, float)):
             if isinstance(choice, torch.Tensor) and choice.numel() == 1:
@@ -224,6 +240,7 @@ class SequentialMutableChannelUnit(MutableChannelUnit):
 
     @property
     def current_choice(self) -> int | float:
+        """The kept channels as a count or a fraction of ``num_channels``; a setting is validated first."""
         if self._from_predefined and hasattr(self.mutable_channel, "choice_mode"):
             return self.mutable_channel.current_choice
         kept = self.activated_channels
@@ -246,13 +263,16 @@ class SequentialMutableChannelUnit(MutableChannelUnit):
 
     @property
     def max_choice(self) -> int | float:
+        """The choice that keeps every channel."""
         return self._choice_of(self.base_channels)
 
     @property
     def min_choice(self) -> int | float:
+        """The smallest valid choice: the fewest channels per block that ``divisor`` and ``min_value`` allow."""
         return self._choice_of(self._valid_kept(1))
 
     def sample_choice(self) -> int | float:
+        """A random valid choice (a uniform kept count per block, rounded by the divisor)."""
         return self._choice_of(self._valid_kept(random.randint(1, self.base_channels)))
 
     def _valid_kept(self, wanted: int) -> int:
@@ -278,6 +298,7 @@ class L1MutableChannelUnit(CachedImportanceMixin, SequentialMutableChannelUnit):
         super().__init__(num_channels, choice_mode, divisor, min_value, min_ratio, **kwargs)
 
     def compute_importance(self) -> torch.Tensor:
+        """The L1 scores the cached ranking is built from (``importance``)."""
         return self.importance()
 
     def importance(self) -> torch.Tensor:
@@ -327,21 +348,26 @@ class OneShotMutableChannelUnit(SequentialMutableChannelUnit):
 
     @property
     def init_args(self) -> dict[str, Any]:
+        """The sequential unit's arguments plus ``candidate_choices``."""
         return {**super().init_args, "candidate_choices": list(self.candidate_choices)}
 
     def sample_choice(self) -> int | float:
+        """One of ``candidate_choices``, uniformly at random."""
         return random.choice(self.candidate_choices)
 
     @property
     def max_choice(self) -> int | float:
+        """The largest candidate choice."""
         return max(self.candidate_choices)
 
     @property
     def min_choice(self) -> int | float:
+        """The smallest candidate choice."""
         return min(self.candidate_choices)
 
     @property
     def num_choices(self) -> int:
+        """How many candidate choices there are."""
         return len(self.candidate_choices)
 
 
@@ -357,6 +383,7 @@ class SlimmableChannelUnit(OneShotMutableChannelUnit):
                          min_ratio, **kwargs)
 
     def alter_candidates_of_current_choice(self, index: int) -> None:
+        """Choose candidate ``index``: the unit's width in subnet ``index`` of the slimmable network."""
         self.current_choice = self.candidate_choices[index]
 
 

@@ -117,6 +117,7 @@ def outputs_from_cfg(cfg: list, units: list[MutableChannelUnit]
 
 
 def normalized_unit_cfg(cfg: dict | str | None, default_type: str) -> dict[str, Any]:
+    """``channel_unit_cfg`` as a full dict (``type``, ``default_args``, ``units``); None gives the default."""
     if cfg is None:
         cfg = dict(DEFAULT_UNIT_CFG, type=default_type)
     elif isinstance(cfg, str):
@@ -129,6 +130,7 @@ def normalized_unit_cfg(cfg: dict | str | None, default_type: str) -> dict[str, 
 
 
 def plain(cfg: Any) -> Any:
+    """A config with tuples turned into lists, recursively through dicts, so it compares and dumps as JSON."""
     if isinstance(cfg, dict):
         return {k: plain(v) for k, v in cfg.items()}
     if isinstance(cfg, tuple):
@@ -137,6 +139,7 @@ def plain(cfg: Any) -> Any:
 
 
 def channel_from_cfg(ch: dict, is_output: bool, modules: dict, params: dict, unit: str) -> Channel:
+    """The ``Channel`` a config entry describes, checked against the model's layers and parameters."""
     name = ch["name"]
     param_dim = ch.get("param_dim")
     if param_dim is not None:
@@ -158,6 +161,7 @@ def channel_from_cfg(ch: dict, is_output: bool, modules: dict, params: dict, uni
 
 
 def side_size(module: nn.Module, is_output: bool) -> int:
+    """The channel count of a layer's output or input side, as its layer kind reports it."""
     kind = kind_of(module)
     if kind is None:
         raise TypeError(f"cannot tell the channel count of {type(module).__name__}")

@@ -235,14 +235,17 @@ class ChannelMutator(BaseMutator):
     # -- units and choices ----------------------------------------------------------------
     @property
     def units(self) -> list[MutableChannelUnit]:
+        """Every unit found, prunable or not (a copy of the list)."""
         return list(self._units)
 
     @property
     def mutable_units(self) -> list[MutableChannelUnit]:
+        """The units that can be pruned, in order: the ones choices are set on."""
         return list(self._mutable)
 
     @property
     def model(self) -> nn.Module | None:
+        """The model given to ``prepare_from_supernet`` (None before)."""
         return self._model
 
     def _require_prepared(self) -> None:
@@ -280,6 +283,7 @@ class ChannelMutator(BaseMutator):
 
     @property
     def current_choices(self) -> dict[Any, Any]:
+        """Every mutable unit's current choice, by unit name."""
         self._require_prepared()
         return {u.name: u.current_choice for u in self.mutable_units}
 
@@ -305,29 +309,36 @@ class ChannelMutator(BaseMutator):
             raise
 
     def sample_choices(self) -> dict[Any, Any]:
+        """A random valid choice for every mutable unit, by name (nothing is set)."""
         self._require_prepared()
         return {u.name: u.sample_choice() for u in self.mutable_units}
 
     @property
     def max_choices(self) -> dict[Any, Any]:
+        """The choices that keep every channel, by unit name."""
         return {u.name: u.max_choice for u in self.mutable_units}
 
     @property
     def min_choices(self) -> dict[Any, Any]:
+        """Each unit's smallest valid choice, by unit name."""
         return {u.name: u.min_choice for u in self.mutable_units}
 
     def set_max_choices(self) -> None:
+        """Keep every channel of every unit."""
         self.set_choices(self.max_choices)
 
     def set_min_choices(self) -> None:
+        """Set every unit to its smallest valid choice."""
         self.set_choices(self.min_choices)
 
     @property
     def choice_template(self) -> dict[Any, Any]:
+        """The choices by unit name (MMRazor's name for them): what ``set_choices`` takes back."""
         return self.current_choices
 
     @property
     def search_groups(self) -> dict[int, list[MutableChannelUnit]]:
+        """One search group per mutable unit (channel units share no choice), numbered in order."""
         return {i: [u] for i, u in enumerate(self.mutable_units)}
 
     def config_template(self, only_mutable_units: bool = False, with_unit_init_args: bool = False,
@@ -459,6 +470,7 @@ class OneShotChannelMutator(ChannelMutator):
     default_unit_type = "OneShotMutableChannelUnit"
 
     def sample_subnet(self) -> dict[Any, Any]:
+        """Set a random choice on every unit and return the choices."""
         choices = self.sample_choices()
         self.set_choices(choices)
         return choices
@@ -472,6 +484,7 @@ class SlimmableChannelMutator(ChannelMutator):
 
     @property
     def subnets(self) -> list[dict[Any, Any]]:
+        """The choices of each subnet: subnet ``i`` takes each unit's ``i``-th candidate."""
         units = self.mutable_units
         if not units:
             return []
@@ -479,4 +492,5 @@ class SlimmableChannelMutator(ChannelMutator):
         return [{u.name: u.candidate_choices[i] for u in units} for i in range(count)]
 
     def set_subnet(self, index: int) -> None:
+        """Set the choices of subnet ``index``."""
         self.set_choices(self.subnets[index])

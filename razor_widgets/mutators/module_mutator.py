@@ -64,6 +64,7 @@ class ModuleMutator(BaseMutator, metaclass=ABCMeta):
 
     @property
     def name2mutable(self) -> dict[str, MutableModule]:
+        """Every grouped mutable by module name."""
         return self._mutable_names()
 
     def _build_search_groups(self, supernet: nn.Module) -> tuple[dict[int, list], dict[int, list[str]]]:
@@ -115,6 +116,7 @@ class ModuleMutator(BaseMutator, metaclass=ABCMeta):
     # -- groups and choices ---------------------------------------------------------------
     @property
     def search_groups(self) -> dict[int, list[MutableModule]]:
+        """The mutables of each search group by group id; ``RuntimeError`` before ``prepare_from_supernet``."""
         if self._search_groups is None:
             raise RuntimeError("Call `prepare_from_supernet` first to get the search space.")
         return self._search_groups
@@ -230,6 +232,7 @@ class ModuleMutator(BaseMutator, metaclass=ABCMeta):
 
     @property
     def model(self) -> nn.Module | None:
+        """The supernet given to ``prepare_from_supernet`` (None before); the mutator does not own it."""
         return self._model
 
 
@@ -239,6 +242,7 @@ class OneShotModuleMutator(ModuleMutator):
 
     @property
     def mutable_class_type(self) -> type[MutableModule]:
+        """``OneShotMutableModule``: the mutables this mutator groups."""
         return OneShotMutableModule
 
 
@@ -253,22 +257,27 @@ class DiffModuleMutator(ModuleMutator):
 
     @property
     def mutable_class_type(self) -> type[MutableModule]:
+        """``DiffMutableModule``: the mutables this mutator groups."""
         return DiffMutableModule
 
     def build_arch_param(self, num_choices: int) -> nn.Parameter:
+        """A new architecture parameter of ``num_choices`` small random weights (scale 1e-3)."""
         return nn.Parameter(torch.randn(num_choices) * 1e-3)
 
     def prepare_from_supernet(self, supernet: nn.Module, example_inputs: Any = None) -> None:
+        """Group the mutables, then give each group an architecture parameter shared by its mutables."""
         super().prepare_from_supernet(supernet, example_inputs)
         for gid, mutables in self.search_groups.items():
             self.arch_params[str(gid)] = self.build_arch_param(mutables[0].num_choices)
         self.modify_supernet_forward(self.arch_params)
 
     def modify_supernet_forward(self, arch_params: nn.ParameterDict) -> None:
+        """Hand each group's architecture parameter to its mutables, which weigh their candidates by it."""
         for gid, mutables in self.search_groups.items():
             for mutable in mutables:
                 mutable.set_forward_args(arch_param=arch_params[str(gid)])
 
     def sample_choices(self) -> dict[int, Any]:
+        """Each group's candidate of largest architecture weight, by group id (nothing is set)."""
         return {gid: mutables[0].sample_choice(self.arch_params[str(gid)])
                 for gid, mutables in self.search_groups.items()}

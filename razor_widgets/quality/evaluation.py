@@ -1,14 +1,9 @@
 """The evaluation contract: ``eval_fn(model) -> float`` (higher is better) and calibration data.
 
-``eval_fn`` receives the masked model (pruned channels are exactly zero, which is what the
-exported model computes) and returns one number where higher is better: accuracy, negative
-loss, or any score the user picks. It must not change the weights. A value that is not a
-finite number, or an exception inside ``eval_fn``, raises :class:`EvaluationError` naming
-the unit and ratio being evaluated.
-
-Calibration data (for importance criteria that need activations) is a tensor batch, a list
-of batches, or any iterable of batches such as a ``DataLoader``; a batch is the model's
-input, or a tuple/list/dict whose first item (or key ``"inputs"``/``"input"``/``"x"``) is.
+``eval_fn`` gets the masked model (pruned channels exactly zero, as exported), must not change
+its weights, and returns one finite number; anything else, or an exception, raises
+:class:`EvaluationError` naming the unit and ratio. Calibration data (``importance/calibration.py``,
+re-exported here) is a tensor batch, a list of batches or a ``DataLoader``. In full: docs/evaluation.md.
 """
 from __future__ import annotations
 

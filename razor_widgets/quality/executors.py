@@ -1,20 +1,8 @@
 """Scan tasks on any ``concurrent.futures.Executor``: threads, processes or a Dask cluster.
 
-Each worker evaluates on its own copy of the prepared model (threads would race on one
-model's masks). The copy travels once as a cloudpickle payload (the prepared model with its
-units, and ``eval_fn``) and is unpacked once per worker thread, then reused by every task
-that worker runs; a task itself carries only a unit name and a choice. How the payload
-travels depends on the executor:
-
-- ``ThreadPoolExecutor``: the bytes object itself (no copy until a thread unpacks it), and
-  ``eval_fn`` as it is (threads share it: it must be thread-safe, it need not pickle);
-- ``ProcessPoolExecutor``: a temporary file, read once per worker process;
-- Dask (``Client(...).get_executor()``): ``client.scatter(payload, broadcast=True)``, once
-  per worker;
-- any other executor: the bytes with every task (unpacked once per worker all the same).
-
-Worker processes run torch with one thread (``torch.set_num_threads(1)``), so that N
-workers do not fight over the same cores.
+Each worker evaluates on its own copy of the prepared model, sent once as a cloudpickle payload
+(how depends on the executor: in memory, a temporary file, a Dask scatter) and unpacked once per
+worker thread; a task carries only a unit name and a choice. Details: docs/executors.md.
 """
 from __future__ import annotations
 

@@ -37,10 +37,12 @@ class LossHistory:
 
     @property
     def first(self) -> float:
+        """The loss of the first step."""
         return self.losses[0]
 
     @property
     def last(self) -> float:
+        """The loss of the last step."""
         return self.losses[-1]
 
     def mean(self, last: int | None = None) -> float:
@@ -49,6 +51,7 @@ class LossHistory:
         return sum(values) / len(values)
 
     def summary(self) -> str:
+        """One line: steps, seconds, and the first loss against the mean of the last tenth of the steps."""
         window = max(1, len(self.losses) // 10)
         kind = "distillation" if self.distilled else "fine-tune"
         return (f"{kind}: {len(self.losses)} steps in {self.seconds:.1f} s, loss {self.first:.4g} -> "

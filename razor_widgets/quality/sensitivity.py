@@ -33,6 +33,7 @@ class Sensitivity:
 
     @property
     def units(self) -> list[Any]:
+        """The scanned units' names, in table order."""
         return list(self.table)
 
     @property
@@ -74,6 +75,7 @@ class Sensitivity:
         return float(ys[0] + (worst - ys[0]) * (xs[0] - fraction) / xs[0]) if xs[0] > 0 else float(ys[0])
 
     def worst_drop(self) -> float:
+        """The largest drop below the baseline anywhere in the table (0 when nothing falls)."""
         return max([self.baseline - s for row in self.table.values() for s in row.values()] + [0.0])
 
     def mean_drop(self) -> dict[Any, float]:

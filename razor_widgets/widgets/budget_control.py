@@ -34,6 +34,7 @@ class BudgetControl:
         self.widget = widgets.VBox([widgets.HBox([self.percent, self.metric, self.mode, self.button]), self.result])
 
     def fit(self) -> BudgetFit:
+        """The ``fit_budget`` result for the control's percent, metric and mode (nothing is applied)."""
         if self.mode.value == SENSITIVITY_LABEL:
             return fit_budget(self.mutator, self.percent.value / 100.0, METRIC_LABELS[self.metric.value],
                               "sensitivity", sensitivity=self.sensitivity)

@@ -26,9 +26,11 @@ class Debouncer:
 
     @property
     def pending(self) -> bool:
+        """Whether a call has been asked for and not yet made."""
         return self._due is not None
 
     def schedule(self) -> None:
+        """Ask for a call: it runs ``delay`` seconds after the last request (at once when ``delay`` is 0)."""
         if self.delay <= 0:
             self._run()
             return
@@ -66,6 +68,7 @@ class Debouncer:
             self._run()
 
     def cancel(self) -> None:
+        """Drop the pending call, if any, and stop its timer."""
         with self._lock:
             self._due = None
             handle, self._handle = self._handle, None

@@ -290,6 +290,7 @@ class PruningExplorer:
         self._show_changes(record=False)
 
     def redo(self) -> None:
+        """One step forward again, after an undo."""
         self.session.set_choices(self.history.redo())
         self._show_changes(record=False)
 

@@ -1,15 +1,8 @@
 """The model graph as SVG: top to bottom, nodes coloured by the fraction of channels they keep.
 
-Why SVG in an ``ipywidgets.HTML`` (not a PNG, not ipympl): text stays sharp at any zoom and at
-a readable 12 px, the browser scrolls and zooms it natively, a hover tooltip and a click are
-plain DOM events, and it needs no front-end extension, so it works the same in JupyterLab and
-Voilà. The layout, edges and row labels are built once; a recolour only rewrites the node
-markers (fill, ring, tooltip text) and sends the string.
-
-Small inline handlers do what needs the browser: the toolbar's fit and zoom (a CSS variable on
-the widget's element, so it survives redraws), the tooltip (layer name, type, kept channels),
-and clicks, which write the node's name into a hidden ``Text`` widget (``clicks``) that the
-kernel observes.
+The SVG sits in an ``ipywidgets.HTML`` (sharp text, native zoom, no front-end extension); its
+layout is built once and a recolour rewrites only the node markers. Inline handlers zoom, show
+tooltips and report clicks through a hidden ``Text`` widget (``clicks``). Why: docs/graph-view.md.
 """
 from __future__ import annotations
 
@@ -225,6 +218,7 @@ class GraphView:
 
     @property
     def highlighted_nodes(self) -> list[str]:
+        """The nodes ringed now: those of the highlighted unit."""
         return [n for n, ring in zip(self.nodes, self._ringed()) if ring]
 
     # -- clicks from the page -------------------------------------------------------------

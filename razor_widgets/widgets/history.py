@@ -20,14 +20,17 @@ class ChoiceHistory:
 
     @property
     def current(self) -> dict[Any, Any]:
+        """A copy of the choice set at the current position."""
         return dict(self._states[self._index])
 
     @property
     def can_undo(self) -> bool:
+        """Whether there is a step to go back to."""
         return self._index > 0
 
     @property
     def can_redo(self) -> bool:
+        """Whether an undone step can be taken again."""
         return self._index < len(self._states) - 1
 
     def __len__(self) -> int:

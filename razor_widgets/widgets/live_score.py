@@ -85,4 +85,5 @@ class LiveScore:
         return None if future is None or future.cancelled() else future.result(timeout)
 
     def close(self) -> None:
+        """Stop the scoring thread without waiting; a queued request is cancelled."""
         self._pool.shutdown(wait=False, cancel_futures=True)

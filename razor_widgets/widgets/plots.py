@@ -41,6 +41,7 @@ class ChannelPlot:
         return [unit_label(u) for u in self.mutator.mutable_units]
 
     def redraw(self) -> None:
+        """Draw the kept and pruned channels of every unit as stacked bars."""
         _, kept, pruned = self.data()
         names = self.labels()
         fig, canvas = new_figure(9, 0.9 + BAR_INCHES * max(1, len(names)))
@@ -70,6 +71,7 @@ class LayerPlot:
         return self.mutator.resources(by_layer=True)
 
     def redraw(self) -> None:
+        """Draw each layer's params and MACs, before and after pruning."""
         layers = self.data()
         names = list(layers)
         fig, canvas = new_figure(10, 1.0 + BAR_INCHES * max(1, len(names)))

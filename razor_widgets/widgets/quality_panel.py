@@ -121,6 +121,7 @@ class QualityPanel:
                             f"<span style='color:{colour}'>{delta:+.4g}</span>){' live' if live else ''}")
 
     def redraw_pareto(self) -> None:
+        """Draw the score-vs-MACs plot: every scored choice set, the Pareto front and the baseline."""
         with self._draw_lock:
             self.pareto.value = score_vs_macs_png(list(self.points), self.baseline)
 
@@ -188,6 +189,7 @@ class QualityPanel:
             view.colour_units(None)
 
     def close(self) -> None:
+        """Cancel a pending live score and stop the live scoring thread."""
         self.debouncer.cancel()
         self.live_score.close()
 

@@ -145,6 +145,7 @@ class UnitSliders(QuietPanel):
         return widgets.Accordion([body], titles=(f"Not prunable ({len(fixed)})",))
 
     def update_kept(self, name: Any) -> None:
+        """Refresh the kept-channels text beside unit ``name``'s slider."""
         self.kept[name].value = self._kept_text(self.units[name])
 
     def show(self, choices: dict[Any, Any]) -> None:

@@ -49,6 +49,7 @@ class WholeModelControls(QuietPanel):
         self.set_value(GLOBAL_KEY, self.global_slider, value)
 
     def update_buttons(self, can_undo: bool, can_redo: bool) -> None:
+        """Enable Undo and Redo as the history allows (a widget is touched only when its state changes)."""
         if self.buttons["undo"].disabled == can_undo:
             self.buttons["undo"].disabled = not can_undo
         if self.buttons["redo"].disabled == can_redo:
