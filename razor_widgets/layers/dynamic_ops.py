@@ -130,3 +130,9 @@ def kept_rows(t: torch.Tensor | None, idx: torch.Tensor, dim: int = 0) -> torch.
     return None if t is None else t.index_select(dim, idx.to(t.device))
 
 
+def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` at ``name`` in ``model``'s module tree (a layer swapped for its dynamic op,
+    or for its exported static op)."""
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)

@@ -1,7 +1,6 @@
 """ChannelMutator: finds a model's channel units and reads and writes all their choices."""
 from __future__ import annotations
 
-import copy
 import inspect
 import math
 from typing import Any
@@ -18,9 +17,9 @@ from ..counting.resources import Resources
 from ..export.export_check import verify_export
 from ..export.hf_export import check_reload as check_reload_of
 from ..export.hf_export import update_hf_models
-from ..export.shared_params import retie
-from ..layers import dynamic_op_for, guard_fused_paths, remove_fused_path_guards
-from ..layers.dynamic_ops import DynamicChannelMixin
+from ..export.static_copy import static_copy
+from ..layers import dynamic_op_for, guard_fused_paths
+from ..layers.dynamic_ops import DynamicChannelMixin, set_submodule
 from ..mutables.units import Channel, MutableChannelUnit
 from ..registry import MODELS
 from ..trace.graph import TracedGraph
@@ -38,7 +37,7 @@ from .channel_config import (
     outputs_from_cfg,
     plain,
 )
-from .param_owners import convert_param_owners, set_submodule
+from .param_owners import convert_param_owners
 from .prepared_mark import PREPARED_MARK, PreparedMark, is_prepared
 
 TRACER_TYPES = ("ChannelAnalyzer", "BackwardTracer", "FxTracer", "PruneTracer")
@@ -395,23 +394,7 @@ class ChannelMutator(BaseMutator):
         the same, else ``HFConfigWarning`` (``hf_export.check_reload``: one more forward)."""
         require_real_weights(self._model, "to_static()")
         self._require_prepared()
-        originals = {id(t): t for t in (*self._model.parameters(), *self._model.buffers())}
-        static = copy.deepcopy(self._model, dict(originals))  # the copy shares the tensors: no second copy
-        remove_fused_path_guards(static)
-        for name, module in list(static.named_modules()):
-            if isinstance(module, DynamicChannelMixin) and not _exported_by_parent(static, name):
-                set_submodule(static, name, module.to_static_op())
-        for (qualname, dim), mask in self._param_masks().items():
-            owner_name, _, attr = qualname.rpartition(".")
-            owner = static.get_submodule(owner_name) if owner_name else static
-            param = getattr(owner, attr)
-            kept = param.detach().index_select(dim, mask.nonzero().squeeze(1).to(param.device))
-            setattr(owner, attr, nn.Parameter(kept.clone(), requires_grad=param.requires_grad))
-        for (owner_name, attr), positions in self._size_attributes.items():
-            kept = sum(unit is None or bool(unit.current_mask[pos]) for unit, pos in positions)
-            setattr(static.get_submodule(owner_name) if owner_name else static, attr, kept)
-        _own_tensors(static, originals)
-        retie(static, self._model)
+        static = static_copy(self._model, self._param_masks(), self._size_attributes)
         update_hf_models(static, self)  # a Hugging Face model's config says the kept sizes
         if not check:
             return static
@@ -437,30 +420,6 @@ class ChannelMutator(BaseMutator):
                 mask = masks.setdefault((channel.name, channel.param_dim), torch.ones(size, dtype=torch.bool))
                 mask[channel.start:channel.end] = unit.channel_mask(channel)
         return masks
-
-
-def _exported_by_parent(model: nn.Module, name: str) -> bool:
-    """Whether a dynamic op is a child its dynamic parent exports (MHA's out_proj)."""
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else None
-    return isinstance(parent, DynamicChannelMixin) and child in parent.dynamic_children
-
-
-def _own_tensors(static: nn.Module, originals: dict[int, torch.Tensor]) -> None:
-    """Give ``static`` its own copy of every tensor it still shares with the prepared model
-    (layers no unit prunes), one tensor at a time; tied weights stay tied."""
-    copies: dict[int, torch.Tensor] = {}
-    for module in static.modules():
-        for store, make in ((module._parameters, _parameter_copy), (module._buffers, torch.Tensor.clone)):
-            for key, tensor in store.items():
-                if tensor is not None and id(tensor) in originals:
-                    if id(tensor) not in copies:
-                        copies[id(tensor)] = make(tensor)
-                    store[key] = copies[id(tensor)]
-
-
-def _parameter_copy(param: torch.Tensor) -> nn.Parameter:
-    return nn.Parameter(param.detach().clone(), requires_grad=param.requires_grad)
 
 
 @MODELS.register_module()

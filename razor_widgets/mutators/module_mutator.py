@@ -18,6 +18,7 @@ from torch import nn
 
 from ..counting.module_counter import CandidateCounter
 from ..counting.resources import Resources
+from ..layers.dynamic_ops import set_submodule
 from ..mutables.diff_mutable_module import DiffMutableModule
 from ..mutables.mutable_module import MutableModule, OneShotMutableModule
 from ..registry import MODELS
@@ -222,8 +223,7 @@ class ModuleMutator(BaseMutator, metaclass=ABCMeta):
                 chosen = mutable.chosen_module()
             except ValueError as error:
                 raise ValueError(f"{name}: {error}") from None
-            parent, _, child = name.rpartition(".")
-            setattr(static.get_submodule(parent) if parent else static, child, chosen)
+            set_submodule(static, name, chosen)
         return static
 
     def _require_prepared(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..layers import kind_of
+from ..layers.dynamic_ops import set_submodule
 from ..mutables.units import MutableChannelUnit
 
 
@@ -25,10 +26,3 @@ def convert_param_owners(model: nn.Module, units: list[MutableChannelUnit]) -> N
                 set_submodule(model, owner_name, converted[owner_name])
             converted[owner_name].add_param_channel(attr, channel.param_dim, unit, channel)
             channel.module = converted[owner_name]
-
-
-def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
-    """Put ``module`` at ``name`` in ``model``'s module tree."""
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
