@@ -16,7 +16,7 @@ from razor_widgets import MODELS, ChannelMutator, ExportError, MetaDeviceError, 
 from razor_widgets.analysis.unit_building import _no_layer_reason
 from razor_widgets.channels.analysis_result import UnitSpec
 from razor_widgets.channels.channel_range import Channel
-from razor_widgets.export.export_check import compare_outputs
+from razor_widgets.export.output_comparison import compare_outputs
 from razor_widgets.layers.conv import DynamicConvMixin
 
 from conftest import make_nontrivial

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from ..trace.tracer import _split_inputs
+from ..trace.tracer import split_inputs
 
 __all__ = ["Resources", "count_resources", "reference_flops", "REFERENCE_FLOP_FORMULAS"]
 
@@ -148,7 +148,7 @@ def reference_flops(model: nn.Module, example_inputs: Any) -> int:
     ``example_inputs`` is a tensor, a tuple of positional inputs or a dict of keyword inputs.
     The model runs in its own train/eval mode; its buffers and the RNG state are restored.
     """
-    args, kwargs = _split_inputs(example_inputs)
+    args, kwargs = split_inputs(example_inputs)
     saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()
              if not isinstance(v, nn.Parameter)}
     try:

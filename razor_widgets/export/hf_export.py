@@ -21,7 +21,8 @@ from torch import nn
 from ..analysis.unit_labels import unit_role
 from ..layers.embedding import is_embedding
 from ..trace.traced_size import COMPARED, attribute_sources
-from .export_check import RTOL, _call, _to_model, _untouched, compare_outputs
+from .model_runs import call_model, on_model_device, untouched
+from .output_comparison import RTOL, compare_outputs
 
 MLP_KEYS = ("intermediate_size", "n_inner", "d_ff", "ffn_dim", "encoder_ffn_dim", "decoder_ffn_dim")
 EXPERT_KEYS = ("moe_intermediate_size", "intermediate_size")  # the width of every expert
@@ -230,13 +231,13 @@ def check_reload(static: nn.Module, example_inputs: Any) -> str | None:
 
 
 def _reload_differs(static: nn.Module, reloaded: nn.Module, example_inputs: Any) -> str | None:
-    inputs = _to_model(example_inputs, static)
+    inputs = on_model_device(example_inputs, static)
     rtol = max(RTOL.get(_float_dtype(static), RTOL[torch.float32]), RTOL[torch.float32])
-    with _untouched(static, reloaded) as rerun:
-        expected = _call(static, inputs)
+    with untouched(static, reloaded) as rerun:
+        expected = call_model(static, inputs)
         rerun()
         try:
-            actual = _call(reloaded, inputs)
+            actual = call_model(reloaded, inputs)
         except Exception as exc:  # noqa: BLE001
             return f"the reloaded model raises {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
         return compare_outputs(expected, actual, rtol)

@@ -147,7 +147,7 @@ class Tracer:
         hooks, bar = self._hook_modules(model, modules)
         state = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()
                  if not isinstance(v, nn.Parameter)}
-        args, kwargs = _split_inputs(example_inputs)
+        args, kwargs = split_inputs(example_inputs)
         collecting = gc.isenabled()
         gc.disable()  # the trace allocates many small objects: collections would cost more than it
         swapped = self._traced_attributes(modules, model)
@@ -308,7 +308,8 @@ def _map_tensors(fn: Callable[[torch.Tensor], Any], tree: Any) -> Any:
     return tree
 
 
-def _split_inputs(example_inputs: Any) -> tuple[tuple, dict]:
+def split_inputs(example_inputs: Any) -> tuple[tuple, dict]:
+    """Example inputs as ``(args, kwargs)``: a dict is keyword arguments, a tuple or list positional ones."""
     if isinstance(example_inputs, dict):
         return (), dict(example_inputs)
     if isinstance(example_inputs, (tuple, list)):
