@@ -17,7 +17,8 @@ from .base import BaseMutable
 from .units import make_divisible
 
 
-def _is_mutable(obj: Any) -> bool:
+def is_mutable(obj: Any) -> bool:
+    """A mutable, or anything that quacks like one (a current choice that can be fixed)."""
     return isinstance(obj, BaseMutable) or (hasattr(obj, "current_choice") and hasattr(obj, "is_fixed"))
 
 
@@ -134,7 +135,7 @@ class DerivedMutable(BaseMutable, DerivedMethodMixin):
         return 1
 
     def __mul__(self, other: Any) -> DerivedMutable:
-        if isinstance(other, (int, float)) or _is_mutable(other):
+        if isinstance(other, (int, float)) or is_mutable(other):
             return derive_expand_mutable(self, other)
         return NotImplemented
 
@@ -164,7 +165,7 @@ def _sources(*objs: Any) -> list[Any]:
     for obj in objs:
         if isinstance(obj, DerivedMutable):
             out.extend(obj.source_mutables)
-        elif _is_mutable(obj):
+        elif is_mutable(obj):
             out.append(obj)
     return out
 
@@ -176,7 +177,7 @@ def derive_expand_mutable(mutable: Any, expand_ratio: int | float | Any) -> Deri
     ``num_channels * max ratio`` channels (an expand ratio widens a layer, it does not
     repeat channels; for repeated channels use ``expand_mutable_channel``).
     """
-    ratio_is_mutable = _is_mutable(expand_ratio)
+    ratio_is_mutable = is_mutable(expand_ratio)
     if not ratio_is_mutable and not isinstance(expand_ratio, (int, float)):
         raise TypeError(f"expand ratio must be a number or a mutable, got {type(expand_ratio).__name__}")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from ..registry import MODELS
 from .base import BaseMutable
-from .derived import DerivedMethodMixin, DerivedMutable, _is_mutable, derive_expand_mutable
+from .derived import DerivedMethodMixin, DerivedMutable, derive_expand_mutable, is_mutable
 
 
 @MODELS.register_module()
@@ -65,7 +65,7 @@ class MutableValue(BaseMutable, DerivedMethodMixin):
             return derive_expand_mutable(self, other)
         if hasattr(other, "current_mask"):  # a channel mutable times this ratio
             return derive_expand_mutable(other, self)
-        if _is_mutable(other):
+        if is_mutable(other):
             return derive_expand_mutable(self, other)
         return NotImplemented
 
