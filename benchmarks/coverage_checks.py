@@ -27,8 +27,7 @@ from torch.utils._pytree import tree_flatten
 from razor_widgets import ChannelMutator, ExportError, UnprunableChannelsWarning, count_resources, reference_flops
 
 from common import quiet
-from conftest import make_nontrivial
-from oracle import zeroed_model
+from helpers import make_nontrivial, zeroed_model
 
 CHOICE_SETS = 3
 RTOL = ATOL = 1e-4

@@ -1,45 +1,11 @@
-"""Shared fixtures and helpers: models with non-degenerate weights and statistics."""
+"""Shared fixtures, and the test tiers: the markers browser, notebook and sweep imply slow (see the
+README's Tests section). Shared helper code is in helpers.py, the browser page driver in browser_pages.py."""
 from __future__ import annotations
 
-import copy
-import warnings
 from collections.abc import Iterator
 
 import pytest
 import torch
-from torch import nn
-
-from razor_widgets import ChannelMutator
-
-
-def make_nontrivial(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give norms random statistics and affine parameters and re-draw all-zero parameters,
-    so that outputs depend on every channel (torchvision zero-inits some heads and gammas)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
-                n = module.num_features
-                module.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
-                module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-            for name, p in module.named_parameters(recurse=False):
-                if name in ("weight",) and isinstance(module, (nn.modules.batchnorm._BatchNorm,
-                                                               nn.LayerNorm, nn.GroupNorm)):
-                    p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
-                elif not bool(p.any()) or (name == "bias" and p.dim() == 1):
-                    p.copy_(0.05 * torch.randn(p.shape, generator=gen))
-    return model
-
-
-def prepare(model: nn.Module, x: torch.Tensor, unit: str = "SequentialMutableChannelUnit",
-            **unit_args) -> tuple[ChannelMutator, nn.Module]:
-    """Prepare ``model`` (in place) and return the mutator and an unprepared copy."""
-    original = copy.deepcopy(model)
-    mutator = ChannelMutator(channel_unit_cfg=dict(type=unit, default_args=unit_args))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mutator.prepare_from_supernet(model, example_inputs=x)
-    return mutator, original
 
 
 @pytest.fixture
@@ -88,3 +54,26 @@ def ex(explorer):
     explorer._update_buttons()
     explorer.select_unit(None)
     return explorer
+
+
+# -- the test tiers -------------------------------------------------------------------------------
+# Markers (registered in pyproject.toml) go where a test is defined: ``pytestmark`` for a whole
+# file, a decorator for one test. Two kinds of items get them here: nbval's items of notebooks/
+# (no source to decorate) get ``notebook``, and anything that takes the ``browser`` fixture gets
+# ``browser``. Then browser, notebook and sweep tests are also ``slow``, so that
+# ``pytest -m "not slow"`` (the fast tier) leaves them out.
+#
+# pytest calls this hook with every collected item, notebooks/ included (it is not one of the
+# hooks pytest limits to the conftest's folder), once tests/ is collected, which the one test
+# command (testpaths) does; tests/test_code_structure.py checks that the notebooks are marked.
+IMPLY_SLOW = ("browser", "notebook", "sweep")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.notebook)
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+        if any(item.get_closest_marker(name) for name in IMPLY_SLOW) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)

@@ -20,6 +20,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+
 from browser_pages import Server, dashboard_server, new_page
 
 TESTS = Path(__file__).resolve().parent
@@ -109,13 +110,13 @@ def test_reloads_leave_one_kernel_and_leaving_the_page_ends_it(browser, start_da
 
 
 def test_an_untraceable_model_shows_its_error_and_a_lost_tab_is_culled(browser, start_dashboard) -> None:
-    dashboard = start_dashboard("dashboard_models:PathDependsOnInput", "--input-size", "16", "--cull-idle", "3")
+    dashboard = start_dashboard("helpers:PathDependsOnInput", "--input-size", "16", "--cull-idle", "3")
     with new_page(browser) as page:  # closed without beforeunload or a beacon: the idle kernel is culled
         page.goto(dashboard.url, wait_until="commit")
         error = page.locator(".razor-dashboard-error")
         error.wait_for(timeout=180_000)
         text = error.inner_text()
-        assert "Cannot explore dashboard_models:PathDependsOnInput" in text and "TraceError" in text
+        assert "Cannot explore helpers:PathDependsOnInput" in text and "TraceError" in text
         assert "depends on the input's values" in text
         assert page.locator(SLIDER).count() == 0
         assert "There was an error when executing cell" not in page.content()  # not Voila's generic page

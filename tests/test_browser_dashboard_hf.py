@@ -13,10 +13,11 @@ import warnings
 from collections.abc import Iterator
 
 import pytest
-from browser_pages import UNIT_SLIDER, dashboard_server, engine_counts, new_page, press, shown_counts
 
 from razor_widgets import ChannelMutator
 from razor_widgets.model_loading import resolve_model
+
+from browser_pages import UNIT_SLIDER, dashboard_server, engine_counts, new_page, press, shown_counts
 
 pytest.importorskip("transformers")
 TOKENS = (1, 8)  # batch x sequence length the page traces on

@@ -15,6 +15,9 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+
+from razor_widgets import PlanError, load_choices, save_choices
+
 from browser_pages import (
     UNIT_SLIDER,
     click,
@@ -31,8 +34,6 @@ from browser_pages import (
     wait_for,
     write_notebook,
 )
-
-from razor_widgets import PlanError, load_choices, save_choices
 
 EXPLORER_CELL = ("import torch, torchvision\nfrom razor_widgets import PruningExplorer\n"
                  "torch.manual_seed(0)\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from browser_pages import press, voila_server, write_notebook
 
 VIT_CELL = ("import torch\nfrom torchvision.models.vision_transformer import VisionTransformer\n"

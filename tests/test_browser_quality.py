@@ -8,9 +8,10 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from browser_pages import click, jupyterlab_server, new_page, open_and_run_notebook, press, wait_text, write_notebook
 
 from razor_widgets import ChannelMutator, fit_budget, sensitivity_scan
+
+from browser_pages import click, jupyterlab_server, new_page, open_and_run_notebook, press, wait_text, write_notebook
 
 SETUP = """import torch
 from torch import nn

@@ -36,9 +36,9 @@ def test_demo_lists_units_and_exports(capsys) -> None:
 
 
 def test_demo_takes_any_model_syntax(capsys) -> None:
-    assert main(["demo", "test_cli_units:SmallNet", "--input-shape", "1", "3", "16", "16"]) == 0
+    assert main(["demo", "helpers:SmallNet", "--input-shape", "1", "3", "16", "16"]) == 0
     out = capsys.readouterr().out
-    assert "test_cli_units:SmallNet: 4 channel units, 2 prunable" in out
+    assert "helpers:SmallNet: 4 channel units, 2 prunable" in out
     assert "exported model matches the masked one: True" in out
 
 

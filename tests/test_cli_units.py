@@ -7,33 +7,15 @@ import sys
 
 import pytest
 import torch
-from torch import nn
 from torchvision.models import resnet34
 
 from razor_widgets import MODELS, ChannelMutator
 from razor_widgets.cli import main
 from razor_widgets.export.plans import load_choices
 
+from helpers import SmallNet
 
-class SmallNet(nn.Module):
-    """Two prunable units (conv0 -> conv1 -> head)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv0 = nn.Conv2d(3, 8, 3, padding=1)
-        self.conv1 = nn.Conv2d(8, 16, 3, padding=1)
-        self.head = nn.Linear(16, 10)
-
-    def forward(self, x):
-        return self.head(self.conv1(torch.relu(self.conv0(x))).mean((2, 3)))
-
-
-class Untraceable(nn.Module):
-    def forward(self, x):
-        raise RuntimeError("this model\ncannot run")
-
-
-SPEC = "test_cli_units:SmallNet"
+SPEC = "helpers:SmallNet"
 
 
 def run_units(capsys, *args: str) -> dict:
@@ -120,9 +102,9 @@ def error_of(capsys, *args: str) -> tuple[int | str | None, str]:
     ("no_such_package.models:net", 2, "cannot import 'no_such_package.models': ModuleNotFoundError"),
     ("torchvision.models:no_such_model", 2, "'torchvision.models' has no attribute 'no_such_model'"),
     ("resnet_nope", 2, "'resnet_nope' is not a torchvision classification"),
-    ("test_cli_units:SPEC", 2, "is not callable"),
-    ("test_cli_units:Untraceable", 1, "cannot trace test_cli_units:Untraceable with an input of shape "
-                                      "(1, 3, 224, 224): RuntimeError: this model cannot run"),
+    ("math:pi", 2, "is not callable"),
+    ("helpers:Untraceable", 1, "cannot trace helpers:Untraceable with an input of shape "
+                               "(1, 3, 224, 224): RuntimeError: this model cannot run"),
     ("json:dumps", 1, "building json:dumps failed: TypeError"),
     ("builtins:dict", 1, "returned a dict, not a torch.nn.Module"),
 ])

@@ -1,7 +1,8 @@
 """The house rules that a reviewer would otherwise check by hand: small files and functions,
 layer types named only in ``layers/`` (and ``models/``), an engine that imports no UI
 library, stages that import only the stages below them, and no import cycles inside the
-package (imports inside functions count; ``TYPE_CHECKING`` imports do not)."""
+package (imports inside functions count; ``TYPE_CHECKING`` imports do not); and in tests/, no test
+file imports another (shared code is in tests/helpers.py)."""
 from __future__ import annotations
 
 import ast
@@ -13,6 +14,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "razor_widgets"
+TESTS = Path(__file__).resolve().parent
+# a test module named in a string: code for a subprocess (``from test_x import ...``) or a MODEL
+# spec ``test_x:Name``, which the command line and the dashboard's kernel import
+TEST_MODULE_IN_TEXT = re.compile(r"(?m)^\s*(?:from|import)\s+(test_\w+)|\b(test_\w+):[A-Za-z_]")
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 500, 80
 # matplotlib is a plotting library, not UI: the engine may draw a figure when asked (loaded lazily)
 UI_LIBRARIES = ("ipywidgets", "IPython", "voila", "ipympl")
@@ -255,3 +260,39 @@ def test_module_docstrings_are_short():
                 if (doc := ast.get_docstring(tree)) and len(doc.splitlines()) > MAX_MODULE_DOCSTRING_LINES]
     assert not too_long, (f"module docstrings over {MAX_MODULE_DOCSTRING_LINES} lines (move the policy to docs/):\n"
                           + "\n".join(too_long))
+
+
+def _test_modules_imported_by(path: Path, tests: Path = TESTS) -> set[str]:
+    """The test modules (``tests/test_*.py``) that ``path`` imports: import statements, inside
+    functions too, and test modules named in strings (``TEST_MODULE_IN_TEXT``)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            found.add((node.module or "").split(".")[0])
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found |= {a or b for a, b in TEST_MODULE_IN_TEXT.findall(node.value)}
+    return {name for name in found if name.startswith("test_") and (tests / f"{name}.py").is_file()}
+
+
+def test_no_test_file_imports_a_test_file():
+    """What tests share lives in tests/helpers.py (the browser page driver in browser_pages.py),
+    never in a test file: importing one runs its module again and ties the files together.
+    conftest.py and the helper modules import no test file either."""
+    imports = {path.name: sorted(_test_modules_imported_by(path)) for path in sorted(TESTS.glob("*.py"))}
+    assert not {name: found for name, found in imports.items() if found}
+
+
+def test_the_test_import_check_finds_every_form(tmp_path):
+    for name in ("test_a", "test_b", "test_c", "test_d", "test_e", "helpers"):
+        (tmp_path / f"{name}.py").write_text("")
+    path = tmp_path / "test_example.py"
+    path.write_text("import test_a\n"
+                    "def f():\n"
+                    "    from test_b import CASES\n"
+                    "SPEC = 'test_c:SmallNet'\n"
+                    "SCRIPT = \"\"\"\n    from test_d import Small\n\"\"\"\n"
+                    "import helpers, test_missing\n"
+                    "NOTE = 'see test_e.py and tests/test_e.py: not an import'\n")
+    assert _test_modules_imported_by(path, tmp_path) == {"test_a", "test_b", "test_c", "test_d"}

@@ -33,8 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from razor_widgets import ChannelMutator, Resources, count_resources, reference_flops
 from razor_widgets.counting.live_counter import resource_counter
 
-from conftest import make_nontrivial
-from test_patterns import CASES
+from helpers import CASES, make_nontrivial
 
 SEEDS = (0, 1, 2)
 SMALL_IMAGE = (1, 3, 64, 64)  # resnet18 / mobilenet_v2: the geometry is the same, forwards cheaper

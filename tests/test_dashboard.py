@@ -83,10 +83,10 @@ def wait_for(condition, timeout: float = 120.0) -> None:
 
 def test_the_page_says_what_it_does_then_shows_the_explorer(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    page = dashboard_page("test_cli_units:SmallNet", (1, 3, 16, 16))
+    page = dashboard_page("helpers:SmallNet", (1, 3, 16, 16))
     status = page.children[0]
     assert isinstance(status, widgets.HTML) and STATUS_CLASS in status._dom_classes
-    assert ("Building test_cli_units:SmallNet and tracing its channels on a random example, "
+    assert ("Building helpers:SmallNet and tracing its channels on a random example, "
             "an input of shape (1, 3, 16, 16)") in status.value
     wait_for(lambda: page.explorer is not None or ERROR_CLASS in status._dom_classes)
     assert page.children == (page.explorer.widget,)
@@ -95,9 +95,9 @@ def test_the_page_says_what_it_does_then_shows_the_explorer(tmp_path, monkeypatc
 
 def test_an_untraceable_model_shows_the_trace_error_on_the_page(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    page = dashboard_page("dashboard_models:PathDependsOnInput", (1, 3, 16, 16))
+    page = dashboard_page("helpers:PathDependsOnInput", (1, 3, 16, 16))
     status = page.children[0]
     wait_for(lambda: ERROR_CLASS in status._dom_classes)
     assert page.explorer is None and page.children == (status,)
-    assert "Cannot explore dashboard_models:PathDependsOnInput</b> (input 1x3x16x16): TraceError" in status.value
+    assert "Cannot explore helpers:PathDependsOnInput</b> (input 1x3x16x16): TraceError" in status.value
     assert "depends on the input&#x27;s values" in status.value  # the error's own text, escaped

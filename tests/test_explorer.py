@@ -17,21 +17,9 @@ from razor_widgets.widgets.counters import format_counts
 from razor_widgets.widgets.debounce import Debouncer
 from razor_widgets.widgets.graph_view import NOT_PRUNABLE, node_colour
 
-from conftest import prepare
+from helpers import Small, prepare
 
 UNIT = "layer1.0.conv1_(0, 64)_64"
-
-
-class Small(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv0 = nn.Conv2d(3, 16, 3, padding=1)
-        self.bn0 = nn.BatchNorm2d(16)
-        self.conv1 = nn.Conv2d(16, 32, 3, padding=1)
-        self.head = nn.Linear(32, 10)
-
-    def forward(self, x):
-        return self.head(self.conv1(torch.relu(self.bn0(self.conv0(x)))).mean((2, 3)))
 
 
 def assert_counters_follow(ex):

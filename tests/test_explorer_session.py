@@ -14,24 +14,11 @@ import pytest
 import torch
 from torch import nn
 
-from razor_widgets import ChannelMutator, ModuleGroup, OneShotMutableOP, PlanError, PruningSession, count_resources
+from razor_widgets import ChannelMutator, ModuleGroup, PlanError, PruningSession, count_resources
+
+from helpers import Searchable
 
 ROOT = Path(__file__).resolve().parents[1]
-CANDIDATES = dict(conv1x1=dict(type='Conv2d', kernel_size=1),
-                  conv3x3=dict(type='Conv2d', kernel_size=3, padding=1))
-
-
-class Searchable(nn.Module):
-    """stem -> a searchable op -> head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, 8, 3, padding=1)
-        self.block = OneShotMutableOP(CANDIDATES, module_kwargs=dict(in_channels=8, out_channels=8))
-        self.head = nn.Linear(8, 10)
-
-    def forward(self, x):
-        return self.head(self.block(torch.relu(self.stem(x))).mean((2, 3)))
 
 
 @pytest.fixture
@@ -127,7 +114,7 @@ def test_scripts_need_no_widgets(tmp_path):
         sys.modules['matplotlib'] = None
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import torch
-        from test_explorer_session import Searchable
+        from helpers import Searchable
         from razor_widgets import ModuleGroup, PruningSession
         session = PruningSession(Searchable().eval(), torch.randn(1, 3, 8, 8))
         session.set_choices({{ModuleGroup(0): 'conv1x1'}})

@@ -9,12 +9,13 @@ import json
 
 import torch
 import torchvision
-from test_explorer import Small
 
 from razor_widgets import PruningExplorer
 from razor_widgets.widgets.counters import format_counts
 from razor_widgets.widgets.graph_view import node_colour
 from razor_widgets.widgets.whole_model import kept_fraction
+
+from helpers import Small
 
 
 def echo(ex) -> None:

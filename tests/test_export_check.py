@@ -19,7 +19,7 @@ from razor_widgets.channels.channel_range import Channel
 from razor_widgets.export.output_comparison import compare_outputs
 from razor_widgets.layers.conv import DynamicConvMixin
 
-from conftest import make_nontrivial
+from helpers import make_nontrivial
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,7 +18,7 @@ from razor_widgets import ChannelMutator, ExportCheckWarning, ExportError
 from razor_widgets.mutators import channel_mutator
 from razor_widgets.trace.structured_values import structural_leaves
 
-from conftest import make_nontrivial
+from helpers import make_nontrivial
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,7 +10,7 @@ from torch import nn
 from razor_widgets import ChannelMutator, IteAlgorithm, LossHistory, finetune, full_choice_copy
 from razor_widgets.quality.finetune import kd_loss
 
-from conftest import prepare
+from helpers import prepare
 
 
 def small_cnn(seed: int = 0) -> nn.Module:

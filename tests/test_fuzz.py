@@ -2,7 +2,7 @@
 the masked model and the zeroing oracle, counts exactly, and full choices restore the model.
 
 Budget in CI (derandomized, so every run draws the same examples): ``PATTERN_EXAMPLES`` per
-structural pattern of ``test_patterns.py`` and ``TORCHVISION_EXAMPLES`` per torchvision model of
+structural pattern of ``helpers.CASES`` and ``TORCHVISION_EXAMPLES`` per torchvision model of
 the engine issue (64x64 inputs). Every strategy includes "every unit at its minimum" and "every
 unit at full" as explicit examples.
 """
@@ -19,10 +19,8 @@ from hypothesis import strategies as st
 
 from razor_widgets import ChannelMutator, ExportError, UncheckedExportWarning, count_resources
 
-from conftest import make_nontrivial
-from oracle import zeroed_model
-from test_patterns import CASES
-from test_patterns import HAS_LAYER_NORM as PATTERN_LAYER_NORM
+from helpers import CASES, make_nontrivial, zeroed_model
+from helpers import HAS_LAYER_NORM as PATTERN_LAYER_NORM
 
 PATTERN_EXAMPLES = 15
 TORCHVISION_EXAMPLES = 4

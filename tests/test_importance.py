@@ -29,8 +29,7 @@ from razor_widgets import (
 )
 from razor_widgets.importance import criteria
 
-from conftest import make_nontrivial
-from oracle import zeroed_model
+from helpers import make_nontrivial, zeroed_model
 
 TYPES = ["L1MutableChannelUnit", "L2MutableChannelUnit", "BNScaleMutableChannelUnit", "TaylorMutableChannelUnit",
          "ActivationMutableChannelUnit", "RandomMutableChannelUnit"]

@@ -15,8 +15,7 @@ from torch import nn
 from razor_widgets import ChannelMutator, UnprunableChannelsWarning, count_resources
 from razor_widgets.layers import CONV_TRANSPOSE, DynamicConvTranspose2d, function_kind, kind_of, leaf_kind
 
-from conftest import make_nontrivial
-from oracle import zeroed_model
+from helpers import make_nontrivial, zeroed_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

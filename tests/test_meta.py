@@ -17,7 +17,7 @@ from torch import nn
 
 from razor_widgets import ChannelMutator, MetaDeviceError, count_resources, is_meta_model, load_choices, save_choices
 
-from conftest import make_nontrivial
+from helpers import make_nontrivial
 
 
 class TinyDecoder(nn.Module):

@@ -11,7 +11,7 @@ from torch import nn
 from razor_widgets import ChannelMutator
 from razor_widgets.analysis.model_graph import KeptFractions, layered_layout
 
-from conftest import prepare
+from helpers import prepare
 
 
 class TokenNet(nn.Module):

@@ -33,7 +33,7 @@ def test_timm_and_callables() -> None:
 
 def test_named_models_are_a_table(monkeypatch) -> None:
     monkeypatch.setitem(NAMED_MODELS, "tiny", NAMED_MODELS["digits"])  # keeps the table as it was afterwards
-    register_model("tiny", "test_cli_units:SmallNet", (1, 3, 16, 16), "two units")
+    register_model("tiny", "helpers:SmallNet", (1, 3, 16, 16), "two units")
     source = resolve_model("tiny")
     assert source.kind == "named" and source.input_shape == (1, 3, 16, 16)
     assert type(source.load()).__name__ == "SmallNet"

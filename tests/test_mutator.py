@@ -18,7 +18,7 @@ from razor_widgets import (
     UnprunableChannelsWarning,
 )
 
-from conftest import make_nontrivial
+from helpers import make_nontrivial
 
 
 class Net(nn.Module):

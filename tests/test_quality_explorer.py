@@ -7,10 +7,11 @@ import time
 
 import pytest
 import torch
-from quality_models import Accuracy, digits_net, trained_digits_net
 
 from razor_widgets import EvaluationError, PruningExplorer
 from razor_widgets.widgets.quality_plots import ScorePoint, pareto_front
+
+from helpers import Accuracy, digits_net, trained_digits_net
 
 X = torch.zeros(1, 1, 8, 8)
 

@@ -13,7 +13,7 @@ from torchvision.models.swin_transformer import SwinTransformer
 
 from razor_widgets import MODELS, ChannelMutator, load_choices, save_choices
 
-from conftest import make_nontrivial
+from helpers import make_nontrivial
 
 BUILDERS = {
     "resnet18": (lambda: torchvision.models.resnet18(), 64),

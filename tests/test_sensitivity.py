@@ -9,10 +9,11 @@ import os
 import pytest
 import torch
 from matplotlib.figure import Figure
-from quality_models import NegativeLoss, prepared, trained_digits_net
 
 from razor_widgets import EvaluationError, Sensitivity, sensitivity_scan
 from razor_widgets.budget import choice_for_fraction
+
+from helpers import NegativeLoss, prepared, trained_digits_net
 
 RATIOS = (0.25, 0.5, 0.75)
 

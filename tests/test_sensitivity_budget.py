@@ -3,9 +3,10 @@ refuses a missing or foreign scan."""
 from __future__ import annotations
 
 import pytest
-from quality_models import Accuracy, digits_net, prepared, trained_digits_net
 
 from razor_widgets import Sensitivity, fit_budget, sensitivity_scan
+
+from helpers import Accuracy, digits_net, prepared, trained_digits_net
 
 
 @pytest.fixture(scope="module")

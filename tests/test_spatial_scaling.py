@@ -9,10 +9,11 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from id_tensors import LargestIdTensor
 from torch import nn
 
 from razor_widgets import ChannelMutator
+
+from helpers import LargestIdTensor
 
 
 class Positional(nn.Module):

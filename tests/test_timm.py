@@ -1,6 +1,6 @@
 """A dozen timm models, one per pattern that vision models bring (tiny configs and inputs).
 
-Each goes through ``vision_checks.check_model``: full choices bit-identical, the export equal to
+Each goes through ``helpers.check_model``: full choices bit-identical, the export equal to
 the masked model and (where it applies) to the zeroing oracle, counts equal to a FlopCounterMode
 count of the export. The patterns: plain convs; fused norm-plus-activation modules calling
 ``F.batch_norm`` / ``F.group_norm``; weight standardisation (``ScaledStdConv2d``); multi-branch
@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from vision_checks import check_model
 
-from conftest import make_nontrivial
+from helpers import check_model, make_nontrivial
 
 timm = pytest.importorskip("timm")
 

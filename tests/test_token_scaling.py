@@ -7,9 +7,10 @@ import warnings
 
 import pytest
 import torch
-from id_tensors import LargestIdTensor
 
 from razor_widgets import ChannelMutator
+
+from helpers import LargestIdTensor
 
 transformers = pytest.importorskip("transformers")
 

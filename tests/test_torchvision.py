@@ -9,8 +9,7 @@ from torch.utils._pytree import tree_flatten
 
 from razor_widgets import count_resources
 
-from conftest import make_nontrivial, prepare
-from oracle import zeroed_model
+from helpers import make_nontrivial, prepare, zeroed_model
 
 # The representative dozen and more: every structural family of torchvision's classifiers.
 FAMILIES = {

@@ -7,13 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from vision_checks import check_model
 
 import razor_widgets.analysis.analyzer as analysis
 import razor_widgets.analysis.rules as rules
 from razor_widgets import ChannelMutator, TraceError
 
-from conftest import make_nontrivial
+from helpers import check_model, make_nontrivial
 
 
 class WSConv(nn.Conv2d):
