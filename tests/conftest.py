@@ -1,5 +1,5 @@
-"""Shared fixtures, and the test tiers: the markers browser, notebook and sweep imply slow (see the
-README's Tests section). Shared helper code is in helpers.py, the browser page driver in browser_pages.py."""
+"""Shared fixtures. Shared helper code is in helpers.py, the browser page driver in browser_pages.py;
+the test tiers (markers) are set up in the repository's conftest.py."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -55,25 +55,3 @@ def ex(explorer):
     explorer.select_unit(None)
     return explorer
 
-
-# -- the test tiers -------------------------------------------------------------------------------
-# Markers (registered in pyproject.toml) go where a test is defined: ``pytestmark`` for a whole
-# file, a decorator for one test. Two kinds of items get them here: nbval's items of notebooks/
-# (no source to decorate) get ``notebook``, and anything that takes the ``browser`` fixture gets
-# ``browser``. Then browser, notebook and sweep tests are also ``slow``, so that
-# ``pytest -m "not slow"`` (the fast tier) leaves them out.
-#
-# pytest calls this hook with every collected item, notebooks/ included (it is not one of the
-# hooks pytest limits to the conftest's folder), once tests/ is collected, which the one test
-# command (testpaths) does; tests/test_code_structure.py checks that the notebooks are marked.
-IMPLY_SLOW = ("browser", "notebook", "sweep")
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    for item in items:
-        if item.path.suffix == ".ipynb":
-            item.add_marker(pytest.mark.notebook)
-        if "browser" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.browser)
-        if any(item.get_closest_marker(name) for name in IMPLY_SLOW) and not item.get_closest_marker("slow"):
-            item.add_marker(pytest.mark.slow)

@@ -27,6 +27,8 @@ from browser_pages import (
     shown_counts,
 )
 
+pytestmark = pytest.mark.browser  # a real browser: not in the fast tier (README, "Tests")
+
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "notebooks" / "01_quickstart.ipynb"
 PRESSES = 3  # ArrowLeft presses on the slider: each is one step of the unit's choices
@@ -82,6 +84,7 @@ def move_slider_and_check(page, scope: str, choices: dict) -> None:
           f"{time.monotonic() - started:.2f} s")
 
 
+@pytest.mark.notebook  # runs notebooks/01_quickstart.ipynb
 def test_quickstart_in_jupyterlab(browser, jupyterlab) -> None:
     with new_page(browser) as page:
         open_and_run_notebook(page, f"{jupyterlab}/lab/tree/{QUICKSTART.name}?reset")

@@ -23,6 +23,8 @@ import pytest
 
 from browser_pages import Server, dashboard_server, new_page
 
+pytestmark = pytest.mark.browser  # a real browser: not in the fast tier (README, "Tests")
+
 TESTS = Path(__file__).resolve().parent
 RELOADS = 4  # page loads: the first and three reloads
 SLIDER = ".widget-slider:visible"

@@ -19,6 +19,8 @@ from razor_widgets.model_loading import resolve_model
 
 from browser_pages import UNIT_SLIDER, dashboard_server, engine_counts, new_page, press, shown_counts
 
+pytestmark = pytest.mark.browser  # a real browser: not in the fast tier (README, "Tests")
+
 pytest.importorskip("transformers")
 TOKENS = (1, 8)  # batch x sequence length the page traces on
 PRESSES = 3

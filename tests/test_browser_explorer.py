@@ -35,6 +35,8 @@ from browser_pages import (
     write_notebook,
 )
 
+pytestmark = pytest.mark.browser  # a real browser: not in the fast tier (README, "Tests")
+
 EXPLORER_CELL = ("import torch, torchvision\nfrom razor_widgets import PruningExplorer\n"
                  "torch.manual_seed(0)\n"
                  "explorer = PruningExplorer(torchvision.models.resnet18().eval(), torch.randn(1, 3, 224, 224))\n"

@@ -14,6 +14,8 @@ import pytest
 
 from browser_pages import press, voila_server, write_notebook
 
+pytestmark = pytest.mark.browser  # a real browser: not in the fast tier (README, "Tests")
+
 VIT_CELL = ("import torch\nfrom torchvision.models.vision_transformer import VisionTransformer\n"
             "from razor_widgets import PruningExplorer\ntorch.manual_seed(0)\n"
             "net = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,\n"

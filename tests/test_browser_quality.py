@@ -13,6 +13,8 @@ from razor_widgets import ChannelMutator, fit_budget, sensitivity_scan
 
 from browser_pages import click, jupyterlab_server, new_page, open_and_run_notebook, press, wait_text, write_notebook
 
+pytestmark = pytest.mark.browser  # a real browser: not in the fast tier (README, "Tests")
+
 SETUP = """import torch
 from torch import nn
 from razor_widgets import PruningExplorer

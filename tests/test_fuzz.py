@@ -102,6 +102,7 @@ def test_fuzzed_patterns(name, picks):
     check(name, picks if isinstance(picks, dict) else picks.draw(picks_for(name)))
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("name", TORCHVISION)
 @settings(max_examples=TORCHVISION_EXAMPLES, **SETTINGS)
 @example(picks=ALL_MIN)

@@ -93,7 +93,7 @@ class Prepared:
             self.mutator.prepare_from_supernet(self.model, self.inputs)
 
 
-@pytest.fixture(scope="module", params=sorted(BUILDERS))
+@pytest.fixture(scope="module", params=[pytest.param(name, marks=pytest.mark.sweep) for name in sorted(BUILDERS)])
 def prepared(request, one_thread) -> Prepared:
     return Prepared(request.param)
 

@@ -64,7 +64,7 @@ class Prepared:
         return [u for u in self.mutator.mutable_units if unit_role(u).kind in ("heads", "kv_groups")]
 
 
-@pytest.fixture(scope="module", params=list(BUILDERS))
+@pytest.fixture(scope="module", params=[pytest.param(name, marks=pytest.mark.sweep) for name in BUILDERS])
 def prepared(request) -> Prepared:
     torch.set_num_threads(1)
     return Prepared(request.param)

@@ -15,6 +15,8 @@ import torch
 
 from helpers import check_model, make_nontrivial
 
+pytestmark = pytest.mark.sweep  # a dozen timm models: not in the fast tier
+
 timm = pytest.importorskip("timm")
 
 # name -> (create_model kwargs, input side)

@@ -36,6 +36,7 @@ def outputs(model: torch.nn.Module, x: torch.Tensor, train: bool) -> list[torch.
         return tree_flatten(model(x))[0]
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("name", MODELS)
 def test_prepare_export_and_equal_forwards(name: str) -> None:
     size = SIZES.get(name, 224)
