@@ -106,6 +106,7 @@ def test_a_prepared_mutator_and_bad_arguments(x):
         PruningSession("resnet18")
 
 
+@pytest.mark.slow  # a new interpreter imports torch and prepares a model (~11 s)
 def test_scripts_need_no_widgets(tmp_path):
     """Count and save a plan of a searchable model with ipywidgets and matplotlib blocked."""
     script = textwrap.dedent(f"""

@@ -69,6 +69,7 @@ def notebook(source: str, stored: str) -> dict:
                                                          "language": "python"}}, "nbformat": 4, "nbformat_minor": 5}
 
 
+@pytest.mark.slow  # runs a notebook under nbval in a new pytest (~13 s)
 def test_a_changed_engine_number_fails_and_addresses_do_not(tmp_path: Path) -> None:
     """Run nbval with the project's options on three notebooks: a unit count stored wrong fails,
     the right count passes even though a printed memory address differs, and an unmarked cell
