@@ -65,8 +65,7 @@ class Prepared:
 
 
 @pytest.fixture(scope="module", params=[pytest.param(name, marks=pytest.mark.sweep) for name in BUILDERS])
-def prepared(request) -> Prepared:
-    torch.set_num_threads(1)
+def prepared(request, one_thread) -> Prepared:
     return Prepared(request.param)
 
 
