@@ -4,7 +4,7 @@ For every model of ``torchvision.models.list_models(module=torchvision.models)``
 the segmentation and detection models) with at most ``--max-params`` (200 M) parameters:
 
 1. build it with ``weights=None`` and give it non-degenerate weights and norm statistics
-   (``make_nontrivial`` of ``tests/conftest.py``: torchvision zero-initialises some heads and
+   (``make_nontrivial`` of ``tests/helpers.py``: torchvision zero-initialises some heads and
    gammas, which would hide pruning errors), then put it in ``eval()`` BEFORE preparing, so the
    traced forward is the eval forward (GoogLeNet's and Inception's aux heads are unreached and
    neither pruned nor counted);
@@ -16,7 +16,7 @@ the segmentation and detection models) with at most ``--max-params`` (200 M) par
    each exported with ``to_static()`` (its own check on: the "export check" column says ok or gives the
    ``ExportError``): the static model must compute what the masked model
    computes (``torch.testing.assert_close``, rtol 1e-4, atol 1e-4 times the largest output
-   magnitude) and what the zeroing oracle computes (``zeroed_model`` of ``tests/oracle.py``: the
+   magnitude) and what the zeroing oracle computes (``zeroed_model`` of ``tests/helpers.py``: the
    original with pruned channels zeroed where read; skipped where a LayerNorm or GroupNorm
    normalises over pruned channels, whose statistics zeroing changes), and
    ``mutator.resources()`` must equal ``count_resources(static, x)`` in params and FLOPs, with
@@ -258,7 +258,7 @@ def write_markdown(path: Path, rows: list[Row], args: argparse.Namespace, wall: 
             f"`count_resources`; then for {args.choice_sets} random choice set(s) (`random.seed(k)`, L1 units) "
             "the `to_static()`",
             f"model close to the masked model (rtol {RTOL:g}, atol {ATOL:g} x output scale), the masked model close",
-            "to the zeroing oracle (`tests/oracle.py`; skipped where a LayerNorm/GroupNorm normalises over pruned",
+            "to the zeroing oracle (`tests/helpers.py`; skipped where a LayerNorm/GroupNorm normalises over pruned",
             "channels), `mutator.resources()` equal to `count_resources(static, x)` in params and FLOPs and params",
             "equal to `sum(p.numel())` of the static model; finally full choices bit-identical again.",
             "`export check`: `to_static()`'s own check (export vs masked model on the example input) on every set:",
