@@ -674,6 +674,8 @@ class SmallNet(nn.Module):
 
 
 class Untraceable(nn.Module):
+    """Every forward fails: the command line's "cannot trace" error."""
+
     def forward(self, x):
         raise RuntimeError("this model\ncannot run")
 
@@ -694,6 +696,8 @@ class PathDependsOnInput(nn.Module):
 
 
 class Small(nn.Module):
+    """conv -> batch norm -> conv -> head: two prunable units, for the explorer's tests."""
+
     def __init__(self) -> None:
         super().__init__()
         self.conv0 = nn.Conv2d(3, 16, 3, padding=1)
