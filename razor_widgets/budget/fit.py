@@ -3,7 +3,7 @@
 Three ways to spread the cut over the units: ``uniform`` keeps the same fraction of every unit,
 ``l1`` ranks all channels of all units by the L1 norm of their weights (normalised per unit, so
 that layers of different scales compare) and keeps the strongest, and ``sensitivity`` prunes
-where a sensitivity scan predicts the least loss of score (``budget_sensitivity.py``). All search with what-if
+where a sensitivity scan predicts the least loss of score (``sensitivity.py``). All search with what-if
 counts (``mutator.resources(choices=...)``): no forward pass, and the mutator's choices are left
 as they were. The L1 ranking decides how many channels each unit keeps; which ones it keeps is
 the unit type's business (``L1MutableChannelUnit`` keeps the largest, sequential units a prefix).

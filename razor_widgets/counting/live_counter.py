@@ -1,6 +1,6 @@
 """Live params/MACs/FLOPs of a prepared mutator: the count formulas, evaluated incrementally.
 
-The terms recorded by ``counting.py`` live in numpy arrays. When units change, only the
+The terms recorded by ``spec.py`` live in numpy arrays. When units change, only the
 sides they feed and the terms that read those sides are recomputed, so one slider move
 costs microseconds and no forward pass.
 """

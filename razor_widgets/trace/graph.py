@@ -1,6 +1,6 @@
 """The recorded forward pass: ops (``Node``) on tensors (``TensorRef``) in execution order.
 
-Records only: ``tracing.py`` fills them; the analysis, the counter and the layer kinds read them.
+Records only: ``tracer.py`` fills them; the analysis, the counter and the layer kinds read them.
 """
 from __future__ import annotations
 
