@@ -30,7 +30,7 @@ from .unit_building import build_units
 ATTENTION_MODES = ("heads", "head_dims")  # how attention units prune: whole heads, or positions in every head
 
 
-def analysis_error(ctx: Any, exc: Exception) -> TraceError:
+def analysis_error(ctx: AnalysisContext, exc: Exception) -> TraceError:
     """A ``TraceError`` naming the model, the op, its module and its input shapes."""
     model = type(ctx.modules.get("", None)).__name__
     node = ctx.node
