@@ -35,8 +35,8 @@ class Slot:
 class AnalysisContext:
     """What a channel rule sees: ids of tensors, fresh elements, unions, fixes and slots."""
 
-    def __init__(self, graph: TracedGraph, modules: dict[str, nn.Module], attention: str = "heads",
-                 is_layer_weight: Callable[[str, tuple[int, ...]], bool] = lambda name, shape: False) -> None:
+    def __init__(self, graph: TracedGraph, modules: dict[str, nn.Module], attention: str,
+                 is_layer_weight: Callable[[str, tuple[int, ...]], bool]) -> None:
         self.graph = graph
         self.modules = modules
         # a conv/linear weight or bias whose rows are the layer's outputs (the layer kinds know: the analyzer says)
