@@ -403,7 +403,7 @@ def test_outputs_may_be_any_pytree():
     b = copy.deepcopy(a)
     b["extra"] = (torch.ones(1), 3)
     assert compare_outputs(a, b).startswith("output ['extra'][0]")
-    assert "outputs" in compare_outputs(a, {"logits": torch.ones(2)})
+    assert "keys" in compare_outputs(a, {"logits": torch.ones(2)})
     hf = BaseModelOutput(last_hidden_state=torch.ones(2, 3))
     assert compare_outputs(hf, BaseModelOutput(last_hidden_state=torch.ones(2, 3))) is None
     assert "shape" in compare_outputs(hf, BaseModelOutput(last_hidden_state=torch.ones(2, 2)))

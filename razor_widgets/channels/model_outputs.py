@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from torch.utils import _pytree
 
 from ..trace.structured_values import OutputPath, output_name
 from .channel_space import varying_dims
@@ -93,6 +94,10 @@ def narrowed_outputs(tree: Any, kept: dict[OutputPath, dict[int, torch.Tensor]],
         for f in dataclasses.fields(tree):
             object.__setattr__(new, f.name, narrowed_outputs(getattr(tree, f.name), kept, (*path, f.name)))
         return new
+    node = _pytree.SUPPORTED_NODES.get(type(tree))
+    if node is not None:  # a registered pytree node: rebuilt from its narrowed children
+        children, context = node.flatten_fn(tree)
+        return node.unflatten_fn([narrowed_outputs(x, kept, (*path, i)) for i, x in enumerate(children)], context)
     return tree
 
 

@@ -65,12 +65,16 @@ def verify_export(mutator: Any, static: nn.Module, example_inputs: Any = None) -
         rerun()
         if hasattr(mutator, "kept_output_channels"):  # outputs that follow the pruned model: its kept channels
             masked = narrowed_outputs(masked, mutator.kept_output_channels())
+        unchecked: list[str] = []
         try:
             exported = call_model(static, inputs)
-            problem = compare_outputs(dataclasses_as_dicts(masked), dataclasses_as_dicts(exported), rtol)
         except Exception as error:
             problem = f"the exported model raised {_line(error)}"
+        else:  # the comparison walks any structure and never raises (what it cannot walk: unchecked)
+            problem = compare_outputs(dataclasses_as_dicts(masked), dataclasses_as_dicts(exported), rtol, unchecked)
         if problem is None:
+            if unchecked:
+                _unchecked_parts(unchecked)
             return static
         del masked
         rerun()
@@ -89,6 +93,13 @@ def _selected_differently(static: nn.Module, problem: str, where: str) -> nn.Mod
                   "selects (top-k, NMS, a threshold) outside its modules: rounding picks differently. "
                   "The export is returned.", ExportCheckWarning, stacklevel=4)
     return static
+
+
+def _unchecked_parts(parts: list[str]) -> None:
+    more = f" and {len(parts) - MAX_UNITS_NAMED} more" if len(parts) > MAX_UNITS_NAMED else ""
+    warnings.warn("to_static() checked the export, but could not compare these parts of the output: "
+                  f"{'; '.join(parts[:MAX_UNITS_NAMED])}{more}. Every other part matches the masked model.",
+                  UncheckedExportWarning, stacklevel=4)
 
 
 def _unchecked(static: nn.Module, why: str) -> nn.Module:

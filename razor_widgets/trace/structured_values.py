@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils import _pytree
 
 MAX_DEPTH = 8
 _PLAIN = (bool, int, float, complex, str, bytes, torch.dtype, torch.device, type(None))
@@ -43,7 +44,8 @@ OutputPath = tuple  # keys from the output's root: str for dict keys and fields,
 
 def output_leaves(tree: Any, path: OutputPath = ()) -> list[tuple[OutputPath, Any]]:
     """Every leaf of a model output with its path, in the order the tracer records them:
-    tuples and lists by position, dicts (``ModelOutput``) by key, dataclasses by field."""
+    tuples and lists by position, dicts (``ModelOutput``) by key, dataclasses by field, other
+    registered pytree nodes by the position of their children."""
     if isinstance(tree, (list, tuple)):
         return [leaf for i, x in enumerate(tree) for leaf in output_leaves(x, (*path, i))]
     if isinstance(tree, dict):
@@ -51,6 +53,10 @@ def output_leaves(tree: Any, path: OutputPath = ()) -> list[tuple[OutputPath, An
     if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
         return [leaf for f in dataclasses.fields(tree)
                 for leaf in output_leaves(getattr(tree, f.name), (*path, f.name))]
+    node = _pytree.SUPPORTED_NODES.get(type(tree))
+    if node is not None:  # a registered pytree node (with or without key functions): its children by position
+        children, _ = node.flatten_fn(tree)
+        return [leaf for i, x in enumerate(children) for leaf in output_leaves(x, (*path, i))]
     return [(path, tree)]
 
 
