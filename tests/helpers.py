@@ -73,7 +73,7 @@ def _input_dim(module: nn.Module, x: torch.Tensor) -> int:
     if isinstance(module, nn.modules.conv._ConvNd):
         return 1 if x.dim() == len(module.kernel_size) + 2 else 0
     if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
-                           nn.modules.instancenorm._InstanceNorm)):
+                           nn.modules.instancenorm._InstanceNorm, nn.PReLU)):
         return 1 if x.dim() > 1 else 0
     if isinstance(module, nn.LayerNorm) and x.shape[-1] != module.normalized_shape[-1]:
         return 1  # a channels-first LayerNorm (LayerNorm2d)
@@ -118,7 +118,7 @@ def _zero_weight_columns(module: nn.Module, mask: torch.Tensor) -> None:
 
 
 def _size_in(module: nn.Module) -> int:
-    for attr in ("in_channels", "in_features", "num_features", "num_channels", "embed_dim"):
+    for attr in ("in_channels", "in_features", "num_features", "num_channels", "embed_dim", "num_parameters"):
         if hasattr(module, attr):
             return int(getattr(module, attr))
     return int(module.normalized_shape[-1])

@@ -23,6 +23,7 @@ from .experts import FUSED_EXPERTS, DynamicFusedExperts
 from .group_norm import GROUP_NORM, DynamicGroupNorm
 from .layer_norm import LAYER_NORM, DynamicLayerNorm, guard_fused_paths, remove_fused_path_guards
 from .linear import LINEAR, DynamicLinear
+from .prelu import PRELU, DynamicPReLU
 from .registry import (
     KINDS,
     LAYER_KINDS,
@@ -41,6 +42,7 @@ from .transposed_linear import OWNED_LINEAR, TRANSPOSED_LINEAR, DynamicOwnedLine
 for _kind in (CONV, CONV_TRANSPOSE, LINEAR, BATCH_NORM, LAYER_NORM, GROUP_NORM, MULTIHEAD_ATTENTION,
               EMBEDDING, CHANNEL_MEAN, TRANSPOSED_LINEAR, FUSED_EXPERTS, OWNED_LINEAR, RMS_NORM):
     register_kind(_kind)
+register_kind(PRELU)
 
 __all__ = [
     "KINDS", "LAYER_KINDS", "LayerKindRegistry", "FunctionOwner", "LayerGeometry", "LayerKind", "Term", "register_kind",
@@ -52,4 +54,5 @@ __all__ = [
     "DynamicInstanceNorm2d", "DynamicInstanceNorm3d", "DynamicLayerNorm", "DynamicLinear",
     "DynamicMultiheadAttention", "DynamicMultiheadAttentionMixin", "DynamicChannelMean",
     "DynamicTransposedLinear", "DynamicFusedExperts", "DynamicOwnedLinear", "DynamicRMSNorm",
+    "DynamicPReLU",
 ]
