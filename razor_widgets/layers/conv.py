@@ -138,17 +138,46 @@ class DynamicConvMixin(DynamicChannelMixin):
         """Rows of the weight are output channels, its columns a group's input channels."""
         return grouped_weight_mask(w, self.mask("out_channels"), self.mask("in_channels"), self.in_channels)
 
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The original forward. With pruned input channels (not depthwise, not transposed) it runs
+        as the export runs: on the kept input channels with the weight's kept columns, so a weight
+        computed in the forward (standardised over its inputs) is computed over the kept ones;
+        pruned output channels are zeroed after it."""
+        m_in = self.mask("in_channels") if "mutable_attrs" in self._modules else None
+        if m_in is None or not isinstance(self, nn.modules.conv._ConvNd) or self.transposed or is_depthwise(self):
+            return super().forward(x, *args, **kwargs)
+        dim = channel_dim(x, len(self.kernel_size) + 2)
+        kept = m_in.nonzero().squeeze(1).to(x.device)
+        self.__dict__["_kept_columns"] = group_positions(m_in, self.groups, self.in_channels).to(x.device)
+        try:
+            out = super().forward(x.index_select(dim, kept), *args, **kwargs)
+        finally:
+            del self.__dict__["_kept_columns"]
+        m_out = self.mask("out_channels")
+        if m_out is None:
+            return out
+        shape = [1] * out.dim()
+        shape[dim] = -1
+        return out * m_out.view(shape).to(device=out.device, dtype=out.dtype)
+
     @property
     def weight(self) -> torch.Tensor:
-        """The weight with pruned output channels and (per group) input channels zeroed."""
+        """The weight with pruned output channels and (per group) input channels zeroed (inside a
+        forward on the kept inputs: the kept columns, every row)."""
         w = raw(self, "weight")
+        columns = self.__dict__.get("_kept_columns")
+        if columns is not None:
+            return w.index_select(1, columns)
         mask = self._weight_mask(w) if "mutable_attrs" in self._modules else None
         return w if mask is None else w * mask
 
     @property
     def bias(self) -> torch.Tensor | None:
-        """The bias with pruned output channels zeroed (None without a bias)."""
+        """The bias with pruned output channels zeroed (None without a bias; inside a forward on the
+        kept inputs: as stored, the output is masked after)."""
         b = raw(self, "bias")
+        if "_kept_columns" in self.__dict__:
+            return b
         m_out = self.mask("out_channels") if b is not None and "mutable_attrs" in self._modules else None
         return b if m_out is None else b * m_out.to(device=b.device, dtype=b.dtype)
 

@@ -5,9 +5,9 @@ linear weights (``(self.weight - mean) / std``; ``self.conv3.weight + F.pad(self
 [1, 1, 1, 1])``) is that layer: its channels are the stored weights' channels. The derivation is
 read back through the recorded graph and accepted only when every step keeps the positions of
 the output and input channels (elementwise ops, reshapes that come back to the weight's shape,
-pads of the kernel dims) or reduces over them (means, norms: those keep the output channels but
-mix the input channels, which then stay fixed, since pruning them would change the statistics).
-Both the analysis and the counter read this, so they agree on which layer a derived weight is.
+pads of the kernel dims) or reduces over them (means, norms: they mix the input channels, which stay
+fixed unless a conv standardises its own weight in its own forward: the dynamic conv runs it on the
+kept inputs, as the export does). The analysis and the counter both read this.
 """
 from __future__ import annotations
 
@@ -131,8 +131,17 @@ def derived_layer_rule(ctx: AnalysisContext, node: Node, kinds: tuple[type, ...]
     for layer in derived.sources:
         ctx.slot(layer, False, ids_in)
         ctx.slot(layer, True, ids_out)
-    if derived.mixes_inputs:
+    if derived.mixes_inputs and not standardised_in_own_forward(node, derived):
         ctx.fix(ids_in, f"the weight of {derived.layer!r} is normalised over its input channels in {ctx.describe()}")
+
+
+def standardised_in_own_forward(node: Node, derived: DerivedWeight) -> bool:
+    """A conv's weight normalised over its inputs in the conv's own forward, from its own weight only
+    (weight standardisation: ``StdConv2d``, ``ScaledStdConv2d``): its inputs can be pruned, since the
+    dynamic conv runs that forward on the kept inputs with the kept columns (the statistics over the
+    kept inputs), as the export does. Computed anywhere else, the statistics would see the pruned ones."""
+    return (node.scope == derived.layer and derived.sources == [derived.layer]
+            and not isinstance(derived.module, nn.Linear))
 
 
 def rows_are_outputs(ctx: AnalysisContext, ref: Any, ids_out: torch.Tensor) -> None:
