@@ -163,10 +163,18 @@ def _close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
 
 def oracle_applies(mutator: ChannelMutator, original: nn.Module) -> bool:
     """The zeroing oracle does not apply where a LayerNorm or GroupNorm normalises over pruned
-    channels (zeroing them changes its statistics; the engine normalises over the kept ones)."""
+    channels (zeroing them changes its statistics; the engine normalises over the kept ones), nor
+    where a conv with its own forward reads pruned inputs (a weight standardised over them)."""
     modules = dict(original.named_modules())
+    if any(_own_conv_forward(modules.get(c.name)) for unit in mutator.mutable_units for c in unit.input_related):
+        return False  # a conv computing its weight in its own forward (standardised over its kept inputs)
     return not any(isinstance(modules.get(c.name), (nn.LayerNorm, nn.GroupNorm))
                    for unit in mutator.mutable_units for c in unit.channels)
+
+
+def _own_conv_forward(module: nn.Module | None) -> bool:
+    plain = (nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward)
+    return isinstance(module, nn.modules.conv._ConvNd) and not module.transposed and type(module).forward not in plain
 
 
 def check_model(model: nn.Module, x: torch.Tensor | tuple, choice_sets: int = 2, oracle: bool | None = None,
