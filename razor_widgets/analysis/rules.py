@@ -25,6 +25,7 @@ from ..layers.linear import matmul_linear
 from ..layers.transposed_linear import OWNED_LINEAR
 from ..trace.graph import Node, TensorRef
 from ..trace.traced_size import TracedSize
+from .rules_channel_ops import CHANNEL_OPS, im2col
 from .rules_matmul import add_product, einsum, matmul, sdpa
 from .rules_movement import RESHAPES, creation, first_input, movement
 
@@ -149,9 +150,9 @@ def _combine_copies(ctx: AnalysisContext, ids: torch.Tensor, dims: list[int]) ->
 
 def tensor_unfold(ctx: AnalysisContext, node: Node) -> None:
     """``Tensor.unfold(dim, size, step)`` (sliding windows, as in halo attention); ``F.unfold``
-    (im2col, channels times kernel positions in one dim) has no rule."""
+    (im2col, channels times kernel positions in one dim) goes to ``im2col``."""
     if node.target is not torch.Tensor.unfold:
-        return ctx.unknown(node)
+        return im2col(ctx, node)
     dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dimension")
     ids = ctx.get(first_input(node))
     if ids.shape[dim] == 1:  # windows of positions that hold no channels: the ids stay
@@ -193,6 +194,8 @@ POOLING = {
     "max_pool2d": 2, "avg_pool2d": 2, "adaptive_avg_pool2d": 2, "adaptive_max_pool2d": 2,
     "max_pool3d": 3, "avg_pool3d": 3, "adaptive_avg_pool3d": 3, "adaptive_max_pool3d": 3,
     "interpolate": 0, "upsample": 0, "max_pool2d_with_indices": 2,
+    "max_pool1d_with_indices": 1, "max_pool3d_with_indices": 3, "max_unpool1d": 1, "max_unpool2d": 2,
+    "max_unpool3d": 3, "lp_pool1d": 1, "lp_pool2d": 2, "lp_pool3d": 3,
 }
 PRODUCTS: dict[str, Rule] = {
     "matmul": matmul, "__matmul__": matmul, "bmm": matmul, "mm": matmul, "einsum": einsum,
@@ -242,6 +245,8 @@ class RuleTable:
             return kind.function_rule(ctx, node)  # an addmm without a layer's weight is a product
         if name in PRODUCTS:
             return PRODUCTS[name](ctx, node)
+        if name in CHANNEL_OPS:
+            return CHANNEL_OPS[name](ctx, node)
         if name in PASSTHROUGH:
             return passthrough(ctx, node)
         if name in ELEMENTWISE:

@@ -13,6 +13,8 @@ PASSTHROUGH = {
     "bfloat16", "to", "type", "type_as", "abs", "neg", "exp", "log", "sqrt", "rsqrt", "square",
     "sin", "cos", "erf", "reciprocal", "sign", "clamp", "clamp_", "clamp_min", "clamp_max",
     "requires_grad_", "__neg__", "pow", "__pow__", "stochastic_depth", "identity",
+    "log_sigmoid", "hardshrink", "softshrink", "tanhshrink", "_threshold", "threshold", "threshold_", "rrelu",
+    "rrelu_",
 }
 ELEMENTWISE = {
     "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "true_divide",

@@ -1,4 +1,4 @@
-"""Batch and instance norms (``nn.BatchNorm1d/2d/3d``, ``nn.InstanceNorm1d/2d/3d``, and
+"""Batch and instance norms (``nn.BatchNorm1d/2d/3d``, ``nn.SyncBatchNorm``, ``nn.InstanceNorm1d/2d/3d``, and
 ``F.batch_norm`` / ``F.instance_norm`` called with such a module's parameters or buffers, as
 fused norm+activation modules do from their own forward).
 
@@ -50,7 +50,7 @@ class BatchNormKind(NormKind):
 
     name = "batch_norm"
     module_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
-                    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+                    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.SyncBatchNorm)
     family_types = (nn.modules.batchnorm._NormBase,)
     functions = ("batch_norm", "instance_norm")
     owner_args = ((3, "weight"), (1, "running_mean"))
@@ -61,7 +61,8 @@ class BatchNormKind(NormKind):
         x, out = first_input(node), node.output_refs()[0]
         spatial = {nn.BatchNorm1d: 1, nn.InstanceNorm1d: 1}.get(type(m), None)
         batched = (spatial or (3 if isinstance(m, (nn.BatchNorm3d, nn.InstanceNorm3d)) else 2)) + 2
-        dim = 1 if len(x.shape) >= 2 and (len(x.shape) == batched or isinstance(m, nn.BatchNorm1d)) else 0
+        any_rank = isinstance(m, (nn.BatchNorm1d, nn.SyncBatchNorm))  # (N, C, *): channels on dim 1
+        dim = 1 if len(x.shape) >= 2 and (len(x.shape) == batched or any_rank) else 0
         coupled(ctx, node.name, x, out, dim)
 
     def function_rule(self, ctx: AnalysisContext, node: Node) -> None:
@@ -138,6 +139,12 @@ class DynamicBatchNorm3d(_BatchNormMixin, nn.BatchNorm3d):
     static_class = nn.BatchNorm3d
 
 
+class DynamicSyncBatchNorm(_BatchNormMixin, nn.SyncBatchNorm):
+    """``nn.SyncBatchNorm`` with a channel mask."""
+
+    static_class = nn.SyncBatchNorm
+
+
 class _InstanceNormMixin(DynamicNormMixin):
     def _unbatched_ndim(self) -> int:
         return self._get_no_batch_dim()
@@ -165,6 +172,7 @@ BatchNormKind.dynamic_ops = {
     nn.BatchNorm1d: DynamicBatchNorm1d, nn.BatchNorm2d: DynamicBatchNorm2d,
     nn.BatchNorm3d: DynamicBatchNorm3d, nn.InstanceNorm1d: DynamicInstanceNorm1d,
     nn.InstanceNorm2d: DynamicInstanceNorm2d, nn.InstanceNorm3d: DynamicInstanceNorm3d,
+    nn.SyncBatchNorm: DynamicSyncBatchNorm,
 }
 for _cls in BatchNormKind.dynamic_ops.values():
     MODELS.register_module(module=_cls)

@@ -1,4 +1,5 @@
-"""Token and position embeddings (``nn.Embedding``'s ``F.embedding``): rows are looked up by
+"""Token and position embeddings (``nn.Embedding``'s ``F.embedding``, ``nn.EmbeddingBag``'s
+``F.embedding_bag``): rows are looked up by
 position, so they are not channels; the embedding dim is, and it follows the residual stream.
 
 The weight ``[num_embeddings, dim]`` gets one element per column (never one per entry: the
@@ -21,8 +22,10 @@ if TYPE_CHECKING:
 
 
 def embedding(ctx: AnalysisContext, node: Node) -> None:
-    """``F.embedding(indices, weight, padding_idx, max_norm, ...)``: the output's last dim holds
-    the weight's columns. ``max_norm`` renormalises rows over the columns: no rule then."""
+    """``F.embedding(indices, weight, padding_idx, max_norm, ...)`` (and ``F.embedding_bag(indices,
+    weight, offsets, max_norm, ...)``, which sums, averages or takes the max of rows column by
+    column): the output's last dim holds the weight's columns. ``max_norm`` renormalises rows
+    over the columns: no rule then."""
     weight = node.args[1] if len(node.args) > 1 else node.kwargs.get("weight")
     max_norm = node.args[3] if len(node.args) > 3 else node.kwargs.get("max_norm")
     refs = node.input_refs()
@@ -68,8 +71,8 @@ class EmbeddingKind(LayerKind):
     weight's columns are a parameter slot, sliced by the export like a class token's."""
 
     name = "embedding"
-    family_types = (nn.Embedding,)
-    functions = ("embedding",)
+    family_types = (nn.Embedding, nn.EmbeddingBag)
+    functions = ("embedding", "embedding_bag")
 
     def function_rule(self, ctx: AnalysisContext, node: Node) -> None:
         """``F.embedding`` with a table: the output's last dim holds the table's columns
@@ -96,5 +99,5 @@ def is_embedding(module: object) -> bool:
 def sync_embedding_sizes(model: nn.Module) -> None:
     """After the export slices an embedding's weight, its sizes follow the weight."""
     for module in model.modules():
-        if isinstance(module, nn.Embedding):
+        if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
             module.num_embeddings, module.embedding_dim = module.weight.shape
