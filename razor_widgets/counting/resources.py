@@ -116,7 +116,15 @@ def _grouped_mm_flop(a_shape, b_shape, *args, out_shape=None, **kwargs):
 
 
 _aten = torch.ops.aten
+def _mkldnn_lstm_layer_flop(input_shape, w_ih_shape, w_hh_shape, *args, out_shape=None, **kwargs):
+    # one layer and direction of the fused CPU LSTM: the input and hidden matmuls of every step,
+    # as FlopCounterMode counts them for GRU and RNN (it has no formula for this kernel: 0)
+    return 2 * math.prod(input_shape[:-1]) * (math.prod(w_ih_shape) + math.prod(w_hh_shape))
+
+
 REFERENCE_FLOP_FORMULAS: dict[Any, Any] = {}
+if hasattr(_aten, "mkldnn_rnn_layer"):
+    REFERENCE_FLOP_FORMULAS[_aten.mkldnn_rnn_layer] = _mkldnn_lstm_layer_flop
 if hasattr(_aten, "_grouped_mm"):
     REFERENCE_FLOP_FORMULAS[_aten._grouped_mm] = _grouped_mm_flop
 if hasattr(_aten, "_scaled_dot_product_flash_attention_for_cpu"):

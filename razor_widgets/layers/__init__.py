@@ -24,6 +24,7 @@ from .group_norm import GROUP_NORM, DynamicGroupNorm
 from .layer_norm import LAYER_NORM, DynamicLayerNorm, guard_fused_paths, remove_fused_path_guards
 from .linear import LINEAR, DynamicLinear
 from .prelu import PRELU, DynamicPReLU
+from .recurrent import RECURRENT
 from .registry import (
     KINDS,
     LAYER_KINDS,
@@ -43,6 +44,7 @@ for _kind in (CONV, CONV_TRANSPOSE, LINEAR, BATCH_NORM, LAYER_NORM, GROUP_NORM, 
               EMBEDDING, CHANNEL_MEAN, TRANSPOSED_LINEAR, FUSED_EXPERTS, OWNED_LINEAR, RMS_NORM):
     register_kind(_kind)
 register_kind(PRELU)
+register_kind(RECURRENT)
 
 __all__ = [
     "KINDS", "LAYER_KINDS", "LayerKindRegistry", "FunctionOwner", "LayerGeometry", "LayerKind", "Term", "register_kind",
