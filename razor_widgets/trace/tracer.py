@@ -18,6 +18,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from .graph import Node, TensorRef, TracedGraph, leaves
 from .structured_values import output_leaves
+from .trace_hints import with_hint
 from .traced_size import AttrRef, Source, TracedSize
 
 
@@ -157,8 +158,9 @@ class Tracer:
                 self._in_forward = True
                 out = model(*args, **kwargs)
         except Exception as exc:
-            raise TraceError(f"the forward of {type(model).__name__} failed on the example input "
-                             f"{describe_inputs(example_inputs)}: {type(exc).__name__}: {exc}") from exc
+            raise TraceError(with_hint(f"the forward of {type(model).__name__} failed on the example input "
+                                       f"{describe_inputs(example_inputs)}: {type(exc).__name__}: {exc}",
+                                       exc, model)) from exc
         finally:
             self._in_forward = False
             if collecting:
