@@ -27,7 +27,7 @@ from torch.utils._pytree import tree_flatten
 from razor_widgets import ChannelMutator, ExportError, UnprunableChannelsWarning, count_resources, reference_flops
 
 from common import quiet
-from helpers import make_nontrivial, zeroed_model
+from helpers import conv_with_own_forward, make_nontrivial, zeroed_model
 
 CHOICE_SETS = 3
 RTOL = ATOL = 1e-4
@@ -153,8 +153,13 @@ def raw_part_flops(mutator: ChannelMutator, static: nn.Module, x: Any, raw: list
 
 
 def oracle_blocker(mutator: ChannelMutator, original: nn.Module) -> str | None:
-    """Why the zeroing oracle does not apply: a LayerNorm/GroupNorm reads pruned channels."""
+    """Why the zeroing oracle does not apply: a LayerNorm/GroupNorm reads pruned channels, or a conv
+    with its own forward (a weight standardised over its kept inputs) reads pruned inputs."""
     modules = dict(original.named_modules())
+    for unit in mutator.mutable_units:
+        for channel in unit.input_related:
+            if conv_with_own_forward(modules.get(channel.name)):
+                return f"{type(modules[channel.name]).__name__} (its own forward)"
     for unit in mutator.mutable_units:
         for channel in unit.channels:
             module = modules.get(channel.name)

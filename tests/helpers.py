@@ -166,13 +166,15 @@ def oracle_applies(mutator: ChannelMutator, original: nn.Module) -> bool:
     channels (zeroing them changes its statistics; the engine normalises over the kept ones), nor
     where a conv with its own forward reads pruned inputs (a weight standardised over them)."""
     modules = dict(original.named_modules())
-    if any(_own_conv_forward(modules.get(c.name)) for unit in mutator.mutable_units for c in unit.input_related):
+    if any(conv_with_own_forward(modules.get(c.name)) for unit in mutator.mutable_units for c in unit.input_related):
         return False  # a conv computing its weight in its own forward (standardised over its kept inputs)
     return not any(isinstance(modules.get(c.name), (nn.LayerNorm, nn.GroupNorm))
                    for unit in mutator.mutable_units for c in unit.channels)
 
 
-def _own_conv_forward(module: nn.Module | None) -> bool:
+def conv_with_own_forward(module: nn.Module | None) -> bool:
+    """A (not transposed) conv whose class has its own forward: it may compute its weight from its
+    inputs' columns (weight standardisation), which zeroing pruned inputs does not reproduce."""
     plain = (nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward)
     return isinstance(module, nn.modules.conv._ConvNd) and not module.transposed and type(module).forward not in plain
 
