@@ -139,12 +139,13 @@ class DynamicConvMixin(DynamicChannelMixin):
         return grouped_weight_mask(w, self.mask("out_channels"), self.mask("in_channels"), self.in_channels)
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """The original forward. With pruned input channels (not depthwise, not transposed) it runs
-        as the export runs: on the kept input channels with the weight's kept columns, so a weight
-        computed in the forward (standardised over its inputs) is computed over the kept ones;
-        pruned output channels are zeroed after it."""
+        """The original forward. A conv with a forward of its own (not depthwise, not transposed)
+        with pruned input channels runs as its export runs: on the kept input channels with the
+        weight's kept columns, so a weight computed in that forward (standardised over its inputs)
+        is computed over the kept ones; pruned output channels are zeroed after it. A plain conv
+        reads the masked weight (pruned columns zero) at full width."""
         m_in = self.mask("in_channels") if "mutable_attrs" in self._modules else None
-        if m_in is None or not isinstance(self, nn.modules.conv._ConvNd) or self.transposed or is_depthwise(self):
+        if m_in is None or not _own_forward(self) or self.transposed or is_depthwise(self):
             return super().forward(x, *args, **kwargs)
         dim = channel_dim(x, len(self.kernel_size) + 2)
         kept = m_in.nonzero().squeeze(1).to(x.device)
@@ -203,6 +204,14 @@ class DynamicConvMixin(DynamicChannelMixin):
             new_in, new_groups = groups * len(pos), groups
         return self._static_copy({"weight": weight, "bias": kept_rows(b, out_idx)}, {},
                                  in_channels=new_in, out_channels=len(out_idx), groups=new_groups)
+
+
+def _own_forward(module: nn.Module) -> bool:
+    """Whether a (dynamic) conv's static class has a forward of its own (a subclass of a torch conv)."""
+    static = getattr(module, "static_class", type(module))
+    return isinstance(module, nn.modules.conv._ConvNd) and static.forward not in (
+        nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward, nn.ConvTranspose1d.forward,
+        nn.ConvTranspose2d.forward, nn.ConvTranspose3d.forward)
 
 
 def grouped_weight_mask(w: torch.Tensor, row_mask: torch.Tensor | None, column_mask: torch.Tensor | None,
