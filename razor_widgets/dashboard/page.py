@@ -84,7 +84,7 @@ def about_model(spec: str) -> str:
 
 
 def _status_html(text: str) -> str:
-    return f"<p style='font-size:1.1em'>⏳ {html.escape(text)}</p>"
+    return f"<p style='font-size:1.1em'>{html.escape(text)}</p>"
 
 
 def error_html(spec: str, shape: Sequence[int], error: BaseException) -> str:

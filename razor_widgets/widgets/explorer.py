@@ -34,6 +34,7 @@ from .whole_model import GLOBAL_KEY, WholeModelControls, kept_fraction
 
 TABS = ("Graph", "Channels per unit", "Params & MACs")  # short: the tab bar cuts longer titles
 NO_UNIT = ""  # the highlight dropdown's "(none)"
+EXPLORER_CLASS = "rw-explorer"  # the explorer's outermost element on the page
 ERRORS = (PlanError, ExportError, ValueError, TypeError, KeyError, IndexError, OSError)
 
 
@@ -119,10 +120,13 @@ class PruningExplorer:
         fixed = len(self.mutator.units) - units
         title = widgets.HTML(f"<b>{type(self.mutator.model).__name__}</b>: {units} prunable units, "
                              f"{fixed} not prunable")
-        right = widgets.VBox([self.unit_selector, self.tabs], layout=widgets.Layout(flex="1 1 auto", min_width="0"))
-        body = widgets.HBox([self.panel.widget, right])
-        return widgets.VBox([title, self.counters.widget, self.whole.widget, self.plans.widget, self.status,
-                             body, self.extra])
+        right = widgets.VBox([self.unit_selector, self.tabs], layout=widgets.Layout(flex="1 1 420px", min_width="0",
+                                                                                    overflow="auto"))
+        body = widgets.HBox([self.panel.widget, right], layout=widgets.Layout(flex_flow="row wrap"))  # fits a column
+        root = widgets.VBox([title, self.counters.widget, self.whole.widget, self.plans.widget, self.status,
+                             body, self.extra], layout=widgets.Layout(max_width="100%"))
+        root.add_class(EXPLORER_CLASS)
+        return root
 
     def add_section(self, title: str, widget: widgets.Widget) -> widgets.Accordion:
         """Add a collapsible section below the sliders (for controls of other mutables)."""
@@ -355,7 +359,8 @@ class PruningExplorer:
                  DownloadFile(f"{name}_pruned_state_dict.pt", "application/octet-stream",
                               torch_bytes(self.exported.state_dict()))]
         self.plans.offer(files, f"({params:,} params; load the model with torch.load(path, weights_only=False))")
-        self._say(f"exported: explorer.exported holds the pruned model ({params:,} params); download it below")
+        self._say(f"exported: explorer.exported holds the pruned model ({params:,} params); "
+                  f"download it with the links above")
         return files
 
     def save_choices(self, path: str | os.PathLike) -> None:

@@ -30,6 +30,11 @@ BLOB_ON_CLICK = ("var s=window.atob(this.dataset.b64),n=s.length,u=new Uint8Arra
                  "this.href=this.dataset.url;")
 
 
+UPLOAD_CLASS = "rw-upload"
+UPLOAD_STYLE = (f"<style>.{UPLOAD_CLASS}{{font-size:0 !important}}"
+                f".{UPLOAD_CLASS}::after{{content:'Upload plan';font-size:var(--jp-widgets-font-size,13px)}}</style>")
+
+
 @dataclass(frozen=True)
 class DownloadFile:
     """One file offered for download: its name, MIME type and bytes."""
@@ -59,7 +64,7 @@ def download_link(file: DownloadFile) -> str:
     href = f"data:{file.mime};base64,{b64}" if len(file.data) <= DATA_URL_LIMIT else "#"
     return (f"<a class='rw-download' download='{html.escape(file.name, quote=True)}' href='{href}' "
             f"data-type='{file.mime}' data-b64='{b64}' onclick=\"{BLOB_ON_CLICK}\" "
-            f"style='margin-right:14px'>&#11123; {html.escape(file.name)} ({_size(len(file.data))})</a>")
+            f"style='margin-right:14px'>&#8595; {html.escape(file.name)} ({_size(len(file.data))})</a>")
 
 
 class PlanControls:
@@ -85,14 +90,18 @@ class PlanControls:
                                     layout=widgets.Layout(width="150px" if name == "export" else "100px"))
             button.on_click(clicked(actions[name]))
             self.buttons[name] = button
+        # the front end labels a FileUpload "<description> (<number of files>)": "Upload plan (0)" after
+        # every upload is reset below; UPLOAD_STYLE hides that text and writes the label itself
         self.upload = widgets.FileUpload(accept=".json,application/json", multiple=False, description="Upload plan",
-                                         tooltip="apply a plan file from this computer",
+                                         icon="", tooltip="apply a plan file from this computer",
                                          layout=widgets.Layout(width="130px"))
+        self.upload.add_class(UPLOAD_CLASS)
         self._on_upload = on_upload
         self.upload.observe(self._uploaded, "value")
         self.downloads = widgets.HTML()
         self.widget = widgets.VBox([
-            widgets.HBox([self.path, self.buttons["save"], self.buttons["load"], self.upload, self.buttons["export"]]),
+            widgets.HBox([self.path, self.buttons["save"], self.buttons["load"], self.upload, self.buttons["export"],
+                          widgets.HTML(UPLOAD_STYLE)], layout=widgets.Layout(flex_flow="row wrap")),
             self.downloads,
         ])
 

@@ -64,7 +64,7 @@ class QualityPanel:
             widgets.HBox([self.evaluate_button, self.live, self.score]),
             widgets.HBox([self.ratios, self.scan_button, self.progress, self.colour_graph]),
             self.message,
-            widgets.HBox([self.pareto, self.curves]),
+            widgets.HBox([self.pareto, self.curves], layout=widgets.Layout(flex_flow="row wrap")),
         ])
 
     def _guarded(self, action: Callable[[], Any]) -> None:
