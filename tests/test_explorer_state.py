@@ -117,7 +117,10 @@ def test_downloads_are_the_plan_and_the_export(ex):
     ex.sample(seed=4)
     files = {f.name: f for f in ex.offer_downloads()}
     assert set(files) == {"plan.json", "resnet_pruned.pt", "resnet_pruned_state_dict.pt"}
-    assert json.loads(files["plan.json"].data) == {str(k): v for k, v in ex.mutator.current_choices.items()}
+    plan = json.loads(files["plan.json"].data)
+    tried = plan.pop("#history")  # the plans tried travel with the plan (a loader of choices skips them)
+    assert plan == {str(k): v for k, v in ex.mutator.current_choices.items()}
+    assert [(e["number"], e["action"], e["plan"]) for e in tried] == [(1, "exported", plan)]
     model = torch.load(io.BytesIO(files["resnet_pruned.pt"].data), weights_only=False)
     assert sum(p.numel() for p in model.parameters()) == ex.resources().params
     state = torch.load(io.BytesIO(files["resnet_pruned_state_dict.pt"].data), weights_only=True)
