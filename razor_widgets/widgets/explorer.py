@@ -26,7 +26,7 @@ from .counters import ResourceCounters
 from .graph_view import GraphView
 from .history import ChoiceHistory
 from .module_choices import ModuleChoices
-from .plan_controls import DownloadFile, PlanControls, torch_bytes
+from .plan_controls import DownloadFile, PlanControls, recipe_files, torch_bytes
 from .plan_entries import PlanComparison, PlanEntry
 from .plan_history_view import PlanHistoryView
 from .plots import ChannelPlot, LayerPlot
@@ -99,7 +99,7 @@ class PruningExplorer:
             self._show_chosen_path()
         self.quality = quality_section(self, eval_fn, calibration)  # the Quality section (quality_panel.py)
         self.plan_history = PlanHistoryView(self)  # the plans tried: explorer.history.plans (plan_history_view.py)
-        history = widgets.Accordion([self.plan_history.widget], titles=("Plan history",))
+        history = widgets.Accordion([self.plan_history.widget], titles=("Plan history",), selected_index=0)
         self.widget.children = (*self.widget.children, history)  # below the other sections
         if self.quality is not None:
             self.quality.on_evaluated = lambda score: self.plan_history.remember("evaluated", score)
@@ -369,7 +369,8 @@ class PruningExplorer:
 
     def offer_downloads(self) -> list[DownloadFile]:
         """Export (``exported``) and show download links for the plan (JSON), the exported model
-        (``torch.save`` of the module) and its state dict; a later change removes the links."""
+        (``torch.save`` of the module), its state dict and the plan as Torch-Pruning and MMRazor
+        recipes (``recipe_files``); a later change removes the links."""
         name = type(self.mutator.model).__name__.lower()
         self.exported = self.export()
         params = sum(p.numel() for p in self.exported.parameters())
@@ -377,7 +378,8 @@ class PruningExplorer:
         files = [DownloadFile("plan.json", "application/json", plan.encode()),
                  DownloadFile(f"{name}_pruned.pt", "application/octet-stream", torch_bytes(self.exported)),
                  DownloadFile(f"{name}_pruned_state_dict.pt", "application/octet-stream",
-                              torch_bytes(self.exported.state_dict()))]
+                              torch_bytes(self.exported.state_dict())),
+                 *recipe_files(self.mutator)]  # the plan for Torch-Pruning and MMRazor
         self.plans.offer(files, f"({params:,} params; load the model with torch.load(path, weights_only=False))")
         self._say(f"exported: explorer.exported holds the pruned model ({params:,} params); "
                   f"download it with the links above")

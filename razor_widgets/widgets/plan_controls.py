@@ -13,12 +13,15 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets as widgets
 import torch
+
+from ..export.recipes import RecipeError, mmrazor_channel_config, torch_pruning_ratios
 
 DATA_URL_LIMIT = 256 * 1024  # bytes: below this a link also carries a plain data: URL
 # turns the anchor's base64 payload into a Blob URL before the browser follows the link
@@ -49,6 +52,23 @@ def torch_bytes(obj: Any) -> bytes:
     out = io.BytesIO()
     torch.save(obj, out)
     return out.getvalue()
+
+
+def recipe_files(mutator: Any) -> list[DownloadFile]:
+    """The plan as recipes for other tools, as JSON downloads: Torch-Pruning's
+    ``pruning_ratio_dict`` by layer name (left out where the plan cannot be said so) and
+    MMRazor's channel config."""
+    files = []
+    try:
+        ratios = torch_pruning_ratios(mutator)
+    except RecipeError:
+        ratios = None
+    if ratios is not None:
+        files.append(DownloadFile("plan_torch_pruning.json", "application/json",
+                                  (json.dumps(ratios, indent=2) + "\n").encode()))
+    config = json.dumps(mmrazor_channel_config(mutator), indent=2) + "\n"
+    files.append(DownloadFile("plan_mmrazor_config.json", "application/json", config.encode()))
+    return files
 
 
 def _size(n: int) -> str:
