@@ -119,7 +119,8 @@ class PruningExplorer:
         self._fraction_stale = False
         options = [(f"{unit_label(self.mutator.unit(n))} · {n}", n) for n in self.sliders]  # what, then which
         self.unit_selector = widgets.Dropdown(options=[("(none)", NO_UNIT)] + options, value=NO_UNIT,
-                                              description="highlight", layout=widgets.Layout(width="420px"))
+                                              description="highlight", layout=widgets.Layout(width="420px",
+                                                                                                max_width="100%"))
         self.unit_selector.observe(lambda change: self.select_unit(change["new"]), "value")
 
     def _layout(self) -> widgets.VBox:
