@@ -17,6 +17,7 @@ from ..model_loading import ModelSource, one_line
 from ..trace.example_inputs import ExampleInput, run_model
 from . import INPUT_SHAPE_ENV, MODEL_ENV, NOTEBOOK, WORKDIR_ENV, format_shape
 
+WARM_KERNELS = 1  # kernels kept started and traced for the next page (the pool refills after each page)
 WS_PING_INTERVAL_MS = 30_000  # jupyter_server's websocket ping interval
 WS_PING_TIMEOUT_MS = 3 * WS_PING_INTERVAL_MS  # longer than the interval: see run_voila
 
@@ -27,10 +28,15 @@ def tornado_ping_note(record: logging.LogRecord) -> bool:
     return "cannot be longer than the websocket_ping_interval" not in record.getMessage()
 
 
-def voila_arguments(port: int, ip: str = "127.0.0.1", open_browser: bool = False, cull_idle: int = 300) -> list[str]:
-    """Voilà's command-line arguments for the dashboard notebook."""
+def voila_arguments(port: int, ip: str = "127.0.0.1", open_browser: bool = False, cull_idle: int = 300,
+                    warm: int = WARM_KERNELS) -> list[str]:
+    """Voilà's command-line arguments for the dashboard notebook. ``warm`` kernels are kept
+    started with the notebook run in them (Voilà's preheated kernels): the model is built and
+    traced before a page asks, and a page load takes one (0: every page starts its own)."""
     arguments = [str(NOTEBOOK), f"--port={port}", f"--Voila.ip={ip}", "--Voila.port_retries=0", "--theme=light",
                  "--KernelManager.transport=ipc"]
+    if warm > 0:
+        arguments += ["--preheat_kernel=True", f"--pool_size={warm}"]
     if cull_idle > 0:
         arguments += [f"--MappingKernelManager.cull_idle_timeout={cull_idle}",
                       f"--MappingKernelManager.cull_interval={max(1, min(60, cull_idle // 2))}"]
