@@ -1,9 +1,9 @@
 """The plan history as a person uses it in a real browser (Debian's chromium, playwright), in
 Voilà and in JupyterLab: two exports make two rows; Restore #1 brings the first plan's counts
 back and Undo takes it away again; ticking Compare on both rows shows the differing units with
-both plans' counts and colours the graph by the difference. On the same pages: the upload button
-reads "Upload plan" (no count), Export's message points up at the links, and in JupyterLab the
-explorer fits the notebook column.
+both plans' counts and colours the graph by the difference. On the same pages: a figure the
+package returns shows as an image, the upload button reads "Upload plan" (no count), Export's
+message points up at the links, and in JupyterLab the explorer fits the notebook column.
 """
 from __future__ import annotations
 
@@ -33,6 +33,11 @@ CELL = ("import torch\nfrom torch import nn\nfrom razor_widgets import PruningEx
         "net = nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 32, 3),\n"
         "                    nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()\n"
         "explorer = PruningExplorer(net, torch.randn(1, 3, 16, 16))\nexplorer")
+# a figure the package returns, as a cell's last line (no pyplot anywhere): it must show as an image
+PLOT_CELL = ("from razor_widgets import Sensitivity\n"
+             "Sensitivity.from_csv('unit,ratio,kept,num_channels,score\\n,1.0,,,0.9\\n"
+             "a,0.5,8,16,0.6\\na,0.25,4,16,0.3\\n').plot()")
+PLOT = "img[src^='data:image/png']:visible"
 ROW = ".rw-plan-row:visible"
 # the explorer's elements whose right edge passes the output column's (JupyterLab clips them);
 # what lies inside a box that scrolls or clips (the graph's box, the slider list) does not count
@@ -115,7 +120,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def voila_url(tmp_path_factory) -> Iterator[str]:
     """Voilà on loopback serving the explorer notebook; its kernels import this checkout."""
     base = tmp_path_factory.mktemp("voila-history")
-    notebook = write_notebook(base / "history.ipynb", CELL)
+    notebook = write_notebook(base / "history.ipynb", CELL, PLOT_CELL)
     port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     command = [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"]
@@ -127,6 +132,7 @@ def test_voila_history_restore_undo_compare(browser, voila_url) -> None:
     with new_page(browser, 1600, 1200, accept_downloads=True) as page:
         page.goto(voila_url, timeout=120_000)
         page.locator("button:has-text('Random')").wait_for(timeout=180_000)
+        assert page.locator(f".jp-OutputArea-output {PLOT}").count() == 1  # sens.plot() shows as an image
         upload_reads_its_label(page)
         restore_undo_and_compare(page)
 
@@ -134,7 +140,7 @@ def test_voila_history_restore_undo_compare(browser, voila_url) -> None:
 @pytest.fixture(scope="module")
 def lab_url(tmp_path_factory) -> Iterator[str]:
     base = tmp_path_factory.mktemp("lab-history")
-    notebook = write_notebook(base / "history.ipynb", CELL)
+    notebook = write_notebook(base / "history.ipynb", CELL, PLOT_CELL)
     with pytest.MonkeyPatch.context() as patch:  # the kernels import this checkout
         patch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
         with jupyterlab_server(base, [notebook]) as url:
@@ -145,7 +151,7 @@ def test_jupyterlab_history_and_the_explorer_fits_the_column(browser, lab_url) -
     with new_page(browser, 960, 1000, accept_downloads=True) as page:  # a narrow window: a narrow column
         open_and_run_notebook(page, lab_url)
         page.locator(".jp-Notebook button:has-text('Random')").wait_for(timeout=180_000)
-        page.wait_for_timeout(500)
+        page.locator(f".jp-OutputArea-output {PLOT}").wait_for(timeout=120_000)  # sens.plot() as an image
         sticking = page.evaluate(STICKING_OUT)
         assert sticking == [], f"parts of the explorer stick out of the notebook column: {sticking}"
         upload_reads_its_label(page)
