@@ -39,6 +39,8 @@ __all__ = [
     # what a unit is (heads, KV groups, hidden size, MLP); HF exports that their config cannot say
     "HFConfigWarning", "UnitRole", "describe_unit", "unit_role",
     "unit_label",
+    # a plan as recipes for other tools: Torch-Pruning's pruning_ratio_dict, MMRazor's channel config
+    "RecipeError", "mmrazor_channel_config", "recipes", "torch_pruning_ratios",
 ]
 
 

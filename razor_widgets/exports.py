@@ -12,6 +12,7 @@ from .counting.resources import Resources, count_resources, reference_flops
 from .export.export_check import ExportCheckWarning, ExportError, UncheckedExportWarning
 from .export.hf_export import HFConfigWarning
 from .export.plans import PlanError, load_choices, save_choices
+from .export.recipes import RecipeError, mmrazor_channel_config, recipes, torch_pruning_ratios
 from .importance import (
     ActivationMutableChannelUnit,
     BNScaleMutableChannelUnit,

@@ -37,6 +37,7 @@ class NamedModel:
     input_shape: tuple[int, ...]
     description: str
     score: str | None = None
+    score_name: str = "score"  # what the score measures, in words (the dashboard says it)
 
 
 # Named models, looked up before anything else. A name whose callable is not (yet) in the
@@ -44,17 +45,20 @@ class NamedModel:
 NAMED_MODELS: dict[str, NamedModel] = {
     "digits": NamedModel("razor_widgets.models.digits:trained_digits_cnn", (1, 1, 8, 8),
                          "a small CNN trained on scikit-learn's 8x8 digits",
-                         score="razor_widgets.models.digits:digits_accuracy"),
+                         score="razor_widgets.models.digits:digits_accuracy",
+                         score_name="test accuracy (the fraction of the 450 held-out test images classified "
+                                    "correctly)"),
 }
 
 
 def register_model(name: str, target: str, input_shape: tuple[int, ...], description: str = "",
-                   score: str | None = None) -> None:
+                   score: str | None = None, score_name: str = "score") -> None:
     """Give ``package.module:callable`` a short name that every command accepts as MODEL
-    (``score``: the ``package.module:callable`` of its eval_fn, shown live by the dashboard)."""
+    (``score``: the ``package.module:callable`` of its eval_fn, shown live by the dashboard;
+    ``score_name``: what it measures, in words)."""
     if ":" in name or not name:
         raise ValueError(f"a model name has no ':' and is not empty, got {name!r}")
-    NAMED_MODELS[name] = NamedModel(target, tuple(int(d) for d in input_shape), description, score)
+    NAMED_MODELS[name] = NamedModel(target, tuple(int(d) for d in input_shape), description, score, score_name)
 
 
 class ModelLoadError(ValueError):

@@ -210,6 +210,42 @@ def open_and_run_notebook(page, url: str) -> None:
     }""")
 
 
+# -- the dashboard's kernels and page loads -------------------------------------------------------
+SLIDER = ".widget-slider:visible"
+# records, from the first moment of each page, when the status line and the first slider appear
+WATCH_PAGE = """
+window.__seen = {};
+new MutationObserver(() => {
+    const now = performance.now();
+    if (!window.__seen.status && document.querySelector('.razor-dashboard-status')) window.__seen.status = now;
+    if (!window.__seen.slider && document.querySelector('.widget-slider')) window.__seen.slider = now;
+}).observe(document, {childList: true, subtree: true, attributes: true});
+"""
+
+
+def kernels(dashboard: Server) -> int:
+    """How many kernels the server runs now: its ``ipykernel_launcher`` children (from /proc)."""
+    count = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            count += parent == dashboard.process.pid and b"ipykernel_launcher" in (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):  # a process that ended meanwhile
+            pass
+    return count
+
+
+def wait_for_kernels(dashboard: Server, expected: int, timeout: float) -> float:
+    """Wait until ``expected`` kernels run; the seconds it took."""
+    started = time.monotonic()
+    while kernels(dashboard) != expected:
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{kernels(dashboard)} kernels after {timeout:.0f} s, expected {expected}:\n"
+                                 f"{dashboard.log.read_text()[-3000:]}")
+        time.sleep(0.25)
+    return time.monotonic() - started
+
+
 # -- reading and waiting for the page ------------------------------------------------------------
 def wait_for(page, check: Callable, what: str, timeout: float = 30.0):
     """Wait until ``check()`` is true (an AssertionError counts as false); its result."""

@@ -264,4 +264,5 @@ def test_jupyterlab_graph_click_and_plan_download(browser, lab_notebook, tmp_pat
         click(page, "Export & download")
         page.locator("a.rw-download").first.wait_for(timeout=60_000)
         plan = json.loads(download(page, "plan.json"))
+        assert [e["action"] for e in plan.pop("#history")] == ["exported"]  # the plans tried travel with it
         assert plan and all(0 < v <= 1 for v in plan.values())

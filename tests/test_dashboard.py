@@ -13,7 +13,7 @@ import pytest
 
 from razor_widgets.cli import main
 from razor_widgets.dashboard import NOTEBOOK, format_shape, parse_shape
-from razor_widgets.dashboard.page import ERROR_CLASS, STATUS_CLASS, dashboard_page
+from razor_widgets.dashboard.page import ERROR_CLASS, STATUS_CLASS, about_model, dashboard_page
 from razor_widgets.dashboard.server import voila_arguments, voila_command
 
 
@@ -89,8 +89,17 @@ def test_the_page_says_what_it_does_then_shows_the_explorer(tmp_path, monkeypatc
     assert ("Building helpers:SmallNet and tracing its channels on a random example, "
             "an input of shape (1, 3, 16, 16)") in status.value
     wait_for(lambda: page.explorer is not None or ERROR_CLASS in status._dom_classes)
-    assert page.children == (page.explorer.widget,)
+    assert page.children[1:] == (page.explorer.widget,)
     assert list(page.explorer.mutator.current_choices) == ["conv0_(0, 8)_8", "conv1_(0, 16)_16"]
+
+
+def test_the_page_says_which_weights_the_model_has_and_what_its_score_is() -> None:
+    """The digits CNN is trained: the page never says "random weights" for it, and says that its
+    score is test accuracy; a torchvision model is said to have random weights."""
+    assert "random weights" not in NOTEBOOK.read_text()
+    digits = about_model("digits")
+    assert "trained" in digits and "random" not in digits and "The score is test accuracy" in digits
+    assert "random weights" in about_model("resnet18")
 
 
 def test_an_untraceable_model_shows_the_trace_error_on_the_page(tmp_path, monkeypatch) -> None:

@@ -10,7 +10,7 @@ import json
 import torch
 import torchvision
 
-from razor_widgets import PruningExplorer
+from razor_widgets import PruningExplorer, mmrazor_channel_config, torch_pruning_ratios
 from razor_widgets.widgets.counters import format_counts
 from razor_widgets.widgets.graph_view import node_colour
 from razor_widgets.widgets.whole_model import kept_fraction
@@ -116,13 +116,20 @@ def test_a_click_on_a_layer_selects_its_unit_and_opens_its_section(ex):
 def test_downloads_are_the_plan_and_the_export(ex):
     ex.sample(seed=4)
     files = {f.name: f for f in ex.offer_downloads()}
-    assert set(files) == {"plan.json", "resnet_pruned.pt", "resnet_pruned_state_dict.pt"}
-    assert json.loads(files["plan.json"].data) == {str(k): v for k, v in ex.mutator.current_choices.items()}
+    assert set(files) == {"plan.json", "resnet_pruned.pt", "resnet_pruned_state_dict.pt", "plan_torch_pruning.json",
+                          "plan_mmrazor_config.json"}
+    assert json.loads(files["plan_torch_pruning.json"].data) == torch_pruning_ratios(ex.mutator)
+    assert json.loads(files["plan_mmrazor_config.json"].data) == json.loads(
+        json.dumps(mmrazor_channel_config(ex.mutator)))
+    plan = json.loads(files["plan.json"].data)
+    tried = plan.pop("#history")  # the plans tried travel with the plan (a loader of choices skips them)
+    assert plan == {str(k): v for k, v in ex.mutator.current_choices.items()}
+    assert [(e["number"], e["action"], e["plan"]) for e in tried] == [(1, "exported", plan)]
     model = torch.load(io.BytesIO(files["resnet_pruned.pt"].data), weights_only=False)
     assert sum(p.numel() for p in model.parameters()) == ex.resources().params
     state = torch.load(io.BytesIO(files["resnet_pruned_state_dict.pt"].data), weights_only=True)
     assert state.keys() == model.state_dict().keys()
-    assert ex.plans.downloads.value.count("class='rw-download'") == 3
+    assert ex.plans.downloads.value.count("class='rw-download'") == 5
     ex.sliders[next(iter(ex.sliders))].value = 0.5  # a later change: the links are stale
     assert ex.plans.downloads.value == ""
 

@@ -250,3 +250,15 @@ def test_the_default_progress_bar_is_tqdm(scanned, capsys):
     sensitivity_scan(mutator, score, [0.5], units=[mutator.mutable_units[0].name])
     err = capsys.readouterr().err
     assert "sensitivity scan" in err and "2/2" in err
+
+
+def test_every_returned_figure_displays_as_an_image_without_pyplot(scanned):
+    """What Jupyter (and Voilà) shows for ``sens.plot()`` as a cell's last line: a PNG, not
+    ``<Figure size ... with 1 Axes>``; IPython's own formatter decides, with no pyplot imported
+    by the package and no inline backend registered."""
+    from IPython.core.formatters import DisplayFormatter
+
+    _, _, sens = scanned
+    for kind in ("curves", "heatmap"):
+        data, _ = DisplayFormatter().format(sens.plot(kind))
+        assert data["image/png"][:8] == b"\x89PNG\r\n\x1a\n", kind

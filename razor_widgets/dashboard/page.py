@@ -21,6 +21,7 @@ from . import INPUT_SHAPE_ENV, MODEL_ENV, WORKDIR_ENV, format_shape, parse_shape
 
 STATUS_CLASS = "razor-dashboard-status"
 ERROR_CLASS = "razor-dashboard-error"
+ABOUT_CLASS = "razor-dashboard-about"
 
 
 def dashboard_page(spec: str | None = None, input_shape: Sequence[int] | None = None) -> widgets.VBox:
@@ -64,8 +65,26 @@ def _input_words(spec: str, shape: tuple[int, ...]) -> str:
         return f"an input of shape {format_shape(shape)}"
 
 
+def about_model(spec: str) -> str:
+    """What the page explores, in words: a named model's description (weights it was trained to)
+    and what its score measures; built models (torchvision, timm, hf:) have random weights."""
+    from ..model_loading import NAMED_MODELS, ModelLoadError, resolve_model
+
+    if spec in NAMED_MODELS:
+        named = NAMED_MODELS[spec]
+        text = f"{spec}: {named.description or named.target}."
+        return text + (f" The score is {named.score_name}." if named.score else "")
+    try:
+        kind = resolve_model(spec).kind
+    except ModelLoadError:
+        return spec
+    if kind in ("torchvision", "timm", "hf"):
+        return f"{spec}: built with random weights (nothing is downloaded), so there is no score to watch."
+    return f"{spec}: the model {spec.split(':')[-1]} returns, with the weights it has."
+
+
 def _status_html(text: str) -> str:
-    return f"<p style='font-size:1.1em'>⏳ {html.escape(text)}</p>"
+    return f"<p style='font-size:1.1em'>{html.escape(text)}</p>"
 
 
 def error_html(spec: str, shape: Sequence[int], error: BaseException) -> str:
@@ -97,5 +116,7 @@ def _build(page: widgets.VBox, status: widgets.HTML, spec: str, shape: tuple[int
         status.remove_class(STATUS_CLASS)
         status.add_class(ERROR_CLASS)
         return
+    about = widgets.HTML(f"<p>{html.escape(about_model(spec))}</p>")
+    about.add_class(ABOUT_CLASS)
     page.explorer = explorer
-    page.children = [explorer.widget]
+    page.children = [about, explorer.widget]

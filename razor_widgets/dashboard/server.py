@@ -6,6 +6,7 @@ razor_widgets.dashboard.server VOILA_ARGS...``, which runs Voilà with idle cull
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -16,11 +17,26 @@ from ..model_loading import ModelSource, one_line
 from ..trace.example_inputs import ExampleInput, run_model
 from . import INPUT_SHAPE_ENV, MODEL_ENV, NOTEBOOK, WORKDIR_ENV, format_shape
 
+WARM_KERNELS = 1  # kernels kept started and traced for the next page (the pool refills after each page)
+WS_PING_INTERVAL_MS = 30_000  # jupyter_server's websocket ping interval
+WS_PING_TIMEOUT_MS = 3 * WS_PING_INTERVAL_MS  # longer than the interval: see run_voila
 
-def voila_arguments(port: int, ip: str = "127.0.0.1", open_browser: bool = False, cull_idle: int = 300) -> list[str]:
-    """Voilà's command-line arguments for the dashboard notebook."""
+
+def tornado_ping_note(record: logging.LogRecord) -> bool:
+    """A logging filter: False for tornado's note that the ping timeout is longer than the
+    interval (tornado reads jupyter_server's milliseconds as seconds: see ``run_voila``)."""
+    return "cannot be longer than the websocket_ping_interval" not in record.getMessage()
+
+
+def voila_arguments(port: int, ip: str = "127.0.0.1", open_browser: bool = False, cull_idle: int = 300,
+                    warm: int = WARM_KERNELS) -> list[str]:
+    """Voilà's command-line arguments for the dashboard notebook. ``warm`` kernels are kept
+    started with the notebook run in them (Voilà's preheated kernels): the model is built and
+    traced before a page asks, and a page load takes one (0: every page starts its own)."""
     arguments = [str(NOTEBOOK), f"--port={port}", f"--Voila.ip={ip}", "--Voila.port_retries=0", "--theme=light",
                  "--KernelManager.transport=ipc"]
+    if warm > 0:
+        arguments += ["--preheat_kernel=True", f"--pool_size={warm}"]
     if cull_idle > 0:
         arguments += [f"--MappingKernelManager.cull_idle_timeout={cull_idle}",
                       f"--MappingKernelManager.cull_interval={max(1, min(60, cull_idle // 2))}"]
@@ -47,10 +63,16 @@ def run_voila(argv: Sequence[str]) -> None:
             return settings
 
     config = Config()
-    # ws_ping_timeout: jupyter_server's default (3 x the 30 s ping interval) makes tornado warn on every
-    # page load that it cannot be longer than the interval; a page that stops answering pings for 30 s
-    # is disconnected, and its kernel is then culled when idle
-    config.Voila.tornado_settings = {"disable_check_xsrf": True, "ws_ping_timeout": 30_000}
+    # jupyter_server pings every page's kernel websocket every WS_PING_INTERVAL ms and closes it when
+    # the last pong is older than ws_ping_timeout at the next ping: a timeout equal to the interval
+    # closed every page's connection every 30 s (the pong is always nearly one interval old). Three
+    # intervals, as jupyter_server's own default; a page gone silent for 90 s is disconnected, and
+    # its kernel then culled when idle. tornado reads the same two numbers (in ms) as seconds for a
+    # ping of its own, every 30,000 s, and warns that such a timeout is longer than the interval:
+    # that warning is dropped (tornado_ping_note), as it concerns no ping that is ever sent.
+    config.Voila.tornado_settings = {"disable_check_xsrf": True, "ws_ping_interval": WS_PING_INTERVAL_MS,
+                                     "ws_ping_timeout": WS_PING_TIMEOUT_MS}
+    logging.getLogger("tornado.general").addFilter(tornado_ping_note)
     config.NotebookNotary.db_file = ":memory:"
     config.NotebookNotary.secret = os.urandom(32)
     app = DashboardVoila.instance(config=config)

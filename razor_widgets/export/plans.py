@@ -12,12 +12,17 @@ import math
 import os
 from typing import Any
 
-__all__ = ["PlanError", "apply_plan", "apply_plan_data", "channel_plan", "load_choices", "module_plan", "parse_plan",
-           "plan_json", "plan_of", "read_json_plan", "read_plan", "save_choices", "write_plan"]
+__all__ = ["HISTORY_KEY", "PlanError", "apply_plan", "apply_plan_data", "channel_plan", "load_choices", "module_plan",
+           "parse_plan", "plan_json", "plan_of", "read_json_plan", "read_plan", "save_choices", "write_plan"]
 
 
 class PlanError(ValueError):
     """A plan file that cannot be read, or that does not fit the model."""
+
+
+# the key under which the explorer saves the plans a person tried beside the choices; a loader
+# of choices skips it ('#' starts no module path, so no unit is named so)
+HISTORY_KEY = "#history"
 
 
 def save_choices(mutator: Any, path: str | os.PathLike) -> None:
@@ -73,6 +78,8 @@ def channel_plan(data: dict[str, Any]) -> dict[str, Any]:
     templates and MMRazor's dumped choices, ``{"choice": x}`` / ``{"chosen": x}``."""
     plan = {}
     for name, value in data.items():
+        if name == HISTORY_KEY:  # the explorer's plan history, not a choice
+            continue
         if isinstance(value, dict):
             keys = [k for k in ("choice", "chosen") if k in value]
             if not keys:

@@ -6,12 +6,15 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from .notebook_figure import NotebookFigure
+
 KINDS = ("curves", "heatmap")
 MAX_LEGEND = 12
 
 
 def plot_sensitivity(sens: Any, kind: str = "curves", ax: Any = None, units: list | None = None) -> Figure:
-    """Draw ``sens`` on ``ax`` (a new figure when None) and return the figure."""
+    """Draw ``sens`` on ``ax`` (a new figure when None) and return the figure (a new one is a
+    ``NotebookFigure``: it displays as an image in a notebook or Voilà without pyplot)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     units = sens.units if units is None else list(units)
@@ -20,7 +23,7 @@ def plot_sensitivity(sens: Any, kind: str = "curves", ax: Any = None, units: lis
         raise KeyError(f"the sensitivity table has no unit {unknown[0]!r}")
     if ax is None:
         height = 3.2 if kind == "curves" else max(2.0, 0.22 * len(units) + 1.0)
-        fig = Figure(figsize=(6.4, height), dpi=80)
+        fig = NotebookFigure(figsize=(6.4, height), dpi=80)  # shows as an image in a notebook
         ax = fig.add_subplot()
     (_curves if kind == "curves" else _heatmap)(sens, ax, units)
     fig = ax.figure

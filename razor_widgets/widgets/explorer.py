@@ -19,14 +19,16 @@ from ..analysis.unit_labels import unit_label
 from ..budget import BudgetFit, choice_for_fraction
 from ..counting.resources import Resources
 from ..export.export_check import ExportError
-from ..export.plans import PlanError
+from ..export.plans import PlanError, plan_json, write_plan
 from ..mutators.channel_mutator import ChannelMutator
 from ..pruning_session import ModuleGroup, PruningSession
 from .counters import ResourceCounters
 from .graph_view import GraphView
 from .history import ChoiceHistory
 from .module_choices import ModuleChoices
-from .plan_controls import DownloadFile, PlanControls, torch_bytes
+from .plan_controls import DownloadFile, PlanControls, recipe_files, torch_bytes
+from .plan_entries import PlanComparison, PlanEntry
+from .plan_history_view import PlanHistoryView
 from .plots import ChannelPlot, LayerPlot
 from .quality_panel import DEFAULT_RATIOS, QualityPanel, Sensitivity, quality_section
 from .sliders import UnitSliders
@@ -34,6 +36,7 @@ from .whole_model import GLOBAL_KEY, WholeModelControls, kept_fraction
 
 TABS = ("Graph", "Channels per unit", "Params & MACs")  # short: the tab bar cuts longer titles
 NO_UNIT = ""  # the highlight dropdown's "(none)"
+EXPLORER_CLASS = "rw-explorer"  # the explorer's outermost element on the page
 ERRORS = (PlanError, ExportError, ValueError, TypeError, KeyError, IndexError, OSError)
 
 
@@ -95,6 +98,11 @@ class PruningExplorer:
             section.selected_index = 0
             self._show_chosen_path()
         self.quality = quality_section(self, eval_fn, calibration)  # the Quality section (quality_panel.py)
+        self.plan_history = PlanHistoryView(self)  # the plans tried: explorer.history.plans (plan_history_view.py)
+        history = widgets.Accordion([self.plan_history.widget], titles=("Plan history",), selected_index=0)
+        self.widget.children = (*self.widget.children, history)  # below the other sections
+        if self.quality is not None:
+            self.quality.on_evaluated = lambda score: self.plan_history.remember("evaluated", score)
         self._update_buttons()
 
     # -- layout ---------------------------------------------------------------------------
@@ -111,7 +119,8 @@ class PruningExplorer:
         self._fraction_stale = False
         options = [(f"{unit_label(self.mutator.unit(n))} · {n}", n) for n in self.sliders]  # what, then which
         self.unit_selector = widgets.Dropdown(options=[("(none)", NO_UNIT)] + options, value=NO_UNIT,
-                                              description="highlight", layout=widgets.Layout(width="420px"))
+                                              description="highlight", layout=widgets.Layout(width="420px",
+                                                                                                max_width="100%"))
         self.unit_selector.observe(lambda change: self.select_unit(change["new"]), "value")
 
     def _layout(self) -> widgets.VBox:
@@ -119,10 +128,13 @@ class PruningExplorer:
         fixed = len(self.mutator.units) - units
         title = widgets.HTML(f"<b>{type(self.mutator.model).__name__}</b>: {units} prunable units, "
                              f"{fixed} not prunable")
-        right = widgets.VBox([self.unit_selector, self.tabs], layout=widgets.Layout(flex="1 1 auto", min_width="0"))
-        body = widgets.HBox([self.panel.widget, right])
-        return widgets.VBox([title, self.counters.widget, self.whole.widget, self.plans.widget, self.status,
-                             body, self.extra])
+        right = widgets.VBox([self.unit_selector, self.tabs], layout=widgets.Layout(flex="1 1 420px", min_width="0",
+                                                                                    overflow="auto"))
+        body = widgets.HBox([self.panel.widget, right], layout=widgets.Layout(flex_flow="row wrap"))  # fits a column
+        root = widgets.VBox([title, self.counters.widget, self.whole.widget, self.plans.widget, self.status,
+                             body, self.extra], layout=widgets.Layout(max_width="100%"))
+        root.add_class(EXPLORER_CLASS)
+        return root
 
     def add_section(self, title: str, widget: widgets.Widget) -> widgets.Accordion:
         """Add a collapsible section below the sliders (for controls of other mutables)."""
@@ -283,6 +295,7 @@ class PruningExplorer:
 
     def _apply_fit(self, fit: BudgetFit) -> None:
         self.set_choices(fit.choices)
+        self.plan_history.remember("fitted")
 
     def undo(self) -> None:
         """One step back (slider drags, dropdowns and whole-model changes alike)."""
@@ -342,44 +355,63 @@ class PruningExplorer:
         """The pruned model of plain torch layers (``mutator.to_static()``); with searchable
         ops, only the chosen candidates (``module_mutator.to_static(mutator.to_static())``).
         ``check``: the export is checked against the masked model (``ExportError`` if it differs)."""
-        return self.session.export(check)
+        exported = self.session.export(check)
+        self.plan_history.remember("exported")
+        return exported
+
+    def restore_plan(self, number: int) -> PlanEntry:
+        """Apply plan ``number`` of ``history.plans`` again, as one Undo step (the Restore button)."""
+        return self.plan_history.restore(number)
+
+    def compare_plans(self, a: int, b: int) -> PlanComparison:
+        """Compare plans ``a`` and ``b`` of ``history.plans``: the graph coloured by their
+        difference in kept channels, the differing units, counts and scores side by side."""
+        return self.plan_history.compare(a, b)
 
     def offer_downloads(self) -> list[DownloadFile]:
         """Export (``exported``) and show download links for the plan (JSON), the exported model
-        (``torch.save`` of the module) and its state dict; a later change removes the links."""
+        (``torch.save`` of the module), its state dict and the plan as Torch-Pruning and MMRazor
+        recipes (``recipe_files``); a later change removes the links."""
         name = type(self.mutator.model).__name__.lower()
         self.exported = self.export()
         params = sum(p.numel() for p in self.exported.parameters())
-        files = [DownloadFile("plan.json", "application/json", self.session.plan_json().encode()),
+        plan = plan_json(self.plan_history.plan_with_history())  # with the plans tried (history.plans)
+        files = [DownloadFile("plan.json", "application/json", plan.encode()),
                  DownloadFile(f"{name}_pruned.pt", "application/octet-stream", torch_bytes(self.exported)),
                  DownloadFile(f"{name}_pruned_state_dict.pt", "application/octet-stream",
-                              torch_bytes(self.exported.state_dict()))]
+                              torch_bytes(self.exported.state_dict())),
+                 *recipe_files(self.mutator)]  # the plan for Torch-Pruning and MMRazor
         self.plans.offer(files, f"({params:,} params; load the model with torch.load(path, weights_only=False))")
-        self._say(f"exported: explorer.exported holds the pruned model ({params:,} params); download it below")
+        self._say(f"exported: explorer.exported holds the pruned model ({params:,} params); "
+                  f"download it with the links above")
         return files
 
     def save_choices(self, path: str | os.PathLike) -> None:
         """Write the current choices as JSON ``{unit_name: choice}``, with searchable ops also
         ``{mutable module name: candidate name}``."""
-        self.session.save_plan(path)
+        write_plan(self.plan_history.plan_with_history(), path)  # with the plans tried (history.plans)
         self._say(f"saved the plan to {os.fspath(path)}")
 
     def load_choices(self, path: str | os.PathLike) -> None:
         """Apply a JSON plan; one that does not fit raises ``PlanError`` and changes nothing."""
         try:
+            tried = self.plan_history.read_history(path)
             self.session.load_plan(path)
         except PlanError as exc:
             self._say(str(exc), error=True)
             raise
         self._show_changes()
+        self.plan_history.add_loaded(tried)
         self._say(f"loaded the plan {os.fspath(path)}")
 
     def _on_upload(self, name: str, content: bytes) -> None:
         """An uploaded plan: applied as one step, or its PlanError shown (nothing changes)."""
         try:
+            tried = self.plan_history.read_history(text=content, source=name)
             self.session.load_plan_text(content, name)
         except PlanError as exc:
             self._say(str(exc), error=True)
             return
         self._show_changes()
+        self.plan_history.add_loaded(tried)
         self._say(f"loaded the uploaded plan {name}")

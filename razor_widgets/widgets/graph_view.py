@@ -68,6 +68,7 @@ class GraphView:
         self.colours: dict[str, str] = {}
         self.on_click = on_click
         self.unit_values: np.ndarray | None = None  # set by colour_units(): shown instead of kept fractions
+        self.unit_scale: str | None = None  # what unit_values mean, for the legend
         self.redraw = Debouncer(self.recolour, delay)
         self._build()
         self.html = widgets.HTML(layout=widgets.Layout(width="100%"))
@@ -155,7 +156,8 @@ class GraphView:
             for a, label, t in (("fit", "Fit", "fit the whole graph in view"), ("1.25", "+", "zoom in"),
                                 ("0.8", "&minus;", "zoom out"), ("1", "100 %", "labels at 12 px")))
         scale = ("kept fraction of channels" if self.unit_values is None
-                 else "robustness to pruning (sensitivity scan; 0: the most sensitive unit)")
+                 else self.unit_scale or "robustness to pruning (sensitivity scan; 0: the most "
+                                                           "sensitive unit)")
         legend = (f"<span style='margin-left:12px;font-size:12px'>{scale}: 0 "
                   f"<span style='display:inline-block;width:120px;height:10px;background:linear-gradient(90deg,"
                   f"{','.join(to_hex(CMAP(t)) for t in np.linspace(0, 1, 6))})'></span> 1 · "
@@ -196,9 +198,11 @@ class GraphView:
         return (f"<g class='rw-node' data-node='{_attr(node)}' data-tip='{_attr(tip)}' fill='{colour}'"
                 f"{stroke} style='cursor:pointer'>{shape}</g>")
 
-    def colour_units(self, values: Any) -> None:
+    def colour_units(self, values: Any, scale: str | None = None) -> None:
         """Colour by one value per mutable unit in [0, 1] (green 1, red 0; ``mutable_units``
-        order) instead of the kept fractions, e.g. robustness to pruning; None goes back."""
+        order) instead of the kept fractions, e.g. robustness to pruning; None goes back.
+        ``scale`` names what the colours mean in the legend (default: robustness to pruning)."""
+        self.unit_scale = scale
         self.unit_values = None if values is None else np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
         self.recolour()
 

@@ -17,6 +17,7 @@ class ChoiceHistory:
         self._states: list[dict[Any, Any]] = [dict(initial)]
         self._index = 0
         self._open_key: Any = None  # the key of the last step while it may still grow
+        self.plans: list[Any] = []  # the plans evaluated, fitted or exported: PlanEntry records (plan_entries.py)
 
     @property
     def current(self) -> dict[Any, Any]:

@@ -13,12 +13,15 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets as widgets
 import torch
+
+from ..export.recipes import RecipeError, mmrazor_channel_config, torch_pruning_ratios
 
 DATA_URL_LIMIT = 256 * 1024  # bytes: below this a link also carries a plain data: URL
 # turns the anchor's base64 payload into a Blob URL before the browser follows the link
@@ -28,6 +31,11 @@ BLOB_ON_CLICK = ("var s=window.atob(this.dataset.b64),n=s.length,u=new Uint8Arra
                  "if(this.dataset.url)window.URL.revokeObjectURL(this.dataset.url);"
                  "this.dataset.url=window.URL.createObjectURL(new window.Blob([u],{type:this.dataset.type}));"
                  "this.href=this.dataset.url;")
+
+
+UPLOAD_CLASS = "rw-upload"
+UPLOAD_STYLE = (f"<style>.{UPLOAD_CLASS}{{font-size:0 !important}}"
+                f".{UPLOAD_CLASS}::after{{content:'Upload plan';font-size:var(--jp-widgets-font-size,13px)}}</style>")
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,23 @@ def torch_bytes(obj: Any) -> bytes:
     return out.getvalue()
 
 
+def recipe_files(mutator: Any) -> list[DownloadFile]:
+    """The plan as recipes for other tools, as JSON downloads: Torch-Pruning's
+    ``pruning_ratio_dict`` by layer name (left out where the plan cannot be said so) and
+    MMRazor's channel config."""
+    files = []
+    try:
+        ratios = torch_pruning_ratios(mutator)
+    except RecipeError:
+        ratios = None
+    if ratios is not None:
+        files.append(DownloadFile("plan_torch_pruning.json", "application/json",
+                                  (json.dumps(ratios, indent=2) + "\n").encode()))
+    config = json.dumps(mmrazor_channel_config(mutator), indent=2) + "\n"
+    files.append(DownloadFile("plan_mmrazor_config.json", "application/json", config.encode()))
+    return files
+
+
 def _size(n: int) -> str:
     for size, unit in ((1 << 20, "MB"), (1 << 10, "kB")):
         if n >= size:
@@ -59,7 +84,7 @@ def download_link(file: DownloadFile) -> str:
     href = f"data:{file.mime};base64,{b64}" if len(file.data) <= DATA_URL_LIMIT else "#"
     return (f"<a class='rw-download' download='{html.escape(file.name, quote=True)}' href='{href}' "
             f"data-type='{file.mime}' data-b64='{b64}' onclick=\"{BLOB_ON_CLICK}\" "
-            f"style='margin-right:14px'>&#11123; {html.escape(file.name)} ({_size(len(file.data))})</a>")
+            f"style='margin-right:14px'>&#8595; {html.escape(file.name)} ({_size(len(file.data))})</a>")
 
 
 class PlanControls:
@@ -85,14 +110,18 @@ class PlanControls:
                                     layout=widgets.Layout(width="150px" if name == "export" else "100px"))
             button.on_click(clicked(actions[name]))
             self.buttons[name] = button
+        # the front end labels a FileUpload "<description> (<number of files>)": "Upload plan (0)" after
+        # every upload is reset below; UPLOAD_STYLE hides that text and writes the label itself
         self.upload = widgets.FileUpload(accept=".json,application/json", multiple=False, description="Upload plan",
-                                         tooltip="apply a plan file from this computer",
+                                         icon="", tooltip="apply a plan file from this computer",
                                          layout=widgets.Layout(width="130px"))
+        self.upload.add_class(UPLOAD_CLASS)
         self._on_upload = on_upload
         self.upload.observe(self._uploaded, "value")
         self.downloads = widgets.HTML()
         self.widget = widgets.VBox([
-            widgets.HBox([self.path, self.buttons["save"], self.buttons["load"], self.upload, self.buttons["export"]]),
+            widgets.HBox([self.path, self.buttons["save"], self.buttons["load"], self.upload, self.buttons["export"],
+                          widgets.HTML(UPLOAD_STYLE)], layout=widgets.Layout(flex_flow="row wrap")),
             self.downloads,
         ])
 

@@ -35,6 +35,7 @@ class QualityPanel:
         self.sensitivity_result: Sensitivity | None = None
         self.points: list[ScorePoint] = []
         self.last_score: float | None = None
+        self.on_evaluated: Callable[[float], None] | None = None  # called with each evaluate()'s score
         self._draw_lock = threading.Lock()
         self.live_score = LiveScore(mutator, eval_fn, self._on_live)
         self.debouncer = Debouncer(self.live_score.request, live_delay)
@@ -64,7 +65,7 @@ class QualityPanel:
             widgets.HBox([self.evaluate_button, self.live, self.score]),
             widgets.HBox([self.ratios, self.scan_button, self.progress, self.colour_graph]),
             self.message,
-            widgets.HBox([self.pareto, self.curves]),
+            widgets.HBox([self.pareto, self.curves], layout=widgets.Layout(flex_flow="row wrap")),
         ])
 
     def _guarded(self, action: Callable[[], Any]) -> None:
@@ -104,6 +105,8 @@ class QualityPanel:
         baseline = self.full_score()
         score = self._score("the current choices")
         self._record(score, "evaluated")
+        if self.on_evaluated is not None:  # the explorer's plan history
+            self.on_evaluated(score)
         self._show_score(score, baseline)
         return score
 

@@ -75,7 +75,7 @@ def make_slider(unit: MutableChannelUnit) -> widgets.ValueWidget:
     labelled by ``slider_label``."""
     common = dict(description=slider_label(unit), tooltip=tooltip(unit),
                   continuous_update=True, style={"description_width": "320px"},
-                  layout=widgets.Layout(width="590px"))
+                  layout=widgets.Layout(width="590px", max_width="100%"))  # narrower in a narrow column
     candidates = getattr(unit, "candidate_choices", None)
     if candidates:
         options = sorted(set(candidates))
@@ -114,18 +114,20 @@ class UnitSliders(QuietPanel):
                 self.watch(unit.name, slider)
                 self.sliders[unit.name] = slider
                 self.kept[unit.name] = widgets.Label(self._kept_text(unit))
-                self.rows[unit.name] = widgets.HBox([slider, self.kept[unit.name]])
+                self.rows[unit.name] = widgets.HBox([slider, self.kept[unit.name]],
+                                                    layout=widgets.Layout(flex_flow="row wrap"))
                 rows.append(self.rows[unit.name])
             section = widgets.Accordion([widgets.VBox(rows)], titles=(f"{group} ({len(members)})",))
             self.sections[group] = section
         for i, section in enumerate(self.sections.values()):  # few sections: all open; else the first
             section.selected_index = 0 if i == 0 or len(self.sections) <= 4 else None
         self.filter = widgets.Text(placeholder="filter units by name or what they are", continuous_update=True,
-                                   layout=widgets.Layout(width="480px"))
+                                   layout=widgets.Layout(width="480px", max_width="100%"))
         self.filter.observe(lambda change: self.apply_filter(change["new"]), "value")
         self.fixed = self._fixed_list(mutator)
         self.widget = widgets.VBox([self.filter, *self.sections.values(), self.fixed],
-                                   layout=widgets.Layout(max_height="640px", overflow="auto", flex="0 0 auto"))
+                                   layout=widgets.Layout(max_height="640px", overflow="auto", flex="0 1 auto",
+                                                         max_width="100%"))
 
     @staticmethod
     def _kept_text(unit: MutableChannelUnit) -> str:

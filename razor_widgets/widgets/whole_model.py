@@ -41,7 +41,8 @@ class WholeModelControls(QuietPanel):
             button.on_click(clicked(actions[name]))
             self.buttons[name] = button
         self.budget = BudgetControl(counter, apply_fit)
-        self.widget = widgets.VBox([widgets.HBox([self.global_slider, *self.buttons.values()]), self.budget.widget])
+        self.widget = widgets.VBox([widgets.HBox([self.global_slider, *self.buttons.values()],
+                                                 layout=widgets.Layout(flex_flow="row wrap")), self.budget.widget])
 
     def show_fraction(self, fraction: float) -> None:
         """Show ``fraction`` on the all-units slider (rounded to its grid) without acting on it."""
