@@ -95,37 +95,29 @@ def check_group_args(p: int, reduction: str, normalize: str | None) -> None:
 def taylor_products(unit: Any, grads: dict[int, torch.Tensor]) -> list[tuple[Any, torch.Tensor]]:
     """The unit's slices with every parameter replaced by ``w * dL/dw`` (``grads`` by id of the
     raw parameter): the layer kind picks and lays out the product as it lays out the weight."""
-    found = []
-    for channel in unit.output_related + unit.input_related:
-        if getattr(channel.module, "layer_kind", None) is None or channel.param_dim is not None:
-            continue
-        with _products(channel.module, grads):
-            pairs = list(_one_range(unit, channel))
-        found.extend(pairs)
-    return found
-
-
-def _one_range(unit: Any, channel: Any) -> Iterator[tuple[Any, torch.Tensor]]:
-    class _Single:  # the unit seen through one of its ranges
-        output_related = [channel] if channel.is_output_channel else []
-        input_related = [] if channel.is_output_channel else [channel]
-    for ch, tensor in group_slices(_Single):
-        yield ch, tensor.clone()
+    modules = {id(c.module): c.module for c in unit.output_related + unit.input_related
+               if c.module is not None and c.param_dim is None}
+    with _products(list(modules.values()), grads):
+        return [(channel, tensor.clone()) for channel, tensor in group_slices(unit)]
 
 
 @contextlib.contextmanager
-def _products(module: nn.Module, grads: dict[int, torch.Tensor]) -> Iterator[None]:
-    """Every parameter of ``module`` (and its children) replaced by ``w * grad`` while inside."""
-    swapped = []
-    for sub in module.modules():
-        params = sub.__dict__.get("_parameters", {})
-        for name, param in list(params.items()):
-            if param is not None:
+def _products(modules: list[nn.Module], grads: dict[int, torch.Tensor]) -> Iterator[None]:
+    """Every parameter of ``modules`` (and their children) replaced by ``w * grad`` while inside
+    (a parameter two of them hold is replaced once: its slices stay one tensor)."""
+    swapped, done = [], set()
+    for module in modules:
+        for sub in module.modules():
+            params = sub.__dict__.get("_parameters", {})
+            for name, param in list(params.items()):
+                if param is None or (id(sub), name) in done:
+                    continue
+                done.add((id(sub), name))
                 grad = grads.get(id(param))
                 swapped.append((params, name, param))
                 params[name] = param.detach() * grad if grad is not None else torch.zeros_like(param)
     try:
         yield
     finally:
-        for params, name, param in swapped:
+        for params, name, param in reversed(swapped):
             params[name] = param
