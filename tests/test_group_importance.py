@@ -123,7 +123,8 @@ def test_normalisation_keeps_the_ranking_and_args_round_trip(x):
         for a, b in zip(plain.mutable_units, other.mutable_units):
             assert torch.equal(torch.argsort(-a.importance(), stable=True), torch.argsort(-b.importance(), stable=True))
     unit = other.mutable_units[0]
-    assert unit.init_args["p"] == 2 and unit.init_args["reduction"] == "sum" and unit.init_args["normalize"] == "gaussian"
+    args = unit.init_args
+    assert (args["p"], args["reduction"], args["normalize"]) == (2, "sum", "gaussian")
     for bad in (dict(p=3), dict(reduction="prod"), dict(normalize="lamp")):
         with pytest.raises(ValueError, match=next(iter(bad))):
             GroupMagnitudeMutableChannelUnit(8, **bad)
