@@ -162,7 +162,8 @@ def torch_pruning(importance: str) -> Callable:
 
     def pruned_at(model: nn.Module, data: Data, ratio: float, calib: list) -> nn.Module:
         model = copy.deepcopy(model).eval()
-        imp = tp.importance.GroupMagnitudeImportance(p=2) if importance == "l2" else tp.importance.GroupTaylorImportance()
+        imp = (tp.importance.GroupMagnitudeImportance(p=2) if importance == "l2"
+               else tp.importance.GroupTaylorImportance())
         pruner = tp.pruner.MetaPruner(model, data.test[0][:1], importance=imp, global_pruning=True,
                                       pruning_ratio=ratio, ignored_layers=[model.fc])
         if importance == "taylor":

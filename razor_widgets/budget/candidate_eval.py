@@ -45,6 +45,7 @@ def evaluate_choices(model: Any, units: dict[Any, Any], eval_fn: Any, choices: d
 def evaluate_all(mutator: Any, eval_fn: Any, candidates: list[dict[Any, Any]], executor: Any, bar: Any
                  ) -> list[float]:
     """The score of every set of choices in ``candidates``, in order."""
+    mutator = _channel_mutator(mutator)
     units = {u.name: u for u in mutator.mutable_units}
     if executor is None:
         scores = []
@@ -70,6 +71,15 @@ def evaluate_all(mutator: Any, eval_fn: Any, candidates: list[dict[Any, Any]], e
         with _LOCK:
             for key in [k for k in _STATES if k[1] == token]:
                 del _STATES[key]
+
+
+def _channel_mutator(counter: Any) -> Any:
+    """The ``ChannelMutator`` behind what counts (itself, a session's, a path counter's)."""
+    for attr in ("channel_mutator", "mutator"):
+        inner = getattr(counter, attr, None)
+        if inner is not None and getattr(inner, "model", None) is not None:
+            return _channel_mutator(inner)
+    return counter
 
 
 def _run(blob: bytes, token: str, choices: dict[Any, Any]) -> float:

@@ -85,7 +85,7 @@ def _proposal(mutator: Any, metric: str, current: dict[Any, Any], unit: Any, tar
     """``current`` with ``unit`` cut to its largest fraction that brings the metric to ``target``
     (or to its smallest choice when it cannot alone); None when it cannot be cut further."""
     def value(fraction: float) -> tuple[dict[Any, Any], int]:
-        choices = {**current, unit.name: choice_for_fraction(unit, fraction)}
+        choices = {**current, unit.name: _canonical(unit, choice_for_fraction(unit, fraction))}
         return choices, getattr(mutator.resources(choices=choices), metric)
 
     now = getattr(mutator.resources(choices=current), metric)
@@ -102,6 +102,16 @@ def _proposal(mutator: Any, metric: str, current: dict[Any, Any], unit: Any, tar
         else:
             hi = mid
     return value(lo)
+
+
+def _canonical(unit: Any, choice: Any) -> Any:
+    """The choice as the unit reports it once set (a ratio of 0.906 that keeps 29 of 32 is 29/32)."""
+    saved = unit.mutable_channel.snapshot()
+    try:
+        unit.set_valid_choice(choice)
+        return unit.current_choice
+    finally:
+        unit.mutable_channel.restore(saved)
 
 
 def _fraction(unit: Any, choice: Any) -> float:
