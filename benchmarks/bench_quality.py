@@ -133,8 +133,25 @@ def train(data: Data, seed: int) -> nn.Module:
 
 
 # -- ours -----------------------------------------------------------------------------------------
-def ours(unit: str, mode: str) -> Callable:
-    """A method: prepare with ``unit``, fit ``mode`` to ``keep`` of the MACs, export."""
+class TunedAccuracy(Accuracy):
+    """``eval_fn`` that asks how well a choice *recovers*: validation accuracy after ``steps``
+    fine-tuning steps of a copy of the masked model (NetAdapt's short-term fine-tune)."""
+
+    def __init__(self, data: Data, steps: int = 10) -> None:
+        super().__init__(data.val)
+        self.train_batches, self.steps = batches(data.train, 4242)[:steps], steps
+
+    def __call__(self, model: nn.Module) -> float:
+        tuned = copy.deepcopy(model)
+        torch.manual_seed(0)
+        with quiet():
+            finetune(tuned, self.train_batches, self.steps, lr=1e-3, progress=False)
+        return super().__call__(tuned)
+
+
+def ours(unit: str, mode: str, tuned: bool = False) -> Callable:
+    """A method: prepare with ``unit``, fit ``mode`` to ``keep`` of the MACs, export. ``tuned``:
+    the measured mode's ``eval_fn`` fine-tunes each candidate briefly first (``TunedAccuracy``)."""
     def prune(model: nn.Module, data: Data, keep: float, calib: list) -> nn.Module:
         model = copy.deepcopy(model)
         mutator = ChannelMutator(channel_unit_cfg=dict(type=unit, default_args={}))
@@ -147,7 +164,7 @@ def ours(unit: str, mode: str) -> Callable:
         if mode in ("sensitivity", "measured"):
             extra["sensitivity"] = sensitivity_scan(mutator, val, (0.125, 0.25, 0.5, 0.75), progress=False)
         if mode == "measured":
-            extra["eval_fn"] = val
+            extra["eval_fn"] = TunedAccuracy(data) if tuned else val
         fit = fit_budget(mutator, keep, "macs", mode, **extra)
         mutator.set_choices(fit.choices)
         return mutator.to_static().eval()
@@ -195,6 +212,8 @@ METHODS = {
     "ours: global (group Taylor)": ours("GroupTaylorMutableChannelUnit", "global"),
     "ours: sensitivity (group L2)": ours("GroupMagnitudeMutableChannelUnit", "sensitivity"),
     "ours: measured (group L2)": ours("GroupMagnitudeMutableChannelUnit", "measured"),
+    "ours: measured, eval after 10 fine-tune steps (group L2)": ours("GroupMagnitudeMutableChannelUnit", "measured",
+                                                                      tuned=True),
     "ours, old default: l1 (L1 units)": ours("L1MutableChannelUnit", "l1"),
     "Torch-Pruning: global, group L2": torch_pruning("l2"),
     "Torch-Pruning: global, group Taylor": torch_pruning("taylor"),
