@@ -137,7 +137,7 @@ class TunedAccuracy(Accuracy):
     """``eval_fn`` that asks how well a choice *recovers*: validation accuracy after ``steps``
     fine-tuning steps of a copy of the masked model (NetAdapt's short-term fine-tune)."""
 
-    def __init__(self, data: Data, steps: int = 10) -> None:
+    def __init__(self, data: Data, steps: int = 30) -> None:
         super().__init__(data.val)
         self.train_batches, self.steps = batches(data.train, 4242)[:steps], steps
 
@@ -212,7 +212,7 @@ METHODS = {
     "ours: global (group Taylor)": ours("GroupTaylorMutableChannelUnit", "global"),
     "ours: sensitivity (group L2)": ours("GroupMagnitudeMutableChannelUnit", "sensitivity"),
     "ours: measured (group L2)": ours("GroupMagnitudeMutableChannelUnit", "measured"),
-    "ours: measured, eval after 10 fine-tune steps (group L2)": ours("GroupMagnitudeMutableChannelUnit", "measured",
+    "ours: measured, eval after 30 fine-tune steps (group L2)": ours("GroupMagnitudeMutableChannelUnit", "measured",
                                                                       tuned=True),
     "ours, old default: l1 (L1 units)": ours("L1MutableChannelUnit", "l1"),
     "Torch-Pruning: global, group L2": torch_pruning("l2"),
