@@ -150,6 +150,26 @@ def test_the_global_budget_ranks_all_units_by_one_threshold(x):
         fit_budget(mutator, 0.5, "macs", mode="global", eval_fn=lambda m: 0.0)
 
 
+def test_the_measured_budget_calibrates_data_units_first(x):
+    torch.manual_seed(0)
+    model = make_nontrivial(Block()).eval()
+    mutator = ChannelMutator(channel_unit_cfg=dict(type="GroupTaylorMutableChannelUnit", default_args={}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mutator.prepare_from_supernet(model, example_inputs=x[:1])
+    with torch.no_grad():
+        reference = model(x)
+
+    def score(m):
+        with torch.no_grad():
+            return -float((m(x) - reference).pow(2).mean())
+    with pytest.raises(ValueError, match="needs calibration data"):
+        fit_budget(mutator, 0.5, "macs", mode="measured", eval_fn=score, steps=1)
+    fit = fit_budget(mutator, 0.5, "macs", mode="measured", eval_fn=score, steps=1, calibration=[x[:2], x[2:]])
+    assert fit.met and len(fit.candidates) == 3 + len(mutator.mutable_units)
+    assert fit.score == max(c.score for c in fit.candidates if c.met)
+
+
 @pytest.fixture(scope="module")
 def digits(one_thread):
     from razor_widgets.models.digits import digits_accuracy, digits_example_inputs, trained_digits_cnn
