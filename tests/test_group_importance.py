@@ -218,6 +218,17 @@ def test_the_measured_budget_on_threads_equals_the_serial_one(digits):
 
 
 @pytest.mark.slow
+def test_the_measured_budget_on_processes_equals_the_serial_one(digits):
+    from concurrent.futures import ProcessPoolExecutor
+    mutator, accuracy = digits
+    serial = fit_budget(mutator, 0.5, "macs", mode="measured", eval_fn=accuracy, steps=2)
+    with ProcessPoolExecutor(2) as pool:
+        parallel = fit_budget(mutator, 0.5, "macs", mode="measured", eval_fn=accuracy, steps=2, executor=pool)
+    assert [c.score for c in parallel.candidates] == [c.score for c in serial.candidates]
+    assert parallel.choices == serial.choices
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet50", "mobilenet_v2", "vit_b_16"])
 def test_group_units_on_torchvision_export_what_they_mask(name):
     import torchvision
