@@ -2,8 +2,9 @@
 
 Serially, each set of choices is applied to the mutator, ``eval_fn(model)`` is called and every
 unit is put back. With an executor, the prepared model, its units and ``eval_fn`` are pickled once
-(cloudpickle) and unpacked once per worker thread; each task carries one set of choices, and
-each worker sets them on its own copy (threads never share masks).
+(cloudpickle); the bytes travel with every task (fine for the small models a measured budget
+evaluates many times) and are unpacked once per worker thread, which sets each task's choices
+on its own copy (threads never share masks).
 """
 from __future__ import annotations
 
