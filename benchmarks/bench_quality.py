@@ -216,6 +216,7 @@ METHODS = {
     "ours: global (group Taylor)": ours("GroupTaylorMutableChannelUnit", "global"),
     "ours: sensitivity (group L2)": ours("GroupMagnitudeMutableChannelUnit", "sensitivity"),
     "ours: measured (group L2)": ours("GroupMagnitudeMutableChannelUnit", "measured"),
+    "ours: measured (group Taylor)": ours("GroupTaylorMutableChannelUnit", "measured"),
     TUNED: ours("GroupMagnitudeMutableChannelUnit", "measured", tuned=True),
     "ours, old default: l1 (L1 units)": ours("L1MutableChannelUnit", "l1"),
     "Torch-Pruning: global, group L2": torch_pruning("l2"),

@@ -144,7 +144,7 @@ class CalibrationRun:
         """``dL/dw`` of every trainable parameter, averaged over the batches (by id of the parameter)."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         total: dict[int, torch.Tensor] = {}
-        for batch in self.batches:
+        for batch in self.batches if params else []:  # frozen weights: no gradient, no score (a warned prefix)
             with torch.enable_grad():
                 loss = _loss(_call(self.model, batch.inputs), batch.targets)
                 found = torch.autograd.grad(loss, params, allow_unused=True)
