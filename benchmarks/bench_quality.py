@@ -6,7 +6,8 @@ For each, a small CNN with a residual join and batch norms (``ResCNN``) is train
 pruned to 50 % and 25 % of its MACs:
 
 * ours: ``fit_budget`` modes ``uniform``, ``global``, ``sensitivity`` and ``measured`` with
-  ``GroupMagnitudeMutableChannelUnit`` (group L2), ``global`` with ``GroupTaylorMutableChannelUnit``,
+  ``GroupMagnitudeMutableChannelUnit`` (group L2), ``global`` and ``measured`` with
+  ``GroupTaylorMutableChannelUnit``,
   and the old default (``L1MutableChannelUnit``, mode ``l1``) for reference; on request
   (``--methods``, it takes as long again) ``measured`` with an ``eval_fn`` that fine-tunes each
   candidate for 30 steps first (``TunedAccuracy``);
@@ -22,7 +23,7 @@ distilled from the unpruned model. Printed: mean test accuracy over ``--seeds`` 
 after recovery, MACs and params.
 
 Run:  OMP_NUM_THREADS=1 python3 benchmarks/bench_quality.py [--datasets digits mnist] [--seeds 3]
-          [--methods NAME ...]   (16 min for the default methods on a busy 2-core machine)
+          [--methods NAME ...]   (about 21 min for the default methods on a busy 2-core machine)
 """
 from __future__ import annotations
 
