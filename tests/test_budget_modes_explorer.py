@@ -58,3 +58,23 @@ def test_after_a_scan_every_fit_shows_the_prediction_next_to_the_measured_score(
     assert fit.mode == "sensitivity" and ex.quality.points[-1].score == measured
     ex.apply_budget(30, "MACs", "uniform")
     assert "predicted score" in ex.budget.result.value and "measured score" in ex.budget.result.value
+
+
+def test_a_failing_eval_fn_is_reported_and_changes_nothing(one_thread):
+    calls = []
+
+    def failing(model):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("the data loader broke")
+        return 1.0
+    ex = PruningExplorer(digits_net(), X, eval_fn=failing, channel_unit_cfg="GroupMagnitudeMutableChannelUnit",
+                         redraw_delay=0)
+    try:
+        before = dict(ex.mutator.current_choices)
+        ex.budget.mode.value = "measured"
+        ex.budget.button.click()
+        assert "the data loader broke" in ex.budget.result.value and ex.budget.result.value.startswith("measured")
+        assert ex.mutator.current_choices == before
+    finally:
+        ex.quality.close()

@@ -37,7 +37,10 @@ def evaluate_choices(model: Any, units: dict[Any, Any], eval_fn: Any, choices: d
     try:
         for name, choice in choices.items():
             units[name].set_valid_choice(choice)
-        return _score(eval_fn(model))
+        try:
+            return _score(eval_fn(model))
+        except Exception as exc:  # any failure of the user's eval_fn, named as such
+            raise RuntimeError(f"evaluating a candidate of the measured budget: {type(exc).__name__}: {exc}") from exc
     finally:
         for mutable, state in saved:
             mutable.restore(state)

@@ -36,7 +36,7 @@ class BudgetControl:
         self.result = widgets.Label()
         self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="160px",
                                                                                          display="none"))
-        self.button.on_click(lambda _: self.run())
+        self.button.on_click(lambda _: self._clicked())
         self.widget = widgets.VBox([widgets.HBox([self.percent, self.metric, self.mode, self.button, self.progress]),
                                     self.result])
 
@@ -73,6 +73,13 @@ class BudgetControl:
                               "measured", sensitivity=self.sensitivity, eval_fn=self.eval_fn, progress=progress)
         finally:
             self.progress.layout.display = "none"
+
+    def _clicked(self) -> None:
+        """The button: a fit that fails (an ``eval_fn`` that raises, say) says why on the result line."""
+        try:
+            self.run()
+        except (ValueError, TypeError, RuntimeError) as exc:  # EvaluationError is a RuntimeError
+            self.result.value = f"{self.mode.value}: {exc}"
 
     def run(self) -> BudgetFit:
         """Fit the budget and apply the choices; the result line says how close it came."""
