@@ -41,6 +41,8 @@ __all__ = [
     "unit_label",
     # a plan as recipes for other tools: Torch-Pruning's pruning_ratio_dict, MMRazor's channel config
     "RecipeError", "mmrazor_channel_config", "recipes", "torch_pruning_ratios",
+    # group importance (every slice a unit moves)
+    "GroupMagnitudeMutableChannelUnit", "GroupTaylorMutableChannelUnit",
 ]
 
 

@@ -22,6 +22,7 @@ from .importance import (
     TaylorMutableChannelUnit,
     calibrate,
 )
+from .importance.group_units import GroupMagnitudeMutableChannelUnit, GroupTaylorMutableChannelUnit
 from .layers import (
     DynamicBatchNorm1d,
     DynamicBatchNorm2d,

@@ -7,6 +7,7 @@ where a sensitivity scan predicts the least loss of score (``sensitivity.py``). 
 counts (``mutator.resources(choices=...)``): no forward pass, and the mutator's choices are left
 as they were. The L1 ranking decides how many channels each unit keeps; which ones it keeps is
 the unit type's business (``L1MutableChannelUnit`` keeps the largest, sequential units a prefix).
+Also ``global`` (group importance, ``global_rank.py``) and ``measured`` (``measured.py``).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import torch
 
 from ..counting.resources import Resources
 from ..mutables.units import L1MutableChannelUnit, MutableChannelUnit
+from .global_rank import global_spread
+from .measured import MeasuredCandidate, fit_measured
 from .sensitivity import fit_sensitivity_budget
 from .unit_choices import choice_for_fraction, number_step, smallest_number
 
@@ -25,7 +28,7 @@ __all__ = ["BudgetFit", "choice_for_fraction", "fit_budget", "l1_importance", "n
            "METRICS", "MODES"]
 
 METRICS = ("macs", "params", "flops")
-MODES = ("uniform", "l1", "sensitivity")
+MODES = ("uniform", "l1", "sensitivity", "global", "measured")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class BudgetFit:
     keep: float
     metric: str
     mode: str
+    candidates: tuple[MeasuredCandidate, ...] = ()  # mode="measured": every candidate it evaluated
+    score: float | None = None  # mode="measured": the measured score of these choices
 
     @property
     def met(self) -> bool:
@@ -51,13 +56,17 @@ def l1_importance(unit: MutableChannelUnit) -> torch.Tensor:
 
 
 def fit_budget(mutator: Any, keep: float, metric: str = "macs", mode: str = "uniform",
-               sensitivity: Any = None) -> BudgetFit:
+               sensitivity: Any = None, eval_fn: Any = None, executor: Any = None, calibration: Any = None,
+               steps: int | None = None, progress: Any = False) -> BudgetFit:
     """Choices that keep at most ``keep`` (a fraction in (0, 1]) of the original ``metric``,
     as close to it as the units' choices allow. Where even the smallest choices use more, those
     are returned and ``met`` is False. The mutator's choices do not change.
 
     ``mode="sensitivity"`` needs ``sensitivity``, a :class:`Sensitivity` of this mutator: it
-    minimises the predicted loss of score (see :func:`fit_sensitivity_budget`)."""
+    minimises the predicted loss of score (see :func:`fit_sensitivity_budget`). ``mode="global"``
+    ranks all channels by group importance (``global_rank.py``). ``mode="measured"`` needs
+    ``eval_fn``: the candidate of best measured score (``measured.py``; ``executor``, ``steps``,
+    ``progress``; ``calibration`` calibrates data units first)."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if mode not in MODES:
@@ -67,10 +76,14 @@ def fit_budget(mutator: Any, keep: float, metric: str = "macs", mode: str = "uni
     if mode == "sensitivity":
         choices, res = fit_sensitivity_budget(mutator, keep, metric, sensitivity)
         return BudgetFit(choices, res, keep, metric, mode)
+    if mode == "measured":
+        return _fit_measured(mutator, keep, metric, sensitivity, eval_fn, executor, calibration, steps, progress)
+    if eval_fn is not None or executor is not None or calibration is not None or steps is not None:
+        raise ValueError(f"eval_fn=, executor=, calibration= and steps= are for mode='measured', not {mode!r}")
     if sensitivity is not None:
         raise ValueError(f"sensitivity= is for mode='sensitivity', not {mode!r}")
     units = mutator.mutable_units
-    spread = _uniform(units) if mode == "uniform" else _by_l1(units)
+    spread = _uniform(units) if mode == "uniform" else global_spread(units) if mode == "global" else _by_l1(units)
     lo, hi = 0.0, 1.0  # spread(level) uses more as level grows; find the largest level that fits
     best = spread(lo)
     best_res = mutator.resources(choices=best)
@@ -89,6 +102,17 @@ def fit_budget(mutator: Any, keep: float, metric: str = "macs", mode: str = "uni
         if hi - lo < 1e-4:
             break
     return BudgetFit(best, best_res, keep, metric, mode)
+
+
+def _fit_measured(mutator: Any, keep: float, metric: str, sensitivity: Any, eval_fn: Any, executor: Any,
+                  calibration: Any, steps: int | None, progress: Any) -> BudgetFit:
+    if calibration is not None:
+        from ..importance import calibrate
+        calibrate(mutator, calibration)
+    best, tried = fit_measured(fit_budget, mutator, keep, metric, eval_fn, sensitivity, executor,
+                               **({} if steps is None else {"steps": steps}), progress=progress)
+    return BudgetFit(best.choices, mutator.resources(choices=best.choices), keep, metric, "measured",
+                     tuple(tried), best.score)
 
 
 def _value(res: Resources, metric: str) -> int:

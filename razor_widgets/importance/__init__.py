@@ -2,6 +2,7 @@
 pass of the data criteria, and the unit types that rank channels by them."""
 from .calibration import Batch, calibration_batches, split_batch
 from .criteria import calibrate
+from .group_units import GroupMagnitudeMutableChannelUnit, GroupTaylorMutableChannelUnit
 from .units import (
     ActivationMutableChannelUnit,
     BNScaleMutableChannelUnit,
@@ -13,4 +14,4 @@ from .units import (
 
 __all__ = ["ActivationMutableChannelUnit", "BNScaleMutableChannelUnit", "Batch", "ImportanceMutableChannelUnit",
            "L2MutableChannelUnit", "RandomMutableChannelUnit", "TaylorMutableChannelUnit", "calibrate",
-           "calibration_batches", "split_batch"]
+           "calibration_batches", "split_batch", "GroupMagnitudeMutableChannelUnit", "GroupTaylorMutableChannelUnit"]

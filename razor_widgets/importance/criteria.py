@@ -20,7 +20,7 @@ from .calibration import Batch, calibration_batches
 
 __all__ = ["l2_scores", "bn_scale_scores", "random_scores", "calibrate", "DATA_CRITERIA", "fold"]
 
-DATA_CRITERIA = ("taylor", "activation")
+DATA_CRITERIA = ("taylor", "activation", "group_taylor")
 
 
 def fold(unit: Any, channel: Any, per_position: torch.Tensor) -> torch.Tensor:
@@ -124,13 +124,34 @@ class CalibrationRun:
         """Score every unit: one forward (and, for Taylor units, backward) per batch."""
         if not self.batches:
             raise ValueError("the calibration data did not travel with this copy of the model; calibrate it here")
-        sums = {id(u): torch.zeros(u.base_channels, dtype=torch.float64) for u in self.units}
+        sums = {id(u): torch.zeros(u.base_channels, dtype=torch.float64) for u in self._hooked_units()}
         needs_grad = any(u.criterion == "taylor" for u in self.units)
+        grouped = [u for u in self.units if u.criterion == "group_taylor"]
         with _full_choices(self.every_unit), _eval_mode(self.model):
-            for batch in self.batches:
-                self._one_batch(batch, sums, needs_grad)
+            if sums:
+                for batch in self.batches:
+                    self._one_batch(batch, sums, needs_grad)
+            grads = self._parameter_gradients() if grouped else {}
         self.scores = {key: total / len(self.batches) for key, total in sums.items()}
+        self.scores.update({id(u): u.scores_from_gradients(grads) for u in grouped})
         self.scored_key = self.weights_key()
+
+    def _hooked_units(self) -> list[Any]:
+        """The units scored from layer outputs (Taylor, activation); group Taylor reads parameters."""
+        return [u for u in self.units if u.criterion != "group_taylor"]
+
+    def _parameter_gradients(self) -> dict[int, torch.Tensor]:
+        """``dL/dw`` of every trainable parameter, averaged over the batches (by id of the parameter)."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        total: dict[int, torch.Tensor] = {}
+        for batch in self.batches if params else []:  # frozen weights: no gradient, no score (a warned prefix)
+            with torch.enable_grad():
+                loss = _loss(_call(self.model, batch.inputs), batch.targets)
+                found = torch.autograd.grad(loss, params, allow_unused=True)
+            for param, grad in zip(params, found):
+                if grad is not None:
+                    total[id(param)] = total.get(id(param), 0) + grad.detach() / len(self.batches)
+        return total
 
     def _one_batch(self, batch: Batch, sums: dict[int, torch.Tensor], needs_grad: bool) -> None:
         outputs: dict[int, list[torch.Tensor]] = {}
@@ -147,14 +168,14 @@ class CalibrationRun:
             found = torch.autograd.grad(_loss(result, batch.targets), flat, allow_unused=True) if flat else []
             by_tensor = {id(t): g for t, g in zip(flat, found)}
             grads = {k: [by_tensor.get(id(t)) for t in ts] for k, ts in outputs.items()}
-        for unit in self.units:
+        for unit in self._hooked_units():
             for channel, dim in _hooked_channels(unit):
                 for i, a in enumerate(outputs.get(id(channel.module), [])):
                     grad = grads.get(id(channel.module), [None] * (i + 1))[i] if needs_grad else None
                     sums[id(unit)] += _channel_stat(unit, channel, dim(a), a, grad)
 
     def _modules(self) -> list[nn.Module]:
-        modules = {id(c.module): c.module for u in self.units for c, _ in _hooked_channels(u)}
+        modules = {id(c.module): c.module for u in self._hooked_units() for c, _ in _hooked_channels(u)}
         return list(modules.values())
 
 

@@ -1,4 +1,5 @@
-"""The budget control: "keep X % of MACs (or params)", spread uniformly or by L1 importance."""
+"""The budget control: "keep X % of MACs (or params)", spread uniformly, by L1 or group importance
+(``global``), by sensitivity once a scan exists, or ``measured`` when the explorer has an ``eval_fn``."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -9,8 +10,9 @@ import ipywidgets as widgets
 from ..budget import BudgetFit, fit_budget
 
 METRIC_LABELS = {"MACs": "macs", "Params": "params"}
-MODE_LABELS = {"uniform": "uniform", "by L1 importance": "l1"}
+MODE_LABELS = {"uniform": "uniform", "by L1 importance": "l1", "global": "global"}
 SENSITIVITY_LABEL = "by sensitivity"  # offered once a sensitivity scan exists: enable_sensitivity()
+MEASURED_LABEL = "measured"  # offered when there is an eval_fn: enable_measured()
 
 
 class BudgetControl:
@@ -21,6 +23,8 @@ class BudgetControl:
         self.mutator = mutator
         self._apply = apply
         self.sensitivity = None
+        self.eval_fn: Callable | None = None
+        self.scores: Callable[[BudgetFit], str] | None = None  # the verdict's score part (the Quality section)
         self.percent = widgets.BoundedFloatText(value=50.0, min=0.1, max=100.0, step=1.0, description="keep %",
                                                 style={"description_width": "50px"},
                                                 layout=widgets.Layout(width="130px"))
@@ -30,14 +34,19 @@ class BudgetControl:
         self.button = widgets.Button(description="Fit budget", button_style="primary",
                                      tooltip="pick choices that keep at most this share of the metric")
         self.result = widgets.Label()
-        self.button.on_click(lambda _: self.run())
-        self.widget = widgets.VBox([widgets.HBox([self.percent, self.metric, self.mode, self.button]), self.result])
+        self.progress = widgets.IntProgress(value=0, min=0, max=1, layout=widgets.Layout(width="160px",
+                                                                                         display="none"))
+        self.button.on_click(lambda _: self._clicked())
+        self.widget = widgets.VBox([widgets.HBox([self.percent, self.metric, self.mode, self.button, self.progress]),
+                                    self.result])
 
     def fit(self) -> BudgetFit:
         """The ``fit_budget`` result for the control's percent, metric and mode (nothing is applied)."""
         if self.mode.value == SENSITIVITY_LABEL:
             return fit_budget(self.mutator, self.percent.value / 100.0, METRIC_LABELS[self.metric.value],
                               "sensitivity", sensitivity=self.sensitivity)
+        if self.mode.value == MEASURED_LABEL:
+            return self._fit_measured()
         return fit_budget(self.mutator, self.percent.value / 100.0, METRIC_LABELS[self.metric.value],
                           MODE_LABELS[self.mode.value])
 
@@ -47,6 +56,31 @@ class BudgetControl:
         if SENSITIVITY_LABEL not in self.mode.options:
             self.mode.options = (*self.mode.options, SENSITIVITY_LABEL)
 
+    def enable_measured(self, eval_fn: Callable, scores: Callable[[BudgetFit], str] | None = None) -> None:
+        """Offer "measured" (the candidate of best measured ``eval_fn``, ``fit_budget(mode="measured")``);
+        ``scores(fit)`` gives the verdict's predicted and measured scores after every fit."""
+        self.eval_fn, self.scores = eval_fn, scores
+        if MEASURED_LABEL not in self.mode.options:
+            self.mode.options = (*self.mode.options, MEASURED_LABEL)
+
+    def _fit_measured(self) -> BudgetFit:
+        def progress(done: int, total: int) -> None:
+            self.progress.max, self.progress.value = max(1, total), done
+            self.progress.description = f"{done}/{total}"
+        self.progress.layout.display = ""
+        try:
+            return fit_budget(self.mutator, self.percent.value / 100.0, METRIC_LABELS[self.metric.value],
+                              "measured", sensitivity=self.sensitivity, eval_fn=self.eval_fn, progress=progress)
+        finally:
+            self.progress.layout.display = "none"
+
+    def _clicked(self) -> None:
+        """The button: a fit that fails (an ``eval_fn`` that raises, say) says why on the result line."""
+        try:
+            self.run()
+        except (ValueError, TypeError, RuntimeError) as exc:  # EvaluationError is a RuntimeError
+            self.result.value = f"{self.mode.value}: {exc}"
+
     def run(self) -> BudgetFit:
         """Fit the budget and apply the choices; the result line says how close it came."""
         fit = self.fit()
@@ -54,6 +88,7 @@ class BudgetControl:
         res, attr = fit.resources, fit.metric
         got = getattr(res, f"{attr}_percent")
         verdict = "met" if fit.met else "not reachable: these are the smallest choices"
+        scores = self.scores(fit) if self.scores is not None else ""
         self.result.value = (f"{self.metric.value} {got:.1f} % of the original (asked {self.percent.value:g} %, "
-                             f"{self.mode.value}): {verdict}")
+                             f"{self.mode.value}): {verdict}{'; ' + scores if scores else ''}")
         return fit

@@ -287,7 +287,8 @@ class PruningExplorer:
 
     def apply_budget(self, keep_percent: float, metric: str = "MACs", mode: str = "uniform") -> BudgetFit:
         """Fit "keep ``keep_percent`` % of ``metric``" (``MACs`` or ``Params``) with ``mode``
-        (``uniform`` or ``by L1 importance``) and apply it, as the budget control does."""
+        (``uniform``, ``by L1 importance``, ``global``; ``by sensitivity`` after a scan, ``measured``
+        with an ``eval_fn``) and apply it, as the budget control does."""
         self.budget.percent.value = keep_percent
         self.budget.metric.value = metric
         self.budget.mode.value = mode

@@ -12,6 +12,7 @@ import ipywidgets as widgets
 
 from ..budget import choice_for_fraction
 from ..quality import DEFAULT_RATIOS, EvaluationError, Sensitivity, restored_choices, sensitivity_scan, to_score
+from .budget_scores import budget_verdict
 from .debounce import Debouncer
 from .live_score import LiveScore
 from .quality_plots import ScorePoint, curves_png, robustness, score_vs_macs_png
@@ -207,4 +208,6 @@ def quality_section(explorer: Any, eval_fn: Callable | None, calibration: Any = 
         return None
     panel = QualityPanel(explorer.mutator, eval_fn, explorer.resources, explorer.graph_view, explorer.budget)
     explorer.add_section("Quality", panel.widget).selected_index = 0
+    if explorer.budget is not None:
+        explorer.budget.enable_measured(eval_fn, lambda fit: budget_verdict(panel, fit))
     return panel

@@ -8,7 +8,8 @@ import numpy as np
 
 from .figures import figure_png, new_figure
 
-SOURCES = {"evaluated": ("#3b6ea8", "o", 28), "live": ("#7aa6d8", "o", 18), "scan": ("#b8b8b8", ".", 16)}
+SOURCES = {"evaluated": ("#3b6ea8", "o", 28), "live": ("#7aa6d8", "o", 18), "scan": ("#b8b8b8", ".", 16),
+           "candidate": ("#9c6ade", "x", 22), "budget": ("#2e7d32", "*", 70)}
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class ScorePoint:
 
     macs_percent: float
     score: float
-    source: str  # "evaluated", "live" or "scan"
+    source: str  # "evaluated", "live", "scan", "candidate" (of a measured budget) or "budget"
     label: str = ""
 
 
