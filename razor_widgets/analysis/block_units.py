@@ -40,6 +40,7 @@ class BlockSpec:
     output_is_tensor: bool = True
     reasons: list[str] = field(default_factory=list)
     add_nodes: list[int] = field(default_factory=list, repr=False)  # the residual adds (node indices)
+    n_inputs: int = 1  # tensor inputs of the call
 
     @property
     def removable(self) -> bool:
@@ -100,6 +101,11 @@ def find_blocks(graph: TracedGraph, modules: dict[str, nn.Module] | None = None)
             and (_parent(c.path) in removable_parents or type(modules.get(c.path)) in removable_types)
             and not any(c.path.startswith(p + ".") for p in listed)
             for s in [_projection(graph, c, versions, modules)] if s is not None]
+    for block in blocks:
+        if block.removable and not is_container_child(modules, block.path) and \
+                not (block.output_is_tensor and block.n_inputs == 1):
+            block.reasons.append("it sits outside a ModuleList, Sequential or ModuleDict and takes or returns "
+                                 "more than one tensor: the export could not take it out")
     return sorted(blocks + stay, key=lambda b: next(c.start for c in graph.calls if c.path == b.path))
 
 
@@ -174,7 +180,7 @@ def _block_of(graph: TracedGraph, call: ModuleCall, versions: _Versions) -> Bloc
         form = "y = x + f(x)" if len(walk.adds) == 1 else f"y = x + {len(walk.adds)} residual branches"
         form += f", with {', '.join(ops)} on the stream" if ops else ""
         return BlockSpec(call.path, walk.reached, j, len(walk.adds), form, call.output_is_tensor,
-                         add_nodes=list(walk.adds))
+                         add_nodes=list(walk.adds), n_inputs=len(call.inputs))
     return None
 
 
@@ -278,5 +284,4 @@ def _path_to_input(graph: TracedGraph, call: ModuleCall, versions: _Versions, re
 
 def is_container_child(modules: dict[str, nn.Module], path: str) -> bool:
     """Whether the module at ``path`` sits in a ``ModuleList``, ``Sequential`` or ``ModuleDict``."""
-    return isinstance(modules.get(_parent(path)), CONTAINERS) and "." in path or \
-        isinstance(modules.get(""), CONTAINERS) and "." not in path
+    return isinstance(modules.get(_parent(path)), CONTAINERS)
