@@ -94,7 +94,7 @@ def find_blocks(graph: TracedGraph, modules: dict[str, nn.Module] | None = None)
         spec.reasons += _leaks(graph, call, spec, versions, consumers)
         found.append((call, spec))
     blocks = _outermost(_not_composite(found))
-    removable_parents = {_parent(b.path) for b in blocks if b.removable}
+    removable_parents = {_parent(b.path) for b in blocks if b.removable and is_container_child(modules, b.path)}
     removable_types = {type(modules.get(b.path)) for b in blocks if b.removable}
     listed = {b.path for b in blocks}
     stay = [s for c in graph.calls if c.path and c.path not in listed and counts[c.path] == 1
