@@ -57,9 +57,11 @@ def follow_layer_counts(static: nn.Module, kept: dict[str, list[int]], lengths: 
     """Each Hugging Face model in ``static``: its config's layer count and per-layer lists follow
     the one shortened container of its layers; its layers' ``layer_idx`` is their new position.
     ``lengths``: each shortened container's length before."""
+    done: set[int] = set()  # configs already followed (an HF model inside another shares its config)
     for name, module in static.named_modules():
-        if not is_hf_model(module):
+        if not is_hf_model(module) or id(module.config) in done:
             continue
+        done.add(id(module.config))
         prefix = f"{name}." if name else ""
         mine = {p: k for p, k in kept.items() if p.startswith(prefix) or not name}
         if not mine:
