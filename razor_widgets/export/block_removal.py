@@ -87,7 +87,8 @@ def follow_layer_counts(static: nn.Module, kept: dict[str, list[int]], lengths: 
         mismatched = _mismatched_params(module)
         if mismatched and not hasattr(config, "razor_widgets_unrepresentable"):
             config.razor_widgets_unrepresentable = mismatched
-            _warn(module, f"from_pretrained would not rebuild {len(mismatched)} parameters ({', '.join(mismatched[:3])})")
+            _warn(module, f"from_pretrained would not rebuild {len(mismatched)} parameters "
+                          f"({', '.join(mismatched[:3])})")
 
 
 def _warn(model: nn.Module, why: str) -> None:

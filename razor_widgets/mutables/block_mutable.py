@@ -66,6 +66,32 @@ class BlockMutable(BaseMutable):
             raise ValueError(f"block {self.name!r} cannot be dropped: {'; '.join(self.fixed_reasons)}")
         return choice
 
+    # what scans and budgets read of a unit: one "channel", kept or not
+    num_channels = 1
+    max_choice = KEEP
+
+    def set_valid_choice(self, choice: Any) -> None:
+        """Set a choice (validated)."""
+        self.current_choice = choice
+
+    @property
+    def activated_channels(self) -> int:
+        """1 kept, 0 dropped."""
+        return 0 if self.dropped else 1
+
+    @property
+    def mutable_channel(self) -> BlockMutable:
+        """The block itself: it snapshots and restores its choice as a mutable channel does."""
+        return self
+
+    def snapshot(self) -> str:
+        """The choice, to put back with :meth:`restore`."""
+        return self._current_choice
+
+    def restore(self, state: str) -> None:
+        """Put back a :meth:`snapshot`."""
+        self.current_choice = state
+
     def add_listener(self, listener: Any) -> None:
         """Call ``listener()`` after each change of the choice (the live counter's)."""
         self._listeners.append(listener)
@@ -108,22 +134,23 @@ class BlockMaskHook:
         block = self.mutable
         if block is None or not block.dropped:
             return None
-        tensors = [x for x in _tensor_leaves((args, kwargs))]
+        tensors = [x for x in tensor_leaves((args, kwargs))]
         return _replace_tensor_leaf(out, block.output_index, tensors[block.input_index])
 
 
-def _tensor_leaves(tree: Any) -> list[torch.Tensor]:
+def tensor_leaves(tree: Any) -> list[torch.Tensor]:
+    """The tensors in nested tuples, lists and dicts, in order (the trace's order of a call's tensors)."""
     if isinstance(tree, torch.Tensor):
         return [tree]
     if isinstance(tree, (list, tuple)):
-        return [leaf for x in tree for leaf in _tensor_leaves(x)]
+        return [leaf for x in tree for leaf in tensor_leaves(x)]
     if isinstance(tree, dict):
-        return [leaf for x in tree.values() for leaf in _tensor_leaves(x)]
+        return [leaf for x in tree.values() for leaf in tensor_leaves(x)]
     return []
 
 
 def _replace_tensor_leaf(tree: Any, index: int, value: torch.Tensor) -> Any:
-    """``tree`` with its ``index``-th tensor (in ``_tensor_leaves`` order) replaced by ``value``."""
+    """``tree`` with its ``index``-th tensor (in ``tensor_leaves`` order) replaced by ``value``."""
     count = [0]
 
     def walk(node: Any) -> Any:
