@@ -39,6 +39,8 @@ __all__ = [
     # what a unit is (heads, KV groups, hidden size, MLP); HF exports that their config cannot say
     "HFConfigWarning", "UnitRole", "describe_unit", "unit_role",
     "unit_label",
+    # depth as a choice: block units, their mutable and importance
+    "BlockMutable", "BlockSpec", "block_importance", "find_blocks",
 ]
 
 
