@@ -221,7 +221,7 @@ def demo(source: ModelSource, ratio: float, example: ExampleInput) -> int:
         print(f"warning: {message}")
     with torch.no_grad():
         before = _tensors(run_model(model, x))
-        mutator.set_choices({name: ratio for name in mutator.current_choices})
+        mutator.set_choices({unit.name: ratio for unit in mutator.mutable_units})
         masked = _tensors(run_model(model, x))
         try:
             small = mutator.to_static().eval()  # checked: ExportError if it differs from the masked model

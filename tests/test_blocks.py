@@ -45,7 +45,7 @@ def test_blocks_of_every_kind_are_found_and_the_ones_that_must_stay_say_why(prep
     mutator = prepared[0]
     assert [b.path for b in mutator.removable_blocks] == REMOVABLE
     stay = {b.path: b.fixed_reasons for b in mutator.block_units if not b.is_mutable}
-    assert set(stay) == set(MUST_STAY)
+    assert set(stay) == set(MUST_STAY) and len(mutator.block_units) == len(REMOVABLE) + len(MUST_STAY)
     for path, words in MUST_STAY.items():
         assert any(words in reason for reason in stay[path]), (path, stay[path])
     assert "'convs.1.shortcut.0' (Conv2d)" in stay["convs.1"][0]

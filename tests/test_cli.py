@@ -95,7 +95,8 @@ def test_help_answers_without_torch_and_has_no_stray_markup() -> None:
 def test_units_accepts_a_torchvision_name(capsys) -> None:
     assert main(["units", "resnet18", "--choice", "--input-size", "64"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    assert len(plan) == 12 and plan["layer1.0.conv1_(0, 64)_64"] == 1.0
+    assert len(plan) == 12 + 5 and plan["layer1.0.conv1_(0, 64)_64"] == 1.0  # 12 units, 5 removable blocks
+    assert plan["block:layer1.1"] == "keep"
 
 
 def test_module_entry_point() -> None:

@@ -84,8 +84,8 @@ def find_blocks(graph: TracedGraph, modules: dict[str, nn.Module] | None = None)
         counts[call.path] = counts.get(call.path, 0) + 1
     found: list[tuple[ModuleCall, BlockSpec]] = []
     for call in graph.calls:
-        if not call.path or call.end <= call.start:
-            continue
+        if not call.path or call.end <= call.start or any(s.path == call.path for _, s in found):
+            continue  # a module called several times is listed once
         spec = _block_of(graph, call, versions)
         if spec is None:
             continue

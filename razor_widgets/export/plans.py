@@ -78,6 +78,9 @@ def channel_plan(data: dict[str, Any]) -> dict[str, Any]:
             if not keys:
                 raise PlanError(f"unit {name!r}: an object choice needs a 'choice' or 'chosen' key")
             value = value[keys[0]]
+        if name.startswith("block:") and value in ("keep", "drop"):  # a block's depth choice
+            plan[name] = value
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise PlanError(f"unit {name!r}: a choice is a number, got {value!r}")
         plan[name] = value

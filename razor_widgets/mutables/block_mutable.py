@@ -109,7 +109,8 @@ class BlockMutable(BaseMutable):
     def config_template(self) -> dict[str, Any]:
         """The block as config data (what it is, its choice, and why it must stay)."""
         cfg: dict[str, Any] = {"type": type(self).__name__, "path": self.path, "form": self.form,
-                               "choice": self.current_choice}
+                               "input_index": self.input_index, "output_index": self.output_index,
+                               "output_is_tensor": self.output_is_tensor, "choice": self.current_choice}
         if self.fixed_reasons:
             cfg["fixed_reasons"] = list(self.fixed_reasons)
         return cfg
@@ -121,13 +122,10 @@ class BlockMutable(BaseMutable):
 
 class BlockMaskHook:
     """The forward hook that masks a dropped block: its stream output becomes its stream input.
-    A copy (``copy.deepcopy`` of the model, as the export makes) is inert and marked for removal."""
+    A copy of the model masks with a copy of the block (the export takes these hooks off)."""
 
     def __init__(self, mutable: BlockMutable | None) -> None:
         self.mutable = mutable
-
-    def __deepcopy__(self, memo: dict) -> BlockMaskHook:
-        return BlockMaskHook(None)
 
     def __call__(self, module: Any, args: tuple, kwargs: dict, out: Any) -> Any:
         """Replace the stream output by the stream input when the block is dropped."""

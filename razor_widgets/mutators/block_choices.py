@@ -24,12 +24,27 @@ class BlockChoices:
             return
         modules = dict(model.named_modules())
         for spec in find_blocks(graph, modules):
-            block = BlockMutable(spec.path, spec.input_index, spec.output_index, spec.form, spec.reasons,
-                                 spec.output_is_tensor)
-            self._blocks.append(block)
-            if block.is_mutable:
-                hook = modules[spec.path].register_forward_hook(BlockMaskHook(block), with_kwargs=True)
-                self._block_hooks.append(hook)
+            self._add_block(modules, BlockMutable(spec.path, spec.input_index, spec.output_index, spec.form,
+                                                  spec.reasons, spec.output_is_tensor))
+
+    def _blocks_from_config(self, model: nn.Module, configured: dict[str, Any]) -> None:
+        """The blocks a config template lists (a ``Config`` parse: no trace), checked against the model."""
+        self.__dict__["_blocks"] = []
+        self.__dict__["_block_hooks"] = []
+        modules = dict(model.named_modules())
+        for name, cfg in (configured or {}).items():
+            if not isinstance(cfg, dict) or cfg.get("path") not in modules or name != "block:" + cfg["path"]:
+                raise ValueError(f"block {name!r}: the config needs the 'path' of a module of the model "
+                                 f"(make it with config_template())")
+            self._add_block(modules, BlockMutable(cfg["path"], cfg.get("input_index", 0), cfg.get("output_index", 0),
+                                                  cfg.get("form", ""), cfg.get("fixed_reasons"),
+                                                  cfg.get("output_is_tensor", True)))
+
+    def _add_block(self, modules: dict[str, nn.Module], block: BlockMutable) -> None:
+        self._blocks.append(block)
+        if block.is_mutable:
+            hook = modules[block.path].register_forward_hook(BlockMaskHook(block), with_kwargs=True)
+            self._block_hooks.append(hook)
 
     @property
     def block_units(self) -> list[BlockMutable]:
@@ -65,9 +80,8 @@ class BlockChoices:
 
     def configured_block_choices(self, configured: dict[str, Any]) -> dict[str, Any]:
         """The block choices a config gives (``channel_unit_cfg["blocks"]``); a traced model must
-        have every block it names (``KeyError``); without a trace (a ``Config`` parse) there are no
-        blocks and the entries are not read."""
-        if not isinstance(configured, dict) or not configured or self.__dict__.get("graph_trace") is None:
+        have every block it names (``KeyError``)."""
+        if not isinstance(configured, dict) or not configured:
             return {}
         unknown = [name for name in configured if not self.is_block_key(name)]
         if unknown:

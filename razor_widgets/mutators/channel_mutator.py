@@ -94,6 +94,7 @@ class ChannelMutator(BlockChoices, BaseMutator):
             units = self._units_from_trace(supernet, example_inputs)
         elif parse_type == "Config":
             units = self._units_from_config(supernet)
+            self._blocks_from_config(supernet, self.channel_unit_cfg.get("blocks", {}))
         elif parse_type == "Predefined":
             units = self._units_from_predefined(supernet)
         else:
