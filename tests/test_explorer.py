@@ -175,7 +175,8 @@ def test_plans_round_trip(ex, tmp_path):
     ex.load_choices(tmp_path / "plan.json")
     assert ex.mutator.current_choices == plan
     assert {n: s.value for n, s in ex.sliders.items()} == {n: c for n, c in plan.items() if n in ex.sliders}
-    assert {n: t.value for n, t in ex.blocks.toggles.items()} == {n: c for n, c in plan.items() if n.startswith("block:")}
+    blocks = {n: c for n, c in plan.items() if n.startswith("block:")}
+    assert {n: t.value for n, t in ex.blocks.toggles.items()} == blocks
     assert_counters_follow(ex)
     ex.undo()
     assert ex.mutator.current_choices == ex.mutator.max_choices
