@@ -9,11 +9,12 @@ import warnings
 
 import pytest
 import torch
-from block_net import BlockNet
 from torch import nn
 
 from razor_widgets import MODELS, ChannelMutator, count_resources
 from razor_widgets.export.plans import apply_plan, plan_of
+
+from block_net import BlockNet
 
 REMOVABLE = ["convs.0", "convs.2", "layers.0", "layers.1", "layers.2", "layers.3", "layers.4", "alone"]
 MUST_STAY = {"convs.1": "shortcut is not the identity", "leaky": "also feeds", "twice": "called 2 times"}

@@ -8,9 +8,10 @@ import warnings
 
 import pytest
 import torch
-from block_net import BlockNet
 
 from razor_widgets import ChannelMutator, block_importance, fit_budget, sensitivity_scan
+
+from block_net import BlockNet
 
 
 @pytest.fixture
