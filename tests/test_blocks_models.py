@@ -117,3 +117,27 @@ def test_a_shorter_hf_model_reloads(model_type, tmp_path, one_thread):
     auto = transformers.AutoModelForMaskedLM if model_type == "bert" else transformers.AutoModelForCausalLM
     reloaded = auto.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(_run(reloaded, inputs), _run(model, inputs), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_per_layer_lists_follow_the_kept_layers(tmp_path, one_thread):
+    """Gemma-2 alternates sliding and full attention (``config.layer_types``): dropping layers 0
+    and 3 keeps the types of layers 1 and 2, and the reload computes the same."""
+    transformers = pytest.importorskip("transformers")
+    from razor_widgets.models.tiny_hf import build_language_model, tiny_sizes
+
+    config = transformers.AutoConfig.for_model("gemma2", **{**tiny_sizes("gemma2"), "num_hidden_layers": 4,
+                                                          "sliding_window": 4,
+                                                          "layer_types": ["sliding_attention", "full_attention"] * 2})
+    model, inputs = build_language_model(config), _tokens()
+    mutator = _prepare(model, inputs)
+    mutator.set_choices({"block:model.layers.0": "drop", "block:model.layers.3": "drop"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HFConfigWarning)
+        static = mutator.to_static()
+    assert static.config.num_hidden_layers == 2
+    assert static.config.layer_types == ["full_attention", "sliding_attention"]
+    assert [layer.self_attn.layer_idx for layer in static.model.layers] == [0, 1]
+    static.save_pretrained(tmp_path)
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(_run(reloaded, inputs), _run(model, inputs), rtol=1e-4, atol=1e-5)
