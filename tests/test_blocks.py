@@ -82,6 +82,12 @@ def test_dropping_masks_the_block_and_bad_choices_change_nothing(prepared):
     assert mutator.block("layers.1").current_choice == "keep"
     with pytest.raises(KeyError):
         mutator.set_choices({"block:nowhere": "drop"})
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        mutator.set_choices({"block:layers.1": 1.5})
+    mutator.set_choices({name: 0.5 for name in mutator.current_choices})  # half the channels, every block kept
+    assert mutator.dropped_paths() == [] and mutator.set_choices({"block:layers.4": 0}) is None
+    assert mutator.dropped_paths() == ["layers.4"]
+    mutator.set_choices(mutator.max_choices)
     mutator.set_choices({"block:layers.1": "drop", "block:convs.2": False, "block:alone": "drop"})
     with torch.no_grad():
         assert torch.equal(model(x), _without(original, ["layers.1", "convs.2", "alone"])(x))

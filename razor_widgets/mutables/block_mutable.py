@@ -55,9 +55,15 @@ class BlockMutable(BaseMutable):
 
     def validate_choice(self, choice: Any) -> str:
         """``choice`` as ``"keep"`` / ``"drop"``; ``ValueError`` / ``TypeError`` naming the block
-        for anything else, and for dropping a block that must stay."""
+        for anything else, and for dropping a block that must stay. A kept fraction (a number in
+        [0, 1], as channel choices are) keeps the whole block above 0 and drops it at 0, so
+        ``{name: 0.5 for name in mutator.current_choices}`` halves the channels and keeps depth."""
         if isinstance(choice, bool):
             choice = KEEP if choice else DROP
+        elif isinstance(choice, (int, float)):
+            if not 0.0 <= float(choice) <= 1.0:
+                raise ValueError(f"block {self.name!r}: a kept fraction is in [0, 1] (0 drops the block), got {choice!r}")
+            choice = KEEP if choice > 0 else DROP
         if not isinstance(choice, str):
             raise TypeError(f"block {self.name!r}: a choice is 'keep' or 'drop', got {type(choice).__name__}")
         if choice not in (KEEP, DROP):
