@@ -62,7 +62,8 @@ class BlockMutable(BaseMutable):
             choice = KEEP if choice else DROP
         elif isinstance(choice, (int, float)):
             if not 0.0 <= float(choice) <= 1.0:
-                raise ValueError(f"block {self.name!r}: a kept fraction is in [0, 1] (0 drops the block), got {choice!r}")
+                raise ValueError(f"block {self.name!r}: a kept fraction is in [0, 1] (0 drops the block), "
+                                 f"got {choice!r}")
             choice = KEEP if choice > 0 else DROP
         if not isinstance(choice, str):
             raise TypeError(f"block {self.name!r}: a choice is 'keep' or 'drop', got {type(choice).__name__}")
