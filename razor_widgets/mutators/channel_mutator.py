@@ -366,8 +366,9 @@ class ChannelMutator(BlockChoices, BaseMutator):
         unit_cfg = {"type": self.channel_unit_cfg["type"],
                     "default_args": dict(self.channel_unit_cfg.get("default_args", {})),
                     "units": units}
-        if self.block_units:
-            unit_cfg["blocks"] = {b.name: b.config_template() for b in self.block_units}
+        blocks = self.removable_blocks if only_mutable_units else self.block_units
+        if blocks:
+            unit_cfg["blocks"] = {b.name: b.config_template() for b in blocks}
         parse_cfg = {"type": "Config"} if with_channels else plain(self.parse_cfg)
         if with_channels and self._size_attributes:  # attributes the export sets: kept lossless
             parse_cfg["size_attributes"] = {
