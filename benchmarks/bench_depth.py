@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     channel_scan = sensitivity_scan(base, digits_accuracy, units=[u.name for u in base.mutable_units], progress=False)
     full_scan = sensitivity_scan(base, digits_accuracy, progress=False)
     plans = [
+        ("full model (no cut)", {}),
         ("width, uniform", fit_budget(base, args.keep, "macs", "uniform").choices),
         ("width, sensitivity", fit_budget(base, args.keep, "macs", "sensitivity", sensitivity=channel_scan).choices),
         ("depth (block importance)", depth_only(base, args.keep, scores)),
