@@ -141,3 +141,64 @@ def test_what_if_counts_plans_and_configs_carry_block_choices(prepared, tmp_path
         warnings.simplefilter("ignore")
         built.prepare_from_supernet(_model(), x)
     assert built.dropped_paths() == ["convs.0", "layers.2"]
+
+
+class InPlace(nn.Module):
+    """``x += f(x)``: the block writes its input."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(d, d)
+
+    def forward(self, x):
+        x += self.fc(x)
+        return x
+
+
+class TwoInputs(nn.Module):
+    """A residual block that also reads a second tensor (a mask)."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(d, d)
+
+    def forward(self, x, scale):
+        return x + self.fc(x) * scale
+
+
+class Odd(nn.Module):
+    """Blocks that must stay for the other reasons: one writes its input in place, one outside
+    any container takes two tensors; and one in a ModuleDict that can go."""
+
+    def __init__(self, d: int = 8) -> None:
+        super().__init__()
+        self.inplace, self.two = InPlace(d), TwoInputs(d)
+        self.named = nn.ModuleDict({"a": TwoInputs(d), "b": TwoInputs(d)})
+        self.head = nn.Linear(d, 3)
+
+    def forward(self, x):
+        scale = torch.sigmoid(x.mean(-1, keepdim=True))
+        x = self.two(self.inplace(x * 1.0), scale)
+        for block in self.named.values():
+            x = block(x, scale)
+        return self.head(x)
+
+
+def test_blocks_that_write_their_input_or_cannot_leave_the_export_stay():
+    torch.manual_seed(0)
+    model, x = Odd().eval(), torch.randn(2, 4, 8)
+    original = copy.deepcopy(model)
+    mutator = ChannelMutator()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mutator.prepare_from_supernet(model, x)
+    reasons = {b.path: " ".join(b.fixed_reasons) for b in mutator.block_units}
+    assert "changes its input in place" in reasons["inplace"]
+    assert "outside a ModuleList, Sequential or ModuleDict" in reasons["two"]
+    assert reasons["named.a"] == reasons["named.b"] == ""
+    mutator.set_choices({"block:named.a": "drop"})
+    static = mutator.to_static()
+    assert list(static.named) == ["b"]
+    with torch.no_grad():
+        torch.testing.assert_close(static(x), model(x))
+        assert not torch.equal(model(x), original(x))
