@@ -14,7 +14,7 @@ from torch import nn
 from razor_widgets import MODELS, ChannelMutator, count_resources
 from razor_widgets.export.plans import apply_plan, plan_of
 
-from block_net import BlockNet
+from block_net import BlockNet, Residual
 
 REMOVABLE = ["convs.0", "convs.2", "layers.0", "layers.1", "layers.2", "layers.3", "layers.4", "alone"]
 MUST_STAY = {"convs.1": "shortcut is not the identity", "leaky": "also feeds", "twice": "called 2 times"}
@@ -202,3 +202,15 @@ def test_blocks_that_write_their_input_or_cannot_leave_the_export_stay():
     with torch.no_grad():
         torch.testing.assert_close(static(x), model(x))
         assert not torch.equal(model(x), original(x))
+
+
+def test_a_block_whose_weight_is_tied_outside_stays():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Sequential(Residual(nn.Linear(8, 8)), Residual(nn.Linear(8, 8))))
+    model[0].weight = model[1][0].f.weight  # tied
+    mutator = ChannelMutator()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mutator.prepare_from_supernet(model, torch.randn(2, 8))
+    reasons = {b.path: b.fixed_reasons for b in mutator.block_units}
+    assert reasons["1.0"] == ["its parameters are shared outside it ('0.weight')"] and reasons["1.1"] == []

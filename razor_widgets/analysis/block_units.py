@@ -102,6 +102,9 @@ def find_blocks(graph: TracedGraph, modules: dict[str, nn.Module] | None = None)
             and not any(c.path.startswith(p + ".") for p in listed)
             for s in [_projection(graph, c, versions, modules)] if s is not None]
     for block in blocks:
+        shared = _shared_parameter(modules, block.path) if block.removable else None
+        if shared is not None:
+            block.reasons.append(f"its parameters are shared outside it ({shared!r})")
         if block.removable and not is_container_child(modules, block.path) and \
                 not (block.output_is_tensor and block.n_inputs == 1):
             block.reasons.append("it sits outside a ModuleList, Sequential or ModuleDict and takes or returns "
@@ -279,6 +282,16 @@ def _path_to_input(graph: TracedGraph, call: ModuleCall, versions: _Versions, re
             node = graph.nodes[index]
             step += [(x, index, [node, *chain]) for x in node.input_refs() if x.is_float]
         frontier = step
+    return None
+
+
+def _shared_parameter(modules: dict[str, nn.Module], path: str) -> str | None:
+    """The name, outside the block at ``path``, of a parameter the block holds too (tied), if any."""
+    inside = {id(p) for p in modules[path].parameters()}
+    root = modules.get("")
+    for name, param in (root.named_parameters(remove_duplicate=False) if root is not None else ()):
+        if id(param) in inside and not name.startswith(path + "."):
+            return name
     return None
 
 
