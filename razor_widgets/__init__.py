@@ -43,6 +43,8 @@ __all__ = [
     "RecipeError", "mmrazor_channel_config", "recipes", "torch_pruning_ratios",
     # group importance (every slice a unit moves)
     "GroupMagnitudeMutableChannelUnit", "GroupTaylorMutableChannelUnit",
+    # depth as a choice: block units, their mutable and importance
+    "BlockMutable", "BlockSpec", "block_importance", "find_blocks",
 ]
 
 

@@ -217,11 +217,16 @@ def demo(source: ModelSource, ratio: float, example: ExampleInput) -> int:
         layers = len({c.name for c in unit.channels})
         print(f"  {str(unit.name):<{width}}  {unit_label(unit):<{label_width}}  {unit.num_channels:>5} ch  "
               f"{layers:>3} layers  {state}")
+    blocks = mutator.block_units  # depth choices (docs/blocks.md)
+    print(f"{len(blocks)} blocks, {len(mutator.removable_blocks)} removable")
+    for block in blocks:
+        print(f"  {block.name}  {block.form}  " + ("removable" if block.is_mutable else
+                                                    "must stay: " + "; ".join(block.fixed_reasons)))
     for message in caught:
         print(f"warning: {message}")
     with torch.no_grad():
         before = _tensors(run_model(model, x))
-        mutator.set_choices({name: ratio for name in mutator.current_choices})
+        mutator.set_choices({unit.name: ratio for unit in mutator.mutable_units})
         masked = _tensors(run_model(model, x))
         try:
             small = mutator.to_static().eval()  # checked: ExportError if it differs from the masked model

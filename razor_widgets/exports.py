@@ -5,6 +5,7 @@ The package loads this module on the first attribute it is asked for, so that
 """
 # ruff: noqa: F401  (every import here is an export)
 from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
+from .analysis.block_units import BlockSpec, find_blocks
 from .analysis.unit_labels import UnitRole, describe_unit, unit_label, unit_role
 from .channels.analysis_result import UnprunableChannelsWarning
 from .counting.module_counter import CandidateCounter, ChosenPathCounter
@@ -23,6 +24,7 @@ from .importance import (
     calibrate,
 )
 from .importance.group_units import GroupMagnitudeMutableChannelUnit, GroupTaylorMutableChannelUnit
+from .importance.block_importance import block_importance
 from .layers import (
     DynamicBatchNorm1d,
     DynamicBatchNorm2d,
@@ -66,6 +68,7 @@ from .mutables import (
     derive_divide_mutable,
     derive_expand_mutable,
 )
+from .mutables.block_mutable import BlockMutable
 from .mutators import (
     BaseMutator,
     ChannelMutator,

@@ -103,6 +103,11 @@ class PruningSession:
         return self.mutator.mutable_units
 
     @property
+    def removable_blocks(self) -> list:
+        """The channel mutator's blocks that can be dropped (budgets trade them against width)."""
+        return self.mutator.removable_blocks
+
+    @property
     def choices(self) -> dict[Any, Any]:
         """Unit name -> channel choice and ``ModuleGroup(g)`` -> candidate (None: every one)."""
         choices = self.mutator.current_choices

@@ -30,6 +30,8 @@ def test_demo_lists_units_and_exports(capsys) -> None:
     assert main(["demo", "resnet18", "--input-size", "64", "--ratio", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "resnet18: 14 channel units, 12 prunable" in out
+    assert "8 blocks, 5 removable" in out and "block:layer1.1  y = x + f(x), with relu on the stream  removable" in out
+    assert "block:layer2.0  y = s(x) + f(x)  must stay: its shortcut is not the identity" in out
     assert "conv1_(0, 3)_3" in out and "fixed: derived from a model input" in out
     assert "exported model matches the masked one: True" in out
     assert "live count = FlopCounterMode count of the exported model: True" in out
@@ -95,7 +97,8 @@ def test_help_answers_without_torch_and_has_no_stray_markup() -> None:
 def test_units_accepts_a_torchvision_name(capsys) -> None:
     assert main(["units", "resnet18", "--choice", "--input-size", "64"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    assert len(plan) == 12 and plan["layer1.0.conv1_(0, 64)_64"] == 1.0
+    assert len(plan) == 12 + 5 and plan["layer1.0.conv1_(0, 64)_64"] == 1.0  # 12 units, 5 removable blocks
+    assert plan["block:layer1.1"] == "keep"
 
 
 def test_module_entry_point() -> None:

@@ -308,7 +308,7 @@ def test_one_slider_move_is_followed():
     random.seed(30)
     mutator.set_choices(mutator.sample_choices())
     mutator.resources()
-    units = list(mutator.current_choices)
+    units = [u.name for u in mutator.mutable_units]
     for step, unit in enumerate(random.Random(31).sample(units, 6)):
         old, kept_before = mutator.resources(), mutator.unit(unit).activated_channels
         ratio = 0.25 if kept_before > mutator.unit(unit).num_channels // 2 else 1.0
@@ -336,7 +336,7 @@ def test_each_unit_alone_moves_the_counts(name):
     mutator = p.mutator
     mutator.set_choices(mutator.max_choices)
     full = mutator.resources()
-    units = list(mutator.current_choices)
+    units = [u.name for u in mutator.mutable_units]
     checked = units if len(units) <= 8 else units[:: max(1, len(units) // 6)]
     for unit in units:
         mutator.set_choices({unit: mutator.unit(unit).min_choice})

@@ -93,7 +93,7 @@ def test_debouncer_runs_once_after_a_burst():
 
 def test_global_slider_sets_every_unit(ex):
     ex.global_slider.value = 0.5
-    assert all(v == 0.5 for v in ex.mutator.current_choices.values())
+    assert all(u.current_choice == 0.5 for u in ex.mutator.mutable_units)
     assert all(s.value == 0.5 for s in ex.sliders.values())
     assert_counters_follow(ex)
     assert ex.graph_view.colours["layer3.0.conv2"] == node_colour(0.5, True)
@@ -122,7 +122,7 @@ def test_random_and_undo_redo(ex):
         ex.sliders[UNIT].value = value
     dragged = ex.mutator.current_choices
     sampled = ex.sample(seed=3)
-    assert ex.mutator.current_choices == sampled != dragged
+    assert ex.mutator.current_choices == {**dragged, **sampled} != dragged  # blocks stay as they were
     assert [s.value for s in ex.sliders.values()] == list(sampled.values())
     ex.undo()
     assert ex.mutator.current_choices == dragged and ex.sliders[UNIT].value == 0.5
@@ -174,7 +174,9 @@ def test_plans_round_trip(ex, tmp_path):
     ex.reset()
     ex.load_choices(tmp_path / "plan.json")
     assert ex.mutator.current_choices == plan
-    assert {n: s.value for n, s in ex.sliders.items()} == plan
+    assert {n: s.value for n, s in ex.sliders.items()} == {n: c for n, c in plan.items() if n in ex.sliders}
+    blocks = {n: c for n, c in plan.items() if n.startswith("block:")}
+    assert {n: t.value for n, t in ex.blocks.toggles.items()} == blocks
     assert_counters_follow(ex)
     ex.undo()
     assert ex.mutator.current_choices == ex.mutator.max_choices

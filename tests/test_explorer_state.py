@@ -141,9 +141,9 @@ def uploaded(name: str, content: bytes) -> tuple:
 
 
 def test_upload_applies_a_plan_as_one_step_and_a_bad_one_changes_nothing(ex):
-    plan = {str(k): 0.5 for k in ex.mutator.current_choices}
+    plan = {str(u.name): 0.5 for u in ex.mutator.mutable_units}
     ex.plans.upload.value = uploaded("half.json", json.dumps(plan).encode())
-    assert ex.plans.upload.value == () and set(ex.mutator.current_choices.values()) == {0.5}
+    assert ex.plans.upload.value == () and {u.current_choice for u in ex.mutator.mutable_units} == {0.5}
     assert "loaded the uploaded plan half.json" in ex.status.value and len(ex.history) == 2
     text, steps = ex.counters.text, len(ex.history)
     ex.plans.upload.value = uploaded("bad.json", b'{"nope": 1}')

@@ -24,6 +24,7 @@ from razor_widgets.models.tiny_hf import TINY_VOCAB, tiny_config  # noqa: E402 (
 LLAMA_UNITS = {"model.layers.0.self_attn.o_proj_(0, 64)_64",  # the hidden size
                "model.layers.0.self_attn.q_proj_(0, 64)_2", "model.layers.1.self_attn.q_proj_(0, 64)_2",  # KV groups
                "model.layers.0.mlp.gate_proj_(0, 128)_128", "model.layers.1.mlp.gate_proj_(0, 128)_128"}
+LLAMA_BLOCKS = {"block:model.layers.0", "block:model.layers.1"}  # depth choices (issue 28)
 
 
 def test_hf_llama_is_tiny_random_and_takes_tokens() -> None:
@@ -113,7 +114,7 @@ def test_without_transformers_the_error_says_what_to_install(monkeypatch) -> Non
 
 def test_units_lists_heads_mlp_and_hidden_size_of_hf_llama(capsys) -> None:
     assert main(["units", "hf:llama", "--choice", "--input-shape", "1", "8"]) == 0
-    assert set(json.loads(capsys.readouterr().out)) == LLAMA_UNITS
+    assert set(json.loads(capsys.readouterr().out)) == LLAMA_UNITS | LLAMA_BLOCKS
 
 
 def test_demo_prunes_and_exports_hf_llama(capsys) -> None:
@@ -167,7 +168,7 @@ def test_the_page_explores_hf_llama_on_tokens(tmp_path, monkeypatch) -> None:
         time.sleep(0.05)
     assert page.explorer is not None, status.value
     explorer = page.explorer
-    assert set(explorer.mutator.current_choices) == LLAMA_UNITS
+    assert set(explorer.mutator.current_choices) == LLAMA_UNITS | LLAMA_BLOCKS
     before = explorer.mutator.resources().params
     explorer.mutator.set_choices({"model.layers.0.mlp.gate_proj_(0, 128)_128": 0.5})
     assert explorer.mutator.resources().params == before - 3 * 64 * 64  # gate, up and down lose 64 of 128 rows

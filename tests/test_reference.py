@@ -201,5 +201,7 @@ def test_001_only_mutable_units_and_choice_template() -> None:
     mutator = ChannelMutator()
     mutator.prepare_from_supernet(resnet34())
     config = mutator.config_template(only_mutable_units=True)
-    assert list(config['channel_unit_cfg']['units']) == list(mutator.current_choices)
+    # channel units, then the blocks that can be dropped (depth choices, issue 28)
+    unit_cfg = config['channel_unit_cfg']
+    assert [*unit_cfg['units'], *unit_cfg['blocks']] == list(mutator.current_choices)
     assert mutator.choice_template == mutator.current_choices

@@ -110,7 +110,7 @@ def test_resnet50_units_and_choices() -> None:
     mutator, _ = prepare(torchvision.models.resnet50(), torch.randn(1, 3, 224, 224))
     names = list(mutator.current_choices)
     assert names[:2] == ["conv1_(0, 64)_64", "layer1.0.conv1_(0, 64)_64"]
-    assert set(mutator.current_choices.values()) == {1.0}
+    assert set(mutator.current_choices.values()) == {1.0, "keep"}  # channel units and blocks (issue 28)
     stem = mutator.units[1]
     outs = {(c.name, c.start, c.end) for c in stem.output_related}
     ins = {(c.name, c.start, c.end) for c in stem.input_related}
@@ -122,7 +122,7 @@ def test_resnet50_units_and_choices() -> None:
     assert mutator.units[0].name == "conv1_(0, 3)_3" and not mutator.units[0].is_mutable
 
     mutator.set_choices({name: 0.5 for name in mutator.current_choices})
-    assert set(mutator.current_choices.values()) == {0.5}
+    assert set(mutator.current_choices.values()) == {0.5, "keep"}  # a block above 0 is kept whole
     small = mutator.to_static()
     assert small.conv1.out_channels == 32 and small.layer1[0].conv3.out_channels == 128
     assert small.fc.in_features == 1024 and small.fc.out_features == 1000

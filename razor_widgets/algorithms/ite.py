@@ -103,7 +103,7 @@ class IteAlgorithm(BaseAlgorithm):
         for unit in mutator.mutable_units:
             if getattr(unit, "choice_mode", "ratio") != "ratio":
                 raise ValueError(f"unit {unit.name!r} chooses {unit.choice_mode}s; IteAlgorithm needs ratio units")
-        self.start_choices: dict[Any, float] = dict(mutator.current_choices)
+        self.start_choices: dict[Any, float] = {u.name: u.current_choice for u in mutator.mutable_units}
         self.target_choices = self._targets(target_pruning_ratio)
         self._iter = 0
         self.history: list[PruneStep] = []

@@ -21,6 +21,7 @@ from ..counting.resources import Resources
 from ..mutables.units import L1MutableChannelUnit, MutableChannelUnit
 from .global_rank import global_spread
 from .measured import MeasuredCandidate, fit_measured
+from .block_budget import with_blocks
 from .sensitivity import fit_sensitivity_budget
 from .unit_choices import choice_for_fraction, number_step, smallest_number
 
@@ -57,16 +58,20 @@ def l1_importance(unit: MutableChannelUnit) -> torch.Tensor:
 
 def fit_budget(mutator: Any, keep: float, metric: str = "macs", mode: str = "uniform",
                sensitivity: Any = None, eval_fn: Any = None, executor: Any = None, calibration: Any = None,
-               steps: int | None = None, progress: Any = False) -> BudgetFit:
+               steps: int | None = None, progress: Any = False,
+               block_scores: dict[str, float] | None = None) -> BudgetFit:
     """Choices that keep at most ``keep`` (a fraction in (0, 1]) of the original ``metric``,
     as close to it as the units' choices allow. Where even the smallest choices use more, those
     are returned and ``met`` is False. The mutator's choices do not change.
 
     ``mode="sensitivity"`` needs ``sensitivity``, a :class:`Sensitivity` of this mutator: it
-    minimises the predicted loss of score (see :func:`fit_sensitivity_budget`). ``mode="global"``
-    ranks all channels by group importance (``global_rank.py``). ``mode="measured"`` needs
-    ``eval_fn``: the candidate of best measured score (``measured.py``; ``executor``, ``steps``,
-    ``progress``; ``calibration`` calibrates data units first)."""
+    minimises the predicted loss of score (see :func:`fit_sensitivity_budget`); blocks it scanned
+    compete with the channels. ``mode="global"`` ranks all channels by group importance
+    (``global_rank.py``). ``mode="measured"`` needs ``eval_fn``: the candidate of best measured
+    score (``measured.py``; ``executor``, ``steps``, ``progress``; ``calibration`` calibrates data
+    units first). ``block_scores`` (``{block name: importance}``, e.g. from ``block_importance``):
+    ``uniform``, ``global`` and ``l1`` also drop blocks, the least important first, as many as the
+    fraction the level cuts from the channels (``block_budget.py``)."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if mode not in MODES:
@@ -84,6 +89,8 @@ def fit_budget(mutator: Any, keep: float, metric: str = "macs", mode: str = "uni
         raise ValueError(f"sensitivity= is for mode='sensitivity', not {mode!r}")
     units = mutator.mutable_units
     spread = _uniform(units) if mode == "uniform" else global_spread(units) if mode == "global" else _by_l1(units)
+    if block_scores is not None:
+        spread = with_blocks(spread, mutator, block_scores)
     lo, hi = 0.0, 1.0  # spread(level) uses more as level grows; find the largest level that fits
     best = spread(lo)
     best_res = mutator.resources(choices=best)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..counting.resources import Resources
+from ..mutables.block_mutable import DROP, KEEP, BlockMutable
 from .unit_choices import choice_for_fraction
 
 __all__ = ["fit_sensitivity_budget", "LEVELS"]
@@ -37,8 +38,9 @@ def fit_sensitivity_budget(mutator: Any, keep: float, metric: str, sensitivity: 
     """The greedy search of the module docstring; returns the choices and their counts."""
     scanned = _scanned_units(mutator, sensitivity)
     setter = getattr(mutator, "channel_mutator", mutator)  # a counter of the chosen path counts, its mutator sets
-    full = {u.name: u.validate_choice(u.max_choice) for u in mutator.mutable_units}
-    saved = [(u.mutable_channel, u.mutable_channel.snapshot()) for u in mutator.mutable_units]
+    units = [*mutator.mutable_units, *getattr(mutator, "removable_blocks", [])]  # depth against width
+    full = {u.name: u.validate_choice(u.max_choice) for u in units}
+    saved = [(u.mutable_channel, u.mutable_channel.snapshot()) for u in units]
     try:  # choices are tried on the mutator itself (incremental counts) and put back after
         ladders = {u.name: _ladder(u, key, sensitivity) for u, key in scanned}
         setter.set_choices(full)
@@ -71,13 +73,14 @@ def _scanned_units(mutator: Any, sensitivity: Any) -> list[tuple[Any, Any]]:
     a table read from CSV has string names)."""
     if sensitivity is None or not hasattr(sensitivity, "predicted_drop"):
         raise ValueError("mode='sensitivity' needs sensitivity=, the Sensitivity that sensitivity_scan returned")
-    names = {str(u.name) for u in mutator.mutable_units}
+    units = [*mutator.mutable_units, *getattr(mutator, "removable_blocks", [])]
+    names = {str(u.name) for u in units}
     unknown = [u for u in sensitivity.table if str(u) not in names]
     if unknown:
         raise ValueError(f"the sensitivity table names units this mutator does not have: "
                          f"{', '.join(map(repr, unknown[:3]))}{', ...' if len(unknown) > 3 else ''}")
     keys = {str(k): k for k in sensitivity.table}
-    scanned = [(u, keys[str(u.name)]) for u in mutator.mutable_units if str(u.name) in keys]
+    scanned = [(u, keys[str(u.name)]) for u in units if str(u.name) in keys]
     if not scanned:
         raise ValueError("the sensitivity table covers no unit of this mutator")
     return scanned
@@ -86,6 +89,8 @@ def _scanned_units(mutator: Any, sensitivity: Any) -> list[tuple[Any, Any]]:
 def _ladder(unit: Any, key: Any, sensitivity: Any) -> list[Step]:
     """The unit's choices from full down to its smallest, one per kept channel count, each
     with its predicted drop (the caller puts the unit's choice back)."""
+    if isinstance(unit, BlockMutable):  # kept, or dropped at the drop the scan measured
+        return [Step(KEEP, 1.0, 0.0), Step(DROP, 0.0, sensitivity.predicted_drop(key, 0.0))]
     wanted = list(np.linspace(1.0, 0.0, LEVELS + 1)) + list(sensitivity.table[key])
     by_kept: dict[int, Any] = {}
     for fraction in sorted(set(wanted), reverse=True):
@@ -97,10 +102,13 @@ def _ladder(unit: Any, key: Any, sensitivity: Any) -> list[Step]:
 
 
 def _neighbours(units: list[Any]) -> dict[Any, set[Any]]:
-    """Units that share a layer with each unit (its count terms change when they do), itself included."""
+    """Units that share a layer with each unit (its count terms change when they do), itself included;
+    a block's saving follows every width, and a dropped block changes every saving."""
+    blocks = {u.name for u in units if isinstance(u, BlockMutable)}
     layers = {u.name: {c.name.rpartition(".")[0] if c.param_dim is not None else c.name for c in u.channels}
-              for u in units}
-    return {a: {b for b in layers if layers[a] & layers[b]} for a in layers}
+              for u in units if u.name not in blocks}
+    near = {a: {b for b in layers if layers[a] & layers[b]} | blocks for a in layers}
+    return near | {block: set(layers) | blocks for block in blocks}
 
 
 def _best_step(mutator: Any, metric: str, ladders: dict[Any, list[Step]], level: dict[Any, int],

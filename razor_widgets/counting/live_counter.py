@@ -83,6 +83,27 @@ class ResourceCounter:
         self._polled = [u for u, unit in enumerate(self.units)
                         if not add_change_listener(unit.mutable_channel, _marker(self._dirty, u))]
         self._cached: Resources | None = None
+        self.set_blocks([])
+
+    def set_blocks(self, blocks: list[Any]) -> None:
+        """Depth choices (``BlockMutable``s): a dropped block's layers count zero, as they leave the export."""
+        self._blocks = list(blocks)
+        layer_block = np.full(len(self._layer_names) + 1, -1, dtype=np.int64)
+        for b, block in enumerate(self._blocks):
+            for i, name in enumerate(self._layer_names):
+                if name == block.path or name.startswith(block.path + "."):
+                    layer_block[i] = b
+        self._layer_block = layer_block[:len(self._layer_names)]
+        self._term_block = layer_block[self._t_layer] if len(self._t_layer) else np.zeros(0, dtype=np.int64)
+        self._block_state: tuple[bool, ...] = tuple(False for _ in self._blocks)
+
+    def _alive(self, per_layer: bool = False) -> np.ndarray | None:
+        """1 for the terms (or layers) kept, 0 for those of dropped blocks; None when none is dropped."""
+        dropped = [b for b, block in enumerate(self._blocks) if block.dropped]
+        if not dropped:
+            return None
+        owner = self._layer_block if per_layer else self._term_block
+        return (~np.isin(owner, dropped)).astype(np.int64)
 
     def _index_terms(self, spec: Any, n_units: int) -> None:
         """The terms as arrays ordered by layer, and per unit the terms that read its sides."""
@@ -231,14 +252,23 @@ class ResourceCounter:
     def resources(self, by_layer: bool = False, recount: bool = False) -> Resources | dict[str, Resources]:
         """Totals, or ``{layer: Resources}`` with ``by_layer=True``, at the current choices."""
         self.update(recount)
+        state = tuple(block.dropped for block in self._blocks)
+        if state != self._block_state:
+            self._block_state, self._cached = state, None
         if by_layer:
             params, macs = self._layer_sums()
+            alive = self._alive(per_layer=True)
+            if alive is not None:
+                params, macs = params * alive, macs * alive
             o_params, o_macs = self._orig_layer
             return {name: Resources(int(p), int(m), int(op), int(om)) for name, p, m, op, om
                     in zip(self._layer_names, params.tolist(), macs.tolist(), o_params.tolist(),
                            o_macs.tolist())}
         if self._cached is None:
-            self._cached = Resources(self._params, self._macs, self.original.params, self.original.macs)
+            alive = self._alive() if any(state) else None
+            params, macs = (self._params, self._macs) if alive is None else \
+                (int((self._terms * alive) @ self._t_param), int((self._terms * alive) @ self._t_mac))
+            self._cached = Resources(params, macs, self.original.params, self.original.macs)
         return self._cached
 
 
@@ -265,10 +295,15 @@ def mutator_resources(mutator: Any, choices: dict | None = None,
         return counter.resources(by_layer)
     if not isinstance(choices, dict):
         raise TypeError(f"choices must be a dict of unit name to choice, got {type(choices).__name__}")
-    saved = [(u.mutable_channel, u.mutable_channel.snapshot()) for u in (mutator.unit(key) for key in choices)]
+    is_block = getattr(mutator, "is_block_key", lambda key: False)
+    saved = [(u.mutable_channel, u.mutable_channel.snapshot())
+             for u in (mutator.unit(key) for key in choices if not is_block(key))]
+    blocks = [(block, block.current_choice) for block in (mutator.block(key) for key in choices if is_block(key))]
     try:
         mutator.set_choices(choices)
         return counter.resources(by_layer)
     finally:
         for mutable, state in saved:
             mutable.restore(state)
+        for block, choice in blocks:
+            block.current_choice = choice

@@ -112,7 +112,7 @@ def _kept_per_role(mutator: Any, static: nn.Module, prefix: str) -> tuple[dict, 
     counted = {key for key in getattr(mutator, "_size_attributes", {})}  # set by the export already
     for unit in mutator.mutable_units:
         role = unit_role(unit)
-        if not role.scope.startswith(prefix):
+        if not role.scope.startswith(prefix) or _in_dropped_block(mutator, role.scope):
             continue
         kept = int(unit.current_mask.sum()) // max(unit.repeats, 1)
         full = unit.num_channels // max(unit.repeats, 1)
@@ -130,6 +130,12 @@ def _kept_per_role(mutator: Any, static: nn.Module, prefix: str) -> tuple[dict, 
         elif role.kind == "experts":
             experts[role.scope] = kept
     return heads, kv_heads, mlp, experts
+
+
+def _in_dropped_block(mutator: Any, scope: str) -> bool:
+    """Whether ``scope`` lies in a block the export drops (its sizes leave with it)."""
+    dropped = mutator.dropped_paths() if hasattr(mutator, "dropped_paths") else []
+    return any(scope == p or scope.startswith(p + ".") for p in dropped)
 
 
 def _counted_heads(module: nn.Module | None, counted: set[str], scope: str, heads: dict, kv_heads: dict) -> None:

@@ -85,6 +85,9 @@ def channel_plan(data: dict[str, Any]) -> dict[str, Any]:
             if not keys:
                 raise PlanError(f"unit {name!r}: an object choice needs a 'choice' or 'chosen' key")
             value = value[keys[0]]
+        if name.startswith("block:") and value in ("keep", "drop"):  # a block's depth choice
+            plan[name] = value
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise PlanError(f"unit {name!r}: a choice is a number, got {value!r}")
         plan[name] = value
@@ -111,6 +114,9 @@ def apply_plan(mutator: Any, plan: dict[str, Any], source: str) -> dict[Any, Any
     apply it in one atomic ``set_choices``; raises PlanError, changing nothing, if it does not fit."""
     by_name = {str(u.name): u.name for u in mutator.mutable_units}
     fixed = {str(u.name): u for u in mutator.units if not u.is_mutable}
+    blocks = getattr(mutator, "block_units", [])  # depth choices: removable blocks are named too
+    by_name.update({b.name: b.name for b in blocks if b.is_mutable})
+    fixed.update({b.name: b for b in blocks if not b.is_mutable})
     problems = []
     unknown = [n for n in plan if n not in by_name and n not in fixed]
     if unknown:
@@ -118,12 +124,13 @@ def apply_plan(mutator: Any, plan: dict[str, Any], source: str) -> dict[Any, Any
     not_prunable = [n for n in plan if n in fixed]
     if not_prunable:
         problems.append(f"sets units that are not prunable: {_few(not_prunable)}")
-    missing = [n for n in by_name if n not in plan]
+    missing = [n for n in by_name if n not in plan and not n.startswith("block:")]
     if missing:
         problems.append(f"leaves out {len(missing)} of the model's {len(by_name)} units: {_few(missing)}")
     if problems:
         raise PlanError(f"the plan {source!r} does not fit this model: it " + "; it ".join(problems))
     choices = {by_name[n]: v for n, v in plan.items()}
+    choices.update({b.name: "keep" for b in blocks if b.is_mutable and b.name not in plan})  # older plans: depth kept
     try:
         mutator.set_choices(choices)
     except (KeyError, ValueError, TypeError) as exc:

@@ -14,6 +14,7 @@ from ..analysis.unit_labels import assign_roles
 from ..channels.analysis_result import ChannelAnalysis, UnitSpec
 from ..counting.live_counter import ResourceCounter, mutator_resources
 from ..counting.resources import Resources
+from ..export.block_removal import remove_dropped
 from ..export.export_check import verify_export
 from ..export.hf_export import check_reload as check_reload_of
 from ..export.hf_export import update_hf_models
@@ -26,6 +27,7 @@ from ..trace.graph import TracedGraph
 from ..trace.meta_device import require_real_weights
 from ..trace.tracer import Tracer, check_path_is_static, make_example_inputs
 from .base import BaseMutator
+from .block_choices import BlockChoices
 from .channel_config import (
     attribute_positions,
     attributes_from_cfg,
@@ -45,7 +47,7 @@ DEFAULT_PARSE_CFG = {"type": "ChannelAnalyzer", "demo_input": (1, 3, 224, 224)}
 
 
 @MODELS.register_module()
-class ChannelMutator(BaseMutator):
+class ChannelMutator(BlockChoices, BaseMutator):
     """Manages every MutableChannelUnit of a model (reference 000).
 
     ``parse_cfg`` says how units are found: traced from one forward pass (``ChannelAnalyzer``,
@@ -92,6 +94,7 @@ class ChannelMutator(BaseMutator):
             units = self._units_from_trace(supernet, example_inputs)
         elif parse_type == "Config":
             units = self._units_from_config(supernet)
+            self._blocks_from_config(supernet, self.channel_unit_cfg.get("blocks", {}))
         elif parse_type == "Predefined":
             units = self._units_from_predefined(supernet)
         else:
@@ -111,7 +114,8 @@ class ChannelMutator(BaseMutator):
         supernet.__dict__[PREPARED_MARK] = PreparedMark()
         configured = self.channel_unit_cfg.get("units", {})
         self.set_choices({u.name: configured[u.name]["choice"] for u in self.mutable_units
-                          if isinstance(configured.get(u.name), dict) and "choice" in configured[u.name]})
+                          if isinstance(configured.get(u.name), dict) and "choice" in configured[u.name]}
+                         | self.configured_block_choices(self.channel_unit_cfg.get("blocks", {})))
         if self.graph_trace is not None:
             self.resource_counter()  # record the geometry now: resources() never runs a forward
 
@@ -125,6 +129,7 @@ class ChannelMutator(BaseMutator):
                                    self.parse_cfg.get("fixed_outputs")).analyze(graph)
         specs = analysis.units
         self.graph_trace, self.analysis = graph, analysis
+        self._find_block_units(model, graph)  # depth choices: block units (block_choices.py)
         configured = self.channel_unit_cfg.get("units", {})
         unknown = [name for name in configured if name not in {s.name for s in specs}]
         if unknown:
@@ -284,13 +289,21 @@ class ChannelMutator(BaseMutator):
     def current_choices(self) -> dict[Any, Any]:
         """Every mutable unit's current choice, by unit name."""
         self._require_prepared()
-        return {u.name: u.current_choice for u in self.mutable_units}
+        return {u.name: u.current_choice for u in self.mutable_units} | self.block_choices()
 
     def set_choices(self, choices: dict[Any, Any]) -> None:
         """Set several units at once; on any invalid entry nothing changes."""
         self._require_prepared()
         if not isinstance(choices, dict):
             raise TypeError(f"choices must be a dict of unit name to choice, got {type(choices).__name__}")
+        choices, blocks = self.split_choices(choices)  # block choices validated, set once the channels are
+        self._set_channel_choices(choices)
+        for block, choice in blocks:
+            block.current_choice = choice
+
+    def _set_channel_choices(self, choices: dict[Any, Any]) -> None:
+        if not choices:
+            return
         if len(choices) == 1:  # one slider: validation comes before the only change, nothing to undo
             ((key, value),) = choices.items()
             unit = self.unit(key)
@@ -315,7 +328,7 @@ class ChannelMutator(BaseMutator):
     @property
     def max_choices(self) -> dict[Any, Any]:
         """The choices that keep every channel, by unit name."""
-        return {u.name: u.max_choice for u in self.mutable_units}
+        return {u.name: u.max_choice for u in self.mutable_units} | {b.name: "keep" for b in self.removable_blocks}
 
     @property
     def min_choices(self) -> dict[Any, Any]:
@@ -353,6 +366,9 @@ class ChannelMutator(BaseMutator):
         unit_cfg = {"type": self.channel_unit_cfg["type"],
                     "default_args": dict(self.channel_unit_cfg.get("default_args", {})),
                     "units": units}
+        blocks = self.removable_blocks if only_mutable_units else self.block_units
+        if blocks:
+            unit_cfg["blocks"] = {b.name: b.config_template() for b in blocks}
         parse_cfg = {"type": "Config"} if with_channels else plain(self.parse_cfg)
         if with_channels and self._size_attributes:  # attributes the export sets: kept lossless
             parse_cfg["size_attributes"] = {
@@ -371,6 +387,7 @@ class ChannelMutator(BaseMutator):
         if self._resource_counter is None:
             self._resource_counter = ResourceCounter(self._model, self.graph_trace, self.analysis,
                                                      self.mutable_units)
+            self._resource_counter.set_blocks(self.removable_blocks)
         return self._resource_counter
 
     def resources(self, choices: dict[Any, Any] | None = None,
@@ -396,6 +413,7 @@ class ChannelMutator(BaseMutator):
         self._require_prepared()
         static = static_copy(self._model, self._param_masks(), self._size_attributes)
         update_hf_models(static, self)  # a Hugging Face model's config says the kept sizes
+        remove_dropped(static, self)  # dropped blocks leave the export, HF layer counts follow
         if not check:
             return static
         static = verify_export(self, static, example_inputs)

@@ -70,7 +70,8 @@ def restored_choices(mutator: Any) -> Iterator[None]:
 
     States are the units' masks (for ``L1``-style units the exact channels kept), so nothing
     is recomputed on the way back."""
-    saved = [(u.mutable_channel, u.mutable_channel.snapshot()) for u in mutator.mutable_units]
+    units = [*mutator.mutable_units, *getattr(mutator, "removable_blocks", [])]  # blocks' choices too
+    saved = [(u.mutable_channel, u.mutable_channel.snapshot()) for u in units]
     try:
         yield
     finally:

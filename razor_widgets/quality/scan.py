@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..budget import choice_for_fraction
+from ..mutables.block_mutable import DROP, BlockMutable
 from .evaluation import EvalFn, evaluation_error, restored_choices
 from .executors import ScanPayload, WorkerState, in_process, run_task, shipped
 from .sensitivity import Sensitivity
@@ -54,11 +55,12 @@ def check_ratios(ratios: Iterable[float]) -> tuple[float, ...]:
 def _check_units(mutator: Any, units: Iterable[Any] | None) -> list[Any]:
     if getattr(mutator, "model", None) is None:
         raise RuntimeError("call prepare_from_supernet(model) before scanning")
-    if units is None:
-        return mutator.mutable_units
+    if units is None:  # every unit, and every block that can be dropped (its one "ratio": dropped)
+        return [*mutator.mutable_units, *getattr(mutator, "removable_blocks", [])]
     if isinstance(units, (str, bytes)):
         units = [units]
-    return [mutator.unit(name) for name in units]  # KeyError naming an unknown unit
+    is_block = getattr(mutator, "is_block_key", lambda name: False)
+    return [mutator.block(name) if is_block(name) else mutator.unit(name) for name in units]  # KeyError if unknown
 
 
 def _plan(mutator: Any, units: list[Any], ratios: tuple[float, ...]) -> list[ScanTask]:
@@ -66,6 +68,9 @@ def _plan(mutator: Any, units: list[Any], ratios: tuple[float, ...]) -> list[Sca
     tasks = [ScanTask(None, None, None)]
     with restored_choices(mutator):
         for unit in units:
+            if isinstance(unit, BlockMutable):  # a block has one "ratio": dropped (0 kept)
+                tasks.append(ScanTask(unit.name, 0.0, DROP, 0))
+                continue
             for ratio in ratios:
                 choice = choice_for_fraction(unit, ratio)
                 unit.set_valid_choice(choice)
@@ -118,7 +123,7 @@ def _run_serial(mutator: Any, eval_fn: EvalFn, tasks: list[ScanTask], bar: Any) 
     scores = {}
     with restored_choices(mutator):
         mutator.set_max_choices()
-        state = WorkerState(mutator.model, {u.name: u for u in mutator.mutable_units}, eval_fn)
+        state = WorkerState(mutator.model, {u.name: u for u in _units_and_blocks(mutator)}, eval_fn)
         for task in tasks:
             try:
                 scores[task] = state.evaluate(task.unit, task.choice)
@@ -150,6 +155,10 @@ def _run_parallel(mutator: Any, eval_fn: EvalFn, tasks: list[ScanTask], executor
             for future in futures:
                 future.cancel()
     return scores
+
+
+def _units_and_blocks(mutator: Any) -> list[Any]:
+    return [*mutator.mutable_units, *getattr(mutator, "removable_blocks", [])]
 
 
 class _Callback:

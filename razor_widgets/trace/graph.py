@@ -52,6 +52,19 @@ class Node:
 
 
 @dataclass
+class ModuleCall:
+    """One call of a module that is not a leaf: its path, its tensor arguments and outputs (in
+    ``leaves`` order, tensors only) and the nodes it made (``start <= index < end``)."""
+
+    path: str
+    start: int
+    inputs: list[TensorRef]
+    end: int = -1
+    outputs: list[TensorRef] = field(default_factory=list)
+    output_is_tensor: bool = False  # the call returned a bare tensor (not a tuple, list or dict)
+
+
+@dataclass
 class TracedGraph:
     """The recorded forward: nodes in execution order, inputs and outputs as tensor refs."""
 
@@ -65,6 +78,7 @@ class TracedGraph:
     size_uses: list[tuple[tuple[Source, ...], str, int]] = field(default_factory=list)
     value_reads: list[str] = field(default_factory=list)  # where the forward read a tensor's value
     output_paths: list[tuple] = field(default_factory=list)  # where each output sits in the model's output
+    calls: list[ModuleCall] = field(default_factory=list)  # calls of non-leaf modules, in call order
 
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
-from .graph import Node, TensorRef, TracedGraph, leaves
+from .graph import ModuleCall, Node, TensorRef, TracedGraph, leaves
 from .structured_values import output_leaves
 from .trace_hints import with_hint
 from .traced_size import AttrRef, Source, TracedSize
@@ -74,6 +74,8 @@ class Tracer:
         self.size_uses: list[tuple[tuple[Source, ...], str, int]] = []
         self.value_reads: list[str] = []
         self._in_forward = False
+        self.calls: list[ModuleCall] = []
+        self._open_calls: list[ModuleCall] = []
 
     # -- tensor handles -------------------------------------------------------------------
     def ref(self, tensor: torch.Tensor) -> TensorRef:
@@ -187,6 +189,7 @@ class Tracer:
                 self.leaf_depth += 1
             else:
                 self._scope.append(name)
+                self._open_call(name, args, kwargs)
             module._rw_trace_leaf = leaf  # noqa: SLF001 (removed after the trace)
 
         leaves = sum(1 for m in modules.values() if m is not model and self.is_leaf(m))
@@ -202,6 +205,7 @@ class Tracer:
                         bar.update()
             else:
                 self._scope.pop()
+                self._close_call(out)
             return None
 
         hooks = []
@@ -209,6 +213,18 @@ class Tracer:
             hooks.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
             hooks.append(module.register_forward_hook(post_hook, with_kwargs=True))
         return hooks, bar
+
+    def _open_call(self, name: str, args: Any, kwargs: Any) -> None:
+        refs = [x for x in leaves(self.refs((args, kwargs))) if isinstance(x, TensorRef)]
+        call = ModuleCall(name, len(self.nodes), refs)
+        self.calls.append(call)
+        self._open_calls.append(call)
+
+    def _close_call(self, out: Any) -> None:
+        call = self._open_calls.pop()
+        call.end = len(self.nodes)
+        call.outputs = [x for x in leaves(self.refs(out)) if isinstance(x, TensorRef)]
+        call.output_is_tensor = isinstance(out, torch.Tensor)
 
     def _graph(self, modules: dict[str, nn.Module], inputs: Any, out: Any) -> TracedGraph:
         input_refs = [x for x in leaves(inputs) if isinstance(x, TensorRef)]
@@ -222,7 +238,7 @@ class Tracer:
         unreached = [n for n in modules if n and n not in self._called
                      and not any(n.startswith(c + ".") for c in self._called if self.is_leaf(modules[c]))]
         return TracedGraph(self.nodes, input_refs, output_refs, modules, unreached, self.values, self.size_uses,
-                           self.value_reads, [path for path, _ in named])
+                           self.value_reads, [path for path, _ in named], self.calls)
 
 
 def _restore_model(model: nn.Module, modules: dict[str, nn.Module], swapped: list, hooks: list,

@@ -22,6 +22,7 @@ from ..export.export_check import ExportError
 from ..export.plans import PlanError, plan_json, write_plan
 from ..mutators.channel_mutator import ChannelMutator
 from ..pruning_session import ModuleGroup, PruningSession
+from .block_toggles import BlockToggles
 from .counters import ResourceCounters
 from .graph_view import GraphView
 from .history import ChoiceHistory
@@ -97,6 +98,9 @@ class PruningExplorer:
             section = self.add_section(f"Searchable ops ({len(self.dropdowns)} search groups)", self.modules.widget)
             section.selected_index = 0
             self._show_chosen_path()
+        self.blocks = BlockToggles(self.mutator, self._on_block)  # depth choices (block_toggles.py)
+        if self.mutator.block_units:
+            self.add_section(self.blocks.title, self.blocks.widget).selected_index = 0
         self.quality = quality_section(self, eval_fn, calibration)  # the Quality section (quality_panel.py)
         self.plan_history = PlanHistoryView(self)  # the plans tried: explorer.history.plans (plan_history_view.py)
         history = widgets.Accordion([self.plan_history.widget], titles=("Plan history",), selected_index=0)
@@ -217,6 +221,19 @@ class PruningExplorer:
         self._fraction_stale = True  # the all-units slider follows after the pause (_settle)
         self._changed()
 
+    def _on_block(self, name: str, choice: str) -> None:
+        """A keep/drop click: counters now, the graph greys the block after the pause; one history step."""
+        try:
+            self.mutator.set_choices({name: choice})
+        except (ValueError, TypeError, KeyError) as exc:
+            self._say(_message(exc), error=True)
+            self.blocks.show(self.mutator.current_choices)
+            return
+        self.counters.update(self.resources())
+        self.history.record_one(name, choice, key=name)
+        self._say("")
+        self._changed()
+
     def _changed(self) -> None:
         if self.quality is not None:
             self.quality.choices_changed()
@@ -255,7 +272,9 @@ class PruningExplorer:
         self._show_changes(record, key)
 
     def _show_changes(self, record: bool = True, key: Any = None) -> None:
-        self.panel.show(self.mutator.current_choices)
+        choices = self.mutator.current_choices
+        self.panel.show({n: c for n, c in choices.items() if n in self.sliders})
+        self.blocks.show(choices)
         if self.modules is not None:
             self.modules.show(self.module_mutator.current_choices)
             self._show_chosen_path()

@@ -22,6 +22,7 @@ from .debounce import Debouncer
 
 CMAP = mpl.colormaps["RdYlGn"]  # red: most channels pruned, green: all kept
 NOT_PRUNABLE = "#c8c8c8"  # nodes that touch no prunable unit
+DROPPED = "#f2f2f2"  # nodes in a dropped block (the export leaves them out)
 X_PX, ROW_PX, MARGIN_PX, FONT_PX, CHAR_PX = 26.0, 22.0, 16.0, 12, 7.0
 _IDS = itertools.count()
 
@@ -48,6 +49,11 @@ def node_colour(fraction: float, prunable: bool) -> str:
     return to_hex(CMAP(fraction)) if prunable else NOT_PRUNABLE
 
 
+def _in_blocks(node: str, paths: tuple[str, ...]) -> bool:
+    """Whether ``node`` lies in one of the (dropped) blocks at ``paths``."""
+    return any(node == p or node.startswith(p + ".") for p in paths)
+
+
 def _attr(text: str) -> str:
     return html.escape(text, quote=True)
 
@@ -61,6 +67,7 @@ class GraphView:
 
     def __init__(self, mutator: Any, delay: float = 0.15, on_click: Callable[[str], None] | None = None) -> None:
         self.graph = mutator.graph
+        self.dropped_paths = getattr(mutator, "dropped_paths", list)  # blocks dropped now (greyed)
         self.positions = layered_layout(self.graph)
         self.fractions = KeptFractions(mutator, self.graph)
         self.nodes = self.fractions.nodes
@@ -131,7 +138,9 @@ class GraphView:
         fractions = self.fractions()
         shades = fractions if self.unit_values is None else self.fractions.spread(self.unit_values)
         prunable = self.fractions.prunable
-        self.colours = {n: node_colour(f, p) for n, f, p in zip(self.nodes, shades, prunable)}
+        paths = tuple(self.dropped_paths())
+        self.colours = {n: DROPPED if _in_blocks(n, paths) else node_colour(f, p)
+                        for n, f, p in zip(self.nodes, shades, prunable)}
         self.html.value = self.svg(fractions, shades)
 
     def svg(self, fractions: np.ndarray | None = None, shades: np.ndarray | None = None) -> str:
@@ -184,6 +193,8 @@ class GraphView:
         total = self._channels[i]
         kept = f"{round(fraction * total)}/{round(total)}" if total else "none counted"
         tip = f"{self._tips_static[i]}\nkept channels: {kept}" + ("" if prunable else " (not prunable)")
+        if self.colours.get(node) == DROPPED:
+            colour, tip = DROPPED, f"{tip}\nin a dropped block: the export leaves it out"
         r = 8.5 if ringed else 6.0
         stroke = " stroke='#000' stroke-width='2.5'" if ringed else " stroke='#555' stroke-width='0.5'"
         if kind == "module":

@@ -43,7 +43,8 @@ class LiveScore:
 
     def request(self) -> cf.Future:
         """Evaluate the choices as they are now; an older request still waiting is cancelled."""
-        masks = {u.name: u.mutable_channel.snapshot() for u in self.mutator.mutable_units}
+        units = [*self.mutator.mutable_units, *getattr(self.mutator, "removable_blocks", [])]  # blocks: keep/drop
+        masks = {u.name: u.mutable_channel.snapshot() for u in units}
         choices = self.mutator.current_choices
         signature = weights_signature(self.mutator.model)
         with self._lock:
@@ -74,7 +75,7 @@ class LiveScore:
 
     def _state(self, signature: tuple) -> WorkerState:
         if self._copy is None or self._copy[0] != signature:
-            units = {u.name: u for u in self.mutator.mutable_units}
+            units = {u.name: u for u in [*self.mutator.mutable_units, *getattr(self.mutator, "removable_blocks", [])]}
             model, units = copy.deepcopy((self.mutator.model, units))  # one copy: units keep their layers
             self._copy = (signature, WorkerState(model, units, self.eval_fn))
         return self._copy[1]
