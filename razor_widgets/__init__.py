@@ -39,6 +39,8 @@ __all__ = [
     # what a unit is (heads, KV groups, hidden size, MLP); HF exports that their config cannot say
     "HFConfigWarning", "UnitRole", "describe_unit", "unit_role",
     "unit_label",
+    # a pruned model saved as data that always loads; the uniform plan nearest the choices
+    "PrunedDirectoryError", "load_pruned", "nearest_uniform_plan", "save_pruned",
 ]
 
 

@@ -6,6 +6,7 @@ The package loads this module on the first attribute it is asked for, so that
 # ruff: noqa: F401  (every import here is an export)
 from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
 from .analysis.unit_labels import UnitRole, describe_unit, unit_label, unit_role
+from .budget.uniform_plan import nearest_uniform_plan
 from .channels.analysis_result import UnprunableChannelsWarning
 from .counting.module_counter import CandidateCounter, ChosenPathCounter
 from .counting.resources import Resources, count_resources, reference_flops
@@ -73,6 +74,7 @@ from .mutators import (
     OneShotModuleMutator,
     SlimmableChannelMutator,
 )
+from .mutators.pruned_directory import PrunedDirectoryError, load_pruned, save_pruned
 from .pruning_session import ModuleGroup, PruningSession
 from .quality import EvaluationError, Sensitivity, sensitivity_scan
 from .quality.finetune import LossHistory, finetune, full_choice_copy
