@@ -17,6 +17,7 @@ from ..channels.analysis_result import ChannelAnalysis
 from ..mutables.mutable_channel import add_change_listener
 from ..mutables.units import MutableChannelUnit
 from ..trace.graph import TracedGraph
+from .memory import MemoryTerms
 from .resources import Resources
 from .spec import build_spec
 
@@ -77,6 +78,8 @@ class ResourceCounter:
         self._full_state()
         self._orig_layer = self._layer_sums()
         self.original = Resources(int(self._terms @ self._t_param), int(self._terms @ self._t_mac))
+        self._memory = MemoryTerms(model, self.units, self._layer_names, self._t_layer, self._t_param)
+        self._memory.record_original(self._kept, self._terms, self.original.params)
         self._tokens: list[Any] = [_MISSING] * n_units
         # units whose mutable channel reports its changes need no polling
         self._dirty: set[int] = set(range(n_units))  # read every unit once: choices may not be full
@@ -238,7 +241,8 @@ class ResourceCounter:
                     in zip(self._layer_names, params.tolist(), macs.tolist(), o_params.tolist(),
                            o_macs.tolist())}
         if self._cached is None:
-            self._cached = Resources(self._params, self._macs, self.original.params, self.original.macs)
+            self._cached = self._memory.attach(
+                Resources(self._params, self._macs, self.original.params, self.original.macs), self._kept, self._terms)
         return self._cached
 
 

@@ -1,0 +1,95 @@
+"""Memory figures of Resources: weight bytes, KV cache bytes and MoE active params, exact
+against the export (its parameters, a real cache of that length and batch, its experts)."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from razor_widgets import ChannelMutator  # noqa: E402
+from razor_widgets.models.tiny_hf import build_language_model, tiny_config  # noqa: E402
+
+PLANS = [(1.0, 1.0, 1.0), (0.5, 0.75, 1.0), (0.25, 1.0, 0.5)]
+
+
+def pruned(model_type: str, plan: tuple, dtype: torch.dtype = torch.float32, **config):
+    cfg = tiny_config(model_type)
+    for key, value in config.items():
+        setattr(cfg, key, value)
+    model = build_language_model(cfg).to(dtype)
+    mutator = ChannelMutator()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mutator.prepare_from_supernet(model, example_inputs=torch.randint(3, 100, (1, 8)))
+        mutator.set_choices({u.name: plan[i % 3] for i, u in enumerate(mutator.mutable_units)})
+        static = mutator.to_static(check=False)
+    return mutator.resources(), static
+
+
+def real_cache_bytes(static, seq_len: int, batch: int) -> int:
+    tokens = torch.randint(3, 100, (batch, seq_len), generator=torch.Generator().manual_seed(seq_len))
+    with torch.no_grad():
+        cache = static(tokens, use_cache=True).past_key_values
+    return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
+
+
+def param_bytes(static) -> int:
+    return sum(p.numel() * p.element_size() for p in static.parameters())
+
+
+@pytest.mark.parametrize("model_type,config,plan", [
+    ("llama", {}, PLANS[0]), ("llama", {}, PLANS[1]), ("llama", {"num_key_value_heads": 4}, PLANS[2]),
+    ("mixtral", {}, PLANS[1]), ("gpt2", {}, PLANS[1]), ("gpt2", {}, PLANS[2])])
+def test_weights_and_kv_cache_are_exact(model_type, config, plan):
+    res, static = pruned(model_type, plan, **config)
+    assert res.weight_bytes() == param_bytes(static)
+    for seq_len, batch in ((1, 1), (7, 3), (33, 2)):
+        assert res.kv_cache_bytes(seq_len, batch) == real_cache_bytes(static, seq_len, batch)
+        assert res.memory(seq_len, batch) == param_bytes(static) + real_cache_bytes(static, seq_len, batch)
+    if plan != PLANS[0]:
+        assert res.kv_cache_bytes(16, 2) <= res.kv_cache_bytes(16, 2, original=True)
+        assert res.weight_bytes() < res.weight_bytes(original=True)
+
+
+def test_bfloat16_model_and_a_given_dtype():
+    res, static = pruned("llama", PLANS[1], torch.bfloat16)
+    assert res.dtype == torch.bfloat16
+    assert res.weight_bytes() == param_bytes(static) == 2 * res.params
+    assert res.kv_cache_bytes(9, 2) == real_cache_bytes(static, 9, 2)
+    assert res.weight_bytes(torch.float32) == 4 * res.params
+    assert res.memory(9, 2, torch.int8) == res.params + res.kv_per_token * 18
+
+
+def test_tied_embeddings_count_once():
+    res, static = pruned("llama", PLANS[1], tie_word_embeddings=True)
+    assert static.lm_head.weight is static.model.embed_tokens.weight
+    assert res.weight_bytes() == param_bytes(static)
+    assert res.kv_cache_bytes(5, 4) == real_cache_bytes(static, 5, 4)
+
+
+@pytest.mark.parametrize("model_type", ["mixtral", "qwen2_moe"])
+@pytest.mark.parametrize("plan", PLANS[:2])
+def test_active_params_are_the_experts_a_token_uses(model_type, plan):
+    res, static = pruned(model_type, plan)
+    top_k = static.config.num_experts_per_tok
+    active = 0
+    for name, module in static.named_modules():
+        own = list(module.parameters(recurse=False))
+        experts = name.endswith("mlp.experts")
+        active += sum(p.numel() // p.shape[0] * top_k if experts else p.numel() for p in own)
+    assert res.active_params == active < res.params
+    assert res.original_active_params < res.original_params
+
+
+def test_models_without_a_known_cache_say_so():
+    res, _ = pruned("bert", PLANS[1])
+    assert res.kv_per_token is None and res.active_params is None
+    assert res.memory(128, 4) == res.weight_bytes()
+    with pytest.raises(ValueError, match="no KV cache"):
+        res.kv_cache_bytes(128, 4)
+    res, _ = pruned("llama", PLANS[1])
+    with pytest.raises(ValueError, match="seq_len"):
+        res.kv_cache_bytes(-1, 1)
