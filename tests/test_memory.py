@@ -93,3 +93,56 @@ def test_models_without_a_known_cache_say_so():
     res, _ = pruned("llama", PLANS[1])
     with pytest.raises(ValueError, match="seq_len"):
         res.kv_cache_bytes(-1, 1)
+
+
+def prepared_only(model_type: str) -> ChannelMutator:
+    mutator = ChannelMutator()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mutator.prepare_from_supernet(build_language_model(tiny_config(model_type)),
+                                      example_inputs=torch.randint(3, 100, (1, 8)))
+    return mutator
+
+
+@pytest.mark.parametrize("mode", ["uniform", "l1"])
+def test_fit_budget_on_memory_at_a_length_and_batch(mode):
+    from razor_widgets import fit_budget
+
+    mutator = prepared_only("llama")
+    before = dict(mutator.current_choices)
+    fit = fit_budget(mutator, 0.6, "memory", mode=mode, seq_len=512, batch=4)
+    memory = fit.resources.memory(512, 4)
+    assert fit.met and fit.seq_len == 512 and fit.batch == 4
+    full = fit.resources.memory(512, 4, original=True)
+    assert 0.45 * full < memory <= 0.6 * full
+    assert mutator.current_choices == before
+    assert mutator.resources(choices=fit.choices).memory(512, 4) == memory
+
+
+def test_fit_budget_on_memory_with_sensitivity_keeps_the_fragile_units():
+    from razor_widgets import Sensitivity, fit_budget, unit_role
+
+    mutator = prepared_only("llama")
+    kinds = {u.name: unit_role(u).kind for u in mutator.mutable_units}
+    fragile = {"kv_groups": 0.5, "hidden": 0.3, "mlp": 0.01}
+    table = {name: {r: 1.0 - fragile[kind] * (1 - r) for r in (0.25, 0.5, 0.75)} for name, kind in kinds.items()}
+    fit = fit_budget(mutator, 0.8, "memory", mode="sensitivity", sensitivity=Sensitivity(1.0, table),
+                     seq_len=64, batch=2)
+    assert fit.met
+    kept = {name: fit.choices[name] for name in kinds}
+    assert all(kept[n] == 1.0 for n, k in kinds.items() if k == "kv_groups")
+    assert any(kept[n] < 1.0 for n, k in kinds.items() if k == "mlp")
+
+
+def test_fit_budget_on_active_params():
+    from razor_widgets import fit_budget
+
+    mutator = prepared_only("mixtral")
+    fit = fit_budget(mutator, 0.7, "active_params", mode="l1")
+    assert fit.met and fit.resources.active_params <= 0.7 * fit.resources.original_active_params
+    with pytest.raises(ValueError, match="not known"):
+        fit_budget(prepared_only("gpt2"), 0.7, "active_params")
+    with pytest.raises(ValueError, match="seq_len"):
+        fit_budget(mutator, 0.7, "memory")
+    with pytest.raises(ValueError, match="memory"):
+        fit_budget(mutator, 0.7, "macs", seq_len=4)
