@@ -41,6 +41,8 @@ __all__ = [
     "unit_label",
     # a pruned model saved as data that always loads; the uniform plan nearest the choices
     "PrunedDirectoryError", "load_pruned", "nearest_uniform_plan", "save_pruned",
+    # calibration criteria of language models (Minitron activations, structured Wanda)
+    "MinitronMutableChannelUnit", "WandaMutableChannelUnit",
 ]
 
 

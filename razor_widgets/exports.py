@@ -18,8 +18,10 @@ from .importance import (
     BNScaleMutableChannelUnit,
     ImportanceMutableChannelUnit,
     L2MutableChannelUnit,
+    MinitronMutableChannelUnit,
     RandomMutableChannelUnit,
     TaylorMutableChannelUnit,
+    WandaMutableChannelUnit,
     calibrate,
 )
 from .layers import (

@@ -7,10 +7,12 @@ from .units import (
     BNScaleMutableChannelUnit,
     ImportanceMutableChannelUnit,
     L2MutableChannelUnit,
+    MinitronMutableChannelUnit,
     RandomMutableChannelUnit,
     TaylorMutableChannelUnit,
+    WandaMutableChannelUnit,
 )
 
 __all__ = ["ActivationMutableChannelUnit", "BNScaleMutableChannelUnit", "Batch", "ImportanceMutableChannelUnit",
            "L2MutableChannelUnit", "RandomMutableChannelUnit", "TaylorMutableChannelUnit", "calibrate",
-           "calibration_batches", "split_batch"]
+           "calibration_batches", "split_batch", "MinitronMutableChannelUnit", "WandaMutableChannelUnit"]
