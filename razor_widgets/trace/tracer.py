@@ -17,6 +17,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
 from .graph import Node, TensorRef, TracedGraph, leaves
+from .meta_device import half_precision_hint
 from .structured_values import output_leaves
 from .traced_size import AttrRef, Source, TracedSize
 
@@ -158,7 +159,8 @@ class Tracer:
                 out = model(*args, **kwargs)
         except Exception as exc:
             raise TraceError(f"the forward of {type(model).__name__} failed on the example input "
-                             f"{describe_inputs(example_inputs)}: {type(exc).__name__}: {exc}") from exc
+                             f"{describe_inputs(example_inputs)}: {type(exc).__name__}: {exc}"
+                             f"{half_precision_hint(model, exc)}") from exc
         finally:
             self._in_forward = False
             if collecting:
