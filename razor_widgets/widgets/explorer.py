@@ -25,6 +25,7 @@ from ..pruning_session import ModuleGroup, PruningSession
 from .counters import ResourceCounters
 from .graph_view import GraphView
 from .history import ChoiceHistory
+from .memory_counter import MemoryCounter
 from .module_choices import ModuleChoices
 from .plan_controls import DownloadFile, PlanControls, torch_bytes
 from .plots import ChannelPlot, LayerPlot
@@ -74,6 +75,8 @@ class PruningExplorer:
         self.history = ChoiceHistory(session.choices)
         self.status = widgets.HTML()
         self.counters = ResourceCounters(self.resources())
+        self.memory = MemoryCounter(self.resources(), self.mutator)  # weights + KV cache at a length and batch
+        self.counters.listeners.append(self.memory.update)
         self.panel = UnitSliders(self.mutator, self._on_slider)
         self.sliders = self.panel.sliders
         self.whole = WholeModelControls(session, {"reset": self.reset, "random": self.sample, "undo": self.undo,
@@ -121,8 +124,8 @@ class PruningExplorer:
                              f"{fixed} not prunable")
         right = widgets.VBox([self.unit_selector, self.tabs], layout=widgets.Layout(flex="1 1 auto", min_width="0"))
         body = widgets.HBox([self.panel.widget, right])
-        return widgets.VBox([title, self.counters.widget, self.whole.widget, self.plans.widget, self.status,
-                             body, self.extra])
+        return widgets.VBox([title, self.counters.widget, self.memory.widget, self.whole.widget, self.plans.widget,
+                             self.status, body, self.extra])
 
     def add_section(self, title: str, widget: widgets.Widget) -> widgets.Accordion:
         """Add a collapsible section below the sliders (for controls of other mutables)."""
