@@ -64,14 +64,14 @@ def child(row: str) -> dict:
     out = {"row": row, "build_s": time.perf_counter() - start, "rss_model_gb": rss_gb(),
            "params": sum(p.numel() for p in model.parameters())}
     warnings.simplefilter("ignore")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     mutator = razor_widgets.ChannelMutator()
     try:
         mutator.prepare_from_supernet(model, example_inputs=x)
     except razor_widgets.TraceError as exc:
         out["error"] = str(exc)[-300:]
         return out
-    out["prepare_s"] = time.perf_counter() - start
+    out["prepare_s"], out["prepare_cpu_s"] = time.perf_counter() - start, time.process_time() - cpu
     res = mutator.resources()
     out.update(units=len(mutator.mutable_units), full_params=res.params, active_params=res.active_params,
                rss_peak_gb=rss_gb())
@@ -92,10 +92,11 @@ def run_row(row: str, limit: float) -> dict:
 
 def fmt(r: dict) -> str:
     if "prepare_s" not in r:
-        return f"| {r['row']} | {r.get('params', 0) / 1e9:.1f} B | error: {r['error']} | | | | |"
+        return f"| {r['row']} | {r.get('params', 0) / 1e9:.1f} B | error: {r['error']} | | | | | |"
     exact = "yes" if r["full_params"] == r["params"] else "NO"
     active = f"{r['active_params'] / 1e9:.1f} B" if r.get("active_params") else "-"
-    return (f"| {r['row']} | {r['params'] / 1e9:.1f} B | {r['prepare_s']:.1f} | {r['rss_peak_gb']:.2f} | "
+    return (f"| {r['row']} | {r['params'] / 1e9:.1f} B | {r['prepare_s']:.1f} | {r['prepare_cpu_s']:.1f} | "
+            f"{r['rss_peak_gb']:.2f} | "
             f"{r['units']} | {exact} | {active} |")
 
 
@@ -108,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(child(args.child)))
         return 0
-    print("| shape (meta) | params | prepare s | peak RSS GB | units | exact params | active params |")
-    print("| --- | ---: | ---: | ---: | ---: | --- | ---: |")
+    print("| shape (meta) | params | prepare s (wall) | prepare s (cpu) | peak RSS GB | units | exact params "
+          "| active params |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
     for row in args.rows.split(","):
         print(fmt(run_row(row, args.limit)), flush=True)
     return 0
