@@ -105,6 +105,7 @@ def test_non_uniform_llama_loads_with_ties_and_buffers(tmp_path):
     assert not any(t.is_meta for t in (*model.parameters(), *model.buffers()))
 
 
+@pytest.mark.slow  # GPT-2 also round-trips in the fresh-process test
 def test_tied_embeddings_stay_tied(tmp_path):
     expected = saved_case("gpt2", tmp_path)
     model = load_pruned(tmp_path)
