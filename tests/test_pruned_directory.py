@@ -156,3 +156,18 @@ def test_bad_input_says_what_is_wrong(tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     with pytest.raises(PrunedDirectoryError, match="no readable"):
         load_pruned(tmp_path / "missing")
+
+
+def test_a_directory_cannot_call_arbitrary_functions(tmp_path):
+    import torchvision
+
+    mutator = ChannelMutator()
+    mutator.prepare_from_supernet(torchvision.models.resnet18(num_classes=10).eval(),
+                                  example_inputs=torch.randn(1, 3, 32, 32))
+    save_pruned(mutator, tmp_path, build="torchvision.models:resnet18", build_kwargs={"num_classes": 10})
+    index = json.loads((tmp_path / INDEX_FILE).read_text())
+    index["source"] = {"kind": "import", "build": "subprocess:run", "kwargs": {"args": ["touch", "pwned"]}}
+    (tmp_path / INDEX_FILE).write_text(json.dumps(index))
+    with pytest.raises(PrunedDirectoryError, match="not a torch module class"):
+        load_pruned(tmp_path)
+    assert not Path("pwned").exists()

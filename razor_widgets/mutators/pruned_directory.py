@@ -30,6 +30,7 @@ __all__ = ["PrunedDirectoryError", "load_pruned", "save_pruned", "INDEX_FILE", "
 INDEX_FILE = "razor_widgets.json"
 WEIGHTS_FILE = "razor_widgets.safetensors"
 FORMAT = 1
+TRUSTED_BUILDERS = ("torchvision.models", "timm", "razor_widgets.models")  # builder functions a directory may name
 MAX_KEPT_VALUES = 1 << 16  # integer example inputs up to this size keep their values
 
 
@@ -63,9 +64,10 @@ def save_pruned(model_or_mutator: Any, directory: str | os.PathLike, build: str 
     return directory
 
 
-def load_pruned(directory: str | os.PathLike) -> nn.Module:
+def load_pruned(directory: str | os.PathLike, trust: tuple[str, ...] = ()) -> nn.Module:
     """The pruned model saved by :func:`save_pruned` in ``directory``: built on the meta device
-    from its config, pruned by its plan and given its saved tensors (no pickled code). Raises
+    from its config, pruned by its plan and given its saved tensors (no pickled code). ``trust``:
+    packages whose builder functions a directory may name besides ``TRUSTED_BUILDERS``. Raises
     :class:`PrunedDirectoryError` saying what is wrong."""
     directory = Path(directory)
     try:
@@ -82,7 +84,8 @@ def load_pruned(directory: str | os.PathLike) -> nn.Module:
             model = model_class.from_pretrained(directory)
         return model.train(bool(index.get("training", False)))
     with torch.device("meta"):
-        original = build_original(index["source"]).train(bool(index.get("training", False)))  # traced as saved
+        original = build_original(index["source"], tuple(trust))
+    original.train(bool(index.get("training", False)))  # traced in the mode it was saved in
     mutator = ChannelMutator(**index["mutator"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the same warnings were given when it was pruned
@@ -125,9 +128,9 @@ def _source(model: nn.Module, build: str | None, build_kwargs: dict | None) -> d
     return {"kind": "import", "build": build, "kwargs": _json_data(dict(build_kwargs or {}), "build_kwargs")}
 
 
-def build_original(source: dict[str, Any]) -> nn.Module:
+def build_original(source: dict[str, Any], trust: tuple[str, ...] = ()) -> nn.Module:
     """The unpruned model a pruned directory's ``source`` entry describes (under the caller's
-    device context)."""
+    device context); an import path must pass :func:`_trusted`."""
     if source.get("kind") == "transformers":
         model_class = _transformers_class(source["class"])
         config = model_class.config_class.from_dict(source["config"])
@@ -137,11 +140,27 @@ def build_original(source: dict[str, Any]) -> nn.Module:
             warnings.simplefilter("ignore")
             return model_class(config).eval()
     if source.get("kind") == "import":
-        model = _resolve(source["build"])(**source.get("kwargs", {}))
+        model = _trusted(source["build"], trust)(**source.get("kwargs", {}))
         if not isinstance(model, nn.Module):
             raise PrunedDirectoryError(f"{source['build']} built a {type(model).__name__}, not a torch module")
         return model
     raise PrunedDirectoryError(f"unknown model source {source.get('kind')!r}")
+
+
+def _trusted(path: str, trust: tuple[str, ...]) -> Any:
+    """The callable of a directory's import path, if it may be called with the file's arguments:
+    a torch module class, or a builder of a trusted package (``TRUSTED_BUILDERS`` or ``trust``);
+    anything else (``subprocess:run``) raises: a directory is data and must not run code."""
+    target = _resolve(path)
+    module = str(path).partition(":")[0]
+    if isinstance(target, type) and issubclass(target, nn.Module):
+        return target
+    if any(module == p or module.startswith(p + ".") for p in (*TRUSTED_BUILDERS, *trust)):
+        return target
+    raise PrunedDirectoryError(
+        f"{path!r} is not a torch module class and not in a trusted package ({', '.join(TRUSTED_BUILDERS)}): "
+        "a saved directory is data and does not call arbitrary functions; pass load_pruned(directory, "
+        f"trust=({module!r},)) if you trust it")
 
 
 def _transformers_class(name: str) -> type[nn.Module]:
