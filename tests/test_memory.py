@@ -150,3 +150,23 @@ def test_fit_budget_on_active_params():
         fit_budget(mutator, 0.7, "memory")
     with pytest.raises(ValueError, match="memory"):
         fit_budget(mutator, 0.7, "macs", seq_len=4)
+
+
+def test_a_latent_kv_cache_is_not_counted_as_heads():
+    """DeepSeek's multi-head latent attention caches compressed keys and values, not
+    kv_heads x head_dim: no figure rather than a wrong one."""
+    import transformers
+
+    config = transformers.DeepseekV3Config(
+        hidden_size=64, intermediate_size=128, moe_intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, n_routed_experts=4, num_experts_per_tok=2, kv_lora_rank=16, q_lora_rank=32,
+        qk_rope_head_dim=8, qk_nope_head_dim=16, v_head_dim=16, first_k_dense_replace=1, vocab_size=128,
+        n_group=1, topk_group=1)
+    mutator = ChannelMutator()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mutator.prepare_from_supernet(transformers.DeepseekV3ForCausalLM(config).eval(),
+                                      example_inputs=torch.randint(3, 100, (1, 8)))
+    res = mutator.resources()
+    assert res.kv_per_token is None
+    assert res.active_params < res.params

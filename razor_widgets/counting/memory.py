@@ -1,11 +1,11 @@
 """What a language model needs in memory besides its MACs: the KV cache and MoE active params.
 
-**KV cache** (decoder-only Hugging Face models whose layers all attend to the whole sequence):
-per token and sequence, every layer caches ``2 * kv_heads * head_dim`` elements. The full
-figure comes from the config; each unit of KV groups (or of heads, where heads are not grouped)
-moves it by ``2 * head_dim`` per kept element. **Active params** (MoE): a layer of 3-D expert
-parameters ``[experts, ...]`` counts ``top_k / experts`` of its params (``num_experts_per_tok``).
-Both are exact against the export and a real cache (tests/test_memory.py).
+**KV cache** (decoder-only HF models whose layers all attend to the whole sequence): per token,
+every layer caches ``2 * kv_heads * head_dim`` elements (from the config); each unit of KV groups
+(or of ungrouped heads) moves it by ``2 * head_dim`` per kept element. Only where such units exist
+with the config's head dim (MLA caches latents: no figure rather than a wrong one). **Active
+params** (MoE): a layer of 3-D expert parameters ``[experts, ...]`` counts ``top_k / experts`` of
+its params. Both exact against the export and a real cache (tests/test_memory.py).
 """
 from __future__ import annotations
 
@@ -69,9 +69,13 @@ def _kv_terms(model: nn.Module, units: list[Any]) -> tuple[int | None, list[tupl
     for u, unit in enumerate(units):
         role = unit_role(unit)
         if role.kind == "kv_groups" or (role.kind == "heads" and kv_heads == heads):
+            if role.head_dim != head_dim or len(coefs) == layers:
+                return None, []  # the heads the analysis saw are not the config's: not counted
             coef = 2 * role.head_dim
             coefs.append((u, coef))
             const -= coef * (unit.num_channels // max(unit.repeats, 1))
+    if not coefs:  # no unit says the analysis saw the config's KV heads (MLA caches latents): not counted
+        return None, []
     return const, coefs
 
 
