@@ -241,8 +241,8 @@ class ResourceCounter:
                     in zip(self._layer_names, params.tolist(), macs.tolist(), o_params.tolist(),
                            o_macs.tolist())}
         if self._cached is None:
-            self._cached = self._memory.attach(
-                Resources(self._params, self._macs, self.original.params, self.original.macs), self._kept, self._terms)
+            self._cached = Resources(self._params, self._macs, self.original.params, self.original.macs,
+                                     **self._memory.fields(self._kept, self._terms, self._params))
         return self._cached
 
 

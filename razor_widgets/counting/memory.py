@@ -9,14 +9,12 @@ its params. Both exact against the export and a real cache (tests/test_memory.py
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from torch import nn
 
 from ..analysis.unit_labels import unit_role
-from .resources import Resources
 
 __all__ = ["MemoryTerms"]
 
@@ -30,6 +28,8 @@ class MemoryTerms:
                  term_param: np.ndarray) -> None:
         self.dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
         self.kv_const, self.kv_coefs = _kv_terms(model, units)
+        self._kv_units = np.array([u for u, _ in self.kv_coefs], dtype=np.int64)
+        self._kv_weights = np.array([c for _, c in self.kv_coefs], dtype=np.int64)
         self._experts = _expert_terms(model, layer_names, term_layer, term_param)
         self._original: dict[str, int | None] = {}
 
@@ -41,7 +41,7 @@ class MemoryTerms:
         """KV cache elements per token and sequence at the units' kept counts ``kept``."""
         if self.kv_const is None:
             return None
-        return int(self.kv_const + sum(coef * int(kept[u]) for u, coef in self.kv_coefs))
+        return int(self.kv_const + self._kv_weights @ kept[self._kv_units])
 
     def active_params(self, terms: np.ndarray, params: int) -> int | None:
         """Params one token uses: ``params`` less the experts it does not use."""
@@ -50,11 +50,11 @@ class MemoryTerms:
         idle = sum(int(terms[idx].sum()) * (experts - top_k) // experts for idx, experts, top_k in self._experts)
         return params - idle
 
-    def attach(self, res: Resources, kept: np.ndarray, terms: np.ndarray) -> Resources:
-        """``res`` with its memory figures."""
-        return replace(res, kv_per_token=self.kv_per_token(kept), original_kv_per_token=self._original.get("kv"),
-                       active_params=self.active_params(terms, res.params),
-                       original_active_params=self._original.get("active"), dtype=self.dtype)
+    def fields(self, kept: np.ndarray, terms: np.ndarray, params: int) -> dict[str, Any]:
+        """The memory fields of ``Resources`` at the counter's state (``params``: its params now)."""
+        return {"kv_per_token": self.kv_per_token(kept), "original_kv_per_token": self._original.get("kv"),
+                "active_params": self.active_params(terms, params) if self._experts else None,
+                "original_active_params": self._original.get("active"), "dtype": self.dtype}
 
 
 def _kv_terms(model: nn.Module, units: list[Any]) -> tuple[int | None, list[tuple[int, int]]]:
