@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..export.hf_export import is_hf_model, update_hf_models
+from ..export.hf_export import check_reload, is_hf_model, update_hf_models
 from ..export.plans import PlanError, apply_plan, plan_of
 from ..export.static_copy import static_copy
 from ..trace.meta_device import require_real_weights
@@ -54,6 +54,8 @@ def save_pruned(model_or_mutator: Any, directory: str | os.PathLike, build: str 
     static = mutator.to_static(check=check)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    if source["kind"] == "transformers" and not check and _config_describes(static):
+        check_reload(static, mutator.example_inputs)  # a plain HF directory must reload to the same model
     if source["kind"] == "transformers" and _config_describes(static):
         static.save_pretrained(directory)  # also a plain Hugging Face directory
         index["weights"] = "save_pretrained"
