@@ -73,7 +73,8 @@ def child(row: str) -> dict:
         return out
     out["prepare_s"], out["prepare_cpu_s"] = time.perf_counter() - start, time.process_time() - cpu
     res = mutator.resources()
-    out.update(units=len(mutator.mutable_units), full_params=res.params, active_params=res.active_params,
+    out.update(units=len(mutator.mutable_units), full_params=res.params,
+               active_params=getattr(res, "active_params", None),  # None on a checkout before issue 29
                rss_peak_gb=rss_gb())
     return out
 
