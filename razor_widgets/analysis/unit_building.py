@@ -56,7 +56,8 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
         seqs.append((slot, seq, expand))
     # 2. link a -> b when every occurrence of a is followed by b and every b preceded by a
     a_parts, b_parts = [], []
-    for _, seq, _ in seqs:
+    distinct = list({seq.tobytes(): seq for _, seq, _ in seqs}.values())  # many slots repeat one sequence
+    for seq in distinct:
         a_parts.append(np.concatenate([[-1], seq]))
         b_parts.append(np.concatenate([seq, [-1]]))
     n = len(roots)
@@ -66,7 +67,7 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
     npred = np.bincount(pairs[:, 1][pairs[:, 1] >= 0], minlength=n)
     inner = pairs[(pairs[:, 0] >= 0) & (pairs[:, 1] >= 0) & (pairs[:, 0] != pairs[:, 1])]
     linked = inner[(nsucc[inner[:, 0]] == 1) & (npred[inner[:, 1]] == 1)]
-    chain_id, chain_pos, chains = channel_chains(sorted_unique(np.concatenate([s for _, s, _ in seqs])), linked, n)
+    chain_id, chain_pos, chains = channel_chains(sorted_unique(np.concatenate(distinct)), linked, n)
     # 3. decompose every slot into runs of chain occurrences
     runs: dict[int, list[tuple[Slot, int, int, int]]] = {}  # chain -> (slot, start, count, expand)
     for slot, seq, expand in seqs:
