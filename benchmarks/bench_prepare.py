@@ -12,7 +12,8 @@ Every timed call gets its own ``copy.deepcopy`` of the model, made outside the t
 reported figure is the median of ``--repeat`` timed runs.
 
 Language-model rows (Llama-shaped, built on cpu and on the meta device, time and peak RSS,
-each in a fresh process): ``python3 benchmarks/bench_prepare.py --lm`` (see ``lm_rows.py``).
+each in a fresh process): ``python3 benchmarks/bench_prepare.py --lm`` (see ``lm_rows.py``); public
+LLM shapes on meta (405B, DeepSeek-V3...): ``--lm-public`` (``lm_public_shapes.py``).
 
 Run:  python3 -m pip install -e ".[bench]" && python3 benchmarks/bench_prepare.py
 """
@@ -218,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lm", action="store_true",
                         help="run only the language-model rows (lm_rows.py: Llama-shaped, cpu and meta, "
                              "each in a fresh process, with peak RSS)")
+    parser.add_argument("--lm-public", action="store_true",
+                        help="run only the public LLM shapes on meta (lm_public_shapes.py: Llama-3.1-405B, "
+                             "Llama-3-70B, Mixtral-8x22B, DeepSeek-V3; time, peak RSS, exact params)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch.set_num_threads (default 1: batch-1 forwards gain nothing "
                              "from more, and on a shared 2-core box 2 threads make timings "
@@ -229,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         import lm_rows
 
         return lm_rows.main([])
+    if args.lm_public:
+        import lm_public_shapes
+
+        return lm_public_shapes.main([])
 
     if args.models:
         models = model_names(parser, args.models)

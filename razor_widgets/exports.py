@@ -7,6 +7,7 @@ The package loads this module on the first attribute it is asked for, so that
 from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
 from .analysis.block_units import BlockSpec, find_blocks
 from .analysis.unit_labels import UnitRole, describe_unit, unit_label, unit_role
+from .budget.uniform_plan import nearest_uniform_plan
 from .channels.analysis_result import UnprunableChannelsWarning
 from .counting.module_counter import CandidateCounter, ChosenPathCounter
 from .counting.resources import Resources, count_resources, reference_flops
@@ -19,8 +20,10 @@ from .importance import (
     BNScaleMutableChannelUnit,
     ImportanceMutableChannelUnit,
     L2MutableChannelUnit,
+    MinitronMutableChannelUnit,
     RandomMutableChannelUnit,
     TaylorMutableChannelUnit,
+    WandaMutableChannelUnit,
     calibrate,
 )
 from .importance.group_units import GroupMagnitudeMutableChannelUnit, GroupTaylorMutableChannelUnit
@@ -78,6 +81,7 @@ from .mutators import (
     OneShotModuleMutator,
     SlimmableChannelMutator,
 )
+from .mutators.pruned_directory import PrunedDirectoryError, load_pruned, save_pruned
 from .pruning_session import ModuleGroup, PruningSession
 from .quality import EvaluationError, Sensitivity, sensitivity_scan
 from .quality.finetune import LossHistory, finetune, full_choice_copy

@@ -124,3 +124,21 @@ def test_explorer_sliders_on_meta_count_as_on_cpu(one_thread) -> None:
         shown[device] = (name, explorer.counters.widget.value, explorer.session.mutator.resources())
     assert shown["meta"] == shown["cpu"]
     assert shown["meta"][2].params < sum(p.numel() for p in build("resnet18", "cpu")[0].parameters())
+
+
+def test_a_moe_kernel_that_needs_bfloat16_on_meta_says_so():
+    pytest.importorskip("transformers")
+    from razor_widgets import TraceError
+    from razor_widgets.models.tiny_hf import language_model_class, tiny_config
+
+    config = tiny_config("mixtral")
+    with torch.device("meta"):
+        model = language_model_class(config)(config).eval()
+    with pytest.raises(TraceError, match="in bfloat16"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ChannelMutator().prepare_from_supernet(model, example_inputs=torch.randint(3, 100, (1, 8)))
+    mutator = ChannelMutator()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mutator.prepare_from_supernet(model.to(torch.bfloat16), example_inputs=torch.randint(3, 100, (1, 8)))
+    assert mutator.resources().params == sum(p.numel() for p in model.parameters())

@@ -40,7 +40,7 @@ def test_the_tutorials_are_collected_by_the_test_command() -> None:
     assert [p.name for p in NOTEBOOKS] == [
         "01_quickstart.ipynb", "02_channel_mutator.ipynb", "03_config_tool.ipynb", "04_your_own_model.ipynb",
         "05_prune_to_budget.ipynb", "06_mutables_and_mutators.ipynb", "07_sensitivity.ipynb",
-        "08_digits_recovery.ipynb", "09_meta_device.ipynb", "10_tiny_llama.ipynb"]
+        "08_digits_recovery.ipynb", "09_meta_device.ipynb", "10_tiny_llama.ipynb", "11_llm_perplexity.ipynb"]
     options = pytest_options()
     assert "notebooks" in options["testpaths"]
     addopts = shlex.split(options["addopts"])

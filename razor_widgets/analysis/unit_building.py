@@ -30,6 +30,16 @@ def _param_slots(ctx: AnalysisContext, roots: np.ndarray) -> None:
     # mix channels along several dims, hold no slot and meet no other element
 
 
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` by a sort: numpy 2.4's hash-based ``unique`` is up to 9x slower on
+    millions of distinct ids (the analysis of a 405B-shaped model spent most of its time there)."""
+    values = np.ravel(values)
+    if len(values) > 1:  # runs of one value (a chain along a layer's channels) first: the sort gets far less
+        values = values[np.concatenate([[True], values[1:] != values[:-1]])]
+    ordered = np.sort(values)
+    return ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])] if len(ordered) else ordered
+
+
 def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
     """One :class:`UnitSpec` per chain of elements that appear side by side in every slot, with its
     channel ranges, repeats, fixed reasons and divisor; in model order."""
@@ -46,17 +56,18 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
         seqs.append((slot, seq, expand))
     # 2. link a -> b when every occurrence of a is followed by b and every b preceded by a
     a_parts, b_parts = [], []
-    for _, seq, _ in seqs:
+    distinct = list({seq.tobytes(): seq for _, seq, _ in seqs}.values())  # many slots repeat one sequence
+    for seq in distinct:
         a_parts.append(np.concatenate([[-1], seq]))
         b_parts.append(np.concatenate([seq, [-1]]))
     n = len(roots)
-    keys = np.unique((np.concatenate(a_parts) + 1) * (n + 1) + np.concatenate(b_parts) + 1)
+    keys = sorted_unique((np.concatenate(a_parts) + 1) * (n + 1) + np.concatenate(b_parts) + 1)
     pairs = np.stack([keys // (n + 1) - 1, keys % (n + 1) - 1], 1)
     nsucc = np.bincount(pairs[:, 0][pairs[:, 0] >= 0], minlength=n)
     npred = np.bincount(pairs[:, 1][pairs[:, 1] >= 0], minlength=n)
     inner = pairs[(pairs[:, 0] >= 0) & (pairs[:, 1] >= 0) & (pairs[:, 0] != pairs[:, 1])]
     linked = inner[(nsucc[inner[:, 0]] == 1) & (npred[inner[:, 1]] == 1)]
-    chain_id, chain_pos, chains = channel_chains(np.unique(np.concatenate([s for _, s, _ in seqs])), linked, n)
+    chain_id, chain_pos, chains = channel_chains(sorted_unique(np.concatenate(distinct)), linked, n)
     # 3. decompose every slot into runs of chain occurrences
     runs: dict[int, list[tuple[Slot, int, int, int]]] = {}  # chain -> (slot, start, count, expand)
     for slot, seq, expand in seqs:
@@ -76,7 +87,7 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
     chain_reasons = reasons_by_chain(ctx.space.fixed_pairs(), chain_id, chain_pos)
     chain_divisor: dict[int, int] = {}
     for ids, divisor in ctx.divisors:
-        for c in np.unique(chain_id[roots[ids[ids >= 0].numpy()]]).tolist():
+        for c in sorted_unique(chain_id[roots[ids[ids >= 0].numpy()]]).tolist():
             if c >= 0:
                 chain_divisor[c] = math.lcm(chain_divisor.get(c, 1), divisor)
     # 4. one unit per chain

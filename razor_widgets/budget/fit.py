@@ -12,6 +12,7 @@ Also ``global`` (group importance, ``global_rank.py``) and ``measured`` (``measu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from ..mutables.units import L1MutableChannelUnit, MutableChannelUnit
 from .global_rank import global_spread
 from .measured import MeasuredCandidate, fit_measured
 from .block_budget import with_blocks
+from .metrics import MEMORY_METRICS, Metric, metric_of, metric_value, original_value
 from .sensitivity import fit_sensitivity_budget
 from .unit_choices import choice_for_fraction, number_step, smallest_number
 
@@ -29,6 +31,7 @@ __all__ = ["BudgetFit", "choice_for_fraction", "fit_budget", "l1_importance", "n
            "METRICS", "MODES"]
 
 METRICS = ("macs", "params", "flops")
+METRICS += MEMORY_METRICS  # weights + KV cache at seq_len/batch (bytes); MoE active params
 MODES = ("uniform", "l1", "sensitivity", "global", "measured")
 
 
@@ -43,11 +46,14 @@ class BudgetFit:
     mode: str
     candidates: tuple[MeasuredCandidate, ...] = ()  # mode="measured": every candidate it evaluated
     score: float | None = None  # mode="measured": the measured score of these choices
+    seq_len: int | None = None  # metric="memory": the sequence length and batch it was fitted at
+    batch: int = 1
 
     @property
     def met(self) -> bool:
         """Whether the choices use at most ``keep`` of the original ``metric``."""
-        return _value(self.resources, self.metric) <= _limit(self.resources, self.metric, self.keep)
+        measure = metric_of(self.metric, self.seq_len, self.batch)
+        return _value(self.resources, measure) <= _limit(self.resources, measure, self.keep)
 
 
 def l1_importance(unit: MutableChannelUnit) -> torch.Tensor:
@@ -59,7 +65,8 @@ def l1_importance(unit: MutableChannelUnit) -> torch.Tensor:
 def fit_budget(mutator: Any, keep: float, metric: str = "macs", mode: str = "uniform",
                sensitivity: Any = None, eval_fn: Any = None, executor: Any = None, calibration: Any = None,
                steps: int | None = None, progress: Any = False,
-               block_scores: dict[str, float] | None = None) -> BudgetFit:
+               block_scores: dict[str, float] | None = None, seq_len: int | None = None,
+               batch: int = 1) -> BudgetFit:
     """Choices that keep at most ``keep`` (a fraction in (0, 1]) of the original ``metric``,
     as close to it as the units' choices allow. Where even the smallest choices use more, those
     are returned and ``met`` is False. The mutator's choices do not change.
@@ -71,18 +78,23 @@ def fit_budget(mutator: Any, keep: float, metric: str = "macs", mode: str = "uni
     score (``measured.py``; ``executor``, ``steps``, ``progress``; ``calibration`` calibrates data
     units first). ``block_scores`` (``{block name: importance}``, e.g. from ``block_importance``):
     ``uniform``, ``global`` and ``l1`` also drop blocks, the least important first, as many as the
-    fraction the level cuts from the channels (``block_budget.py``)."""
+    fraction the level cuts from the channels (``block_budget.py``).
+    ``metric="memory"`` (weights + KV cache, bytes) needs ``seq_len`` and takes ``batch``."""
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    fitted = dict(seq_len=seq_len, batch=batch) if metric == "memory" else {}
+    measure = metric_of(metric, seq_len, batch)
+    if metric in MEMORY_METRICS:
+        measure.value(mutator.resources())  # a clear error now for a model that has no such figure
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0:
         raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}")
     if mode == "sensitivity":
-        choices, res = fit_sensitivity_budget(mutator, keep, metric, sensitivity)
-        return BudgetFit(choices, res, keep, metric, mode)
+        choices, res = fit_sensitivity_budget(mutator, keep, measure, sensitivity)
+        return BudgetFit(choices, res, keep, metric, mode, **fitted)
     if mode == "measured":
-        return _fit_measured(mutator, keep, metric, sensitivity, eval_fn, executor, calibration, steps, progress)
+        return _fit_measured(mutator, keep, measure, sensitivity, eval_fn, executor, calibration, steps, progress)
     if eval_fn is not None or executor is not None or calibration is not None or steps is not None:
         raise ValueError(f"eval_fn=, executor=, calibration= and steps= are for mode='measured', not {mode!r}")
     if sensitivity is not None:
@@ -96,38 +108,39 @@ def fit_budget(mutator: Any, keep: float, metric: str = "macs", mode: str = "uni
     best_res = mutator.resources(choices=best)
     top = spread(hi)
     top_res = mutator.resources(choices=top)
-    if _value(top_res, metric) <= _limit(top_res, metric, keep):
-        return BudgetFit(top, top_res, keep, metric, mode)
+    if _value(top_res, measure) <= _limit(top_res, measure, keep):
+        return BudgetFit(top, top_res, keep, metric, mode, **fitted)
     for _ in range(40):
         mid = (lo + hi) / 2
         choices = spread(mid)
         res = mutator.resources(choices=choices)
-        if _value(res, metric) <= _limit(res, metric, keep):
+        if _value(res, measure) <= _limit(res, measure, keep):
             lo, best, best_res = mid, choices, res
         else:
             hi = mid
         if hi - lo < 1e-4:
             break
-    return BudgetFit(best, best_res, keep, metric, mode)
+    return BudgetFit(best, best_res, keep, metric, mode, **fitted)
 
 
-def _fit_measured(mutator: Any, keep: float, metric: str, sensitivity: Any, eval_fn: Any, executor: Any,
+def _fit_measured(mutator: Any, keep: float, measure: Metric, sensitivity: Any, eval_fn: Any, executor: Any,
                   calibration: Any, steps: int | None, progress: Any) -> BudgetFit:
     if calibration is not None:
         from ..importance import calibrate
         calibrate(mutator, calibration)
-    best, tried = fit_measured(fit_budget, mutator, keep, metric, eval_fn, sensitivity, executor,
-                               **({} if steps is None else {"steps": steps}), progress=progress)
-    return BudgetFit(best.choices, mutator.resources(choices=best.choices), keep, metric, "measured",
-                     tuple(tried), best.score)
+    fitted = dict(seq_len=measure.seq_len, batch=measure.batch) if measure.name == "memory" else {}
+    best, tried = fit_measured(partial(fit_budget, **fitted), mutator, keep, measure, eval_fn, sensitivity,
+                               executor, **({} if steps is None else {"steps": steps}), progress=progress)
+    return BudgetFit(best.choices, mutator.resources(choices=best.choices), keep, measure.name, "measured",
+                     tuple(tried), best.score, **fitted)
 
 
-def _value(res: Resources, metric: str) -> int:
-    return getattr(res, metric)
+def _value(res: Resources, metric: str | Metric) -> int:
+    return metric_value(res, metric)
 
 
-def _limit(res: Resources, metric: str, keep: float) -> float:
-    return keep * getattr(res, f"original_{metric}")
+def _limit(res: Resources, metric: str | Metric, keep: float) -> float:
+    return keep * original_value(res, metric)
 
 
 def _uniform(units: list[MutableChannelUnit]) -> Any:

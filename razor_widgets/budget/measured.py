@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .candidate_eval import evaluate_all
+from .metrics import Metric, metric_value, original_value
 from .unit_choices import choice_for_fraction
 
 __all__ = ["MeasuredCandidate", "fit_measured", "DEFAULT_STEPS"]
@@ -33,7 +34,7 @@ class MeasuredCandidate:
     met: bool
 
 
-def fit_measured(fit: Callable[..., Any], mutator: Any, keep: float, metric: str, eval_fn: Any,
+def fit_measured(fit: Callable[..., Any], mutator: Any, keep: float, metric: Metric, eval_fn: Any,
                  sensitivity: Any = None, executor: Any = None, steps: int = DEFAULT_STEPS,
                  progress: Any = False) -> tuple[Any, list[MeasuredCandidate]]:
     """The best measured candidate's fit (``fit`` is ``fit_budget``, for the other modes) and every
@@ -43,13 +44,13 @@ def fit_measured(fit: Callable[..., Any], mutator: Any, keep: float, metric: str
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a whole number >= 1, got {steps!r}")
     modes = list(BASE_MODES) + (["sensitivity"] if sensitivity is not None else [])
-    fits = {m: fit(mutator, keep, metric, m, **({"sensitivity": sensitivity} if m == "sensitivity" else {}))
+    fits = {m: fit(mutator, keep, metric.name, m, **({"sensitivity": sensitivity} if m == "sensitivity" else {}))
             for m in modes}
     units = [u for u in mutator.mutable_units if u.is_mutable]
     bar = _bar(progress, len(fits) + len(units) * steps)
     try:
         scores = evaluate_all(mutator, eval_fn, [f.choices for f in fits.values()], executor, bar)
-        tried = [MeasuredCandidate(m, f.choices, getattr(f.resources, metric), s, f.met)
+        tried = [MeasuredCandidate(m, f.choices, metric_value(f.resources, metric), s, f.met)
                  for (m, f), s in zip(fits.items(), scores)]
         tried += _progressive(mutator, keep, metric, eval_fn, units, steps, executor, bar)
     finally:
@@ -59,12 +60,12 @@ def fit_measured(fit: Callable[..., Any], mutator: Any, keep: float, metric: str
     return best, tried
 
 
-def _progressive(mutator: Any, keep: float, metric: str, eval_fn: Any, units: list[Any], steps: int,
+def _progressive(mutator: Any, keep: float, metric: Metric, eval_fn: Any, units: list[Any], steps: int,
                  executor: Any, bar: Any) -> list[MeasuredCandidate]:
     """NetAdapt: from every unit full, ``steps`` times: each unit proposes its smallest cut that
     meets the step's target, all proposals are evaluated, the best one is kept."""
     current = {u.name: u.validate_choice(u.max_choice) for u in mutator.mutable_units}
-    original = getattr(mutator.resources(choices=current), f"original_{metric}")
+    original = original_value(mutator.resources(choices=current), metric)
     tried: list[MeasuredCandidate] = []
     for step in range(1, steps + 1):
         target = original * (1.0 - (1.0 - keep) * step / steps)
@@ -80,15 +81,15 @@ def _progressive(mutator: Any, keep: float, metric: str, eval_fn: Any, units: li
     return tried
 
 
-def _proposal(mutator: Any, metric: str, current: dict[Any, Any], unit: Any, target: float
+def _proposal(mutator: Any, metric: Metric, current: dict[Any, Any], unit: Any, target: float
               ) -> tuple[dict[Any, Any], int] | None:
     """``current`` with ``unit`` cut to its largest fraction that brings the metric to ``target``
     (or to its smallest choice when it cannot alone); None when it cannot be cut further."""
     def value(fraction: float) -> tuple[dict[Any, Any], int]:
         choices = {**current, unit.name: _canonical(unit, choice_for_fraction(unit, fraction))}
-        return choices, getattr(mutator.resources(choices=choices), metric)
+        return choices, metric_value(mutator.resources(choices=choices), metric)
 
-    now = getattr(mutator.resources(choices=current), metric)
+    now = metric_value(mutator.resources(choices=current), metric)
     lowest = value(0.0)
     if lowest[1] >= now:
         return None

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..counting.resources import Resources
 from ..mutables.block_mutable import DROP, KEEP, BlockMutable
+from .metrics import Metric, metric_value, original_value
 from .unit_choices import choice_for_fraction
 
 __all__ = ["fit_sensitivity_budget", "LEVELS"]
@@ -33,7 +34,7 @@ class Step:
     drop: float
 
 
-def fit_sensitivity_budget(mutator: Any, keep: float, metric: str, sensitivity: Any
+def fit_sensitivity_budget(mutator: Any, keep: float, metric: str | Metric, sensitivity: Any
                            ) -> tuple[dict[Any, Any], Resources]:
     """The greedy search of the module docstring; returns the choices and their counts."""
     scanned = _scanned_units(mutator, sensitivity)
@@ -47,13 +48,13 @@ def fit_sensitivity_budget(mutator: Any, keep: float, metric: str, sensitivity: 
         level = dict.fromkeys(ladders, 0)
         neighbours = _neighbours([u for u, _ in scanned])
         current = mutator.resources()
-        limit = keep * getattr(current, f"original_{metric}")
+        limit = keep * original_value(current, metric)
         saving: dict[Any, float] = {}
-        while getattr(current, metric) > limit:
-            best = _best_step(mutator, metric, ladders, level, saving, getattr(current, metric))
+        while metric_value(current, metric) > limit:
+            best = _best_step(mutator, metric, ladders, level, saving, metric_value(current, metric))
             if best is None and saving:
                 saving.clear()  # cached savings may be stale across couplings: look once more
-                best = _best_step(mutator, metric, ladders, level, saving, getattr(current, metric))
+                best = _best_step(mutator, metric, ladders, level, saving, metric_value(current, metric))
             if best is None:
                 break  # every unit at its smallest step
             level[best] += 1
@@ -111,7 +112,7 @@ def _neighbours(units: list[Any]) -> dict[Any, set[Any]]:
     return near | {block: set(layers) | blocks for block in blocks}
 
 
-def _best_step(mutator: Any, metric: str, ladders: dict[Any, list[Step]], level: dict[Any, int],
+def _best_step(mutator: Any, metric: str | Metric, ladders: dict[Any, list[Step]], level: dict[Any, int],
                saving: dict[Any, float], value: int) -> Any:
     """The unit whose next step down costs the least predicted drop per unit of metric saved."""
     best, best_key = None, None
@@ -120,7 +121,7 @@ def _best_step(mutator: Any, metric: str, ladders: dict[Any, list[Step]], level:
         if i + 1 >= len(ladder):
             continue
         if name not in saving:  # a what-if of this one step: every choice is as it was after
-            saving[name] = value - getattr(mutator.resources(choices={name: ladder[i + 1].choice}), metric)
+            saving[name] = value - metric_value(mutator.resources(choices={name: ladder[i + 1].choice}), metric)
         if saving[name] <= 0:
             continue
         key = ((ladder[i + 1].drop - ladder[i].drop) / saving[name], -saving[name])

@@ -17,6 +17,7 @@ from ..channels.analysis_result import ChannelAnalysis
 from ..mutables.mutable_channel import add_change_listener
 from ..mutables.units import MutableChannelUnit
 from ..trace.graph import TracedGraph
+from .memory import MemoryTerms
 from .resources import Resources
 from .spec import build_spec
 
@@ -77,6 +78,8 @@ class ResourceCounter:
         self._full_state()
         self._orig_layer = self._layer_sums()
         self.original = Resources(int(self._terms @ self._t_param), int(self._terms @ self._t_mac))
+        self._memory = MemoryTerms(model, self.units, self._layer_names, self._t_layer, self._t_param)
+        self._memory.record_original(self._kept, self._terms, self.original.params)
         self._tokens: list[Any] = [_MISSING] * n_units
         # units whose mutable channel reports its changes need no polling
         self._dirty: set[int] = set(range(n_units))  # read every unit once: choices may not be full
@@ -248,6 +251,26 @@ class ResourceCounter:
             self._mask_counts[id(token)] = (token, kept)  # holding the mask keeps its id unique
         return kept
 
+    def _totals(self, state: tuple[bool, ...]) -> Resources:
+        """Totals at the current choices, dropped blocks' terms zeroed. The KV cache of a dropped
+        block leaves with it: its KV units count zero kept channels (no figure where part of the
+        cache belongs to no unit, since that part cannot be placed in a block)."""
+        alive = self._alive() if any(state) else None
+        if alive is None:
+            return Resources(self._params, self._macs, self.original.params, self.original.macs,
+                             **self._memory.fields(self._kept, self._terms, self._params))
+        terms = self._terms * alive
+        params, macs = int(terms @ self._t_param), int(terms @ self._t_mac)
+        kept = self._kept.copy()
+        for b, block in enumerate(self._blocks):
+            if block.dropped:
+                kept[[u for u, unit in enumerate(self.units)
+                      if unit.channels and all(_inside(c.owner_name, block.path) for c in unit.channels)]] = 0
+        fields = self._memory.fields(kept, terms, params)
+        if self._memory.kv_const:
+            fields["kv_per_token"] = None
+        return Resources(params, macs, self.original.params, self.original.macs, **fields)
+
     # -- answers --------------------------------------------------------------------------
     def resources(self, by_layer: bool = False, recount: bool = False) -> Resources | dict[str, Resources]:
         """Totals, or ``{layer: Resources}`` with ``by_layer=True``, at the current choices."""
@@ -265,11 +288,12 @@ class ResourceCounter:
                     in zip(self._layer_names, params.tolist(), macs.tolist(), o_params.tolist(),
                            o_macs.tolist())}
         if self._cached is None:
-            alive = self._alive() if any(state) else None
-            params, macs = (self._params, self._macs) if alive is None else \
-                (int((self._terms * alive) @ self._t_param), int((self._terms * alive) @ self._t_mac))
-            self._cached = Resources(params, macs, self.original.params, self.original.macs)
+            self._cached = self._totals(state)
         return self._cached
+
+
+def _inside(name: str, path: str) -> bool:
+    return name == path or name.startswith(path + ".")
 
 
 def _side_columns(sides: np.ndarray) -> list[np.ndarray]:

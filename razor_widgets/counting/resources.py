@@ -46,6 +46,13 @@ class Resources:
     original_macs: int | None = None
     flops: int = field(init=False)
     original_flops: int = field(init=False)
+    # memory (counting/memory.py): KV cache elements per token and sequence, the params one token
+    # uses (MoE: only its experts), and the dtype of weights and cache; None where not known
+    kv_per_token: int | None = field(default=None, compare=False)
+    original_kv_per_token: int | None = field(default=None, compare=False)
+    active_params: int | None = field(default=None, compare=False)
+    original_active_params: int | None = field(default=None, compare=False)
+    dtype: torch.dtype | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.original_params is None:
@@ -75,6 +82,30 @@ class Resources:
         2 × MACs)."""
         return self.macs_percent
 
+    def weight_bytes(self, dtype: torch.dtype | None = None, original: bool = False) -> int:
+        """Bytes of the params at ``dtype`` (default: the model's dtype, else float32)."""
+        return (self.original_params if original else self.params) * _itemsize(dtype or self.dtype)
+
+    def kv_cache_bytes(self, seq_len: int, batch: int = 1, dtype: torch.dtype | None = None,
+                       original: bool = False) -> int:
+        """Bytes of the KV cache of ``batch`` sequences of ``seq_len`` tokens (keys and values of
+        every layer) at ``dtype`` (default: the model's); ``ValueError`` for a model whose cache
+        is not known (counting/memory.py says which are)."""
+        per_token = self.original_kv_per_token if original else self.kv_per_token
+        if per_token is None:
+            raise ValueError("this model has no KV cache the count knows (a decoder-only Hugging Face model "
+                             "whose layers all use full attention)")
+        for name, value in (("seq_len", seq_len), ("batch", batch)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+        return per_token * seq_len * batch * _itemsize(dtype or self.dtype)
+
+    def memory(self, seq_len: int = 0, batch: int = 1, dtype: torch.dtype | None = None,
+               original: bool = False) -> int:
+        """Weight bytes plus, for a model with a KV cache, its bytes at ``seq_len`` and ``batch``."""
+        kv = 0 if self.kv_per_token is None else self.kv_cache_bytes(seq_len, batch, dtype, original)
+        return self.weight_bytes(dtype, original) + kv
+
     def __add__(self, other: Resources) -> Resources:
         if not isinstance(other, Resources):
             return NotImplemented
@@ -94,6 +125,12 @@ class Resources:
 
     def __str__(self) -> str:
         return self.summary()
+
+
+def _itemsize(dtype: torch.dtype | None) -> int:
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
+    return (dtype or torch.float32).itemsize
 
 
 # -- the reference: one forward under FlopCounterMode -------------------------------------------

@@ -86,7 +86,8 @@ def update_hf_config(static: nn.Module, mutator: Any, prefix: str = "") -> list[
             f"the pruned {type(static).__name__} cannot be described by its {type(config).__name__}"
             f"{': ' + '; '.join(notes) if notes else ''}; from_pretrained would not rebuild "
             f"{len(mismatched)} parameters ({', '.join(mismatched[:3])}{', ...' if len(mismatched) > 3 else ''}). "
-            "The exported module works: save it with torch.save (or prune every layer alike).",
+            "The exported module works: save it with save_pruned(mutator, directory), which always reloads "
+            "(load_pruned), or prune every layer alike (nearest_uniform_plan(mutator)).",
             HFConfigWarning, stacklevel=3)
     return mismatched
 

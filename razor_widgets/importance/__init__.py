@@ -8,10 +8,13 @@ from .units import (
     BNScaleMutableChannelUnit,
     ImportanceMutableChannelUnit,
     L2MutableChannelUnit,
+    MinitronMutableChannelUnit,
     RandomMutableChannelUnit,
     TaylorMutableChannelUnit,
+    WandaMutableChannelUnit,
 )
 
 __all__ = ["ActivationMutableChannelUnit", "BNScaleMutableChannelUnit", "Batch", "ImportanceMutableChannelUnit",
            "L2MutableChannelUnit", "RandomMutableChannelUnit", "TaylorMutableChannelUnit", "calibrate",
-           "calibration_batches", "split_batch", "GroupMagnitudeMutableChannelUnit", "GroupTaylorMutableChannelUnit"]
+           "calibration_batches", "split_batch", "GroupMagnitudeMutableChannelUnit", "GroupTaylorMutableChannelUnit",
+           "MinitronMutableChannelUnit", "WandaMutableChannelUnit"]

@@ -1,9 +1,9 @@
 """Importance criteria: how much each channel of a unit matters, per position in a block.
 
 ``l2``, ``bn_scale`` and ``random`` read the unit's layers; the data criteria (``taylor``,
-``activation``) score on calibration batches, one ``calibrate(mutator, calibration)`` pass for
-every unit. Each criterion ranks channels within a unit, summed over its layers. The criteria's
-formulas and sources: docs/importance.md.
+``activation``; ``minitron`` and ``wanda`` in ``token_criteria.py``) score on calibration
+batches, one ``calibrate(mutator, calibration)`` pass for every unit. Each criterion ranks
+channels within a unit, summed over its layers. Formulas and sources: docs/importance.md.
 """
 from __future__ import annotations
 
@@ -17,17 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .calibration import Batch, calibration_batches
+from .folding import fold
+from .token_criteria import INPUT_CRITERIA, input_scores
 
 __all__ = ["l2_scores", "bn_scale_scores", "random_scores", "calibrate", "DATA_CRITERIA", "fold"]
 
-DATA_CRITERIA = ("taylor", "activation", "group_taylor")
-
-
-def fold(unit: Any, channel: Any, per_position: torch.Tensor) -> torch.Tensor:
-    """Scores of a channel range (one per element of ``start:end``) summed onto the unit's
-    ``base_channels`` positions (expanded channels and repeated blocks add up)."""
-    per_position = per_position.to(torch.float64).reshape(-1, channel.expand_ratio).sum(1)
-    return per_position.reshape(-1, unit.base_channels).sum(0)
+DATA_CRITERIA = ("taylor", "activation", "group_taylor") + INPUT_CRITERIA
 
 
 def _kind(module: Any) -> Any:
@@ -124,21 +119,19 @@ class CalibrationRun:
         """Score every unit: one forward (and, for Taylor units, backward) per batch."""
         if not self.batches:
             raise ValueError("the calibration data did not travel with this copy of the model; calibrate it here")
-        sums = {id(u): torch.zeros(u.base_channels, dtype=torch.float64) for u in self._hooked_units()}
+        sums = {id(u): torch.zeros(u.base_channels, dtype=torch.float64) for u in self._output_units()}
         needs_grad = any(u.criterion == "taylor" for u in self.units)
         grouped = [u for u in self.units if u.criterion == "group_taylor"]
+        by_input = [u for u in self.units if u.criterion in INPUT_CRITERIA]
         with _full_choices(self.every_unit), _eval_mode(self.model):
-            if sums:
-                for batch in self.batches:
-                    self._one_batch(batch, sums, needs_grad)
+            for batch in self.batches if sums else ():
+                self._one_batch(batch, sums, needs_grad)
+            if by_input:  # read at the layers that consume the channels (token_criteria.py)
+                sums.update(input_scores(self.model, by_input, self.batches, _call))
             grads = self._parameter_gradients() if grouped else {}
         self.scores = {key: total / len(self.batches) for key, total in sums.items()}
         self.scores.update({id(u): u.scores_from_gradients(grads) for u in grouped})
         self.scored_key = self.weights_key()
-
-    def _hooked_units(self) -> list[Any]:
-        """The units scored from layer outputs (Taylor, activation); group Taylor reads parameters."""
-        return [u for u in self.units if u.criterion != "group_taylor"]
 
     def _parameter_gradients(self) -> dict[int, torch.Tensor]:
         """``dL/dw`` of every trainable parameter, averaged over the batches (by id of the parameter)."""
@@ -168,15 +161,20 @@ class CalibrationRun:
             found = torch.autograd.grad(_loss(result, batch.targets), flat, allow_unused=True) if flat else []
             by_tensor = {id(t): g for t, g in zip(flat, found)}
             grads = {k: [by_tensor.get(id(t)) for t in ts] for k, ts in outputs.items()}
-        for unit in self._hooked_units():
+        for unit in self._output_units():
             for channel, dim in _hooked_channels(unit):
                 for i, a in enumerate(outputs.get(id(channel.module), [])):
                     grad = grads.get(id(channel.module), [None] * (i + 1))[i] if needs_grad else None
                     sums[id(unit)] += _channel_stat(unit, channel, dim(a), a, grad)
 
     def _modules(self) -> list[nn.Module]:
-        modules = {id(c.module): c.module for u in self._hooked_units() for c, _ in _hooked_channels(u)}
+        modules = {id(c.module): c.module for u in self._output_units() for c, _ in _hooked_channels(u)}
         return list(modules.values())
+
+    def _output_units(self) -> list[Any]:
+        """The units scored at the outputs of their writing layers (Taylor, activation); group
+        Taylor reads parameters, the token criteria the inputs of the consuming layers."""
+        return [u for u in self.units if u.criterion not in INPUT_CRITERIA and u.criterion != "group_taylor"]
 
 
 def _hooked_channels(unit: Any) -> Iterator[tuple[Any, Any]]:

@@ -18,7 +18,8 @@ from ..registry import MODELS
 from . import criteria
 
 __all__ = ["ImportanceMutableChannelUnit", "L2MutableChannelUnit", "BNScaleMutableChannelUnit",
-           "TaylorMutableChannelUnit", "ActivationMutableChannelUnit", "RandomMutableChannelUnit"]
+           "TaylorMutableChannelUnit", "ActivationMutableChannelUnit", "RandomMutableChannelUnit",
+           "MinitronMutableChannelUnit", "WandaMutableChannelUnit"]
 
 
 class ImportanceMutableChannelUnit(CachedImportanceMixin, SequentialMutableChannelUnit):
@@ -154,3 +155,32 @@ class RandomMutableChannelUnit(ImportanceMutableChannelUnit):
     def scores(self) -> torch.Tensor:
         """A random ranking, the same for the same seed and unit name."""
         return criteria.random_scores(self, self.seed)
+
+
+class ReaderDataMutableChannelUnit(DataMutableChannelUnit):
+    """A data unit scored at the inputs of the layers that multiply its channels
+    (``token_criteria.py``): it watches their weights too."""
+
+    def watched_parameters(self) -> list:
+        """The weights of the layers that write its channels and of those that read them."""
+        readers = [(c.module, "weight") for c in self.input_related if c.param_dim is None and c.module is not None
+                   and c.module.__dict__.get("_parameters", {}).get("weight") is not None]
+        return super().watched_parameters() + readers
+
+    no_score_reason = "no linear or conv layer reads its channels"
+
+
+@MODELS.register_module()
+class MinitronMutableChannelUnit(ReaderDataMutableChannelUnit):
+    """Keeps the channels that carry the largest activations into the layers that read them
+    (NVIDIA Minitron): L2 over each sequence's tokens, mean over the sequences."""
+
+    criterion = "minitron"
+
+
+@MODELS.register_module()
+class WandaMutableChannelUnit(ReaderDataMutableChannelUnit):
+    """Keeps the channels of largest structured Wanda score ``||X_c||_2 * sum |W[:, c]|`` over
+    the layers that read them (X: every calibration token)."""
+
+    criterion = "wanda"

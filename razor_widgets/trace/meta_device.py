@@ -5,6 +5,7 @@ model too big to load can be explored and a plan saved; exporting needs the real
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -27,3 +28,5 @@ def require_real_weights(model: nn.Module | None, action: str) -> None:
             "data). Build the same architecture with real weights, prepare it, load the plan "
             "made on the meta model (load_choices(mutator, path)) and call to_static() there."
         )
+
+

@@ -43,6 +43,7 @@ class ResourceCounters:
     def __init__(self, res: Resources) -> None:
         self.widget = widgets.HTML()
         self.text = ""
+        self.listeners: list = []  # called with every update's Resources (the Memory counter)
         self.update(res)
 
     def update(self, res: Resources) -> None:
@@ -50,3 +51,5 @@ class ResourceCounters:
         self.resources = res
         self.text = format_counts(res)
         self.widget.value = _html(res)
+        for listener in self.listeners:
+            listener(res)

@@ -26,6 +26,7 @@ from .block_toggles import BlockToggles
 from .counters import ResourceCounters
 from .graph_view import GraphView
 from .history import ChoiceHistory
+from .memory_counter import MemoryCounter
 from .module_choices import ModuleChoices
 from .plan_controls import DownloadFile, PlanControls, recipe_files, torch_bytes
 from .plan_entries import PlanComparison, PlanEntry
@@ -78,6 +79,8 @@ class PruningExplorer:
         self.history = ChoiceHistory(session.choices)
         self.status = widgets.HTML()
         self.counters = ResourceCounters(self.resources())
+        self.memory = MemoryCounter(self.resources(), self.mutator)  # weights + KV cache at a length and batch
+        self.counters.listeners.append(self.memory.update)
         self.panel = UnitSliders(self.mutator, self._on_slider)
         self.sliders = self.panel.sliders
         self.whole = WholeModelControls(session, {"reset": self.reset, "random": self.sample, "undo": self.undo,
@@ -135,7 +138,7 @@ class PruningExplorer:
         right = widgets.VBox([self.unit_selector, self.tabs], layout=widgets.Layout(flex="1 1 420px", min_width="0",
                                                                                     overflow="auto"))
         body = widgets.HBox([self.panel.widget, right], layout=widgets.Layout(flex_flow="row wrap"))  # fits a column
-        root = widgets.VBox([title, self.counters.widget, self.whole.widget, self.plans.widget, self.status,
+        root = widgets.VBox([title, self.counters.widget, self.memory.widget, self.whole.widget, self.plans.widget, self.status,
                              body, self.extra], layout=widgets.Layout(max_width="100%"))
         root.add_class(EXPLORER_CLASS)
         return root
