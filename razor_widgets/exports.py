@@ -26,8 +26,8 @@ from .importance import (
     WandaMutableChannelUnit,
     calibrate,
 )
-from .importance.group_units import GroupMagnitudeMutableChannelUnit, GroupTaylorMutableChannelUnit
 from .importance.block_importance import block_importance
+from .importance.group_units import GroupMagnitudeMutableChannelUnit, GroupTaylorMutableChannelUnit
 from .layers import (
     DynamicBatchNorm1d,
     DynamicBatchNorm2d,

@@ -20,9 +20,9 @@ import torch
 
 from ..counting.resources import Resources
 from ..mutables.units import L1MutableChannelUnit, MutableChannelUnit
+from .block_budget import with_blocks
 from .global_rank import global_spread
 from .measured import MeasuredCandidate, fit_measured
-from .block_budget import with_blocks
 from .metrics import MEMORY_METRICS, Metric, metric_of, metric_value, original_value
 from .sensitivity import fit_sensitivity_budget
 from .unit_choices import choice_for_fraction, number_step, smallest_number

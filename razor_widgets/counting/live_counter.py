@@ -262,7 +262,7 @@ class ResourceCounter:
         terms = self._terms * alive
         params, macs = int(terms @ self._t_param), int(terms @ self._t_mac)
         kept = self._kept.copy()
-        for b, block in enumerate(self._blocks):
+        for block in self._blocks:
             if block.dropped:
                 kept[[u for u, unit in enumerate(self.units)
                       if unit.channels and all(_inside(c.owner_name, block.path) for c in unit.channels)]] = 0

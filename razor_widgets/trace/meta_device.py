@@ -5,7 +5,6 @@ model too big to load can be explored and a plan saved; exporting needs the real
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 

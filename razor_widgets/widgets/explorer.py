@@ -138,8 +138,8 @@ class PruningExplorer:
         right = widgets.VBox([self.unit_selector, self.tabs], layout=widgets.Layout(flex="1 1 420px", min_width="0",
                                                                                     overflow="auto"))
         body = widgets.HBox([self.panel.widget, right], layout=widgets.Layout(flex_flow="row wrap"))  # fits a column
-        root = widgets.VBox([title, self.counters.widget, self.memory.widget, self.whole.widget, self.plans.widget, self.status,
-                             body, self.extra], layout=widgets.Layout(max_width="100%"))
+        root = widgets.VBox([title, self.counters.widget, self.memory.widget, self.whole.widget, self.plans.widget,
+                             self.status, body, self.extra], layout=widgets.Layout(max_width="100%"))
         root.add_class(EXPLORER_CLASS)
         return root
 
