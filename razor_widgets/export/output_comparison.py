@@ -1,12 +1,10 @@
 """Comparing what two models return, walked node by node: tensors within a tolerance relative to
 the output's largest magnitude, other leaves by ``==``; tuples, named tuples, lists, dicts
 (``ModelOutput``), dataclasses and registered pytree nodes (with or without key functions) by what
-they hold; sized iterables without value equality (an HF cache) by their items. A value it
-cannot walk is never an error: it is listed as not compared, by type."""
+they hold. A value it cannot walk is never an error: it is listed as not compared, by type."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sized
 from typing import Any
 
 import torch
@@ -75,26 +73,12 @@ def _children(a: Any, b: Any) -> list[tuple[str, Any, Any]] | str | None:
         return [(f".{f.name}", getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a)]
     node = _pytree.SUPPORTED_NODES.get(type(a))
     if node is None:
-        return _sized_items(a, b)
+        return None
     (xs, context_a), (ys, context_b) = node.flatten_fn(a), node.flatten_fn(b)
     if len(xs) != len(ys) or not _same_context(context_a, context_b):
         return (f"holds {len(ys)} values (context {context_b!r}) where the masked model's holds "
                 f"{len(xs)} ({context_a!r})")
     return [(f".<{type(a).__name__} child {i}>", x, y) for i, (x, y) in enumerate(zip(xs, ys))]
-
-
-def _sized_items(a: Any, b: Any) -> list[tuple[str, Any, Any]] | str | None:
-    """Items of a sized iterable without value equality (an HF ``DynamicCache`` yields its layers'
-    tensors), in order; None for anything else, or where iterating raises."""
-    if type(a).__eq__ is not object.__eq__ or not (isinstance(a, Sized) and isinstance(a, Iterable)):
-        return None
-    try:
-        xs, ys = list(a), list(b)
-    except Exception:  # not walkable after all: reported as unchecked by the caller
-        return None
-    if len(xs) != len(ys):
-        return f"has {len(ys)} items where the masked model's has {len(xs)}"
-    return [(f"[{i}]", x, y) for i, (x, y) in enumerate(zip(xs, ys))]
 
 
 def _same_context(a: Any, b: Any) -> bool:
