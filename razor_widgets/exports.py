@@ -79,3 +79,6 @@ from .quality.finetune import LossHistory, finetune, full_choice_copy
 from .registry import MODELS, Registry
 from .trace.meta_device import MetaDeviceError, is_meta_model
 from .trace.tracer import TraceError
+from .counting.latency_profile import LatencyProfileStopped, ProfileProgress, profile_latency
+from .counting.latency_table import Latency, LatencyTable
+from .counting.latency_timing import Timing, measure_latency

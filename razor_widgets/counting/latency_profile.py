@@ -1,0 +1,327 @@
+"""Build a latency table by measurement: every pruned layer, exported at a grid of kept counts.
+
+:func:`profile_latency` sets the units of each layer's sides to fractions of their channels, exports
+that one layer (its dynamic op's ``to_static_op()``), and times it on inputs of the traced shapes at
+the batch size, threads, device and dtype asked for. Timings go to an on-disk cache keyed by that
+setting and the layer geometry, so identical layers are measured once and an interrupted profile
+resumes where it stopped. Then two exports of the whole model (full, and 40 % uniform) are timed to
+measure the rest. Docs: docs/latency.md.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..layers.dynamic_ops import DynamicChannelMixin
+from .latency_cache import LatencyCache, entry_key, machine_key
+from .latency_table import LatencyLayer, LatencyTable, form_value
+from .latency_timing import batched_inputs, fixed_threads, measure_latency, time_call
+from .spec import _Builder
+
+__all__ = ["profile_latency", "ProfileProgress", "LatencyProfileStopped", "FRACTIONS", "CALIBRATION"]
+
+FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
+CALIBRATION = (1.0, 0.4)  # uniform fractions whose whole exports measure the rest
+BACKENDS = ("eager", "compile")
+
+
+@dataclass(frozen=True)
+class ProfileProgress:
+    """Where a profile stands: ``done`` of ``total`` timings (cached ones count as done)."""
+
+    done: int
+    total: int
+    seconds: float
+    layer: str
+
+    @property
+    def fraction(self) -> float:
+        """``done / total`` (1 when there is nothing to do)."""
+        return self.done / self.total if self.total else 1.0
+
+
+class LatencyProfileStopped(RuntimeError):
+    """Raised when ``should_stop()`` said stop; what was measured is in the cache: run again to resume."""
+
+
+@dataclass
+class _Call:
+    """A leaf layer's first call: arguments as shapes, and its output size."""
+
+    args: list[Any]
+    kwargs: dict[str, Any]
+    out_elements: int = 0
+    calls: int = 0
+
+
+def _spec_of(value: Any) -> Any:
+    return ("tensor", tuple(value.shape), value.dtype) if isinstance(value, torch.Tensor) else ("value", value)
+
+
+def _capture(model: nn.Module, names: list[str], example_inputs: Any, batch_size: int) -> dict[str, _Call]:
+    """One forward of the prepared model at ``batch_size``: each layer's argument shapes and output size."""
+    calls: dict[str, _Call] = {}
+    handles = []
+
+    def hooks(name: str) -> tuple[Callable, Callable]:
+        def pre(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if name not in calls:
+                calls[name] = _Call([_spec_of(a) for a in args], {k: _spec_of(v) for k, v in kwargs.items()})
+            calls[name].calls += 1
+
+        def post(module: nn.Module, args: tuple, output: Any) -> None:
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            if isinstance(out, torch.Tensor) and not calls[name].out_elements:
+                calls[name].out_elements = out.numel()
+        return pre, post
+    for name in names:
+        pre, post = hooks(name)
+        module = model.get_submodule(name)
+        handles += [module.register_forward_pre_hook(pre, with_kwargs=True), module.register_forward_hook(post)]
+    args, kwargs = batched_inputs(example_inputs, batch_size, next(model.parameters()).device)
+    try:
+        with torch.no_grad():
+            model(*args, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls
+
+
+def _leaves(model: nn.Module) -> list[str]:
+    """Dynamic ops that export themselves (not MHA's out_proj, which its parent exports)."""
+    out = []
+    for name, module in model.named_modules():
+        if not isinstance(module, DynamicChannelMixin):
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else None
+        if isinstance(parent, DynamicChannelMixin) and child in parent.dynamic_children:
+            continue
+        out.append(name)
+    return out
+
+
+def _mode(layer_in: set[int], layer_out: set[int]) -> str | None:
+    if not layer_in and not layer_out:
+        return None
+    if layer_in and layer_out:
+        return "grid" if not layer_in & layer_out else "diag"
+    return "in" if layer_in else "out"
+
+
+class _Profiler:
+    """The state of one profile run: the mutator's units, the cache, and the progress counters."""
+
+    def __init__(self, mutator: Any, batch_size: int, threads: int, device: str, dtype: torch.dtype,
+                 backend: str, cache: LatencyCache, warmup: int, repeats: int) -> None:
+        self.mutator, self.model, self.units = mutator, mutator.model, mutator.mutable_units
+        self.batch_size, self.threads, self.device, self.dtype = batch_size, threads, device, dtype
+        self.backend, self.cache, self.warmup, self.repeats = backend, cache, warmup, repeats
+        self.bases = [u.num_channels // u.repeats for u in self.units]
+        self.channel_dims: dict[str, int] = {}
+        self.noises: list[float] = []
+        self.measured = self.cached = 0
+
+    def set_kept(self, units: set[int], fraction: float) -> list[int]:
+        """Set ``units`` to ``fraction`` of their channels (at least one); the kept vector after."""
+        for u in units:
+            self.units[u]._set_kept(max(1, round(fraction * self.bases[u])))
+        return self.kept()
+
+    def kept(self) -> list[int]:
+        """Kept channels per block of every unit, as the live counter reads them."""
+        return [int(u.current_mask.sum()) // u.repeats for u in self.units]
+
+    def layers(self, calls: dict[str, _Call]) -> list[tuple[LatencyLayer, nn.Module, _Call]]:
+        """The measurable layers with their sides' forms and geometry."""
+        builder = _Builder(self.model, self.mutator.graph_trace, self.mutator.analysis, self.units)
+        out = []
+        for name, call in calls.items():
+            module = self.model.get_submodule(name)
+            kind = module.layer_kind
+            in_form = builder.layer_form(name, False, kind.channels(module, False))
+            out_form = builder.layer_form(name, True, kind.channels(module, True))
+            mode = _mode({u for u, _ in in_form.coefs}, {u for u, _ in out_form.coefs})
+            if mode is None:
+                continue
+            full_out = max(1, form_value(out_form, self.bases))
+            geometry = entry_key(repr(module.to_static_op()), type(module).__name__, call.args,
+                                 sorted(call.kwargs.items()), mode, self.backend)
+            layer = LatencyLayer(name, geometry, mode, in_form, out_form, call.calls,
+                                 call.out_elements // full_out)
+            out.append((layer, module, call))
+        return out
+
+    def points(self, layer: LatencyLayer) -> list[tuple[float, float]]:
+        """The (input fraction, output fraction) pairs to time."""
+        if layer.mode == "grid":
+            return [(fi, fo) for fi in FRACTIONS for fo in FRACTIONS]
+        return [(f, f) for f in FRACTIONS]
+
+    def inputs(self, layer: LatencyLayer, module: nn.Module, call: _Call, static: nn.Module,
+               kept: list[int]) -> tuple[tuple, dict]:
+        """Random inputs of the traced shapes with the channel dim cut to the kept input side."""
+        full_in = module.layer_kind.channels(module, False)
+        width = form_value(layer.in_form, kept)
+
+        def make(spec: Any, dim: int | None) -> Any:
+            if spec[0] != "tensor":
+                return spec[1]
+            shape = list(spec[1])
+            if dim is not None and len(shape) > dim >= -len(shape) and shape[dim] == full_in:
+                shape[dim] = width
+            if spec[2].is_floating_point:
+                return torch.randn(shape, device=self.device, dtype=self.dtype)
+            return torch.zeros(shape, device=self.device, dtype=spec[2])
+        if width == full_in:
+            candidates: list[int | None] = [None]
+        else:
+            candidates = [self.channel_dims[layer.name]] if layer.name in self.channel_dims else [-1, 1, 2, 0, 3, 4]
+        for dim in candidates:
+            args = tuple(make(s, dim) for s in call.args)
+            kwargs = {k: make(s, dim) for k, s in call.kwargs.items()}
+            try:
+                with torch.no_grad():
+                    static(*args, **kwargs)
+            except (RuntimeError, ValueError, AssertionError, IndexError):
+                continue
+            if dim is not None:
+                self.channel_dims[layer.name] = dim
+            return args, kwargs
+        raise RuntimeError(f"cannot build inputs for layer {layer.name!r} with {width} input channels")
+
+    def time_static(self, static: nn.Module, args: tuple, kwargs: dict) -> dict[str, float]:
+        """One timing of an exported layer (compiled first with ``backend='compile'``)."""
+        static = static.to(device=self.device, dtype=self.dtype).eval()
+        run = torch.compile(static) if self.backend == "compile" else static
+        with torch.no_grad():
+            timing = time_call(lambda: run(*args, **kwargs), self.device, self.warmup, self.repeats)
+        self.noises.append(timing.noise)
+        return timing.as_dict()
+
+
+def _measure_layer(prof: _Profiler, layer: LatencyLayer, module: nn.Module, call: _Call,
+                   tick: Callable[[str, bool], None]) -> None:
+    """Fill ``layer``'s grid from the cache, timing the points it lacks."""
+    ins = {u for u, _ in layer.in_form.coefs}
+    outs = {u for u, _ in layer.out_form.coefs}
+    values: dict[tuple[float, float], float] = {}
+    for fi, fo in prof.points(layer):
+        prof.set_kept(ins | outs, 1.0)
+        if layer.mode == "grid":
+            prof.set_kept(ins, fi)
+            kept = prof.set_kept(outs, fo)
+        else:
+            kept = prof.set_kept(ins | outs, fi)
+        axes = layer.axes(kept)
+        key = entry_key(layer.geometry, form_value(layer.in_form, kept), form_value(layer.out_form, kept))
+        hit = prof.cache.get(key)
+        if hit is None:
+            static = module.to_static_op()
+            args, kwargs = prof.inputs(layer, module, call, static, kept)
+            hit = prof.time_static(static, args, kwargs)
+            prof.cache.put(key, hit)
+            prof.measured += 1
+        else:
+            prof.cached += 1
+        values[axes] = hit["median_ms"]
+        tick(layer.name, hit is not None)
+    prof.set_kept(ins | outs, 1.0)
+    layer.xs = sorted({x for x, _ in values})
+    layer.ys = sorted({y for _, y in values})
+    layer.table = [[values.get((x, y), 0.0) for y in layer.ys] for x in layer.xs]
+    if layer.mode == "grid" and len(values) != len(layer.xs) * len(layer.ys):  # fractions that round alike
+        raise RuntimeError(f"layer {layer.name!r}: its grid of kept counts is not rectangular")
+
+
+def _calibrate(prof: _Profiler, table: LatencyTable) -> None:
+    """Time whole exports at the ``CALIBRATION`` fractions and fit the rest to them."""
+    points = []
+    everything = set(range(len(prof.units)))
+    for fraction in CALIBRATION:
+        kept = prof.set_kept(everything, fraction)
+        static = prof.mutator.to_static(check=False)
+        inputs = batched_inputs(prof.mutator.example_inputs, prof.batch_size)
+        key = entry_key("model", repr(static), [tuple(t.shape) for t in inputs[0] if isinstance(t, torch.Tensor)],
+                        prof.batch_size, prof.backend)
+        hit = prof.cache.get(key)
+        if hit is None:
+            if prof.backend == "compile":
+                static = torch.compile(static)
+            timing = measure_latency(static, prof.mutator.example_inputs, prof.batch_size, prof.threads,
+                                     prof.device, prof.dtype, prof.warmup, prof.repeats, max_seconds=20.0)
+            hit = timing.as_dict()
+            prof.cache.put(key, hit, save_every=1)
+            prof.measured += 1
+        else:
+            prof.cached += 1
+        ms, elements = table.layer_sum(kept)
+        points.append((hit["median_ms"], ms, elements))
+        noise = (hit["p90_ms"] - hit["p10_ms"]) / 2 / hit["median_ms"]
+        table.model_noise = max(table.model_noise, noise)
+        table.calibration.append({"fraction": fraction, "measured_ms": hit["median_ms"], "layers_ms": ms,
+                                  "elements": elements})
+    prof.set_kept(everything, 1.0)
+    table.fit_rest(points)
+
+
+def profile_latency(mutator: Any, batch_size: int = 1, threads: int | None = None, device: str = "cpu",
+                    backend: str = "eager", dtype: torch.dtype = torch.float32, warmup: int = 5,
+                    repeats: int = 15, cache_dir: str | None = None,
+                    progress: Callable[[ProfileProgress], None] | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> LatencyTable:
+    """Measure a latency table of the prepared ``mutator``'s model and give it to the mutator
+    (``mutator.latency()`` reads it). The units' choices are as they were afterwards.
+
+    Each pruned layer is exported at the ``FRACTIONS`` of its sides' channels and timed (warm-up,
+    ``repeats`` samples, median after outlier rejection); timings are cached on disk by machine,
+    torch version, device, threads, dtype, batch and layer geometry. ``progress`` is called after
+    every timing; ``should_stop()`` returning True (or Ctrl-C) stops with what was measured saved."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if getattr(mutator, "graph_trace", None) is None or mutator.model is None:
+        raise RuntimeError("profile_latency needs a mutator prepared by tracing (prepare_from_supernet)")
+    threads = torch.get_num_threads() if threads is None else threads
+    cache = LatencyCache(machine_key(device, threads, dtype), cache_dir)
+    prof = _Profiler(mutator, batch_size, threads, device, dtype, backend, cache, warmup, repeats)
+    started = time.perf_counter()
+    saved = [(u.mutable_channel, u.mutable_channel.snapshot()) for u in prof.units]
+    try:
+        with fixed_threads(threads):
+            prof.set_kept(set(range(len(prof.units))), 1.0)
+            calls = _capture(prof.model, _leaves(prof.model), mutator.example_inputs, batch_size)
+            layers = prof.layers(calls)
+            table = LatencyTable([layer for layer, _, _ in layers], batch_size, threads, str(device), str(dtype),
+                                 backend, cache_path=str(cache.path))
+            total = sum(len(prof.points(layer)) for layer, _, _ in layers) + len(CALIBRATION)
+            done = 0
+
+            def tick(name: str, _cached: bool) -> None:
+                nonlocal done
+                done += 1
+                if progress is not None:
+                    progress(ProfileProgress(done, total, time.perf_counter() - started, name))
+                if should_stop is not None and should_stop():
+                    raise LatencyProfileStopped(f"profile stopped after {done} of {total} timings; "
+                                                "run profile_latency again to resume")
+            for layer, module, call in layers:
+                _measure_layer(prof, layer, module, call, tick)
+            _calibrate(prof, table)
+            if progress is not None:
+                progress(ProfileProgress(total, total, time.perf_counter() - started, "the whole model"))
+    finally:
+        cache.save()
+        for mutable, state in saved:
+            mutable.restore(state)
+    noises = sorted(prof.noises)
+    table.noise = noises[len(noises) // 2] if noises else 0.0
+    table.measured, table.cached, table.seconds = prof.measured, prof.cached, time.perf_counter() - started
+    mutator.latency_table = table
+    mutator.__dict__.pop("_latency_counter", None)
+    return table

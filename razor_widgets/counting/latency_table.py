@@ -1,0 +1,160 @@
+"""The latency table of a prepared model: per layer, measured ms over its kept channel counts.
+
+A :class:`LatencyLayer` holds a grid of timings of one exported layer over the kept counts of its
+input side and output side (or one axis, where both follow the same units); between grid points
+the time is interpolated bilinearly (a layer's time is close to ``a + b*in + c*out + d*in*out``,
+which bilinear interpolation reproduces). The model's predicted latency is the sum of its layers
+plus a measured rest (the ops no table holds): ``rest_ms + rest_ms_per_element * elements``.
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .spec import Form
+
+__all__ = ["LatencyLayer", "LatencyTable", "Latency", "interpolate"]
+
+
+def _axis_weights(axis: list[float], v: float) -> tuple[int, int, float]:
+    """Indices ``i, j`` and weight ``w`` of ``v`` between ``axis[i]`` and ``axis[j]`` (linear
+    extrapolation outside the axis)."""
+    n = len(axis)
+    if n == 1:
+        return 0, 0, 0.0
+    k = min(max(bisect.bisect_right(axis, v), 1), n - 1)
+    lo, hi = axis[k - 1], axis[k]
+    return k - 1, k, (v - lo) / (hi - lo)
+
+
+def interpolate(xs: list[float], ys: list[float], table: list[list[float]], x: float, y: float) -> float:
+    """Bilinear interpolation of ``table[i][j]`` (at ``xs[i], ys[j]``) at ``(x, y)``, never below 0."""
+    i0, i1, wx = _axis_weights(xs, x)
+    j0, j1, wy = _axis_weights(ys, y)
+    r0 = table[i0][j0] + (table[i0][j1] - table[i0][j0]) * wy
+    r1 = table[i1][j0] + (table[i1][j1] - table[i1][j0]) * wy
+    return max(0.0, r0 + (r1 - r0) * wx)
+
+
+def form_value(form: Form, kept: Any) -> int:
+    """A side's kept size from the units' kept channels per block."""
+    return form.const + sum(c * int(kept[u]) for u, c in form.coefs)
+
+
+@dataclass
+class LatencyLayer:
+    """One layer's measured timings. ``mode``: ``grid`` (in x out), ``in`` / ``out`` (one side
+    changes) or ``diag`` (both sides follow the same units; the axis is the output side)."""
+
+    name: str
+    geometry: str
+    mode: str
+    in_form: Form
+    out_form: Form
+    calls: int
+    out_elements: int  # output elements per output channel (batch and positions)
+    xs: list[float] = field(default_factory=list)
+    ys: list[float] = field(default_factory=list)
+    table: list[list[float]] = field(default_factory=list)
+    noise: float = 0.0
+
+    @property
+    def units(self) -> set[int]:
+        """The units whose choice changes this layer's time."""
+        return {u for u, _ in self.in_form.coefs} | {u for u, _ in self.out_form.coefs}
+
+    def axes(self, kept: Any) -> tuple[float, float]:
+        """The table coordinates at the units' kept channels."""
+        if self.mode == "grid":
+            return form_value(self.in_form, kept), form_value(self.out_form, kept)
+        if self.mode == "in":
+            return form_value(self.in_form, kept), 0
+        return form_value(self.out_form, kept), 0
+
+    def ms(self, kept: Any) -> float:
+        """Predicted ms of this layer's calls at the units' kept channels."""
+        x, y = self.axes(kept)
+        return self.calls * interpolate(self.xs, self.ys, self.table, x, y)
+
+    def elements(self, kept: Any) -> int:
+        """Output elements of this layer's calls (what the ops after it touch)."""
+        return self.calls * self.out_elements * form_value(self.out_form, kept)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """A predicted (or measured) latency with its full-choice figure and the setting it holds for."""
+
+    ms: float
+    original_ms: float
+    batch_size: int
+    threads: int
+    device: str
+    noise: float = 0.0
+
+    @property
+    def percent(self) -> float:
+        """The latency as a percentage of the full model's."""
+        return 100.0 * self.ms / self.original_ms if self.original_ms else 100.0
+
+    def summary(self) -> str:
+        """E.g. ``'12.3 ms (48 % of 25.6 ms; batch 1, 2 threads, cpu)'``."""
+        return (f"{self.ms:.2f} ms ({self.percent:.0f} % of {self.original_ms:.2f} ms; batch "
+                f"{self.batch_size}, {self.threads} thread{'s' if self.threads != 1 else ''}, {self.device})")
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+@dataclass
+class LatencyTable:
+    """What :func:`profile_latency` built: the layers, the rest, the setting and the cost."""
+
+    layers: list[LatencyLayer]
+    batch_size: int
+    threads: int
+    device: str
+    dtype: str
+    backend: str
+    rest_ms: float = 0.0
+    rest_ms_per_element: float = 0.0
+    measured: int = 0  # timings taken in this run
+    cached: int = 0  # timings read from the cache
+    seconds: float = 0.0  # what building the table cost
+    noise: float = 0.0  # median noise of the layer timings (half the p10-p90 range over the median)
+    model_noise: float = 0.0  # noise of the whole-model timings of the calibration
+    calibration: list[dict[str, float]] = field(default_factory=list)
+    cache_path: str = ""
+
+    def layer_sum(self, kept: Any) -> tuple[float, int]:
+        """Sum of the layers' ms and of their output elements at the units' kept channels."""
+        return (sum(layer.ms(kept) for layer in self.layers),
+                sum(layer.elements(kept) for layer in self.layers))
+
+    def predict(self, kept: Any) -> float:
+        """Predicted ms of the exported model at the units' kept channels per block."""
+        ms, elements = self.layer_sum(kept)
+        return ms + self.rest_ms + self.rest_ms_per_element * elements
+
+    def unit_layers(self, n_units: int) -> list[list[int]]:
+        """Per unit, the indices of the layers whose time it changes."""
+        out: list[list[int]] = [[] for _ in range(n_units)]
+        for i, layer in enumerate(self.layers):
+            for u in layer.units:
+                out[u].append(i)
+        return out
+
+    def fit_rest(self, points: list[tuple[float, float, int]]) -> None:
+        """Fit ``rest = rest_ms + rest_ms_per_element * elements`` to ``(measured ms, layer sum ms,
+        elements)`` points (least squares; a negative slope is dropped for a constant)."""
+        rest = np.array([m - s for m, s, _ in points])
+        elements = np.array([e for _, _, e in points], dtype=np.float64)
+        slope = 0.0
+        if len(points) >= 2 and np.ptp(elements) > 0:
+            slope, _ = np.polyfit(elements, rest, 1)
+            slope = max(0.0, float(slope))
+        self.rest_ms_per_element = slope
+        self.rest_ms = float(np.mean(rest - slope * elements)) if len(points) else 0.0
