@@ -20,12 +20,14 @@ from torch import nn
 from ..layers.dynamic_ops import DynamicChannelMixin
 from .latency_cache import LatencyCache, entry_key, machine_key
 from .latency_table import LatencyLayer, LatencyTable, form_value
+from .latency_ops import op_items
 from .latency_timing import batched_inputs, fixed_threads, measure_latency, time_call
 from .spec import _Builder
 
-__all__ = ["profile_latency", "ProfileProgress", "LatencyProfileStopped", "FRACTIONS", "CALIBRATION"]
+__all__ = ["profile_latency", "ProfileProgress", "LatencyProfileStopped", "GRID_POINTS", "LINE_POINTS", "CALIBRATION", "axis_counts"]
 
-FRACTIONS = (0.125, 0.25, 0.5, 0.75, 1.0)
+GRID_POINTS = 6  # counts per side of a layer whose two sides change (a 6 x 6 grid)
+LINE_POINTS = 12  # counts of a layer with one changing side
 CALIBRATION = (1.0, 0.4)  # uniform fractions whose whole exports measure the rest
 BACKENDS = ("eager", "compile")
 
@@ -107,6 +109,16 @@ def _leaves(model: nn.Module) -> list[str]:
     return out
 
 
+def axis_counts(full: int, align: int, most: int) -> list[int]:
+    """At most ``most`` kept counts to time on a side of ``full`` channels: multiples of ``align``
+    spread evenly from ``align`` to ``full``, and ``full`` itself."""
+    steps = list(range(align, full, align)) + [full]
+    if len(steps) <= most:
+        return steps
+    picks = sorted({round(i * (len(steps) - 1) / (most - 1)) for i in range(most)})
+    return [steps[i] for i in picks]
+
+
 def _mode(layer_in: set[int], layer_out: set[int]) -> str | None:
     if not layer_in and not layer_out:
         return None
@@ -119,10 +131,12 @@ class _Profiler:
     """The state of one profile run: the mutator's units, the cache, and the progress counters."""
 
     def __init__(self, mutator: Any, batch_size: int, threads: int, device: str, dtype: torch.dtype,
-                 backend: str, cache: LatencyCache, warmup: int, repeats: int) -> None:
+                 backend: str, cache: LatencyCache, warmup: int, repeats: int, align: int) -> None:
         self.mutator, self.model, self.units = mutator, mutator.model, mutator.mutable_units
         self.batch_size, self.threads, self.device, self.dtype = batch_size, threads, device, dtype
         self.backend, self.cache, self.warmup, self.repeats = backend, cache, warmup, repeats
+        self.align = align
+        self.builder = _Builder(self.model, mutator.graph_trace, mutator.analysis, self.units)
         self.bases = [u.num_channels // u.repeats for u in self.units]
         self.channel_dims: dict[str, int] = {}
         self.noises: list[float] = []
@@ -140,7 +154,7 @@ class _Profiler:
 
     def layers(self, calls: dict[str, _Call]) -> list[tuple[LatencyLayer, nn.Module, _Call]]:
         """The measurable layers with their sides' forms and geometry."""
-        builder = _Builder(self.model, self.mutator.graph_trace, self.mutator.analysis, self.units)
+        builder = self.builder
         out = []
         for name, call in calls.items():
             module = self.model.get_submodule(name)
@@ -154,15 +168,19 @@ class _Profiler:
             geometry = entry_key(repr(module.to_static_op()), type(module).__name__, call.args,
                                  sorted(call.kwargs.items()), mode, self.backend)
             layer = LatencyLayer(name, geometry, mode, in_form, out_form, call.calls,
-                                 call.out_elements // full_out)
+                                 call.out_elements // full_out, align=self.align)
             out.append((layer, module, call))
         return out
 
     def points(self, layer: LatencyLayer) -> list[tuple[float, float]]:
-        """The (input fraction, output fraction) pairs to time."""
+        """The (input fraction, output fraction) pairs to time: multiples of ``align`` of each side."""
+        full_in = max(1, form_value(layer.in_form, self.bases))
+        full_out = max(1, form_value(layer.out_form, self.bases))
         if layer.mode == "grid":
-            return [(fi, fo) for fi in FRACTIONS for fo in FRACTIONS]
-        return [(f, f) for f in FRACTIONS]
+            return [(i / full_in, o / full_out) for i in axis_counts(full_in, self.align, GRID_POINTS)
+                    for o in axis_counts(full_out, self.align, GRID_POINTS)]
+        full = full_in if layer.mode == "in" else full_out
+        return [(c / full, c / full) for c in axis_counts(full, self.align, LINE_POINTS)]
 
     def inputs(self, layer: LatencyLayer, module: nn.Module, call: _Call, static: nn.Module,
                kept: list[int]) -> tuple[tuple, dict]:
@@ -196,43 +214,49 @@ class _Profiler:
             return args, kwargs
         raise RuntimeError(f"cannot build inputs for layer {layer.name!r} with {width} input channels")
 
-    def time_static(self, static: nn.Module, args: tuple, kwargs: dict) -> dict[str, float]:
-        """One timing of an exported layer (compiled first with ``backend='compile'``)."""
-        static = static.to(device=self.device, dtype=self.dtype).eval()
-        run = torch.compile(static) if self.backend == "compile" else static
+    def leaf_runner(self, layer: LatencyLayer, module: nn.Module, call: _Call) -> Callable[[list[int]], Callable]:
+        """``build(kept)``: the layer exported at the current masks, with inputs, as a call to time."""
+        def build(kept: list[int]) -> Callable[[], Any]:
+            static = module.to_static_op().to(device=self.device, dtype=self.dtype).eval()
+            args, kwargs = self.inputs(layer, module, call, static, kept)
+            run = torch.compile(static) if self.backend == "compile" else static
+            return lambda: run(*args, **kwargs)
+        return build
+
+    def time_fn(self, fn: Callable[[], Any]) -> dict[str, float]:
+        """One timing (no grad; each point's sampling stops after a second)."""
         with torch.no_grad():
-            timing = time_call(lambda: run(*args, **kwargs), self.device, self.warmup, self.repeats)
+            timing = time_call(fn, self.device, self.warmup, self.repeats, max_seconds=1.0)
         self.noises.append(timing.noise)
         return timing.as_dict()
 
 
-def _measure_layer(prof: _Profiler, layer: LatencyLayer, module: nn.Module, call: _Call,
+def _measure_layer(prof: _Profiler, layer: LatencyLayer, build: Callable[[list[int]], Callable[[], Any]],
                    tick: Callable[[str, bool], None]) -> None:
     """Fill ``layer``'s grid from the cache, timing the points it lacks."""
     ins = {u for u, _ in layer.in_form.coefs}
     outs = {u for u, _ in layer.out_form.coefs}
+    every = layer.units
     values: dict[tuple[float, float], float] = {}
     for fi, fo in prof.points(layer):
-        prof.set_kept(ins | outs, 1.0)
+        prof.set_kept(every, 1.0)
         if layer.mode == "grid":
             prof.set_kept(ins, fi)
             kept = prof.set_kept(outs, fo)
         else:
-            kept = prof.set_kept(ins | outs, fi)
+            kept = prof.set_kept(every, fi if layer.mode == "in" else fo)
         axes = layer.axes(kept)
         key = entry_key(layer.geometry, form_value(layer.in_form, kept), form_value(layer.out_form, kept))
         hit = prof.cache.get(key)
         if hit is None:
-            static = module.to_static_op()
-            args, kwargs = prof.inputs(layer, module, call, static, kept)
-            hit = prof.time_static(static, args, kwargs)
+            hit = prof.time_fn(build(kept))
             prof.cache.put(key, hit)
             prof.measured += 1
         else:
             prof.cached += 1
         values[axes] = hit["median_ms"]
         tick(layer.name, hit is not None)
-    prof.set_kept(ins | outs, 1.0)
+    prof.set_kept(every, 1.0)
     layer.xs = sorted({x for x, _ in values})
     layer.ys = sorted({y for _, y in values})
     layer.table = [[values.get((x, y), 0.0) for y in layer.ys] for x in layer.xs]
@@ -273,14 +297,16 @@ def _calibrate(prof: _Profiler, table: LatencyTable) -> None:
 
 def profile_latency(mutator: Any, batch_size: int = 1, threads: int | None = None, device: str = "cpu",
                     backend: str = "eager", dtype: torch.dtype = torch.float32, warmup: int = 5,
-                    repeats: int = 15, cache_dir: str | None = None,
+                    repeats: int = 15, align: int = 16, cache_dir: str | None = None,
                     progress: Callable[[ProfileProgress], None] | None = None,
                     should_stop: Callable[[], bool] | None = None) -> LatencyTable:
     """Measure a latency table of the prepared ``mutator``'s model and give it to the mutator
     (``mutator.latency()`` reads it). The units' choices are as they were afterwards.
 
-    Each pruned layer is exported at the ``FRACTIONS`` of its sides' channels and timed (warm-up,
-    ``repeats`` samples, median after outlier rejection); timings are cached on disk by machine,
+    Each pruned layer is exported at multiples of ``align`` channels on each changing side (at most
+    ``GRID_POINTS`` per side, ``LINE_POINTS`` for one side) and timed (warm-up,
+    ``repeats`` samples, median after outlier rejection); counts in between cost the next step's
+    (``align``: the back end's channel step, 16 for fp32 on AVX-512). Timings are cached on disk by machine,
     torch version, device, threads, dtype, batch and layer geometry. ``progress`` is called after
     every timing; ``should_stop()`` returning True (or Ctrl-C) stops with what was measured saved."""
     if backend not in BACKENDS:
@@ -289,17 +315,20 @@ def profile_latency(mutator: Any, batch_size: int = 1, threads: int | None = Non
         raise RuntimeError("profile_latency needs a mutator prepared by tracing (prepare_from_supernet)")
     threads = torch.get_num_threads() if threads is None else threads
     cache = LatencyCache(machine_key(device, threads, dtype), cache_dir)
-    prof = _Profiler(mutator, batch_size, threads, device, dtype, backend, cache, warmup, repeats)
+    if isinstance(align, bool) or not isinstance(align, int) or align < 1:
+        raise ValueError(f"align must be a positive int, got {align!r}")
+    prof = _Profiler(mutator, batch_size, threads, device, dtype, backend, cache, warmup, repeats, align)
     started = time.perf_counter()
     saved = [(u.mutable_channel, u.mutable_channel.snapshot()) for u in prof.units]
     try:
         with fixed_threads(threads):
             prof.set_kept(set(range(len(prof.units))), 1.0)
             calls = _capture(prof.model, _leaves(prof.model), mutator.example_inputs, batch_size)
-            layers = prof.layers(calls)
-            table = LatencyTable([layer for layer, _, _ in layers], batch_size, threads, str(device), str(dtype),
+            layers = [(layer, prof.leaf_runner(layer, module, call)) for layer, module, call in prof.layers(calls)]
+            layers += op_items(prof, set(calls))
+            table = LatencyTable([layer for layer, _ in layers], batch_size, threads, str(device), str(dtype),
                                  backend, cache_path=str(cache.path))
-            total = sum(len(prof.points(layer)) for layer, _, _ in layers) + len(CALIBRATION)
+            total = sum(len(prof.points(layer)) for layer, _ in layers) + len(CALIBRATION)
             done = 0
 
             def tick(name: str, _cached: bool) -> None:
@@ -310,8 +339,8 @@ def profile_latency(mutator: Any, batch_size: int = 1, threads: int | None = Non
                 if should_stop is not None and should_stop():
                     raise LatencyProfileStopped(f"profile stopped after {done} of {total} timings; "
                                                 "run profile_latency again to resume")
-            for layer, module, call in layers:
-                _measure_layer(prof, layer, module, call, tick)
+            for layer, build in layers:
+                _measure_layer(prof, layer, build, tick)
             _calibrate(prof, table)
             if progress is not None:
                 progress(ProfileProgress(total, total, time.perf_counter() - started, "the whole model"))

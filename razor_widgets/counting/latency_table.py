@@ -4,7 +4,8 @@ A :class:`LatencyLayer` holds a grid of timings of one exported layer over the k
 input side and output side (or one axis, where both follow the same units); between grid points
 the time is interpolated bilinearly (a layer's time is close to ``a + b*in + c*out + d*in*out``,
 which bilinear interpolation reproduces). The model's predicted latency is the sum of its layers
-plus a measured rest (the ops no table holds): ``rest_ms + rest_ms_per_element * elements``.
+plus a measured rest (the ops no table holds): ``rest_ms + rest_ms_per_element * elements``. Kept
+counts are rounded up to the back end's channel step (``align``) first: between steps, time is flat.
 """
 from __future__ import annotations
 
@@ -60,11 +61,13 @@ class LatencyLayer:
     ys: list[float] = field(default_factory=list)
     table: list[list[float]] = field(default_factory=list)
     noise: float = 0.0
+    align: int = 1  # counts between steps of ``align`` cost what the next step costs
+    extra_units: tuple[int, ...] = ()  # units that change an op's other tensors (set with the axis's)
 
     @property
     def units(self) -> set[int]:
         """The units whose choice changes this layer's time."""
-        return {u for u, _ in self.in_form.coefs} | {u for u, _ in self.out_form.coefs}
+        return {u for u, _ in self.in_form.coefs} | {u for u, _ in self.out_form.coefs} | set(self.extra_units)
 
     def axes(self, kept: Any) -> tuple[float, float]:
         """The table coordinates at the units' kept channels."""
@@ -77,7 +80,13 @@ class LatencyLayer:
     def ms(self, kept: Any) -> float:
         """Predicted ms of this layer's calls at the units' kept channels."""
         x, y = self.axes(kept)
-        return self.calls * interpolate(self.xs, self.ys, self.table, x, y)
+        return self.calls * interpolate(self.xs, self.ys, self.table, self.snap(x, self.xs), self.snap(y, self.ys))
+
+    def snap(self, value: float, axis: list[float]) -> float:
+        """``value`` rounded up to the next multiple of ``align`` (at most the axis's largest count)."""
+        if self.align <= 1 or value >= axis[-1]:
+            return value
+        return min(axis[-1], -(-value // self.align) * self.align)
 
     def elements(self, kept: Any) -> int:
         """Output elements of this layer's calls (what the ops after it touch)."""

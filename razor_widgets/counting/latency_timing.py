@@ -90,12 +90,12 @@ def _clock(device: torch.device) -> Callable[[Callable[[], Any], int], float]:
 
 def time_call(fn: Callable[[], Any], device: str | torch.device = "cpu", warmup: int = 5, repeats: int = 15,
               min_sample_s: float = 2e-4, max_seconds: float | None = None) -> Timing:
-    """Time ``fn()``: ``warmup`` runs (at least 5), then ``repeats`` samples, each of enough calls
+    """Time ``fn()``: ``warmup`` runs (5 by default, at least 1), then ``repeats`` samples, each of enough calls
     to last ``min_sample_s`` (short calls are batched so the clock's resolution does not show).
     ``max_seconds`` stops sampling early (after 3 samples) for slow calls."""
     clock = _clock(torch.device(device))
     first = clock(fn, 1)
-    for _ in range(max(4, warmup - 1)):
+    for _ in range(max(0, warmup - 1)):
         first = min(first, clock(fn, 1))
     calls = max(1, min(1000, math.ceil(min_sample_s / max(first, 1e-7))))
     samples, started = [], time.perf_counter()
