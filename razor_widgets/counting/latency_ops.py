@@ -27,7 +27,7 @@ def _dims(prof: Any, forms: dict[int, Form], ref: TensorRef) -> list[Form] | Non
     """Each dim of a traced tensor as a form (a constant dim: a form without units); None when a
     dim depends on which channels are kept (a special side: not timed)."""
     out = []
-    for d, size in enumerate(ref.shape):
+    for d in range(len(ref.shape)):
         side = prof.builder.dim_side(ref, d)
         if isinstance(side, SideRef):
             if side.index not in forms:  # dim_side records new forms as it meets them

@@ -19,12 +19,13 @@ from torch import nn
 
 from ..layers.dynamic_ops import DynamicChannelMixin
 from .latency_cache import LatencyCache, entry_key, machine_key
-from .latency_table import LatencyLayer, LatencyTable, form_value
 from .latency_ops import op_items
+from .latency_table import LatencyLayer, LatencyTable, form_value
 from .latency_timing import batched_inputs, fixed_threads, measure_latency, time_call
 from .spec import _Builder
 
-__all__ = ["profile_latency", "ProfileProgress", "LatencyProfileStopped", "GRID_POINTS", "LINE_POINTS", "CALIBRATION", "axis_counts"]
+__all__ = ["profile_latency", "ProfileProgress", "LatencyProfileStopped", "GRID_POINTS", "LINE_POINTS",
+           "CALIBRATION", "axis_counts"]
 
 GRID_POINTS = 6  # counts per side of a layer whose two sides change (a 6 x 6 grid)
 LINE_POINTS = 12  # counts of a layer with one changing side
