@@ -39,6 +39,9 @@ __all__ = [
     # what a unit is (heads, KV groups, hidden size, MLP); HF exports that their config cannot say
     "HFConfigWarning", "UnitRole", "describe_unit", "unit_role",
     "unit_label",
+    # latency: measured per-layer tables, the live latency counter, budgets in milliseconds
+    "Latency", "LatencyBudgetFit", "LatencyProfileStopped", "LatencyTable", "ProfileProgress", "Timing",
+    "fit_latency_budget", "measure_latency", "profile_latency",
 ]
 
 

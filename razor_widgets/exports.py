@@ -6,7 +6,11 @@ The package loads this module on the first attribute it is asked for, so that
 # ruff: noqa: F401  (every import here is an export)
 from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
 from .analysis.unit_labels import UnitRole, describe_unit, unit_label, unit_role
+from .budget.latency_fit import LatencyBudgetFit, fit_latency_budget
 from .channels.analysis_result import UnprunableChannelsWarning
+from .counting.latency_profile import LatencyProfileStopped, ProfileProgress, profile_latency
+from .counting.latency_table import Latency, LatencyTable
+from .counting.latency_timing import Timing, measure_latency
 from .counting.module_counter import CandidateCounter, ChosenPathCounter
 from .counting.resources import Resources, count_resources, reference_flops
 from .export.export_check import ExportCheckWarning, ExportError, UncheckedExportWarning
@@ -79,6 +83,3 @@ from .quality.finetune import LossHistory, finetune, full_choice_copy
 from .registry import MODELS, Registry
 from .trace.meta_device import MetaDeviceError, is_meta_model
 from .trace.tracer import TraceError
-from .counting.latency_profile import LatencyProfileStopped, ProfileProgress, profile_latency
-from .counting.latency_table import Latency, LatencyTable
-from .counting.latency_timing import Timing, measure_latency

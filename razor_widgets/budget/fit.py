@@ -18,6 +18,7 @@ import torch
 
 from ..counting.resources import Resources
 from ..mutables.units import L1MutableChannelUnit, MutableChannelUnit
+from .latency_fit import LATENCY_MODES, fit_latency_budget
 from .sensitivity import fit_sensitivity_budget
 from .unit_choices import choice_for_fraction, number_step, smallest_number
 
@@ -58,6 +59,11 @@ def fit_budget(mutator: Any, keep: float, metric: str = "macs", mode: str = "uni
 
     ``mode="sensitivity"`` needs ``sensitivity``, a :class:`Sensitivity` of this mutator: it
     minimises the predicted loss of score (see :func:`fit_sensitivity_budget`)."""
+    if metric == "latency":  # budgets in ms (latency_fit.py): needs profile_latency(mutator) first
+        if mode not in LATENCY_MODES or sensitivity is not None:
+            raise ValueError(f"metric='latency' works with mode {' or '.join(LATENCY_MODES)}, got {mode!r}")
+        spread = _uniform(mutator.mutable_units) if mode == "uniform" else _by_l1(mutator.mutable_units)
+        return fit_latency_budget(mutator, keep, mode=mode, spread=spread)
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if mode not in MODES:

@@ -54,7 +54,7 @@ class LatencyCounter:
         """Predicted ms at the current choices."""
         self.update()
         t = self.table
-        return self._ms + t.rest_ms + t.rest_ms_per_element * self._el
+        return t.scale * self._ms + t.rest_ms + t.rest_ms_per_element * self._el
 
     def latency(self) -> Latency:
         """The prediction as a :class:`Latency` (with the full model's, the batch, threads, device)."""

@@ -20,7 +20,7 @@ from torch import nn
 from ..layers.dynamic_ops import DynamicChannelMixin
 from .latency_cache import LatencyCache, entry_key, machine_key
 from .latency_ops import op_items
-from .latency_table import LatencyLayer, LatencyTable, form_value
+from .latency_table import REST_MODELS, LatencyLayer, LatencyTable, form_value
 from .latency_timing import batched_inputs, fixed_threads, measure_latency, time_call
 from .spec import _Builder
 
@@ -293,12 +293,12 @@ def _calibrate(prof: _Profiler, table: LatencyTable) -> None:
         table.calibration.append({"fraction": fraction, "measured_ms": hit["median_ms"], "layers_ms": ms,
                                   "elements": elements})
     prof.set_kept(everything, 1.0)
-    table.fit_rest(points)
+    table.fit_rest(points, prof.rest)
 
 
 def profile_latency(mutator: Any, batch_size: int = 1, threads: int | None = None, device: str = "cpu",
                     backend: str = "eager", dtype: torch.dtype = torch.float32, warmup: int = 5,
-                    repeats: int = 15, align: int = 16, cache_dir: str | None = None,
+                    repeats: int = 15, align: int = 16, rest: str = "scale", cache_dir: str | None = None,
                     progress: Callable[[ProfileProgress], None] | None = None,
                     should_stop: Callable[[], bool] | None = None) -> LatencyTable:
     """Measure a latency table of the prepared ``mutator``'s model and give it to the mutator
@@ -307,7 +307,8 @@ def profile_latency(mutator: Any, batch_size: int = 1, threads: int | None = Non
     Each pruned layer is exported at multiples of ``align`` channels on each changing side (at most
     ``GRID_POINTS`` per side, ``LINE_POINTS`` for one side) and timed (warm-up,
     ``repeats`` samples, median after outlier rejection); counts in between cost the next step's
-    (``align``: the back end's channel step, 16 for fp32 on AVX-512). Timings are cached on disk by machine,
+    (``align``: the back end's channel step, 16 for fp32 on AVX-512). Two whole exports calibrate
+    the sum (``rest``: see ``LatencyTable.fit_rest``). Timings are cached on disk by machine,
     torch version, device, threads, dtype, batch and layer geometry. ``progress`` is called after
     every timing; ``should_stop()`` returning True (or Ctrl-C) stops with what was measured saved."""
     if backend not in BACKENDS:
@@ -318,7 +319,10 @@ def profile_latency(mutator: Any, batch_size: int = 1, threads: int | None = Non
     cache = LatencyCache(machine_key(device, threads, dtype), cache_dir)
     if isinstance(align, bool) or not isinstance(align, int) or align < 1:
         raise ValueError(f"align must be a positive int, got {align!r}")
+    if rest not in REST_MODELS:
+        raise ValueError(f"rest must be one of {', '.join(REST_MODELS)}, got {rest!r}")
     prof = _Profiler(mutator, batch_size, threads, device, dtype, backend, cache, warmup, repeats, align)
+    prof.rest = rest
     started = time.perf_counter()
     saved = [(u.mutable_channel, u.mutable_channel.snapshot()) for u in prof.units]
     try:

@@ -4,7 +4,8 @@ A :class:`LatencyLayer` holds a grid of timings of one exported layer over the k
 input side and output side (or one axis, where both follow the same units); between grid points
 the time is interpolated bilinearly (a layer's time is close to ``a + b*in + c*out + d*in*out``,
 which bilinear interpolation reproduces). The model's predicted latency is the sum of its layers
-plus a measured rest (the ops no table holds): ``rest_ms + rest_ms_per_element * elements``. Kept
+measured whole exports calibrate: ``scale * layers + rest_ms + rest_ms_per_element * elements`` (a
+layer runs slower among the others than alone, and a few ops are not in the table). Kept
 counts are rounded up to the back end's channel step (``align``) first: between steps, time is flat.
 """
 from __future__ import annotations
@@ -17,7 +18,9 @@ import numpy as np
 
 from .spec import Form
 
-__all__ = ["LatencyLayer", "LatencyTable", "Latency", "interpolate"]
+__all__ = ["LatencyLayer", "LatencyTable", "Latency", "interpolate", "REST_MODELS"]
+
+REST_MODELS = ("scale", "elements", "constant")
 
 
 def _axis_weights(axis: list[float], v: float) -> tuple[int, int, float]:
@@ -130,6 +133,8 @@ class LatencyTable:
     backend: str
     rest_ms: float = 0.0
     rest_ms_per_element: float = 0.0
+    scale: float = 1.0  # the layers' sum times this (fitted with rest="scale")
+    rest: str = "scale"  # how the calibration was fitted: "scale", "elements" or "constant"
     measured: int = 0  # timings taken in this run
     cached: int = 0  # timings read from the cache
     seconds: float = 0.0  # what building the table cost
@@ -146,7 +151,7 @@ class LatencyTable:
     def predict(self, kept: Any) -> float:
         """Predicted ms of the exported model at the units' kept channels per block."""
         ms, elements = self.layer_sum(kept)
-        return ms + self.rest_ms + self.rest_ms_per_element * elements
+        return self.scale * ms + self.rest_ms + self.rest_ms_per_element * elements
 
     def unit_layers(self, n_units: int) -> list[list[int]]:
         """Per unit, the indices of the layers whose time it changes."""
@@ -156,14 +161,23 @@ class LatencyTable:
                 out[u].append(i)
         return out
 
-    def fit_rest(self, points: list[tuple[float, float, int]]) -> None:
-        """Fit ``rest = rest_ms + rest_ms_per_element * elements`` to ``(measured ms, layer sum ms,
-        elements)`` points (least squares; a negative slope is dropped for a constant)."""
-        rest = np.array([m - s for m, s, _ in points])
+    def fit_rest(self, points: list[tuple[float, float, int]], rest: str = "scale") -> None:
+        """Fit the calibration to ``(measured ms, layer sum ms, elements)`` points, least squares:
+        ``rest="scale"``: ``measured = scale * layers + rest_ms``; ``"elements"``: ``measured = layers
+        + rest_ms + rest_ms_per_element * elements``; ``"constant"``: ``measured = layers + rest_ms``.
+        A fitted slope below 0 (noise) is dropped for a constant; the scale stays in [0.5, 3]."""
+        if rest not in REST_MODELS:
+            raise ValueError(f"rest must be one of {', '.join(REST_MODELS)}, got {rest!r}")
+        measured = np.array([m for m, _, _ in points], dtype=np.float64)
+        layers = np.array([s for _, s, _ in points], dtype=np.float64)
         elements = np.array([e for _, _, e in points], dtype=np.float64)
-        slope = 0.0
-        if len(points) >= 2 and np.ptp(elements) > 0:
-            slope, _ = np.polyfit(elements, rest, 1)
-            slope = max(0.0, float(slope))
-        self.rest_ms_per_element = slope
-        self.rest_ms = float(np.mean(rest - slope * elements)) if len(points) else 0.0
+        self.rest, self.scale, self.rest_ms_per_element = rest, 1.0, 0.0
+        x = layers if rest == "scale" else elements
+        if rest != "constant" and len(points) >= 2 and np.ptp(x) > 0:
+            slope = float(np.polyfit(x, measured - (0 if rest == "scale" else layers), 1)[0])
+            if rest == "scale":
+                self.scale = min(3.0, max(0.5, slope))
+            else:
+                self.rest_ms_per_element = max(0.0, slope)
+        fitted = self.scale * layers + self.rest_ms_per_element * elements
+        self.rest_ms = float(np.mean(measured - fitted)) if len(points) else 0.0

@@ -1,0 +1,185 @@
+"""Latency: the timing discipline, the profiled table and its cache, the live counter, budgets in ms."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from razor_widgets import (
+    ChannelMutator,
+    LatencyProfileStopped,
+    fit_budget,
+    fit_latency_budget,
+    measure_latency,
+    profile_latency,
+)
+from razor_widgets.counting.latency_profile import axis_counts
+from razor_widgets.counting.latency_table import interpolate
+from razor_widgets.counting.latency_timing import summarise, time_call
+
+FAST = {"warmup": 1, "repeats": 3, "align": 8}
+
+
+class TwinBlocks(nn.Module):
+    """A stem and two blocks of the same geometry (each its own unit), pooled into a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.conv1 = nn.Conv2d(32, 32, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(32)
+        self.conv2 = nn.Conv2d(32, 32, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(32)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.head(x.mean((2, 3)))
+
+
+@pytest.fixture
+def mutator(one_thread) -> ChannelMutator:
+    mutator = ChannelMutator()
+    mutator.prepare_from_supernet(TwinBlocks().eval(), torch.randn(1, 3, 16, 16))
+    return mutator
+
+
+@pytest.fixture
+def profiled(mutator, tmp_path) -> ChannelMutator:
+    profile_latency(mutator, threads=1, cache_dir=tmp_path, **FAST)
+    return mutator
+
+
+# -- timing -------------------------------------------------------------------------------------
+def test_summarise_rejects_outliers_and_states_noise():
+    timing = summarise([1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 50.0])
+    assert timing.rejected == 1 and timing.samples == 6
+    assert timing.median_ms == pytest.approx(1.0)
+    assert 0 < timing.noise < 0.1
+
+
+def test_time_call_runs_warmup_and_repeats():
+    calls = []
+    timing = time_call(lambda: calls.append(1), warmup=2, repeats=4, min_sample_s=0.0)
+    assert len(calls) == 1 + 1 + 4  # the first run, one more warm-up, four samples of one call
+    assert timing.median_ms >= 0 and timing.samples + timing.rejected == 4
+
+
+def test_measure_latency_leaves_the_model_as_it_was():
+    model = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.5)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    timing = measure_latency(model, torch.randn(1, 8), batch_size=4, threads=1, warmup=1, repeats=3)
+    assert timing.median_ms > 0 and timing.p10_ms <= timing.median_ms <= timing.p90_ms
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("kwargs, error", [({"batch_size": 0}, ValueError), ({"threads": 0}, ValueError)])
+def test_measure_latency_bad_input(kwargs, error):
+    with pytest.raises(error):
+        measure_latency(nn.Linear(2, 2), torch.randn(1, 2), **kwargs)
+    with pytest.raises(TypeError, match="nn.Module"):
+        measure_latency(lambda x: x, torch.randn(1, 2))
+
+
+# -- the table ----------------------------------------------------------------------------------
+def test_interpolation_is_exact_for_bilinear_costs():
+    xs, ys = [8.0, 16.0, 32.0], [8.0, 24.0]
+
+    def cost(x, y):
+        return 0.5 + 0.1 * x + 0.2 * y + 0.01 * x * y
+    table = [[cost(x, y) for y in ys] for x in xs]
+    for x, y in [(8, 8), (12, 10), (20, 24), (31, 9)]:
+        assert interpolate(xs, ys, table, x, y) == pytest.approx(cost(x, y))
+
+
+def test_axis_counts_are_steps_of_align_and_the_full_count():
+    assert axis_counts(32, 8, 6) == [8, 16, 24, 32]
+    assert axis_counts(30, 8, 6) == [8, 16, 24, 30]
+    counts = axis_counts(2048, 16, 6)
+    assert len(counts) == 6 and counts[0] == 16 and counts[-1] == 2048 and all(c % 16 == 0 for c in counts)
+
+
+def test_profile_measures_identical_layers_once_and_resumes_from_the_cache(mutator, tmp_path):
+    choices = mutator.current_choices
+    seen = []
+    table = profile_latency(mutator, threads=1, cache_dir=tmp_path, progress=seen.append, **FAST)
+    assert mutator.current_choices == choices
+    names = {layer.name for layer in table.layers}
+    assert {"conv1", "conv2", "bn1", "bn2", "stem", "head"} <= names
+    assert [p.done for p in seen] == sorted(p.done for p in seen) and seen[-1].done == seen[-1].total
+    total = seen[-1].total
+    assert table.measured + table.cached == total
+    assert table.cached > 0  # bn1/bn2 (and conv1/conv2 where their grids meet) share timings
+    data = json.loads(next(tmp_path.rglob("*.json")).read_text())
+    assert data["key"]["threads"] == 1 and data["key"]["torch"] == torch.__version__
+    again = profile_latency(mutator, threads=1, cache_dir=tmp_path, **FAST)
+    assert again.measured == 0 and again.cached == total
+
+
+def test_profile_stops_when_asked_and_resumes(mutator, tmp_path):
+    done = []
+    with pytest.raises(LatencyProfileStopped, match="resume"):
+        profile_latency(mutator, threads=1, cache_dir=tmp_path, progress=done.append,
+                        should_stop=lambda: len(done) >= 5, **FAST)
+    assert getattr(mutator, "latency_table", None) is None
+    table = profile_latency(mutator, threads=1, cache_dir=tmp_path, **FAST)
+    assert table.cached >= 5
+
+
+def test_profile_bad_input(mutator, tmp_path):
+    with pytest.raises(ValueError, match="backend"):
+        profile_latency(mutator, backend="tensorrt", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="align"):
+        profile_latency(mutator, align=0, cache_dir=tmp_path)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with pytest.raises(RuntimeError, match="profile_latency"):
+        mutator.latency()
+
+
+# -- the counter --------------------------------------------------------------------------------
+def _kept(mutator):
+    return [int(u.current_mask.sum()) // u.repeats for u in mutator.mutable_units]
+
+
+def test_latency_counter_follows_the_choices_incrementally(profiled):
+    table = profiled.latency_table
+    full = profiled.latency()
+    assert full.ms == pytest.approx(full.original_ms) and full.batch_size == 1 and full.threads == 1
+    rng = random.Random(0)
+    for _ in range(5):
+        unit = rng.choice(profiled.mutable_units)
+        profiled.set_choices({unit.name: rng.choice([0.25, 0.5, 1.0])})
+        assert profiled.latency().ms == pytest.approx(table.predict(_kept(profiled)))
+
+
+def test_latency_what_if_leaves_choices(profiled):
+    before = profiled.current_choices
+    smaller = {u.name: 0.25 for u in profiled.mutable_units}
+    assert profiled.latency(choices=smaller).ms < profiled.latency().ms
+    assert profiled.current_choices == before
+
+
+# -- budgets in milliseconds --------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["uniform", "l1"])
+def test_latency_budget_fits_the_predicted_latency(profiled, mode):
+    before = profiled.current_choices
+    fit = fit_budget(profiled, 0.6, metric="latency", mode=mode)
+    assert fit.met and fit.latency.ms <= 0.6 * fit.latency.original_ms
+    assert profiled.latency(choices=fit.choices).ms == pytest.approx(fit.latency.ms)
+    assert profiled.current_choices == before
+
+
+def test_latency_budget_in_ms_and_bad_input(profiled):
+    full = profiled.latency().ms
+    fit = fit_latency_budget(profiled, max_ms=full * 0.7)
+    assert fit.met and fit.max_ms == pytest.approx(full * 0.7)
+    with pytest.raises(ValueError, match="not both"):
+        fit_latency_budget(profiled, keep=0.5, max_ms=1.0)
+    with pytest.raises(ValueError, match="metric='latency'"):
+        fit_budget(profiled, 0.5, metric="latency", mode="sensitivity")
