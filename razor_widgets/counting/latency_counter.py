@@ -22,33 +22,73 @@ class LatencyCounter:
     def __init__(self, table: LatencyTable, counter: ResourceCounter) -> None:
         self.table = table
         self.counter = counter
-        self._unit_layers = table.unit_layers(len(counter.units))
         full = [u.num_channels // u.repeats for u in counter.units] + [1]
         self.original_ms = table.predict(full)
         counter.update()
-        self._kept = counter._kept.copy()
-        self._layer_ms = [layer.ms(self._kept) for layer in table.layers]
-        self._layer_el = [layer.elements(self._kept) for layer in table.layers]
-        self._ms, self._el = sum(self._layer_ms), sum(self._layer_el)
+        self._kept = counter._kept.tolist()  # Python ints: the closures below index them fast
+        self._kept_array = counter._kept.copy()
+        n_units = len(counter.units)
+        # layers that follow one unit only are summed per unit into one curve over its counts
+        solo: list[list[int]] = [[] for _ in range(n_units)]
+        self._shared: list[list[int]] = [[] for _ in range(n_units)]  # the others, per unit
+        for i, layer in enumerate(table.layers):
+            units = layer.units
+            if len(units) == 1 and layer.mode != "grid":
+                solo[next(iter(units))].append(i)
+            for u in units:
+                if len(units) > 1 or layer.mode == "grid":
+                    self._shared[u].append(i)
+        self._curves = [self._curve(table, solo[u], u, full) if solo[u] else None for u in range(n_units)]
+        self._fast = [layer.fast(full) for layer in table.layers]
+        self._others = sorted({i for rows in self._shared for i in rows})
+        self._layer_ms = {i: self._fast[i][0](self._kept) for i in self._others}
+        self._layer_el = {i: self._fast[i][1](self._kept) for i in self._others}
+        self._sum_afresh()
+
+    @staticmethod
+    def _curve(table: LatencyTable, layers: list[int], u: int, full: list[int]) -> tuple[list, list]:
+        """(ms, elements) of ``layers`` (which follow unit ``u`` only) at each kept count of ``u``."""
+        kept = list(full)
+        ms, el = [], []
+        for k in range(full[u] + 1):
+            kept[u] = k
+            ms.append(sum(table.layers[i].ms(kept) for i in layers))
+            el.append(sum(table.layers[i].elements(kept) for i in layers))
+        return ms, el
+
+    def _sum_afresh(self) -> None:
+        kept = self._kept
+        curves = [(c[0][kept[u]], c[1][kept[u]]) for u, c in enumerate(self._curves) if c is not None]
+        self._ms = sum(self._layer_ms.values()) + sum(m for m, _ in curves)
+        self._el = sum(self._layer_el.values()) + sum(e for _, e in curves)
 
     def update(self) -> None:
         """Bring the sum up to date with the units' current choices (only changed units' layers)."""
         self.counter.update()
         now = self.counter._kept
-        changed = np.flatnonzero(now != self._kept)
-        if not len(changed):
+        changed = np.flatnonzero(now != self._kept_array).tolist()
+        if not changed:
             return
-        self._kept[changed] = now[changed]
+        self._kept_array[changed] = now[changed]
         kept = self._kept
-        layers = self.table.layers
-        touched = {i for u in changed.tolist() if u < len(self._unit_layers) for i in self._unit_layers[u]}
+        for u in changed:
+            new = int(now[u])
+            curve = self._curves[u] if u < len(self._curves) else None
+            if curve is not None:
+                old = kept[u]
+                self._ms += curve[0][new] - curve[0][old]
+                self._el += curve[1][new] - curve[1][old]
+            kept[u] = new
+        fast, layer_ms, layer_el = self._fast, self._layer_ms, self._layer_el
+        touched = self._shared[changed[0]] if len(changed) == 1 else \
+            sorted({i for u in changed if u < len(self._shared) for i in self._shared[u]})
         for i in touched:
-            ms, el = layers[i].ms(kept), layers[i].elements(kept)
-            self._ms += ms - self._layer_ms[i]
-            self._el += el - self._layer_el[i]
-            self._layer_ms[i], self._layer_el[i] = ms, el
-        if len(touched) * 4 > len(layers):  # many changed: sum afresh (no drift from running sums)
-            self._ms, self._el = sum(self._layer_ms), sum(self._layer_el)
+            ms, el = fast[i][0](kept), fast[i][1](kept)
+            self._ms += ms - layer_ms[i]
+            self._el += el - layer_el[i]
+            layer_ms[i], layer_el[i] = ms, el
+        if len(changed) * 4 > len(self._curves):  # many changed: sum afresh (no drift from running sums)
+            self._sum_afresh()
 
     def ms(self) -> float:
         """Predicted ms at the current choices."""

@@ -11,6 +11,7 @@ counts are rounded up to the back end's channel step (``align``) first: between 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +91,44 @@ class LatencyLayer:
         if self.align <= 1 or value >= axis[-1]:
             return value
         return min(axis[-1], -(-value // self.align) * self.align)
+
+    def fast(self, bases: list[int]) -> tuple[Callable[[Any], float], Callable[[Any], int]]:
+        """``(ms, elements)`` of this layer as functions of the kept vector, precomputed over every
+        count of its units where each side follows one unit (a slider then reads a list)."""
+        ms, elements = self.ms, self.elements
+        axis = self.in_form if self.mode == "in" else self.out_form
+        if self.mode != "grid" and len(axis.coefs) == 1 and set(self.extra_units) <= {axis.coefs[0][0]}:
+            (u, c), const = axis.coefs[0], axis.const
+            curve = [self.calls * interpolate(self.xs, self.ys, self.table, self.snap(const + c * k, self.xs), 0)
+                     for k in range(bases[u] + 1)]
+            def ms(kept: Any) -> float:
+                return curve[kept[u]]
+        elif self.mode == "grid" and len(self.in_form.coefs) == 1 and len(self.out_form.coefs) == 1:
+            ms = self._fast_grid(bases)
+        if len(self.out_form.coefs) == 1:
+            (u_out, c_out), const_out = self.out_form.coefs[0], self.out_form.const
+            per = self.calls * self.out_elements
+
+            def elements(kept: Any) -> int:
+                return per * (const_out + c_out * int(kept[u_out]))
+        return ms, elements
+
+    def _fast_grid(self, bases: list[int]) -> Callable[[Any], float]:
+        (ui, ci), (uo, co) = self.in_form.coefs[0], self.out_form.coefs[0]
+
+        def weights(form_const: int, c: int, base: int, axis: list[float]) -> list[tuple[int, int, float]]:
+            return [_axis_weights(axis, self.snap(form_const + c * k, axis)) for k in range(base + 1)]
+        wx = weights(self.in_form.const, ci, bases[ui], self.xs)
+        wy = weights(self.out_form.const, co, bases[uo], self.ys)
+        t, calls = self.table, self.calls
+
+        def ms(kept: Any) -> float:
+            i0, i1, a = wx[kept[ui]]
+            j0, j1, b = wy[kept[uo]]
+            r0 = t[i0][j0] + (t[i0][j1] - t[i0][j0]) * b
+            r1 = t[i1][j0] + (t[i1][j1] - t[i1][j0]) * b
+            return calls * max(0.0, r0 + (r1 - r0) * a)
+        return ms
 
     def elements(self, kept: Any) -> int:
         """Output elements of this layer's calls (what the ops after it touch)."""
