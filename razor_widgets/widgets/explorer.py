@@ -25,6 +25,7 @@ from ..pruning_session import ModuleGroup, PruningSession
 from .counters import ResourceCounters
 from .graph_view import GraphView
 from .history import ChoiceHistory
+from .latency_panel import LatencyPanel
 from .module_choices import ModuleChoices
 from .plan_controls import DownloadFile, PlanControls, torch_bytes
 from .plots import ChannelPlot, LayerPlot
@@ -74,6 +75,7 @@ class PruningExplorer:
         self.history = ChoiceHistory(session.choices)
         self.status = widgets.HTML()
         self.counters = ResourceCounters(self.resources())
+        self.latency = LatencyPanel(self.mutator)  # the Latency counter and "Profile latency"
         self.panel = UnitSliders(self.mutator, self._on_slider)
         self.sliders = self.panel.sliders
         self.whole = WholeModelControls(session, {"reset": self.reset, "random": self.sample, "undo": self.undo,
@@ -121,8 +123,8 @@ class PruningExplorer:
                              f"{fixed} not prunable")
         right = widgets.VBox([self.unit_selector, self.tabs], layout=widgets.Layout(flex="1 1 auto", min_width="0"))
         body = widgets.HBox([self.panel.widget, right])
-        return widgets.VBox([title, self.counters.widget, self.whole.widget, self.plans.widget, self.status,
-                             body, self.extra])
+        return widgets.VBox([title, self.counters.widget, self.latency.widget, self.whole.widget, self.plans.widget,
+                             self.status, body, self.extra])
 
     def add_section(self, title: str, widget: widgets.Widget) -> widgets.Accordion:
         """Add a collapsible section below the sliders (for controls of other mutables)."""
@@ -201,6 +203,7 @@ class PruningExplorer:
             return
         self.panel.update_kept(name)
         self.counters.update(self.resources())
+        self.latency.update()
         self.history.record_one(name, unit.current_choice, key=name)
         self._fraction_stale = True  # the all-units slider follows after the pause (_settle)
         self._changed()
@@ -248,6 +251,7 @@ class PruningExplorer:
             self.modules.show(self.module_mutator.current_choices)
             self._show_chosen_path()
         self.counters.update(self.resources())
+        self.latency.update()
         if record:
             self.history.record(self._all_choices(), key)
         if key != GLOBAL_KEY:  # the all-units slider shows what is kept (it shows its own drag as is)
