@@ -81,7 +81,7 @@ def test_profile_progress_then_the_counter_follows_a_slider(page) -> None:
     full = wait_for(page, lambda: shown(page), "milliseconds in the Latency counter")
     assert full[2] == 100.0 and full[0] == full[1] > 0
     handle = page.locator(f"{UNIT_SLIDER} .noUi-handle").last
-    press(page, handle, "ArrowLeft", 40)
+    press(page, handle, "Home")  # the smallest count: fewer channels than any cliff can make up for
     smaller = wait_for(page, lambda: (s := shown(page)) and s[2] < 100.0 and s, "a smaller latency after the slider")
     assert smaller[0] < full[0] and smaller[1] == full[1]
     click(page, "Reset to full")
