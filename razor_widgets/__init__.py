@@ -41,7 +41,7 @@ __all__ = [
     "unit_label",
     # latency: measured per-layer tables, the live latency counter, budgets in milliseconds
     "Latency", "LatencyBudgetFit", "LatencyProfileStopped", "LatencyTable", "ProfileProgress", "Timing",
-    "fit_latency_budget", "measure_latency", "profile_latency",
+    "fit_latency_budget", "measure_latency", "profile_latency", "StepCurve", "suggest_divisor", "unit_step_curve",
 ]
 
 

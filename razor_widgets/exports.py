@@ -9,6 +9,7 @@ from .analysis.unit_labels import UnitRole, describe_unit, unit_label, unit_role
 from .budget.latency_fit import LatencyBudgetFit, fit_latency_budget
 from .channels.analysis_result import UnprunableChannelsWarning
 from .counting.latency_profile import LatencyProfileStopped, ProfileProgress, profile_latency
+from .counting.latency_steps import StepCurve, suggest_divisor, unit_step_curve
 from .counting.latency_table import Latency, LatencyTable
 from .counting.latency_timing import Timing, measure_latency
 from .counting.module_counter import CandidateCounter, ChosenPathCounter

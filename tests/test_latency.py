@@ -15,6 +15,8 @@ from razor_widgets import (
     fit_latency_budget,
     measure_latency,
     profile_latency,
+    suggest_divisor,
+    unit_step_curve,
 )
 from razor_widgets.counting.latency_profile import axis_counts
 from razor_widgets.counting.latency_table import interpolate
@@ -163,6 +165,27 @@ def test_latency_what_if_leaves_choices(profiled):
     smaller = {u.name: 0.25 for u in profiled.mutable_units}
     assert profiled.latency(choices=smaller).ms < profiled.latency().ms
     assert profiled.current_choices == before
+
+
+# -- cliffs ------------------------------------------------------------------------------------
+def test_suggest_divisor_removes_cliffs():
+    counts = list(range(25, 33))
+    steps = [2.0 if c <= 28 else 3.0 for c in counts]  # a step every 4: rising, no cliff
+    assert suggest_divisor(counts, steps, 0.01, 32) == 1
+    cliff = [1.0 if c % 8 == 0 else 2.0 for c in counts]  # 32 is faster than 25..31
+    assert suggest_divisor(counts, cliff, 0.01, 32) == 8
+    assert suggest_divisor(counts, cliff, 0.6, 32) == 1  # within the noise: no cliff to remove
+
+
+def test_unit_step_curve_measures_each_count(mutator, tmp_path):
+    before = mutator.current_choices
+    unit = mutator.mutable_units[1]
+    curve = unit_step_curve(mutator, unit.name, counts=[30, 31, 32], threads=1, warmup=1, repeats=3,
+                            cache_dir=tmp_path)
+    assert curve.counts == [30, 31, 32] and len(curve.ms) == 3 and all(t > 0 for t in curve.ms)
+    assert curve.divisor in (1, 2, 4, 8, 16, 32) and mutator.current_choices == before
+    with pytest.raises(ValueError, match="counts"):
+        unit_step_curve(mutator, unit.name, counts=[0, 40], cache_dir=tmp_path)
 
 
 # -- budgets in milliseconds --------------------------------------------------------------------

@@ -296,6 +296,15 @@ def _calibrate(prof: _Profiler, table: LatencyTable) -> None:
     table.fit_rest(points, prof.rest)
 
 
+def timed_items(prof: _Profiler) -> list[tuple[LatencyLayer, Callable[[list[int]], Callable[[], Any]]]]:
+    """Every layer and op to time, with its builder (``build(kept)``: a call to time); sets the
+    units full (the caller restores them)."""
+    prof.set_kept(set(range(len(prof.units))), 1.0)
+    calls = _capture(prof.model, _leaves(prof.model), prof.mutator.example_inputs, prof.batch_size)
+    items = [(layer, prof.leaf_runner(layer, module, call)) for layer, module, call in prof.layers(calls)]
+    return items + op_items(prof, set(calls))
+
+
 def profile_latency(mutator: Any, batch_size: int = 1, threads: int | None = None, device: str = "cpu",
                     backend: str = "eager", dtype: torch.dtype = torch.float32, warmup: int = 5,
                     repeats: int = 15, align: int = 16, rest: str = "scale", cache_dir: str | None = None,
@@ -327,10 +336,7 @@ def profile_latency(mutator: Any, batch_size: int = 1, threads: int | None = Non
     saved = [(u.mutable_channel, u.mutable_channel.snapshot()) for u in prof.units]
     try:
         with fixed_threads(threads):
-            prof.set_kept(set(range(len(prof.units))), 1.0)
-            calls = _capture(prof.model, _leaves(prof.model), mutator.example_inputs, batch_size)
-            layers = [(layer, prof.leaf_runner(layer, module, call)) for layer, module, call in prof.layers(calls)]
-            layers += op_items(prof, set(calls))
+            layers = timed_items(prof)
             table = LatencyTable([layer for layer, _ in layers], batch_size, threads, str(device), str(dtype),
                                  backend, cache_path=str(cache.path))
             total = sum(len(prof.points(layer)) for layer, _ in layers) + len(CALIBRATION)
