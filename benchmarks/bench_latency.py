@@ -95,9 +95,13 @@ def bench(name: str, batch: int, args: argparse.Namespace) -> Result:
     cache = args.cache or tempfile.mkdtemp(prefix="latency_cache_")
     t0 = time.perf_counter()
     table = profile_latency(mutator, batch_size=batch, threads=args.threads, cache_dir=cache,
-                            repeats=args.layer_repeats)
+                            warmup=args.layer_warmup, repeats=args.layer_repeats)
     res.build_s, res.measured, res.noise = time.perf_counter() - t0, table.measured, table.noise
-    res.rest = f"{table.rest_ms:.2f} ms + {table.rest_ms_per_element * 1e6:.3f} ms/M elements"
+    res.rest = f"{table.scale:.2f} x layers + {table.rest_ms:.2f} ms"
+    cal = ", ".join(f"{c['fraction']:.0%}: {c['measured_ms']:.1f} ms measured, layers {c['layers_ms']:.1f} ms"
+                    for c in table.calibration)
+    print(f"  {name} b{batch}: table in {res.build_s:.1f} s ({table.measured} timings, {len(table.layers)} layers "
+          f"and ops); calibration {cal}", flush=True)
     sets = [(f"uniform {int(f * 100)} %", {u.name: choice_for_fraction(u, f) for u in mutator.mutable_units})
             for f in (0.25, 0.5, 0.75)]
     rng_state = random.getstate()
@@ -153,6 +157,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=7, help="timed runs of each measured export")
     parser.add_argument("--max-seconds", type=float, default=6.0, help="stop sampling one export after this")
     parser.add_argument("--layer-repeats", type=int, default=15, help="timed samples of each layer timing")
+    parser.add_argument("--layer-warmup", type=int, default=5, help="warm-up runs of each layer timing")
     parser.add_argument("--cache", default=None, help="latency cache folder (default: a fresh one)")
     parser.add_argument("--quick", action="store_true", help="resnet50 only, batch 1, 5 random sets")
     args = parser.parse_args()
