@@ -9,8 +9,9 @@ measure the rest. Docs: docs/latency.md.
 """
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -296,6 +297,19 @@ def _calibrate(prof: _Profiler, table: LatencyTable) -> None:
     table.fit_rest(points, prof.rest)
 
 
+@contextlib.contextmanager
+def compile_limits(backend: str) -> Iterator[None]:
+    """With ``backend="compile"``: every exported layer is a new module to compile, so dynamo's
+    recompile limits (after which it silently runs eager) are lifted for the profile."""
+    config = getattr(getattr(torch, "_dynamo", None), "config", None)
+    names = [n for n in ("recompile_limit", "accumulated_recompile_limit") if hasattr(config, n)]
+    if backend != "compile" or not names:
+        yield
+        return
+    with config.patch(**{n: 1 << 30 for n in names}):
+        yield
+
+
 def timed_items(prof: _Profiler) -> list[tuple[LatencyLayer, Callable[[list[int]], Callable[[], Any]]]]:
     """Every layer and op to time, with its builder (``build(kept)``: a call to time); sets the
     units full (the caller restores them)."""
@@ -335,7 +349,7 @@ def profile_latency(mutator: Any, batch_size: int = 1, threads: int | None = Non
     started = time.perf_counter()
     saved = [(u.mutable_channel, u.mutable_channel.snapshot()) for u in prof.units]
     try:
-        with fixed_threads(threads):
+        with fixed_threads(threads), compile_limits(backend):
             layers = timed_items(prof)
             table = LatencyTable([layer for layer, _ in layers], batch_size, threads, str(device), str(dtype),
                                  backend, cache_path=str(cache.path))
