@@ -18,6 +18,7 @@ from razor_widgets import (
     suggest_divisor,
     unit_step_curve,
 )
+from razor_widgets.counting.latency_cache import LatencyCache
 from razor_widgets.counting.latency_profile import axis_counts
 from razor_widgets.counting.latency_table import interpolate
 from razor_widgets.counting.latency_timing import summarise, time_call
@@ -138,10 +139,14 @@ def test_profile_bad_input(mutator, tmp_path):
         profile_latency(mutator, backend="tensorrt", cache_dir=tmp_path)
     with pytest.raises(ValueError, match="align"):
         profile_latency(mutator, align=0, cache_dir=tmp_path)
-    bad = tmp_path / "bad"
-    bad.mkdir()
+    path = LatencyCache({"x": 1}, tmp_path).path
+    path.write_text("[1, 2]")  # a file of another kind where the cache would be
+    with pytest.raises(ValueError, match="not a razor_widgets latency cache"):
+        LatencyCache({"x": 1}, tmp_path)
     with pytest.raises(RuntimeError, match="profile_latency"):
         mutator.latency()
+    with pytest.raises(RuntimeError, match="profile_latency"):
+        fit_budget(mutator, 0.5, metric="latency")
 
 
 # -- the counter --------------------------------------------------------------------------------
