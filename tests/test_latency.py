@@ -165,6 +165,18 @@ def test_latency_counter_follows_the_choices_incrementally(profiled):
         assert profiled.latency().ms == pytest.approx(table.predict(_kept(profiled)))
 
 
+def test_latency_counter_through_slider_drags(profiled):
+    """Several moves of one unit (a drag: its shared layers become one curve), then of others."""
+    table = profiled.latency_table
+    units = [u.name for u in profiled.mutable_units]
+    for name, ratio in [(units[1], 0.5), (units[1], 0.25), (units[1], 0.75), (units[0], 0.5), (units[0], 0.25),
+                        (units[1], 1.0), (units[2], 0.5), (units[2], 0.25), (units[1], 0.5)]:
+        profiled.set_choices({name: ratio})
+        assert profiled.latency().ms == pytest.approx(table.predict(_kept(profiled)))
+    profiled.set_choices({u: 0.5 for u in units})
+    assert profiled.latency().ms == pytest.approx(table.predict(_kept(profiled)))
+
+
 def test_latency_what_if_leaves_choices(profiled):
     before = profiled.current_choices
     smaller = {u.name: 0.25 for u in profiled.mutable_units}

@@ -43,6 +43,9 @@ class LatencyCounter:
         self._others = sorted({i for rows in self._shared for i in rows})
         self._layer_ms = {i: self._fast[i][0](self._kept) for i in self._others}
         self._layer_el = {i: self._fast[i][1](self._kept) for i in self._others}
+        self._drag: tuple[int, list[float], list[int]] | None = None  # (unit, ms, elements) of a slider drag
+        self._last: int | None = None  # the unit the last single move changed
+        self._curves_base = [range(f + 1) for f in full[:n_units]]
         self._sum_afresh()
 
     @staticmethod
@@ -63,14 +66,22 @@ class LatencyCounter:
         self._el = sum(self._layer_el.values()) + sum(e for _, e in curves)
 
     def update(self) -> None:
-        """Bring the sum up to date with the units' current choices (only changed units' layers)."""
+        """Bring the sum up to date with the units' current choices (only changed units' layers).
+
+        A slider drag moves one unit many times: from its second move on, the layers it shares
+        with other units are summed into one curve over its counts (the others as they are), so
+        each further move is a lookup; a move of any other unit ends the drag."""
         self.counter.update()
         now = self.counter._kept
         changed = np.flatnonzero(now != self._kept_array).tolist()
         if not changed:
             return
-        self._kept_array[changed] = now[changed]
+        if len(changed) == 1:
+            self._kept_array[changed[0]] = now[changed[0]]
+        else:
+            self._kept_array[changed] = now[changed]
         kept = self._kept
+        first_old = kept[changed[0]]
         for u in changed:
             new = int(now[u])
             curve = self._curves[u] if u < len(self._curves) else None
@@ -79,8 +90,18 @@ class LatencyCounter:
                 self._ms += curve[0][new] - curve[0][old]
                 self._el += curve[1][new] - curve[1][old]
             kept[u] = new
+        single = changed[0] if len(changed) == 1 and changed[0] < len(self._shared) else None
+        if single is not None and self._drag is not None and self._drag[0] == single:
+            self._move_drag(first_old)
+            return
+        self._end_drag()
+        if single is not None and single == self._last and self._shared[single]:
+            self._start_drag(single)
+            self._move_drag(first_old)
+            return
+        self._last = single
         fast, layer_ms, layer_el = self._fast, self._layer_ms, self._layer_el
-        touched = self._shared[changed[0]] if len(changed) == 1 else \
+        touched = self._shared[single] if single is not None else \
             sorted({i for u in changed if u < len(self._shared) for i in self._shared[u]})
         for i in touched:
             ms, el = fast[i][0](kept), fast[i][1](kept)
@@ -89,6 +110,33 @@ class LatencyCounter:
             layer_ms[i], layer_el[i] = ms, el
         if len(changed) * 4 > len(self._curves):  # many changed: sum afresh (no drift from running sums)
             self._sum_afresh()
+
+    def _start_drag(self, u: int) -> None:
+        """Sum unit ``u``'s shared layers over its counts, the other units as they are now."""
+        kept, fast, rows = list(self._kept), self._fast, self._shared[u]
+        ms, el = [], []
+        for k in range(len(self._curves_base[u])):
+            kept[u] = k
+            ms.append(sum(fast[i][0](kept) for i in rows))
+            el.append(sum(fast[i][1](kept) for i in rows))
+        self._drag = (u, ms, el)
+
+    def _move_drag(self, old: int) -> None:
+        """The drag's unit moved from ``old`` to its kept count now (the layers' entries wait)."""
+        u, ms, el = self._drag
+        new = self._kept[u]
+        self._ms += ms[new] - ms[old]
+        self._el += el[new] - el[old]
+
+    def _end_drag(self) -> None:
+        """Bring the dragged unit's shared layers' entries up to date and sum afresh."""
+        if self._drag is None:
+            return
+        u, self._drag = self._drag[0], None
+        kept = self._kept
+        for i in self._shared[u]:
+            self._layer_ms[i], self._layer_el[i] = self._fast[i][0](kept), self._fast[i][1](kept)
+        self._sum_afresh()
 
     def ms(self) -> float:
         """Predicted ms at the current choices."""
