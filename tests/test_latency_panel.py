@@ -39,6 +39,19 @@ def test_counter_says_not_measured_then_follows_the_sliders(small):
     assert f"{full.ms:.2f} ms of" in small.latency.text
 
 
+def test_budget_control_offers_latency_once_profiled(small):
+    assert "Latency" not in small.budget.metric.options
+    small.latency.start(wait=True)
+    assert "Latency" in small.budget.metric.options
+    smallest = small.mutator.latency(choices=small.mutator.min_choices)
+    keep = 100 * (smallest.ms / smallest.original_ms + 1) / 2
+    fit = small.apply_budget(keep, "Latency")
+    assert fit.met and small.mutator.latency().percent <= keep
+    assert small.budget.result.value.startswith("Latency ") and "met" in small.budget.result.value
+    small.undo()
+    assert small.mutator.latency().percent == 100.0
+
+
 def test_stop_keeps_the_old_state_and_a_second_profile_resumes(small):
     small.latency._show_progress = lambda p: setattr(small.latency, "_stop", p.done >= 3)
     small.latency.start(wait=True)

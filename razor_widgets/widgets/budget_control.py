@@ -10,6 +10,7 @@ from ..budget import BudgetFit, fit_budget
 
 METRIC_LABELS = {"MACs": "macs", "Params": "params"}
 MODE_LABELS = {"uniform": "uniform", "by L1 importance": "l1"}
+LATENCY_LABEL = "Latency"  # offered once a latency table exists: enable_latency()
 SENSITIVITY_LABEL = "by sensitivity"  # offered once a sensitivity scan exists: enable_sensitivity()
 
 
@@ -35,11 +36,16 @@ class BudgetControl:
 
     def fit(self) -> BudgetFit:
         """The ``fit_budget`` result for the control's percent, metric and mode (nothing is applied)."""
+        metric = "latency" if self.metric.value == LATENCY_LABEL else METRIC_LABELS[self.metric.value]
         if self.mode.value == SENSITIVITY_LABEL:
-            return fit_budget(self.mutator, self.percent.value / 100.0, METRIC_LABELS[self.metric.value],
-                              "sensitivity", sensitivity=self.sensitivity)
-        return fit_budget(self.mutator, self.percent.value / 100.0, METRIC_LABELS[self.metric.value],
-                          MODE_LABELS[self.mode.value])
+            return fit_budget(self.mutator, self.percent.value / 100.0, metric, "sensitivity",
+                              sensitivity=self.sensitivity)
+        return fit_budget(self.mutator, self.percent.value / 100.0, metric, MODE_LABELS[self.mode.value])
+
+    def enable_latency(self) -> None:
+        """Offer "Latency" as a metric (once a latency table exists: ``profile_latency``)."""
+        if LATENCY_LABEL not in self.metric.options:
+            self.metric.options = (*self.metric.options, LATENCY_LABEL)
 
     def enable_sensitivity(self, sensitivity: Any) -> None:
         """Offer "by sensitivity" (the budget that loses the least predicted score of this scan)."""
@@ -52,7 +58,7 @@ class BudgetControl:
         fit = self.fit()
         self._apply(fit)
         res, attr = fit.resources, fit.metric
-        got = getattr(res, f"{attr}_percent")
+        got = fit.latency.percent if attr == "latency" else getattr(res, f"{attr}_percent")
         verdict = "met" if fit.met else "not reachable: these are the smallest choices"
         self.result.value = (f"{self.metric.value} {got:.1f} % of the original (asked {self.percent.value:g} %, "
                              f"{self.mode.value}): {verdict}")

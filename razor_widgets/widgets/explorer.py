@@ -81,6 +81,9 @@ class PruningExplorer:
         self.whole = WholeModelControls(session, {"reset": self.reset, "random": self.sample, "undo": self.undo,
                                                   "redo": self.redo}, self.set_all, self._apply_fit, self._clicked)
         self.global_slider, self.buttons, self.budget = self.whole.global_slider, self.whole.buttons, self.whole.budget
+        self.latency.on_table = self.budget.enable_latency  # "keep X % of latency" once a table exists
+        if getattr(self.mutator, "latency_table", None) is not None:
+            self.budget.enable_latency()
         self.plans = PlanControls({"save": lambda: self.save_choices(self.plans.path.value),
                                    "load": lambda: self.load_choices(self.plans.path.value),
                                    "export": self.offer_downloads}, self._on_upload, self._clicked)

@@ -11,6 +11,7 @@ import copy
 import html
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -24,8 +25,10 @@ NOT_MEASURED = "not measured yet: Profile latency times this model's layers on t
 class LatencyPanel:
     """The latency counter (``text`` holds what it shows), batch and threads, and the profile button."""
 
-    def __init__(self, mutator: Any, profile_kwargs: dict | None = None) -> None:
+    def __init__(self, mutator: Any, profile_kwargs: dict | None = None,
+                 on_table: Callable[[], None] | None = None) -> None:
         self.mutator = mutator
+        self.on_table = on_table  # called once a table exists (the budget control offers Latency)
         self.profile_kwargs = dict(profile_kwargs or {})
         self.label = widgets.HTML()
         self.batch = widgets.BoundedIntText(value=1, min=1, max=4096, description="batch",
@@ -100,6 +103,8 @@ class LatencyPanel:
             self.progress_text.value = html.escape(
                 f"{table.measured} timings in {table.seconds:.1f} s ({table.cached} from the cache)")
             self.update()
+            if self.on_table is not None:
+                self.on_table()
         finally:
             self.progress.layout.display = "none"
             self.button.description, self.button.icon = "Profile latency", "stopwatch"
