@@ -142,6 +142,7 @@ class _Profiler:
         self.bases = [u.num_channels // u.repeats for u in self.units]
         self.channel_dims: dict[str, int] = {}
         self.noises: list[float] = []
+        self.skipped: list[str] = []  # layers left to the calibration (no kind, or no inputs at other sizes)
         self.measured = self.cached = 0
 
     def set_kept(self, units: set[int], fraction: float) -> list[int]:
@@ -161,6 +162,9 @@ class _Profiler:
         for name, call in calls.items():
             module = self.model.get_submodule(name)
             kind = module.layer_kind
+            if kind is None:  # an op without a kind of its own (its owner's kind counts it): the rest
+                self.skipped.append(name)
+                continue
             in_form = builder.layer_form(name, False, kind.channels(module, False))
             out_form = builder.layer_form(name, True, kind.channels(module, True))
             mode = _mode({u for u, _ in in_form.coefs}, {u for u, _ in out_form.coefs})
@@ -315,7 +319,18 @@ def timed_items(prof: _Profiler) -> list[tuple[LatencyLayer, Callable[[list[int]
     units full (the caller restores them)."""
     prof.set_kept(set(range(len(prof.units))), 1.0)
     calls = _capture(prof.model, _leaves(prof.model), prof.mutator.example_inputs, prof.batch_size)
-    items = [(layer, prof.leaf_runner(layer, module, call)) for layer, module, call in prof.layers(calls)]
+    items = []
+    for layer, module, call in prof.layers(calls):
+        build = prof.leaf_runner(layer, module, call)
+        try:  # a layer that cannot run at other sizes is left to the calibration, by name
+            prof.set_kept(layer.units, 0.5)
+            build(prof.kept())
+        except (RuntimeError, ValueError, TypeError, IndexError, AssertionError):
+            prof.skipped.append(layer.name)
+            continue
+        finally:
+            prof.set_kept(layer.units, 1.0)
+        items.append((layer, build))
     return items + op_items(prof, set(calls))
 
 
@@ -376,6 +391,7 @@ def profile_latency(mutator: Any, batch_size: int = 1, threads: int | None = Non
     noises = sorted(prof.noises)
     table.noise = noises[len(noises) // 2] if noises else 0.0
     table.measured, table.cached, table.seconds = prof.measured, prof.cached, time.perf_counter() - started
+    table.skipped = list(prof.skipped)
     mutator.latency_table = table
     mutator.__dict__.pop("_latency_counter", None)
     return table

@@ -181,6 +181,7 @@ class LatencyTable:
     model_noise: float = 0.0  # noise of the whole-model timings of the calibration
     calibration: list[dict[str, float]] = field(default_factory=list)
     cache_path: str = ""
+    skipped: list[str] = field(default_factory=list)  # layers not timed (left to the calibration)
 
     def layer_sum(self, kept: Any) -> tuple[float, int]:
         """Sum of the layers' ms and of their output elements at the units' kept channels."""
