@@ -95,7 +95,8 @@ def bench(name: str, batch: int, args: argparse.Namespace) -> Result:
     cache = args.cache or tempfile.mkdtemp(prefix="latency_cache_")
     t0 = time.perf_counter()
     table = profile_latency(mutator, batch_size=batch, threads=args.threads, cache_dir=cache,
-                            warmup=args.layer_warmup, repeats=args.layer_repeats, device=args.device)
+                            warmup=args.layer_warmup, repeats=args.layer_repeats, device=args.device,
+                            clock=args.clock)
     res.build_s, res.measured, res.noise = time.perf_counter() - t0, table.measured, table.noise
     res.rest = f"{table.scale:.2f} x layers + {table.rest_ms:.2f} ms"
     cal = ", ".join(f"{c['fraction']:.0%}: {c['measured_ms']:.1f} ms measured, layers {c['layers_ms']:.1f} ms"
@@ -116,7 +117,7 @@ def bench(name: str, batch: int, args: argparse.Namespace) -> Result:
         mutator.set_max_choices()
         timing = measure_latency(static, x, batch_size=batch, threads=args.threads, device=args.device,
                                  warmup=args.warmup,
-                                 repeats=args.repeats, max_seconds=args.max_seconds)
+                                 repeats=args.repeats, max_seconds=args.max_seconds, clock=args.clock)
         res.rows.append(Row(label, predicted, timing.median_ms, timing.noise))
         print(f"  {name} b{batch} {label:12s} predicted {predicted:9.2f} ms  measured {timing.median_ms:9.2f} ms "
               f"(noise +-{100 * timing.noise:.1f} %)  error {res.rows[-1].error:+6.1f} %", flush=True)
@@ -128,7 +129,7 @@ def bench(name: str, batch: int, args: argparse.Namespace) -> Result:
 def report(results: list[Result], args: argparse.Namespace) -> bool:
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else \
         f"cpu {torch.backends.cpu.get_cpu_capability()}"
-    print(f"\n# bench_latency: {versions()}; threads {args.threads}; {device}")
+    print(f"\n# bench_latency: {versions()}; threads {args.threads}; {device}; clock {args.clock}")
     print("| model | batch | table build s | timings | layer noise | rest | uniform 25/50/75 % error | "
           "random: median abs error | max abs error | slider move + resources() µs | + latency() µs |")
     print("|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|")
@@ -154,6 +155,8 @@ def main() -> int:
     parser.add_argument("--batch", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--sets", type=int, default=20, help="random choice sets per model and batch")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                        help="cpu: one thread's CPU time (on a busy machine), for the table and the exports alike")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (timed with CUDA events; not run here)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--warmup", type=int, default=3, help="warm-up runs of each measured export")

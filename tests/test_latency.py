@@ -20,7 +20,7 @@ from razor_widgets import (
 )
 from razor_widgets.counting.latency_cache import LatencyCache
 from razor_widgets.counting.latency_profile import axis_counts
-from razor_widgets.counting.latency_table import interpolate
+from razor_widgets.counting.latency_table import LatencyTable, interpolate
 from razor_widgets.counting.latency_timing import summarise, time_call
 
 FAST = {"warmup": 1, "repeats": 3, "align": 8}
@@ -79,6 +79,21 @@ def test_measure_latency_leaves_the_model_as_it_was():
     timing = measure_latency(model, torch.randn(1, 8), batch_size=4, threads=1, warmup=1, repeats=3)
     assert timing.median_ms > 0 and timing.p10_ms <= timing.median_ms <= timing.p90_ms
     assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_cpu_clock_times_one_thread_only():
+    model = nn.Linear(8, 8)
+    assert measure_latency(model, torch.randn(1, 8), threads=1, clock="cpu", warmup=1, repeats=3).median_ms > 0
+    with pytest.raises(ValueError, match="one torch thread"):
+        measure_latency(model, torch.randn(1, 8), threads=2, clock="cpu")
+    with pytest.raises(ValueError, match="clock"):
+        measure_latency(model, torch.randn(1, 8), clock="sundial")
+
+
+def test_calibration_never_predicts_below_zero():
+    table = LatencyTable([], 1, 1, "cpu", "float32", "eager")
+    table.fit_rest([(100.0, 90.0, 0), (10.0, 20.0, 0)])  # a line through these would cross zero
+    assert table.rest_ms == 0.0 and table.scale > 0 and table.predict([]) == 0.0
 
 
 @pytest.mark.parametrize("kwargs, error", [({"batch_size": 0}, ValueError), ({"threads": 0}, ValueError)])

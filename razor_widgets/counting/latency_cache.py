@@ -37,12 +37,13 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_key(device: str, threads: int, dtype: torch.dtype) -> dict[str, Any]:
-    """What a timing depends on besides the layer: machine, torch version, device, threads, dtype."""
+def machine_key(device: str, threads: int, dtype: torch.dtype, clock: str = "wall") -> dict[str, Any]:
+    """What a timing depends on besides the layer: machine, torch version, device, threads, dtype
+    (and the clock: wall time, or one thread's CPU time)."""
     dev = torch.device(device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
     return {"host": platform.node(), "machine": name, "cpus": os.cpu_count(), "torch": torch.__version__,
-            "device": str(dev), "threads": int(threads), "dtype": str(dtype)}
+            "device": str(dev), "threads": int(threads), "dtype": str(dtype), "clock": clock}
 
 
 class LatencyCache:

@@ -22,7 +22,7 @@ from ..layers.dynamic_ops import DynamicChannelMixin
 from .latency_cache import LatencyCache, entry_key, machine_key
 from .latency_ops import op_items
 from .latency_table import REST_MODELS, LatencyLayer, LatencyTable, form_value
-from .latency_timing import batched_inputs, fixed_threads, measure_latency, time_call
+from .latency_timing import CLOCKS, batched_inputs, fixed_threads, measure_latency, time_call
 from .spec import _Builder
 
 __all__ = ["profile_latency", "ProfileProgress", "LatencyProfileStopped", "GRID_POINTS", "LINE_POINTS",
@@ -138,6 +138,7 @@ class _Profiler:
         self.batch_size, self.threads, self.device, self.dtype = batch_size, threads, device, dtype
         self.backend, self.cache, self.warmup, self.repeats = backend, cache, warmup, repeats
         self.align = align
+        self.clock = "wall"
         self.builder = _Builder(self.model, mutator.graph_trace, mutator.analysis, self.units)
         self.bases = [u.num_channels // u.repeats for u in self.units]
         self.channel_dims: dict[str, int] = {}
@@ -232,7 +233,7 @@ class _Profiler:
     def time_fn(self, fn: Callable[[], Any]) -> dict[str, float]:
         """One timing (no grad; each point's sampling stops after a second)."""
         with torch.no_grad():
-            timing = time_call(fn, self.device, self.warmup, self.repeats, max_seconds=1.0)
+            timing = time_call(fn, self.device, self.warmup, self.repeats, max_seconds=1.0, clock=self.clock)
         self.noises.append(timing.noise)
         return timing.as_dict()
 
@@ -285,7 +286,8 @@ def _calibrate(prof: _Profiler, table: LatencyTable) -> None:
             if prof.backend == "compile":
                 static = torch.compile(static)
             timing = measure_latency(static, prof.mutator.example_inputs, prof.batch_size, prof.threads,
-                                     prof.device, prof.dtype, prof.warmup, prof.repeats, max_seconds=20.0)
+                                     prof.device, prof.dtype, prof.warmup, prof.repeats, max_seconds=20.0,
+                                     clock=prof.clock)
             hit = timing.as_dict()
             prof.cache.put(key, hit, save_every=1)
             prof.measured += 1
@@ -336,7 +338,8 @@ def timed_items(prof: _Profiler) -> list[tuple[LatencyLayer, Callable[[list[int]
 
 def profile_latency(mutator: Any, batch_size: int = 1, threads: int | None = None, device: str = "cpu",
                     backend: str = "eager", dtype: torch.dtype = torch.float32, warmup: int = 5,
-                    repeats: int = 15, align: int = 16, rest: str = "scale", cache_dir: str | None = None,
+                    repeats: int = 15, align: int = 16, rest: str = "scale", clock: str = "wall",
+                    cache_dir: str | None = None,
                     progress: Callable[[ProfileProgress], None] | None = None,
                     should_stop: Callable[[], bool] | None = None) -> LatencyTable:
     """Measure a latency table of the prepared ``mutator``'s model and give it to the mutator
@@ -346,7 +349,8 @@ def profile_latency(mutator: Any, batch_size: int = 1, threads: int | None = Non
     ``GRID_POINTS`` per side, ``LINE_POINTS`` for one side) and timed (warm-up,
     ``repeats`` samples, median after outlier rejection); counts in between cost the next step's
     (``align``: the back end's channel step, 16 for fp32 on AVX-512). Two whole exports calibrate
-    the sum (``rest``: see ``LatencyTable.fit_rest``). Timings are cached on disk by machine,
+    the sum (``rest``: see ``LatencyTable.fit_rest``). ``clock="cpu"`` (threads=1 on a CPU) times
+    CPU time instead of wall time (a busy machine). Timings are cached on disk by machine,
     torch version, device, threads, dtype, batch and layer geometry. ``progress`` is called after
     every timing; ``should_stop()`` returning True (or Ctrl-C) stops with what was measured saved."""
     if backend not in BACKENDS:
@@ -354,13 +358,15 @@ def profile_latency(mutator: Any, batch_size: int = 1, threads: int | None = Non
     if getattr(mutator, "graph_trace", None) is None or mutator.model is None:
         raise RuntimeError("profile_latency needs a mutator prepared by tracing (prepare_from_supernet)")
     threads = torch.get_num_threads() if threads is None else threads
-    cache = LatencyCache(machine_key(device, threads, dtype), cache_dir)
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
+    cache = LatencyCache(machine_key(device, threads, dtype, clock), cache_dir)
     if isinstance(align, bool) or not isinstance(align, int) or align < 1:
         raise ValueError(f"align must be a positive int, got {align!r}")
     if rest not in REST_MODELS:
         raise ValueError(f"rest must be one of {', '.join(REST_MODELS)}, got {rest!r}")
     prof = _Profiler(mutator, batch_size, threads, device, dtype, backend, cache, warmup, repeats, align)
-    prof.rest = rest
+    prof.rest, prof.clock = rest, clock
     started = time.perf_counter()
     saved = [(u.mutable_channel, u.mutable_channel.snapshot()) for u in prof.units]
     try:

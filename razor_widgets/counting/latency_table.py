@@ -221,3 +221,7 @@ class LatencyTable:
                 self.rest_ms_per_element = max(0.0, slope)
         fitted = self.scale * layers + self.rest_ms_per_element * elements
         self.rest_ms = float(np.mean(measured - fitted)) if len(points) else 0.0
+        if self.rest_ms < 0 and rest == "scale" and layers.any():  # no negative rest: a scale alone
+            self.scale = min(3.0, max(0.5, float(measured @ layers / (layers @ layers))))
+            self.rest_ms = 0.0
+        self.rest_ms = max(0.0, self.rest_ms)

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..trace.tracer import split_inputs
 
-__all__ = ["Timing", "time_call", "measure_latency", "batched_inputs", "fixed_threads"]
+__all__ = ["Timing", "time_call", "measure_latency", "batched_inputs", "fixed_threads", "CLOCKS"]
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,17 @@ def summarise(samples_ms: list[float], calls_per_sample: int = 1) -> Timing:
                   len(samples_ms) - len(kept), calls_per_sample)
 
 
-def _clock(device: torch.device) -> Callable[[Callable[[], Any], int], float]:
-    """``clock(fn, n)``: seconds for ``n`` calls of ``fn`` on ``device``."""
+CLOCKS = ("wall", "cpu")
+
+
+def _clock(device: torch.device, clock: str = "wall") -> Callable[[Callable[[], Any], int], float]:
+    """``clock(fn, n)``: seconds for ``n`` calls of ``fn`` on ``device``: wall-clock time, or with
+    ``clock="cpu"`` the calling thread's CPU time (one torch thread on a CPU: the time the work
+    took without the time slices other processes of a busy machine took meanwhile)."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}")
+    if clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
+        raise ValueError("clock='cpu' times one torch thread on a CPU: use threads=1 and device='cpu'")
     if device.type == "cuda":  # CUDA events after a synchronisation (untested here: no GPU)
         def cuda_clock(fn: Callable[[], Any], n: int) -> float:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -80,20 +89,22 @@ def _clock(device: torch.device) -> Callable[[Callable[[], Any], int], float]:
             return start.elapsed_time(end) / 1000.0
         return cuda_clock
 
+    now = time.thread_time if clock == "cpu" else time.perf_counter
+
     def cpu_clock(fn: Callable[[], Any], n: int) -> float:
-        t0 = time.perf_counter()
+        t0 = now()
         for _ in range(n):
             fn()
-        return time.perf_counter() - t0
+        return now() - t0
     return cpu_clock
 
 
 def time_call(fn: Callable[[], Any], device: str | torch.device = "cpu", warmup: int = 5, repeats: int = 15,
-              min_sample_s: float = 2e-4, max_seconds: float | None = None) -> Timing:
+              min_sample_s: float = 2e-4, max_seconds: float | None = None, clock: str = "wall") -> Timing:
     """Time ``fn()``: ``warmup`` runs (5 by default, at least 1), then ``repeats`` samples, each of enough calls
     to last ``min_sample_s`` (short calls are batched so the clock's resolution does not show).
-    ``max_seconds`` stops sampling early (after 3 samples) for slow calls."""
-    clock = _clock(torch.device(device))
+    ``max_seconds`` stops sampling early (after 3 samples) for slow calls. ``clock``: see ``_clock``."""
+    clock = _clock(torch.device(device), clock)
     first = clock(fn, 1)
     for _ in range(max(0, warmup - 1)):
         first = min(first, clock(fn, 1))
@@ -142,11 +153,12 @@ def batched_inputs(example_inputs: Any, batch_size: int, device: str | torch.dev
 
 def measure_latency(model: nn.Module, example_inputs: Any, batch_size: int = 1, threads: int | None = None,
                     device: str = "cpu", dtype: torch.dtype | None = None, warmup: int = 5,
-                    repeats: int = 15, max_seconds: float | None = None) -> Timing:
+                    repeats: int = 15, max_seconds: float | None = None, clock: str = "wall") -> Timing:
     """Time one forward of ``model`` (eval, no grad) on ``example_inputs`` repeated to ``batch_size``.
 
     The model is not changed: it is copied when it must move to another device or dtype, and its
-    train/eval mode is restored. Returns a :class:`Timing` (median ms, p10/p90, noise)."""
+    train/eval mode is restored. Returns a :class:`Timing` (median ms, p10/p90, noise). ``clock="cpu"``
+    (one thread on a CPU) times the thread's CPU time: a busy machine's other processes do not count."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"measure_latency needs an nn.Module, got {type(model).__name__}")
     dev = torch.device(device)
@@ -158,6 +170,7 @@ def measure_latency(model: nn.Module, example_inputs: Any, batch_size: int = 1, 
     run.eval()
     try:
         with fixed_threads(threads), torch.no_grad():
-            return time_call(lambda: run(*args, **kwargs), dev, warmup, repeats, max_seconds=max_seconds)
+            return time_call(lambda: run(*args, **kwargs), dev, warmup, repeats, max_seconds=max_seconds,
+                             clock=clock)
     finally:
         run.train(training)
