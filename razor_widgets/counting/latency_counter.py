@@ -142,7 +142,7 @@ class LatencyCounter:
         """Predicted ms at the current choices."""
         self.update()
         t = self.table
-        return t.scale * self._ms + t.rest_ms + t.rest_ms_per_element * self._el
+        return t.combine(self._ms, self._el)
 
     def latency(self) -> Latency:
         """The prediction as a :class:`Latency` (with the full model's, the batch, threads, device)."""

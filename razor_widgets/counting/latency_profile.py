@@ -30,7 +30,7 @@ __all__ = ["profile_latency", "ProfileProgress", "LatencyProfileStopped", "GRID_
 
 GRID_POINTS = 6  # counts per side of a layer whose two sides change (a 6 x 6 grid)
 LINE_POINTS = 12  # counts of a layer with one changing side
-CALIBRATION = (1.0, 0.4)  # uniform fractions whose whole exports measure the rest
+CALIBRATION = (1.0, 0.7, 0.4)  # uniform fractions whose whole exports calibrate the layers' sum
 BACKENDS = ("eager", "compile")
 
 
@@ -338,7 +338,7 @@ def timed_items(prof: _Profiler) -> list[tuple[LatencyLayer, Callable[[list[int]
 
 def profile_latency(mutator: Any, batch_size: int = 1, threads: int | None = None, device: str = "cpu",
                     backend: str = "eager", dtype: torch.dtype = torch.float32, warmup: int = 5,
-                    repeats: int = 15, align: int = 16, rest: str = "scale", clock: str = "wall",
+                    repeats: int = 15, align: int = 16, rest: str = "quadratic", clock: str = "wall",
                     cache_dir: str | None = None,
                     progress: Callable[[ProfileProgress], None] | None = None,
                     should_stop: Callable[[], bool] | None = None) -> LatencyTable:

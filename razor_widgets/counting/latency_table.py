@@ -21,7 +21,7 @@ from .spec import Form
 
 __all__ = ["LatencyLayer", "LatencyTable", "Latency", "interpolate", "REST_MODELS"]
 
-REST_MODELS = ("scale", "elements", "constant")
+REST_MODELS = ("quadratic", "scale", "elements", "constant")
 
 
 def _axis_weights(axis: list[float], v: float) -> tuple[int, int, float]:
@@ -172,8 +172,10 @@ class LatencyTable:
     backend: str
     rest_ms: float = 0.0
     rest_ms_per_element: float = 0.0
-    scale: float = 1.0  # the layers' sum times this (fitted with rest="scale")
-    rest: str = "scale"  # how the calibration was fitted: "scale", "elements" or "constant"
+    scale: float = 1.0  # the layers' sum times this (fitted with rest="scale" or "quadratic")
+    quad: float = 0.0  # ... plus this times layers * layers / full_layers (rest="quadratic")
+    full_layers: float = 0.0  # the layers' sum at full choices
+    rest: str = "quadratic"  # how the calibration was fitted: one of REST_MODELS
     measured: int = 0  # timings taken in this run
     cached: int = 0  # timings read from the cache
     seconds: float = 0.0  # what building the table cost
@@ -190,8 +192,12 @@ class LatencyTable:
 
     def predict(self, kept: Any) -> float:
         """Predicted ms of the exported model at the units' kept channels per block."""
-        ms, elements = self.layer_sum(kept)
-        return self.scale * ms + self.rest_ms + self.rest_ms_per_element * elements
+        return self.combine(*self.layer_sum(kept))
+
+    def combine(self, ms: float, elements: float) -> float:
+        """The calibrated prediction from the layers' sum and their output elements."""
+        quad = self.quad * ms / self.full_layers if self.full_layers > 0 else 0.0
+        return (self.scale + quad) * ms + self.rest_ms + self.rest_ms_per_element * elements
 
     def unit_layers(self, n_units: int) -> list[list[int]]:
         """Per unit, the indices of the layers whose time it changes."""
@@ -201,17 +207,23 @@ class LatencyTable:
                 out[u].append(i)
         return out
 
-    def fit_rest(self, points: list[tuple[float, float, int]], rest: str = "scale") -> None:
+    def fit_rest(self, points: list[tuple[float, float, int]], rest: str = "quadratic") -> None:
         """Fit the calibration to ``(measured ms, layer sum ms, elements)`` points, least squares:
         ``rest="scale"``: ``measured = scale * layers + rest_ms``; ``"elements"``: ``measured = layers
         + rest_ms + rest_ms_per_element * elements``; ``"constant"``: ``measured = layers + rest_ms``.
+        ``"quadratic"``: ``measured = (scale + quad * layers / full_layers) * layers + rest_ms`` (a layer
+        slows down among the others the more, the bigger the model: allocations and caches).
         A fitted slope below 0 (noise) is dropped for a constant; the scale stays in [0.5, 3]."""
         if rest not in REST_MODELS:
             raise ValueError(f"rest must be one of {', '.join(REST_MODELS)}, got {rest!r}")
         measured = np.array([m for m, _, _ in points], dtype=np.float64)
         layers = np.array([s for _, s, _ in points], dtype=np.float64)
         elements = np.array([e for _, _, e in points], dtype=np.float64)
-        self.rest, self.scale, self.rest_ms_per_element = rest, 1.0, 0.0
+        self.rest, self.scale, self.rest_ms_per_element, self.quad = rest, 1.0, 0.0, 0.0
+        self.full_layers = float(layers.max()) if len(points) else 0.0
+        if rest == "quadratic" and len(points) >= 2 and self.full_layers > 0:
+            self._fit_quadratic(measured, layers)
+            return
         x = layers if rest == "scale" else elements
         if rest != "constant" and len(points) >= 2 and np.ptp(x) > 0:
             slope = float(np.polyfit(x, measured - (0 if rest == "scale" else layers), 1)[0])
@@ -225,3 +237,17 @@ class LatencyTable:
             self.scale = min(3.0, max(0.5, float(measured @ layers / (layers @ layers))))
             self.rest_ms = 0.0
         self.rest_ms = max(0.0, self.rest_ms)
+
+    def _fit_quadratic(self, measured: np.ndarray, layers: np.ndarray) -> None:
+        """Least squares over ``[layers, layers**2 / full, 1]``; a negative rest, then a negative
+        quadratic term, is dropped and the rest refitted (never a negative coefficient)."""
+        columns = [layers, layers * layers / self.full_layers, np.ones_like(layers)]
+        for use in ((0, 1, 2), (0, 1), (0,)):
+            if len(use) > len(layers):
+                continue
+            coefs = np.linalg.lstsq(np.stack([columns[i] for i in use], axis=1), measured, rcond=None)[0]
+            if (coefs >= 0).all():
+                break
+        values = dict(zip(use, coefs.tolist()))
+        self.scale = min(3.0, values.get(0, 1.0))
+        self.quad, self.rest_ms = max(0.0, values.get(1, 0.0)), max(0.0, values.get(2, 0.0))
