@@ -30,7 +30,7 @@ __all__ = ["profile_latency", "ProfileProgress", "LatencyProfileStopped", "GRID_
 
 GRID_POINTS = 6  # counts per side of a layer whose two sides change (a 6 x 6 grid)
 LINE_POINTS = 12  # counts of a layer with one changing side
-CALIBRATION = (1.0, 0.7, 0.4)  # uniform fractions whose whole exports calibrate the layers' sum
+CALIBRATION = (1.0, 0.7, 0.4, 0.2)  # uniform fractions whose whole exports calibrate the layers' sum
 BACKENDS = ("eager", "compile")
 
 

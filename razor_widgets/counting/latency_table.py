@@ -242,7 +242,7 @@ class LatencyTable:
         """Least squares over ``[layers, layers**2 / full, 1]``; a negative rest, then a negative
         quadratic term, is dropped and the rest refitted (never a negative coefficient)."""
         columns = [layers, layers * layers / self.full_layers, np.ones_like(layers)]
-        for use in ((0, 1, 2), (0, 1), (0,)):
+        for use in ((0, 1, 2), (0, 2), (0, 1), (0,)):
             if len(use) > len(layers):
                 continue
             coefs = np.linalg.lstsq(np.stack([columns[i] for i in use], axis=1), measured, rcond=None)[0]
