@@ -99,7 +99,8 @@ def bench(name: str, batch: int, args: argparse.Namespace) -> Result:
                             clock=args.clock)
     res.build_s, res.measured, res.noise = time.perf_counter() - t0, table.measured, table.noise
     res.rest = f"({table.scale:.2f} + {table.quad:.2f} x layers / full) x layers + {table.rest_ms:.2f} ms"
-    cal = ", ".join(f"{c['fraction']:.0%}: {c['measured_ms']:.1f} ms measured, layers {c['layers_ms']:.1f} ms"
+    cal = ", ".join(f"{c['kind']} {c['fraction']:.0%}: {c['measured_ms']:.1f} ms measured, layers "
+                    f"{c['layers_ms']:.1f} ms"
                     for c in table.calibration)
     print(f"  {name} b{batch}: table in {res.build_s:.1f} s ({table.measured} timings, {len(table.layers)} layers "
           f"and ops); calibration {cal}", flush=True)

@@ -10,6 +10,7 @@ measure the rest. Docs: docs/latency.md.
 from __future__ import annotations
 
 import contextlib
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ __all__ = ["profile_latency", "ProfileProgress", "LatencyProfileStopped", "GRID_
 GRID_POINTS = 6  # counts per side of a layer whose two sides change (a 6 x 6 grid)
 LINE_POINTS = 12  # counts of a layer with one changing side
 CALIBRATION = (1.0, 0.7, 0.4, 0.2)  # uniform fractions whose whole exports calibrate the layers' sum
+RANDOM_CALIBRATION = 2  # and this many fixed pseudo-random choice sets (each unit any count)
 BACKENDS = ("eager", "compile")
 
 
@@ -272,11 +274,18 @@ def _measure_layer(prof: _Profiler, layer: LatencyLayer, build: Callable[[list[i
 
 
 def _calibrate(prof: _Profiler, table: LatencyTable) -> None:
-    """Time whole exports at the ``CALIBRATION`` fractions and fit the rest to them."""
+    """Time whole exports at the ``CALIBRATION`` fractions and at ``RANDOM_CALIBRATION`` fixed
+    pseudo-random choice sets, and fit the layers' sum to them."""
     points = []
     everything = set(range(len(prof.units)))
-    for fraction in CALIBRATION:
-        kept = prof.set_kept(everything, fraction)
+    for fraction in CALIBRATION + tuple(-1 - i for i in range(RANDOM_CALIBRATION)):
+        if fraction > 0:
+            kept = prof.set_kept(everything, fraction)
+        else:  # a fixed pseudo-random choice set (its own seed: never the caller's random sets)
+            rng = random.Random(7919 * -fraction)
+            for u, base in enumerate(prof.bases):
+                prof.units[u]._set_kept(rng.randint(1, base))
+            kept = prof.kept()
         static = prof.mutator.to_static(check=False)
         inputs = batched_inputs(prof.mutator.example_inputs, prof.batch_size)
         key = entry_key("model", repr(static), [tuple(t.shape) for t in inputs[0] if isinstance(t, torch.Tensor)],
@@ -297,8 +306,9 @@ def _calibrate(prof: _Profiler, table: LatencyTable) -> None:
         points.append((hit["median_ms"], ms, elements))
         noise = (hit["p90_ms"] - hit["p10_ms"]) / 2 / hit["median_ms"]
         table.model_noise = max(table.model_noise, noise)
-        table.calibration.append({"fraction": fraction, "measured_ms": hit["median_ms"], "layers_ms": ms,
-                                  "elements": elements})
+        share = fraction if fraction > 0 else sum(k / b for k, b in zip(kept, prof.bases)) / max(1, len(prof.bases))
+        table.calibration.append({"kind": "uniform" if fraction > 0 else "random", "fraction": share,
+                                  "measured_ms": hit["median_ms"], "layers_ms": ms, "elements": elements})
     prof.set_kept(everything, 1.0)
     table.fit_rest(points, prof.rest)
 
@@ -374,7 +384,7 @@ def profile_latency(mutator: Any, batch_size: int = 1, threads: int | None = Non
             layers = timed_items(prof)
             table = LatencyTable([layer for layer, _ in layers], batch_size, threads, str(device), str(dtype),
                                  backend, cache_path=str(cache.path))
-            total = sum(len(prof.points(layer)) for layer, _ in layers) + len(CALIBRATION)
+            total = sum(len(prof.points(layer)) for layer, _ in layers) + len(CALIBRATION) + RANDOM_CALIBRATION
             done = 0
 
             def tick(name: str, _cached: bool) -> None:
