@@ -96,6 +96,16 @@ def test_calibration_never_predicts_below_zero():
     assert table.rest_ms == 0.0 and table.scale > 0 and table.predict([]) == 0.0
 
 
+def test_calibration_drops_one_whole_model_timing_far_off():
+    table = LatencyTable([], 1, 1, "cpu", "float32", "eager")
+    layers = [100.0, 70.0, 40.0, 20.0, 50.0, 30.0]
+    measured = [1.2 * x + 2.0 for x in layers]
+    measured[4] *= 1.8  # a timing hit by a busy moment
+    table.fit_rest([(m, x, 0) for m, x in zip(measured, layers)])
+    assert table.calibration_dropped == [4]
+    assert table.combine(60.0, 0) == pytest.approx(1.2 * 60 + 2.0, rel=1e-6)
+
+
 @pytest.mark.parametrize("kwargs, error", [({"batch_size": 0}, ValueError), ({"threads": 0}, ValueError)])
 def test_measure_latency_bad_input(kwargs, error):
     with pytest.raises(error):

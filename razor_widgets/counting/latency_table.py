@@ -184,6 +184,7 @@ class LatencyTable:
     calibration: list[dict[str, float]] = field(default_factory=list)
     cache_path: str = ""
     skipped: list[str] = field(default_factory=list)  # layers not timed (left to the calibration)
+    calibration_dropped: list[int] = field(default_factory=list)  # calibration points the fit left out
 
     def layer_sum(self, kept: Any) -> tuple[float, int]:
         """Sum of the layers' ms and of their output elements at the units' kept channels."""
@@ -239,15 +240,38 @@ class LatencyTable:
         self.rest_ms = max(0.0, self.rest_ms)
 
     def _fit_quadratic(self, measured: np.ndarray, layers: np.ndarray) -> None:
-        """Least squares over ``[layers, layers**2 / full, 1]``; a negative rest, then a negative
-        quadratic term, is dropped and the rest refitted (never a negative coefficient)."""
-        columns = [layers, layers * layers / self.full_layers, np.ones_like(layers)]
-        for use in ((0, 1, 2), (0, 2), (0, 1), (0,)):
-            if len(use) > len(layers):
-                continue
-            coefs = np.linalg.lstsq(np.stack([columns[i] for i in use], axis=1), measured, rcond=None)[0]
-            if (coefs >= 0).all():
+        """Least squares of the *relative* residuals over ``[layers, layers**2 / full, 1]``; a
+        negative rest, then a negative quadratic term, is dropped (never a negative coefficient).
+        With five points or more, the one furthest off (over twice the others' largest) is dropped
+        once and the fit repeated: one whole-model timing hit by a busy moment must not set it."""
+        keep = np.ones(len(layers), dtype=bool)
+        for attempt in range(2):
+            values = _relative_fit(measured[keep], layers[keep], self.full_layers)
+            if attempt:
                 break
-        values = dict(zip(use, coefs.tolist()))
+            fitted = ((values.get(0, 1.0) + values.get(1, 0.0) * layers / self.full_layers) * layers
+                      + values.get(2, 0.0))
+            off = np.abs(fitted - measured) / measured
+            off[~keep] = 0.0
+            worst = int(np.argmax(off))
+            others = np.delete(off, worst)
+            if keep.sum() < 5 or not len(others) or off[worst] <= 2 * others.max():
+                break
+            keep[worst] = False
         self.scale = min(3.0, values.get(0, 1.0))
         self.quad, self.rest_ms = max(0.0, values.get(1, 0.0)), max(0.0, values.get(2, 0.0))
+        self.calibration_dropped = [i for i in range(len(keep)) if not keep[i]]
+
+
+def _relative_fit(measured: np.ndarray, layers: np.ndarray, full: float) -> dict[int, float]:
+    """``{column: coefficient}`` of the first non-negative weighted fit (weights 1 / measured)."""
+    columns = [layers, layers * layers / full, np.ones_like(layers)]
+    weights = 1.0 / np.maximum(measured, 1e-9)
+    for use in ((0, 1, 2), (0, 2), (0, 1), (0,)):
+        if len(use) > len(layers):
+            continue
+        matrix = np.stack([columns[i] for i in use], axis=1) * weights[:, None]
+        coefs = np.linalg.lstsq(matrix, measured * weights, rcond=None)[0]
+        if (coefs >= 0).all():
+            break
+    return dict(zip(use, coefs.tolist()))
