@@ -49,6 +49,9 @@ __all__ = [
     "PrunedDirectoryError", "load_pruned", "nearest_uniform_plan", "save_pruned",
     # calibration criteria of language models (Minitron activations, structured Wanda)
     "MinitronMutableChannelUnit", "WandaMutableChannelUnit",
+    # latency: measured per-layer tables, the live latency counter, budgets in milliseconds
+    "Latency", "LatencyBudgetFit", "LatencyProfileStopped", "LatencyTable", "ProfileProgress", "Timing",
+    "fit_latency_budget", "measure_latency", "profile_latency", "StepCurve", "suggest_divisor", "unit_step_curve",
 ]
 
 

@@ -7,8 +7,13 @@ The package loads this module on the first attribute it is asked for, so that
 from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
 from .analysis.block_units import BlockSpec, find_blocks
 from .analysis.unit_labels import UnitRole, describe_unit, unit_label, unit_role
+from .budget.latency_fit import LatencyBudgetFit, fit_latency_budget
 from .budget.uniform_plan import nearest_uniform_plan
 from .channels.analysis_result import UnprunableChannelsWarning
+from .counting.latency_profile import LatencyProfileStopped, ProfileProgress, profile_latency
+from .counting.latency_steps import StepCurve, suggest_divisor, unit_step_curve
+from .counting.latency_table import Latency, LatencyTable
+from .counting.latency_timing import Timing, measure_latency
 from .counting.module_counter import CandidateCounter, ChosenPathCounter
 from .counting.resources import Resources, count_resources, reference_flops
 from .export.export_check import ExportCheckWarning, ExportError, UncheckedExportWarning

@@ -156,6 +156,11 @@ class PruningSession:
             return self.mutator.resources(choices=choices)
         return self.path_counter.resources(choices)
 
+    def latency(self, choices: dict[Any, Any] | None = None) -> Any:
+        """Predicted latency of the units' choices (``mutator.latency``: needs ``profile_latency``);
+        ``choices`` of units is a what-if. Searchable ops are not in the latency table."""
+        return self.mutator.latency(choices)
+
     def dropped_layers(self) -> set[str]:
         """Counted layers that ``export()`` leaves out: those of candidates not chosen."""
         return self.path_counter.dropped_layers() if self.path_counter is not None else set()

@@ -22,6 +22,7 @@ from ..counting.resources import Resources
 from ..mutables.units import L1MutableChannelUnit, MutableChannelUnit
 from .block_budget import with_blocks
 from .global_rank import global_spread
+from .latency_fit import LATENCY_MODES, fit_latency_budget
 from .measured import MeasuredCandidate, fit_measured
 from .metrics import MEMORY_METRICS, Metric, metric_of, metric_value, original_value
 from .sensitivity import fit_sensitivity_budget
@@ -79,7 +80,12 @@ def fit_budget(mutator: Any, keep: float, metric: str = "macs", mode: str = "uni
     units first). ``block_scores`` (``{block name: importance}``, e.g. from ``block_importance``):
     ``uniform``, ``global`` and ``l1`` also drop blocks, the least important first, as many as the
     fraction the level cuts from the channels (``block_budget.py``).
-    ``metric="memory"`` (weights + KV cache, bytes) needs ``seq_len`` and takes ``batch``."""
+    ``metric="memory"`` (weights + KV cache, bytes) needs ``seq_len`` and takes ``batch``.
+    ``metric="latency"`` needs ``profile_latency(mutator)`` first (``latency_fit.py``)."""
+    if metric == "latency":  # budgets in ms (latency_fit.py): needs profile_latency(mutator) first
+        if mode not in LATENCY_MODES or sensitivity is not None:
+            raise ValueError(f"metric='latency' works with mode {' or '.join(LATENCY_MODES)}, got {mode!r}")
+        return fit_latency_budget(mutator, keep, mode=mode, spread=_spread(mutator.mutable_units, mode))
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     fitted = dict(seq_len=seq_len, batch=batch) if metric == "memory" else {}
@@ -100,7 +106,7 @@ def fit_budget(mutator: Any, keep: float, metric: str = "macs", mode: str = "uni
     if sensitivity is not None:
         raise ValueError(f"sensitivity= is for mode='sensitivity', not {mode!r}")
     units = mutator.mutable_units
-    spread = _uniform(units) if mode == "uniform" else global_spread(units) if mode == "global" else _by_l1(units)
+    spread = _spread(units, mode)
     if block_scores is not None:
         spread = with_blocks(spread, mutator, block_scores)
     lo, hi = 0.0, 1.0  # spread(level) uses more as level grows; find the largest level that fits
@@ -141,6 +147,11 @@ def _value(res: Resources, metric: str | Metric) -> int:
 
 def _limit(res: Resources, metric: str | Metric, keep: float) -> float:
     return keep * original_value(res, metric)
+
+
+def _spread(units: list[MutableChannelUnit], mode: str) -> Any:
+    """``spread(level)`` of a what-if mode: uniform, global (group importance) or l1."""
+    return _uniform(units) if mode == "uniform" else global_spread(units) if mode == "global" else _by_l1(units)
 
 
 def _uniform(units: list[MutableChannelUnit]) -> Any:

@@ -12,6 +12,8 @@ from ..analysis.analyzer import ChannelAnalyzer
 from ..analysis.rules import RULES
 from ..analysis.unit_labels import assign_roles
 from ..channels.analysis_result import ChannelAnalysis, UnitSpec
+from ..counting.latency_counter import mutator_latency
+from ..counting.latency_table import Latency
 from ..counting.live_counter import ResourceCounter, mutator_resources
 from ..counting.resources import Resources
 from ..export.block_removal import remove_dropped
@@ -402,6 +404,12 @@ class ChannelMutator(BlockChoices, BaseMutator):
         if choices is None and not by_layer:  # a slider's path: straight to the counter
             return self.resource_counter().resources()
         return mutator_resources(self, choices, by_layer)
+
+    def latency(self, choices: dict[Any, Any] | None = None) -> Latency:
+        """Predicted latency (ms) of the model as ``to_static()`` would export it, from the table
+        that ``profile_latency(mutator, ...)`` measured; at ``choices`` a what-if. No forward pass."""
+        self._require_prepared()
+        return mutator_latency(self, choices)
 
     # -- export ---------------------------------------------------------------------------
     def to_static(self, check: bool = True, example_inputs: Any = None, check_reload: bool = True) -> nn.Module:

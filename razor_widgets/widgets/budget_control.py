@@ -11,6 +11,7 @@ from ..budget import BudgetFit, fit_budget
 
 METRIC_LABELS = {"MACs": "macs", "Params": "params"}
 MODE_LABELS = {"uniform": "uniform", "by L1 importance": "l1", "global": "global"}
+LATENCY_LABEL = "Latency"  # offered once a latency table exists: enable_latency()
 SENSITIVITY_LABEL = "by sensitivity"  # offered once a sensitivity scan exists: enable_sensitivity()
 MEASURED_LABEL = "measured"  # offered when there is an eval_fn: enable_measured()
 
@@ -42,13 +43,21 @@ class BudgetControl:
 
     def fit(self) -> BudgetFit:
         """The ``fit_budget`` result for the control's percent, metric and mode (nothing is applied)."""
+        metric = self._metric()
         if self.mode.value == SENSITIVITY_LABEL:
-            return fit_budget(self.mutator, self.percent.value / 100.0, METRIC_LABELS[self.metric.value],
-                              "sensitivity", sensitivity=self.sensitivity)
+            return fit_budget(self.mutator, self.percent.value / 100.0, metric, "sensitivity",
+                              sensitivity=self.sensitivity)
         if self.mode.value == MEASURED_LABEL:
             return self._fit_measured()
-        return fit_budget(self.mutator, self.percent.value / 100.0, METRIC_LABELS[self.metric.value],
-                          MODE_LABELS[self.mode.value])
+        return fit_budget(self.mutator, self.percent.value / 100.0, metric, MODE_LABELS[self.mode.value])
+
+    def _metric(self) -> str:
+        return "latency" if self.metric.value == LATENCY_LABEL else METRIC_LABELS[self.metric.value]
+
+    def enable_latency(self) -> None:
+        """Offer "Latency" as a metric (once a latency table exists: ``profile_latency``)."""
+        if LATENCY_LABEL not in self.metric.options:
+            self.metric.options = (*self.metric.options, LATENCY_LABEL)
 
     def enable_sensitivity(self, sensitivity: Any) -> None:
         """Offer "by sensitivity" (the budget that loses the least predicted score of this scan)."""
@@ -69,8 +78,8 @@ class BudgetControl:
             self.progress.description = f"{done}/{total}"
         self.progress.layout.display = ""
         try:
-            return fit_budget(self.mutator, self.percent.value / 100.0, METRIC_LABELS[self.metric.value],
-                              "measured", sensitivity=self.sensitivity, eval_fn=self.eval_fn, progress=progress)
+            return fit_budget(self.mutator, self.percent.value / 100.0, self._metric(), "measured",
+                              sensitivity=self.sensitivity, eval_fn=self.eval_fn, progress=progress)
         finally:
             self.progress.layout.display = "none"
 
@@ -86,7 +95,7 @@ class BudgetControl:
         fit = self.fit()
         self._apply(fit)
         res, attr = fit.resources, fit.metric
-        got = getattr(res, f"{attr}_percent")
+        got = fit.latency.percent if attr == "latency" else getattr(res, f"{attr}_percent")
         verdict = "met" if fit.met else "not reachable: these are the smallest choices"
         scores = self.scores(fit) if self.scores is not None else ""
         self.result.value = (f"{self.metric.value} {got:.1f} % of the original (asked {self.percent.value:g} %, "

@@ -26,6 +26,7 @@ from .block_toggles import BlockToggles
 from .counters import ResourceCounters
 from .graph_view import GraphView
 from .history import ChoiceHistory
+from .latency_panel import LatencyPanel
 from .memory_counter import MemoryCounter
 from .module_choices import ModuleChoices
 from .plan_controls import DownloadFile, PlanControls, recipe_files, torch_bytes
@@ -81,11 +82,15 @@ class PruningExplorer:
         self.counters = ResourceCounters(self.resources())
         self.memory = MemoryCounter(self.resources(), self.mutator)  # weights + KV cache at a length and batch
         self.counters.listeners.append(self.memory.update)
+        self.latency = LatencyPanel(self.mutator)  # the Latency counter and "Profile latency"
         self.panel = UnitSliders(self.mutator, self._on_slider)
         self.sliders = self.panel.sliders
         self.whole = WholeModelControls(session, {"reset": self.reset, "random": self.sample, "undo": self.undo,
                                                   "redo": self.redo}, self.set_all, self._apply_fit, self._clicked)
         self.global_slider, self.buttons, self.budget = self.whole.global_slider, self.whole.buttons, self.whole.budget
+        self.latency.on_table = self.budget.enable_latency  # "keep X % of latency" once a table exists
+        if getattr(self.mutator, "latency_table", None) is not None:
+            self.budget.enable_latency()
         self.plans = PlanControls({"save": lambda: self.save_choices(self.plans.path.value),
                                    "load": lambda: self.load_choices(self.plans.path.value),
                                    "export": self.offer_downloads}, self._on_upload, self._clicked)
@@ -138,8 +143,8 @@ class PruningExplorer:
         right = widgets.VBox([self.unit_selector, self.tabs], layout=widgets.Layout(flex="1 1 420px", min_width="0",
                                                                                     overflow="auto"))
         body = widgets.HBox([self.panel.widget, right], layout=widgets.Layout(flex_flow="row wrap"))  # fits a column
-        root = widgets.VBox([title, self.counters.widget, self.memory.widget, self.whole.widget, self.plans.widget,
-                             self.status, body, self.extra], layout=widgets.Layout(max_width="100%"))
+        root = widgets.VBox([title, self.counters.widget, self.latency.widget, self.memory.widget, self.whole.widget,
+                             self.plans.widget, self.status, body, self.extra], layout=widgets.Layout(max_width="100%"))
         root.add_class(EXPLORER_CLASS)
         return root
 
@@ -220,6 +225,7 @@ class PruningExplorer:
             return
         self.panel.update_kept(name)
         self.counters.update(self.resources())
+        self.latency.update()
         self.history.record_one(name, unit.current_choice, key=name)
         self._fraction_stale = True  # the all-units slider follows after the pause (_settle)
         self._changed()
@@ -282,6 +288,7 @@ class PruningExplorer:
             self.modules.show(self.module_mutator.current_choices)
             self._show_chosen_path()
         self.counters.update(self.resources())
+        self.latency.update()
         if record:
             self.history.record(self._all_choices(), key)
         if key != GLOBAL_KEY:  # the all-units slider shows what is kept (it shows its own drag as is)
