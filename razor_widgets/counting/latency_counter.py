@@ -145,7 +145,12 @@ class LatencyCounter:
         return t.combine(self._ms, self._el)
 
     def latency(self) -> Latency:
-        """The prediction as a :class:`Latency` (with the full model's, the batch, threads, device)."""
+        """The prediction as a :class:`Latency` (with the full model's, the batch, threads, device).
+        ``ValueError`` while a block is dropped: the table has no figure for depth yet (no guess)."""
+        dropped = [block.path for block in self.counter._blocks if block.dropped]
+        if dropped:
+            raise ValueError(f"latency is not predicted while blocks are dropped ({', '.join(dropped)}): the "
+                             "latency table times layers at kept channel counts, not the model without a block")
         t = self.table
         return Latency(self.ms(), self.original_ms, t.batch_size, t.threads, t.device, t.noise)
 
