@@ -21,7 +21,7 @@ import torch
 from ..counting.resources import Resources
 from ..mutables.units import L1MutableChannelUnit, MutableChannelUnit
 from .block_budget import with_blocks
-from .global_rank import global_spread
+from .global_rank import global_spread, ranked_spread
 from .latency_fit import LATENCY_MODES, fit_latency_budget
 from .measured import MeasuredCandidate, fit_measured
 from .metrics import MEMORY_METRICS, Metric, metric_of, metric_value, original_value
@@ -161,23 +161,11 @@ def _uniform(units: list[MutableChannelUnit]) -> Any:
 
 
 def _by_l1(units: list[MutableChannelUnit]) -> Any:
-    """``spread(level)``: each unit keeps its channels whose normalised L1 norm is at least the
-    global threshold that ``level`` stands for (level 1 keeps all, level 0 the fewest)."""
+    """``spread(level)`` over one ranking of all channels by their L1 norm, normalised per unit
+    (divided by the unit's mean, so that layers of different scales compare)."""
     scores = []
     for unit in units:
         imp = l1_importance(unit).numpy()
         mean = imp.mean() if len(imp) else 0.0
-        scores.append(np.sort(imp / mean if mean > 0 else np.ones_like(imp)))
-    everything = np.sort(np.concatenate(scores)) if scores else np.zeros(0)
-
-    def spread(level: float) -> dict[Any, Any]:
-        if not len(everything):
-            return {}
-        index = min(len(everything) - 1, int((1.0 - level) * len(everything)))
-        threshold = everything[index]
-        choices = {}
-        for unit, s in zip(units, scores):
-            kept = len(s) - int(np.searchsorted(s, threshold, side="left"))
-            choices[unit.name] = choice_for_fraction(unit, kept / max(1, len(s)))
-        return choices
-    return spread
+        scores.append(imp / mean if mean > 0 else np.ones_like(imp))
+    return ranked_spread(units, scores)
