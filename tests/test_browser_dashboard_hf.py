@@ -68,7 +68,7 @@ def test_moving_and_dragging_a_slider_of_hf_llama_changes_the_counts(browser, ll
         loaded = time.monotonic() - started
         names = [label.get_attribute("title").split(": ", 1)[0]
                  for label in sliders.locator("label.widget-label").all()]
-        assert sorted(names) == sorted(engine.current_choices)  # hidden size, KV groups and MLPs: 5 sliders
+        assert sorted(names) == sorted(u.name for u in engine.mutable_units)  # hidden size, KV groups, MLPs: 5 sliders
         counters = page.locator("table:visible").first
         engine.set_max_choices()
         assert shown_counts(counters.inner_text()) == engine_counts(engine)

@@ -246,7 +246,8 @@ def test_group_units_on_torchvision_export_what_they_mask(name):
         mutator.set_choices(fit.choices)
         static = mutator.to_static().eval()
         with torch.no_grad():
-            torch.testing.assert_close(static(x), model(x), rtol=1e-4, atol=1e-4)
+            expected = model(x)  # within 1e-4 of the output's largest magnitude, as the export check compares
+            torch.testing.assert_close(static(x), expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
         counted, reference = mutator.resources(), count_resources(static, x)
         assert (counted.params, counted.macs, counted.flops) == (reference.params, reference.macs, reference.flops)
         assert counted.params == sum(p.numel() for p in static.parameters())
