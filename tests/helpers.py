@@ -834,3 +834,23 @@ class LargestIdTensor(TorchDispatchMode):
             if isinstance(t, torch.Tensor) and t.dtype == torch.long and t.device.type == "cpu":
                 self.largest = max(self.largest, t.untyped_storage().nbytes() // 8)
         return out
+
+
+class ResidualConcatNet(nn.Module):
+    """Conv-BN stem, a residual pair, a concat of a 1x1 and a grouped conv, a hidden linear without
+    a norm: every slice kind an importance criterion reads (the importance tests' model)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.res = nn.Sequential(nn.Conv2d(16, 24, 3, padding=1), nn.BatchNorm2d(24), nn.ReLU(),
+                                 nn.Conv2d(24, 16, 3, padding=1), nn.BatchNorm2d(16))
+        self.left = nn.Conv2d(16, 8, 1)
+        self.right = nn.Conv2d(16, 12, 3, padding=1, groups=4)
+        self.head = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = F.relu(x + self.res(x))
+        x = torch.cat([self.left(x), self.right(x)], 1)
+        return self.head(x.mean((2, 3)))

@@ -21,28 +21,9 @@ from razor_widgets import (
     fit_budget,
 )
 
-from helpers import make_nontrivial, zeroed_model
+from helpers import ResidualConcatNet, make_nontrivial, zeroed_model
 
 GROUP_TYPES = ["GroupMagnitudeMutableChannelUnit", "GroupTaylorMutableChannelUnit"]
-
-
-class Block(nn.Module):
-    """Conv-BN stem, a residual pair, a concat with a grouped conv, a hidden linear."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
-        self.res = nn.Sequential(nn.Conv2d(16, 24, 3, padding=1), nn.BatchNorm2d(24), nn.ReLU(),
-                                 nn.Conv2d(24, 16, 3, padding=1), nn.BatchNorm2d(16))
-        self.left = nn.Conv2d(16, 8, 1)
-        self.right = nn.Conv2d(16, 12, 3, padding=1, groups=4)
-        self.head = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 10))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        x = F.relu(x + self.res(x))
-        x = torch.cat([self.left(x), self.right(x)], 1)
-        return self.head(x.mean((2, 3)))
 
 
 @pytest.fixture
@@ -52,7 +33,7 @@ def x() -> torch.Tensor:
 
 def build(unit: str, x: torch.Tensor, **args) -> tuple[ChannelMutator, nn.Module, nn.Module]:
     torch.manual_seed(0)
-    model = make_nontrivial(Block()).eval()
+    model = make_nontrivial(ResidualConcatNet()).eval()
     original = copy.deepcopy(model)
     mutator = ChannelMutator(channel_unit_cfg=dict(type=unit, default_args=args))
     with warnings.catch_warnings():
@@ -152,7 +133,7 @@ def test_the_global_budget_ranks_all_units_by_one_threshold(x):
 
 def test_the_measured_budget_calibrates_data_units_first(x):
     torch.manual_seed(0)
-    model = make_nontrivial(Block()).eval()
+    model = make_nontrivial(ResidualConcatNet()).eval()
     mutator = ChannelMutator(channel_unit_cfg=dict(type="GroupTaylorMutableChannelUnit", default_args={}))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

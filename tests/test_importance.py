@@ -29,30 +29,11 @@ from razor_widgets import (
 )
 from razor_widgets.importance import criteria
 
-from helpers import make_nontrivial, zeroed_model
+from helpers import ResidualConcatNet, make_nontrivial, zeroed_model
 
 TYPES = ["L1MutableChannelUnit", "L2MutableChannelUnit", "BNScaleMutableChannelUnit", "TaylorMutableChannelUnit",
          "ActivationMutableChannelUnit", "RandomMutableChannelUnit"]
 DATA = ("TaylorMutableChannelUnit", "ActivationMutableChannelUnit")
-
-
-class Block(nn.Module):
-    """Conv-BN stem, a residual pair, a concat of two branches, a hidden linear without a norm."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
-        self.res = nn.Sequential(nn.Conv2d(16, 24, 3, padding=1), nn.BatchNorm2d(24), nn.ReLU(),
-                                 nn.Conv2d(24, 16, 3, padding=1), nn.BatchNorm2d(16))
-        self.left = nn.Conv2d(16, 8, 1)
-        self.right = nn.Conv2d(16, 12, 3, padding=1, groups=4)
-        self.head = nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 10))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        x = F.relu(x + self.res(x))
-        x = torch.cat([self.left(x), self.right(x)], 1)
-        return self.head(x.mean((2, 3)))
 
 
 @pytest.fixture
@@ -62,7 +43,7 @@ def x() -> torch.Tensor:
 
 def build(unit: str, x: torch.Tensor, **args) -> tuple[ChannelMutator, nn.Module, nn.Module]:
     torch.manual_seed(0)
-    model = make_nontrivial(Block()).eval()
+    model = make_nontrivial(ResidualConcatNet()).eval()
     original = copy.deepcopy(model)
     mutator = ChannelMutator(channel_unit_cfg=dict(type=unit, default_args=args))
     with warnings.catch_warnings():
@@ -199,7 +180,7 @@ def test_data_criteria_score_again_from_their_data_when_the_weights_change(x):
 
 def test_data_criteria_without_calibration_refuse_to_prune(x):
     mutator = ChannelMutator(channel_unit_cfg="TaylorMutableChannelUnit")
-    mutator.prepare_from_supernet(make_nontrivial(Block()).eval(), example_inputs=x[:1])
+    mutator.prepare_from_supernet(make_nontrivial(ResidualConcatNet()).eval(), example_inputs=x[:1])
     mutator.set_max_choices()  # full needs no ranking
     with pytest.raises(ValueError, match=r"unit 'stem.0_\(0, 16\)_16' \(TaylorMutableChannelUnit\) needs calibration"):
         mutator.set_choices({"stem.0_(0, 16)_16": 0.5})
@@ -227,7 +208,7 @@ def test_random_is_seeded_and_configs_round_trip(x):
     cfg = a.config_template(with_unit_init_args=True)
     assert cfg["channel_unit_cfg"]["units"]["res.0_(0, 24)_24"]["init_args"]["seed"] == 3
     rebuilt = MODELS.build(cfg)
-    rebuilt.prepare_from_supernet(make_nontrivial(Block()).eval(), example_inputs=x[:1])
+    rebuilt.prepare_from_supernet(make_nontrivial(ResidualConcatNet()).eval(), example_inputs=x[:1])
     assert isinstance(rebuilt.unit("res.0_(0, 24)_24"), RandomMutableChannelUnit)
     for name in ("L2MutableChannelUnit", "BNScaleMutableChannelUnit", "TaylorMutableChannelUnit",
                  "ActivationMutableChannelUnit"):
@@ -259,7 +240,7 @@ def test_a_copy_keeps_its_ranking_and_scans_agree(x, one_thread):
 
 
 def test_the_explorer_calibrates_data_units(x):
-    model = make_nontrivial(Block()).eval()
+    model = make_nontrivial(ResidualConcatNet()).eval()
     explorer = PruningExplorer(model, x[:1], calibration=x, channel_unit_cfg="ActivationMutableChannelUnit")
     name = "res.0_(0, 24)_24"
     explorer.sliders[name].value = 0.5
