@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..counting.resources import Resources
+from ..mutables.unit_choices import choice_for_fraction, number_step, smallest_number
 from ..mutables.units import L1MutableChannelUnit, MutableChannelUnit
 from .block_budget import with_blocks
 from .global_rank import global_spread, ranked_spread
@@ -26,7 +27,6 @@ from .latency_fit import LATENCY_MODES, fit_latency_budget
 from .measured import MeasuredCandidate, fit_measured
 from .metrics import MEMORY_METRICS, Metric, metric_of, metric_value, original_value
 from .sensitivity import fit_sensitivity_budget
-from .unit_choices import choice_for_fraction, number_step, smallest_number
 
 __all__ = ["BudgetFit", "choice_for_fraction", "fit_budget", "l1_importance", "number_step", "smallest_number",
            "METRICS", "MODES"]

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from ..importance.group import group_magnitude_scores, normalize_scores
+from ..mutables.unit_choices import choice_for_fraction
 from ..mutables.units import MutableChannelUnit
-from .unit_choices import choice_for_fraction
 
 __all__ = ["global_scores", "global_spread", "ranked_spread"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..counting.latency_table import Latency
 from ..counting.resources import Resources
-from .unit_choices import choice_for_fraction
+from ..mutables.unit_choices import choice_for_fraction
 
 __all__ = ["LatencyBudgetFit", "fit_latency_budget", "LATENCY_MODES"]
 

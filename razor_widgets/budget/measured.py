@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..mutables.unit_choices import choice_for_fraction
 from .candidate_eval import evaluate_all
 from .metrics import Metric, metric_value, original_value
-from .unit_choices import choice_for_fraction
 
 __all__ = ["MeasuredCandidate", "fit_measured", "DEFAULT_STEPS"]
 

@@ -17,8 +17,8 @@ import numpy as np
 
 from ..counting.resources import Resources
 from ..mutables.block_mutable import DROP, KEEP, BlockMutable
+from ..mutables.unit_choices import choice_for_fraction
 from .metrics import Metric, metric_value, original_value
-from .unit_choices import choice_for_fraction
 
 __all__ = ["fit_sensitivity_budget", "LEVELS"]
 

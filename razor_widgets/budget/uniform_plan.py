@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..analysis.unit_labels import LAYER_ROLES, unit_role
-from .unit_choices import choice_for_fraction
+from ..mutables.unit_choices import choice_for_fraction
 
 __all__ = ["nearest_uniform_plan"]
 

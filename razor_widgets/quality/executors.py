@@ -21,7 +21,8 @@ from torch import nn
 
 from .evaluation import EvalFn, to_score
 
-__all__ = ["WorkerState", "ScanPayload", "PayloadFile", "InProcess", "in_process", "run_task", "shipped"]
+__all__ = ["WorkerState", "ScanPayload", "PayloadFile", "InProcess", "in_process", "run_task", "run_choices_task",
+           "shipped"]
 
 _STATES: dict[int, tuple[str, WorkerState]] = {}  # thread id -> (payload token, its state)
 _STATES_LOCK = threading.Lock()
@@ -38,15 +39,20 @@ class WorkerState:
     def evaluate(self, unit_name: Any, choice: Any) -> float:
         """``eval_fn`` with ``unit_name`` at ``choice`` (None: the model as it is), the unit
         put back afterwards; ValueError when the result is not a finite number."""
-        if unit_name is None:
-            return to_score(self.eval_fn(self.model))
-        unit = self.units[unit_name]
-        saved = unit.mutable_channel.snapshot()
+        return self.evaluate_choices({} if unit_name is None else {unit_name: choice})
+
+    def evaluate_choices(self, choices: dict[Any, Any]) -> float:
+        """``eval_fn`` with every unit named in ``choices`` set to its choice (a whole candidate
+        of a budget, or one unit of a scan); each of them put back afterwards."""
+        touched = [self.units[name] for name in choices]
+        saved = [(u.mutable_channel, u.mutable_channel.snapshot()) for u in touched]
         try:
-            unit.set_valid_choice(choice)
+            for unit, choice in zip(touched, choices.values()):
+                unit.set_valid_choice(choice)
             return to_score(self.eval_fn(self.model))
         finally:
-            unit.mutable_channel.restore(saved)
+            for mutable, state in reversed(saved):
+                mutable.restore(state)
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,11 @@ class ScanPayload:
 def run_task(source: Any, token: str, unit_name: Any, choice: Any) -> float:
     """The function every worker runs: the score of ``unit_name`` at ``choice``."""
     return _state_for(source, token).evaluate(unit_name, choice)
+
+
+def run_choices_task(source: Any, token: str, choices: dict[Any, Any]) -> float:
+    """The function every worker runs for a whole set of choices: its score."""
+    return _state_for(source, token).evaluate_choices(choices)
 
 
 def _state_for(source: Any, token: str) -> WorkerState:

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..budget import choice_for_fraction
 from ..mutables.block_mutable import DROP, BlockMutable
+from ..mutables.unit_choices import choice_for_fraction
 from .evaluation import EvalFn, evaluation_error, restored_choices
 from .executors import ScanPayload, WorkerState, in_process, run_task, shipped
 from .sensitivity import Sensitivity

@@ -1,13 +1,13 @@
 """A unit's valid choice for a wanted fraction of its channels, in any choice mode.
 
-Budgets (uniform, L1, sensitivity) and the explorer's whole-model slider all turn fractions
+Budgets (every mode), the sensitivity scan and the explorer's whole-model slider all turn fractions
 into choices the same way; this is that one place.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from ..mutables.units import MutableChannelUnit
+from .units import MutableChannelUnit
 
 
 def choice_for_fraction(unit: MutableChannelUnit, fraction: float) -> Any:
