@@ -50,7 +50,7 @@ def evaluate_all(mutator: Any, eval_fn: Any, candidates: list[dict[Any, Any]], e
                  ) -> list[float]:
     """The score of every set of choices in ``candidates``, in order."""
     mutator = _channel_mutator(mutator)
-    units = {u.name: u for u in mutator.mutable_units}
+    units = {u.name: u for u in [*mutator.mutable_units, *getattr(mutator, "block_units", [])]}  # blocks too
     if executor is None:
         scores = []
         for choices in candidates:
