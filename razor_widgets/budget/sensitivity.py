@@ -1,14 +1,12 @@
 """The sensitivity budget: keep X % of MACs (params, FLOPs) with the least predicted loss of score.
 
 The predicted loss of a set of choices is the sum over units of each unit's drop below the
-baseline read off its sensitivity curve at the fraction it keeps (linear between the scanned
-ratios, see ``Sensitivity.predicted_drop``): drops are assumed to add up, the first-order
-assumption every per-layer sensitivity method makes. The search is greedy: from every unit
-full, it lowers one unit by one step at a time, always the step that costs the least predicted
-drop per unit of the metric it saves, until the budget is met; then width steps are taken back
-up (most predicted drop won back per unit of metric first) while the budget still holds, so a
-coarse last step (a dropped block) does not leave the rest cut for nothing. Counts are exact
-what-if counts at every step (no forward pass); units the scan did not cover stay full.
+baseline read off its sensitivity curve at the fraction it keeps (``Sensitivity.predicted_drop``);
+drops are assumed to add up (first order). Greedy: from every unit full, one unit goes one step
+down at a time, the step of least predicted drop per unit of metric saved, until the budget is
+met; then width steps go back up (most drop won back per metric first) while the budget holds, so
+a coarse last step (a dropped block) does not leave the rest cut for nothing. Counts are exact
+what-if counts (no forward pass); units the scan did not cover stay full.
 """
 from __future__ import annotations
 
