@@ -49,9 +49,13 @@ def _prepared(c: int, n: int, size: int) -> ChannelMutator:
 
 
 def _sum_without(table, rows, kept):
-    """The calibrated prediction from the table's entries not in ``rows`` at ``kept``."""
+    """The prediction from the table's entries not in ``rows`` at ``kept``, the calibration's
+    factor read at the whole sum (the widths: the layers left keep their sizes)."""
+    ms = sum(layer.ms(kept) for layer in table.layers)
+    factor = table.scale + table.quad * ms / table.full_layers
     others = [layer for i, layer in enumerate(table.layers) if i not in rows]
-    return table.combine(sum(layer.ms(kept) for layer in others), sum(layer.elements(kept) for layer in others))
+    return (factor * sum(layer.ms(kept) for layer in others) + table.rest_ms
+            + table.rest_ms_per_element * sum(layer.elements(kept) for layer in others))
 
 
 def test_a_dropped_block_takes_its_layers_and_residual_add_out_of_the_prediction(one_thread, tmp_path):

@@ -3,14 +3,15 @@
 The table times each pruned layer (by module path) and each other op whose tensors follow some
 units (named ``scope:op#index``, the scope being the module whose forward made the call). A
 dropped block leaves the export whole, so every entry inside its module path goes, its residual
-add included; the calibration (``LatencyTable.combine``) then reads the smaller sum. What is in
-no table entry (frozen layers, the block's share of the calibrated rest) stays in the prediction.
+add included. The calibration's factor (``LatencyTable.combine``: how a layer of these sizes runs
+among the others) stays the one of the widths: the layers left keep their sizes. What is in no
+table entry (frozen layers, the block's share of the calibrated rest) stays in the prediction.
 """
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["block_rows", "choice_owner", "dropped_share"]
+__all__ = ["block_rows", "choice_owner", "combine_without", "dropped_share"]
 
 
 def _owner(layer_name: str) -> str:
@@ -51,3 +52,13 @@ def choice_owner(mutator: Any, key: Any) -> Any:
     """The unit or block a choice's key names (``KeyError`` naming it when there is none)."""
     is_block = getattr(mutator, "is_block_key", None)
     return mutator.block(key) if is_block is not None and is_block(key) else mutator.unit(key)
+
+
+def combine_without(table: Any, ms: float, elements: float, gone_ms: float, gone_elements: float) -> float:
+    """The calibrated prediction of a layer sum ``ms`` (``elements``) less a dropped part: the
+    factor ``scale + quad * ms / full`` read at the whole sum (the widths), applied to what is left."""
+    if not gone_ms and not gone_elements:
+        return table.combine(ms, elements)
+    quad = table.quad * ms / table.full_layers if table.full_layers > 0 else 0.0
+    return ((table.scale + quad) * (ms - gone_ms) + table.rest_ms
+            + table.rest_ms_per_element * (elements - gone_elements))

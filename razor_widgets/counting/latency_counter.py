@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .latency_blocks import choice_owner, dropped_share
+from .latency_blocks import choice_owner, combine_without, dropped_share
 from .latency_table import Latency, LatencyTable
 from .live_counter import ResourceCounter
 
@@ -143,7 +143,7 @@ class LatencyCounter:
         """Predicted ms at the current choices."""
         self.update()
         gone_ms, gone_el = dropped_share(self)  # dropped blocks' layers and ops (latency_blocks.py)
-        return self.table.combine(self._ms - gone_ms, self._el - gone_el)
+        return combine_without(self.table, self._ms, self._el, gone_ms, gone_el)
 
     def latency(self) -> Latency:
         """The prediction as a :class:`Latency` (with the full model's, the batch, threads, device);
