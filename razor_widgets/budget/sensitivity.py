@@ -4,8 +4,8 @@ The predicted loss of a set of choices is the sum over units of each unit's drop
 baseline read off its sensitivity curve at the fraction it keeps (``Sensitivity.predicted_drop``);
 drops are assumed to add up (first order). Greedy: from every unit full, one unit goes one step
 down at a time, the step of least predicted drop per unit of metric saved, until the budget is
-met; then width steps go back up (most drop won back per metric first) while the budget holds, so
-a coarse last step (a dropped block) does not leave the rest cut for nothing. Counts are exact
+met; when a block was dropped, width steps then go back up (most drop won back per metric first)
+while the budget holds, so its coarse step does not leave the rest cut for nothing. Counts are exact
 what-if counts (no forward pass); units the scan did not cover stay full.
 """
 from __future__ import annotations
@@ -62,7 +62,8 @@ def fit_sensitivity_budget(mutator: Any, keep: float, metric: str | Metric, sens
             current = mutator.resources()
             for name in neighbours[best]:
                 saving.pop(name, None)
-        _refill(mutator, setter, metric, ladders, level, limit)
+        if any(isinstance(u, BlockMutable) and level.get(u.name) for u, _ in scanned):
+            _refill(mutator, setter, metric, ladders, level, limit)  # a dropped block's coarse step: fill the slack
         choices = {**full, **{name: ladders[name][i].choice for name, i in level.items()}}
     finally:
         for mutable, state in saved:
