@@ -38,44 +38,41 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from razor_widgets import ChannelMutator, calibrate, count_resources, finetune, fit_budget, sensitivity_scan
+from razor_widgets import (
+    ChannelMutator,
+    ZeroBranch,
+    calibrate,
+    count_resources,
+    finetune,
+    fit_budget,
+    sensitivity_scan,
+)
 
 from common import quiet, versions
 
 KEEPS = (0.5, 0.25)
 
 
-class Residual(nn.Module):
-    """``relu(x + body(x))``: an identity-shortcut block (a removable block unit)."""
-
-    def __init__(self, body: nn.Module) -> None:
-        super().__init__()
-        self.body = body
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The stream plus the body's branch, then ReLU."""
-        return F.relu(x + self.body(x))
-
-
 class ResCNN(nn.Module):
-    """Stem conv + BN, a residual pair (conv-BN-ReLU-conv-BN added to the stem's output, in its
-    own ``Residual`` module so depth can drop it), a third conv + BN, average pooling to 2x2 and a
-    linear classifier. ``pool`` halves a large input after the stem."""
+    """Stem conv + BN, a residual pair (conv-BN-ReLU-conv-BN added to the stem's output: an
+    inline residual branch, a block unit depth can drop), a third conv + BN, average pooling to
+    2x2 and a linear classifier. ``pool`` halves a large input after the stem."""
 
     def __init__(self, widths: tuple[int, int, int] = (16, 32, 32), pool: bool = False) -> None:
         super().__init__()
         c1, c2, c3 = widths
         self.stem = nn.Sequential(nn.Conv2d(1, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(),
                                   *([nn.MaxPool2d(4)] if pool else []))
-        self.block = Residual(nn.Sequential(nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(),
-                                            nn.Conv2d(c2, c1, 3, padding=1), nn.BatchNorm2d(c1)))
+        self.block = nn.Sequential(nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(),
+                                   nn.Conv2d(c2, c1, 3, padding=1), nn.BatchNorm2d(c1))
         self.conv3 = nn.Sequential(nn.Conv2d(c1, c3, 3, padding=1), nn.BatchNorm2d(c3), nn.ReLU(),
                                    nn.AdaptiveAvgPool2d(2))
         self.fc = nn.Linear(c3 * 4, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of a batch of one-channel images."""
-        x = self.block(self.stem(x))
+        x = self.stem(x)
+        x = F.relu(x + self.block(x))
         return self.fc(torch.flatten(self.conv3(x), 1))
 
 
@@ -167,8 +164,8 @@ class TunedAccuracy(Accuracy):
 def ours(unit: str, mode: str, tuned: bool = False, depth: bool = False) -> Callable:
     """A method: prepare with ``unit``, fit ``mode`` to ``keep`` of the MACs, export. ``tuned``:
     the measured mode's ``eval_fn`` fine-tunes each candidate briefly first (``TunedAccuracy``).
-    ``depth``: the sensitivity scan also drops the residual block, so the budget trades depth
-    against width (otherwise it scans the channel units only: width)."""
+    ``depth``: the sensitivity scan also drops the residual branch (a block unit), so the budget
+    trades depth against width (otherwise it scans the channel units only: width)."""
     def prune(model: nn.Module, data: Data, keep: float, calib: list) -> nn.Module:
         model = copy.deepcopy(model)
         mutator = ChannelMutator(channel_unit_cfg=dict(type=unit, default_args={}))
@@ -267,7 +264,7 @@ def run(data: Data, seeds: int, steps: int, methods: list[str]) -> dict:
                 pruned = METHODS[name](model, data, keep, calib)
                 res = count_resources(pruned, data.test[0][:1])
                 assert res.macs <= keep * counted.macs, (name, keep, res.macs, counted.macs)
-                dropped = sum(isinstance(m, nn.Identity) for m in pruned.modules())  # blocks the export removed
+                dropped = sum(isinstance(m, (nn.Identity, ZeroBranch)) for m in pruned.modules())  # blocks dropped
                 rows.setdefault((name, keep), []).append(
                     (Accuracy(data.test)(pruned), recover(pruned, data, None, steps, seed),
                      recover(pruned, data, model, steps, seed), res.macs, res.params, dropped))
