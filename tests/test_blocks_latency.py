@@ -107,3 +107,18 @@ def test_the_export_without_a_block_measures_close_to_the_prediction(one_thread,
         allowed = timing.noise + table.noise + 0.35
         error = abs(predicted - timing.median_ms) / timing.median_ms
         assert error <= allowed, (widths, predicted, timing.median_ms, allowed, table.calibration)
+
+
+def test_the_explorers_latency_counter_follows_a_block_toggle(one_thread, tmp_path):
+    from razor_widgets import PruningExplorer
+
+    mutator = _prepared(16, 2, 16)
+    profile_latency(mutator, threads=1, cache_dir=tmp_path, **FAST)
+    ex = PruningExplorer(mutator, redraw_delay=0)
+    full = mutator.latency().ms
+    assert f"{full:.2f} ms" in ex.latency.text
+    ex.blocks.toggles["block:blocks.0"].value = "drop"
+    dropped = mutator.latency().ms
+    assert dropped < full and f"{dropped:.2f} ms of {full:.2f} ms" in ex.latency.text
+    ex.undo()
+    assert f"{full:.2f} ms of {full:.2f} ms" in ex.latency.text
