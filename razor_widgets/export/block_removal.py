@@ -33,9 +33,10 @@ class ZeroBranch(nn.Module):
     """What a dropped inline residual branch becomes in the export: zeros of its input's shape
     (its parent still adds it: ``x + 0`` is ``x``)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Zeros like ``x``."""
-        return torch.zeros_like(x)
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Zeros like the one tensor argument (other arguments of the call are ignored)."""
+        tensor = next(v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor))
+        return torch.zeros_like(tensor)
 
 
 def remove_blocks(static: nn.Module, paths: list[str], branches: tuple[str, ...] = ()) -> dict[str, list[int]]:
