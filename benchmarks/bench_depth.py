@@ -14,7 +14,13 @@ and the CPU time of one forward of the 450 test images (median of ``--repeat``):
 * depth + width, uniform: ``fit_budget(mode="uniform", block_scores=...)``;
 * depth + width, sensitivity: one scan over channel units and blocks, one greedy budget.
 
-Run:  python3 benchmarks/bench_depth.py [--blocks 6] [--keep 0.5] [--steps 150]
+Latency, predicted against measured (issue 28, item 5): a latency table of the model traced on
+one image (``profile_latency``, batch ``--batch``, 1 thread, CPU clock), the prediction
+``mutator.latency(choices=...)`` of each row (a dropped block's layers and ops leave the sum), and
+``measure_latency`` of the row's export at the same setting: error = (predicted - measured) /
+measured, with the measurement's noise. Run it pinned to one core (``taskset -c 0``).
+
+Run:  python3 benchmarks/bench_depth.py [--blocks 6] [--keep 0.5] [--steps 150] [--batch 64]
 """
 from __future__ import annotations
 
@@ -22,13 +28,23 @@ import argparse
 import copy
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from razor_widgets import ChannelMutator, block_importance, count_resources, finetune, fit_budget, sensitivity_scan
+from razor_widgets import (
+    ChannelMutator,
+    block_importance,
+    count_resources,
+    finetune,
+    fit_budget,
+    measure_latency,
+    profile_latency,
+    sensitivity_scan,
+)
 from razor_widgets.models.digits import digits_accuracy, digits_data, digits_loader, train_digits_cnn
 
 from common import quiet, versions
@@ -60,11 +76,30 @@ class ResidualDigits(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-def prepared(model: nn.Module) -> ChannelMutator:
+def prepared(model: nn.Module, images: int = 2) -> ChannelMutator:
     mutator = ChannelMutator()
     with quiet():
-        mutator.prepare_from_supernet(copy.deepcopy(model), digits_data().test_images[:2])
+        mutator.prepare_from_supernet(copy.deepcopy(model), digits_data().test_images[:images])
     return mutator
+
+
+def latency_rows(model: nn.Module, plans: list, batch: int) -> list:
+    """Per plan: (predicted ms, measured ms, noise of the measurement) at ``batch``, 1 thread."""
+    mutator = prepared(model, images=1)  # traced on one image: the table times ops too
+    with tempfile.TemporaryDirectory() as cache:
+        table = profile_latency(mutator, batch_size=batch, threads=1, clock="cpu", cache_dir=cache)
+    print(f"latency table: {len(table.layers)} entries in {table.seconds:.1f} s, noise {table.noise:.1%}")
+    out = []
+    for _, choices in plans:
+        predicted = mutator.latency(choices=choices).ms
+        mutator.set_choices({**mutator.max_choices, **choices})
+        with quiet():
+            static = mutator.to_static(check=False)
+        timing = min((measure_latency(static, mutator.example_inputs, batch_size=batch, threads=1, clock="cpu",
+                                      repeats=25) for _ in range(3)), key=lambda t: t.median_ms)
+        out.append((predicted, timing.median_ms, timing.noise))
+    mutator.set_choices(mutator.max_choices)
+    return out
 
 
 def depth_only(mutator: ChannelMutator, keep: float, scores: dict[str, float]) -> dict:
@@ -104,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=float, default=0.5)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=64, help="batch of the latency rows")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -133,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:28}{dropped:>8}{params:>10,}{macs:>12,}{before:>8.4f}{after:>8.4f}{ms:>8.2f}")
     print("\nacc: test accuracy of the export; acc ft: after the recovery fine-tune; ms/450: one forward "
           "of the 450 test images, 1 thread, median")
+    print(f"\nlatency at batch {args.batch}, 1 thread, CPU clock (best of 3 medians of 25):")
+    print(f"{'':28}{'dropped':>8}{'predicted':>11}{'measured':>10}{'error':>8}{'noise':>8}")
+    for (label, dropped, *_), (predicted, measured, noise) in zip(rows, latency_rows(model, plans, args.batch)):
+        error = 100 * (predicted - measured) / measured
+        print(f"{label:28}{dropped:>8}{predicted:>9.3f}ms{measured:>8.3f}ms{error:>+7.1f}%{100 * noise:>7.1f}%")
     return 0
 
 

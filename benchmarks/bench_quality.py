@@ -38,7 +38,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from razor_widgets import ChannelMutator, calibrate, count_resources, finetune, fit_budget, sensitivity_scan
+from razor_widgets import (
+    ChannelMutator,
+    ZeroBranch,
+    calibrate,
+    count_resources,
+    finetune,
+    fit_budget,
+    sensitivity_scan,
+)
 
 from common import quiet, versions
 
@@ -46,9 +54,9 @@ KEEPS = (0.5, 0.25)
 
 
 class ResCNN(nn.Module):
-    """Stem conv + BN, a residual pair (conv-BN-ReLU-conv-BN added to the stem's output), a
-    third conv + BN, average pooling to 2x2 and a linear classifier. ``pool`` halves a large
-    input after the stem."""
+    """Stem conv + BN, a residual pair (conv-BN-ReLU-conv-BN added to the stem's output: an
+    inline residual branch, a block unit depth can drop), a third conv + BN, average pooling to
+    2x2 and a linear classifier. ``pool`` halves a large input after the stem."""
 
     def __init__(self, widths: tuple[int, int, int] = (16, 32, 32), pool: bool = False) -> None:
         super().__init__()
@@ -153,9 +161,11 @@ class TunedAccuracy(Accuracy):
         return super().__call__(tuned)
 
 
-def ours(unit: str, mode: str, tuned: bool = False) -> Callable:
+def ours(unit: str, mode: str, tuned: bool = False, depth: bool = False) -> Callable:
     """A method: prepare with ``unit``, fit ``mode`` to ``keep`` of the MACs, export. ``tuned``:
-    the measured mode's ``eval_fn`` fine-tunes each candidate briefly first (``TunedAccuracy``)."""
+    the measured mode's ``eval_fn`` fine-tunes each candidate briefly first (``TunedAccuracy``).
+    ``depth``: the sensitivity scan also drops the residual branch (a block unit), so the budget
+    trades depth against width (otherwise it scans the channel units only: width)."""
     def prune(model: nn.Module, data: Data, keep: float, calib: list) -> nn.Module:
         model = copy.deepcopy(model)
         mutator = ChannelMutator(channel_unit_cfg=dict(type=unit, default_args={}))
@@ -166,7 +176,9 @@ def ours(unit: str, mode: str, tuned: bool = False) -> Callable:
         val = Accuracy(data.val)
         extra = {}
         if mode in ("sensitivity", "measured"):
-            extra["sensitivity"] = sensitivity_scan(mutator, val, (0.125, 0.25, 0.5, 0.75), progress=False)
+            units = None if depth else [u.name for u in mutator.mutable_units]
+            extra["sensitivity"] = sensitivity_scan(mutator, val, (0.125, 0.25, 0.5, 0.75), units=units,
+                                                    progress=False)
         if mode == "measured":
             extra["eval_fn"] = TunedAccuracy(data) if tuned else val
         fit = fit_budget(mutator, keep, "macs", mode, **extra)
@@ -216,6 +228,8 @@ METHODS = {
     "ours: global (group L2)": ours("GroupMagnitudeMutableChannelUnit", "global"),
     "ours: global (group Taylor)": ours("GroupTaylorMutableChannelUnit", "global"),
     "ours: sensitivity (group L2)": ours("GroupMagnitudeMutableChannelUnit", "sensitivity"),
+    "ours: sensitivity, depth + width (group L2)": ours("GroupMagnitudeMutableChannelUnit", "sensitivity",
+                                                        depth=True),
     "ours: measured (group L2)": ours("GroupMagnitudeMutableChannelUnit", "measured"),
     "ours: measured (group Taylor)": ours("GroupTaylorMutableChannelUnit", "measured"),
     TUNED: ours("GroupMagnitudeMutableChannelUnit", "measured", tuned=True),
@@ -236,22 +250,24 @@ def recover(model: nn.Module, data: Data, teacher: nn.Module | None, steps: int,
 
 
 def run(data: Data, seeds: int, steps: int, methods: list[str]) -> dict:
-    """``rows[(method, keep)]`` = lists over seeds of (before, finetuned, distilled, macs, params)."""
+    """``rows[(method, keep)]`` = lists over seeds of (before, finetuned, distilled, macs, params,
+    blocks dropped)."""
     rows: dict = {}
     for seed in range(seeds):
         model = train(data, seed)
         base = Accuracy(data.test)(model)
         counted = count_resources(model, data.test[0][:1])
-        rows.setdefault(("unpruned", 1.0), []).append((base, base, base, counted.macs, counted.params))
+        rows.setdefault(("unpruned", 1.0), []).append((base, base, base, counted.macs, counted.params, 0))
         calib = batches(data.train, 1000 + seed)[:4]
         for name in methods:
             for keep in KEEPS:
                 pruned = METHODS[name](model, data, keep, calib)
                 res = count_resources(pruned, data.test[0][:1])
                 assert res.macs <= keep * counted.macs, (name, keep, res.macs, counted.macs)
+                dropped = sum(isinstance(m, (nn.Identity, ZeroBranch)) for m in pruned.modules())  # blocks dropped
                 rows.setdefault((name, keep), []).append(
                     (Accuracy(data.test)(pruned), recover(pruned, data, None, steps, seed),
-                     recover(pruned, data, model, steps, seed), res.macs, res.params))
+                     recover(pruned, data, model, steps, seed), res.macs, res.params, dropped))
         print(f"  {data.name}: seed {seed} done (unpruned test accuracy {base:.1%})", flush=True)
     return rows
 
@@ -259,12 +275,12 @@ def run(data: Data, seeds: int, steps: int, methods: list[str]) -> dict:
 def table(data: Data, rows: dict, steps: int) -> str:
     """A markdown table of the means over seeds."""
     lines = [f"**{data.name}** (mean of {len(rows[('unpruned', 1.0)])} seeds; recovery: {steps} steps)", "",
-             "| method | MACs kept | MACs | params | before recovery | fine-tuned | distilled |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| method | MACs kept | MACs | params | blocks dropped | before recovery | fine-tuned | distilled |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for (name, keep), values in rows.items():
-        mean = [statistics.mean(v[i] for v in values) for i in range(5)]
-        lines.append(f"| {name} | {keep:.0%} | {mean[3] / 1e6:.3f} M | {mean[4] / 1e3:.1f} k | {mean[0]:.1%} | "
-                     f"{mean[1]:.1%} | {mean[2]:.1%} |")
+        mean = [statistics.mean(v[i] for v in values) for i in range(6)]
+        lines.append(f"| {name} | {keep:.0%} | {mean[3] / 1e6:.3f} M | {mean[4] / 1e3:.1f} k | {mean[5]:.1f} | "
+                     f"{mean[0]:.1%} | {mean[1]:.1%} | {mean[2]:.1%} |")
     return "\n".join(lines)
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "GroupMagnitudeMutableChannelUnit", "GroupTaylorMutableChannelUnit",
     # depth as a choice: block units, their mutable and importance
     "BlockMutable", "BlockSpec", "block_importance", "find_blocks",
+    "ZeroBranch",  # what a dropped inline residual branch becomes in an export
     # a pruned model saved as data that always loads; the uniform plan nearest the choices
     "PrunedDirectoryError", "load_pruned", "nearest_uniform_plan", "save_pruned",
     # calibration criteria of language models (Minitron activations, structured Wanda)

@@ -16,6 +16,7 @@ from .counting.latency_table import Latency, LatencyTable
 from .counting.latency_timing import Timing, measure_latency
 from .counting.module_counter import CandidateCounter, ChosenPathCounter
 from .counting.resources import Resources, count_resources, reference_flops
+from .export.block_removal import ZeroBranch  # a dropped inline residual branch in an export
 from .export.export_check import ExportCheckWarning, ExportError, UncheckedExportWarning
 from .export.hf_export import HFConfigWarning
 from .export.plans import PlanError, load_choices, save_choices

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from razor_widgets import PruningExplorer, sensitivity_scan
+from razor_widgets import PruningExplorer, block_importance, sensitivity_scan
 from razor_widgets.widgets.counters import format_counts
 from razor_widgets.widgets.graph_view import DROPPED
 
@@ -30,8 +30,25 @@ def _counts_follow(ex) -> None:
 def test_a_toggle_per_block_and_the_ones_that_must_stay_say_why(ex):
     assert list(ex.blocks.toggles) == [b.name for b in ex.mutator.removable_blocks]
     assert ex.blocks.title == "Blocks (depth): 8 removable, 3 must stay"
-    text = " ".join(getattr(w, "value", "") for row in ex.blocks.widget.children for w in row.children)
+    text = " ".join(getattr(w, "value", "") for _, row in ex.blocks.rows.values() for w in row.children)
     assert "must stay: its shortcut is not the identity" in text and "called 2 times" in text
+
+
+def test_each_toggle_sits_in_its_stages_section_and_the_filter_finds_it(ex):
+    for name, (path, row) in ex.blocks.rows.items():
+        holders = [key for key, section in ex.panel.sections.items() if row in section.children[0].children]
+        assert holders == [path.split(".")[0]], name  # BlockNet's sections are its top-level modules
+    rows = ex.panel.sections["layers"].children[0].children
+    own = rows.index(ex.panel.rows["layers.2.up_(0, 32)_32"])
+    assert rows.index(ex.blocks.rows["block:layers.2"][1]) == own + 1  # right after its own layers' slider
+    assert "· 5 blocks" in ex.panel.sections["layers"].get_title(0)
+    assert ex.panel.widget.children[0] is ex.blocks.summary and "Blocks (depth)" in ex.blocks.summary.value
+    ex.panel.apply_filter("layers.2")
+    assert ex.blocks.rows["block:layers.2"][1].layout.display is None
+    assert ex.blocks.rows["block:convs.0"][1].layout.display == "none"
+    assert ex.panel.sections["convs"].layout.display == "none"
+    ex.panel.apply_filter("")
+    assert all(row.layout.display is None for _, row in ex.blocks.rows.values())
 
 
 def test_dropping_a_block_counts_greys_and_undoes(ex):
@@ -72,6 +89,32 @@ def test_plans_and_the_sensitivity_budget_cover_blocks(ex, tmp_path):
     fit = ex.apply_budget(60, "Params", "by sensitivity")
     assert fit.met and any(c == "drop" for n, c in fit.choices.items() if n.startswith("block:"))
     assert {n: t.value for n, t in ex.blocks.toggles.items()} == {n: fit.choices[n] for n in ex.blocks.toggles}
+    _counts_follow(ex)
+    ex.undo()
+    assert ex.mutator.dropped_paths() == []
+
+
+def test_without_calibration_data_the_budget_line_says_depth_needs_it(ex):
+    assert "needs calibration data" in ex.budget.depth_note.value
+    fit = ex.apply_budget(50, "MACs", "uniform")
+    assert not any(n.startswith("block:") and c == "drop" for n, c in fit.choices.items())
+
+
+@pytest.mark.parametrize("mode", ["uniform", "by L1 importance", "global"])
+def test_with_calibration_data_uniform_l1_and_global_budgets_drop_the_least_important_blocks(mode):
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 6, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ex = PruningExplorer(BlockNet().eval(), x[:2], calibration=[x[:2], x[2:]], redraw_delay=0)
+    assert "also drop blocks" in ex.budget.depth_note.value
+    scores = block_importance(ex.mutator, [x[:2], x[2:]])
+    fit = ex.apply_budget(50, "MACs", mode)
+    dropped = [n for n, c in fit.choices.items() if n.startswith("block:") and c == "drop"]
+    assert fit.met and dropped
+    assert set(dropped) == set(sorted(scores, key=scores.get)[:len(dropped)])
+    assert ex.mutator.dropped_paths() == [n.split(":", 1)[1] for n in ex.blocks.toggles if n in dropped]
+    assert all(ex.blocks.toggles[n].value == "drop" for n in dropped)
     _counts_follow(ex)
     ex.undo()
     assert ex.mutator.dropped_paths() == []

@@ -209,46 +209,6 @@ def test_latency_what_if_leaves_choices(profiled):
     assert profiled.current_choices == before
 
 
-class Block(nn.Module):
-    """``y = x + f(x)``: a block unit (removable)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.f = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1))
-
-    def forward(self, x):
-        return x + self.f(x)
-
-
-class Residual(nn.Module):
-    """A stem and one identity-shortcut block before the head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, 16, 3, padding=1)
-        self.blocks = nn.ModuleList([Block()])
-        self.head = nn.Linear(16, 10)
-
-    def forward(self, x):
-        x = torch.relu(self.stem(x))
-        for block in self.blocks:
-            x = block(x)
-        return self.head(x.mean((2, 3)))
-
-
-def test_latency_is_not_guessed_while_a_block_is_dropped(one_thread, tmp_path):
-    mutator = ChannelMutator()
-    mutator.prepare_from_supernet(Residual().eval(), torch.randn(1, 3, 16, 16))
-    profile_latency(mutator, threads=1, cache_dir=tmp_path, **FAST)
-    block = mutator.block_units[0].name
-    full = mutator.latency().ms
-    mutator.set_choices({block: "drop"})
-    with pytest.raises(ValueError, match="not predicted while blocks are dropped"):
-        mutator.latency()
-    mutator.set_choices({block: "keep"})
-    assert mutator.latency().ms == full
-
-
 # -- cliffs ------------------------------------------------------------------------------------
 def test_suggest_divisor_removes_cliffs():
     counts = list(range(25, 33))

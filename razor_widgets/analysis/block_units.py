@@ -4,13 +4,14 @@ A call is a *block* when one of its outputs is reached from one of its inputs of
 through residual adds (``x + f(x)``, the branch computed inside the call) and stream ops (norms,
 activations, dropout): removing it leaves ``y = x``. A block is *removable* when nothing it
 computes but ``y`` is used outside it and it does not change its input in place; a call whose
-residual add's shortcut is not the identity (a projection) is listed with the reason. Calls
-that are only a sequence of smaller blocks (a stage, an encoder) are not blocks themselves.
-Nothing here knows a model's name: only the recorded ops and module calls.
+residual add's shortcut is not the identity (a projection) is listed with the reason; calls
+that are only a sequence of smaller blocks (stages) are not blocks. A *branch* is a module whose
+parent adds its output to its input inline (``x = x + self.f(x)``). No model names are known here.
 """
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -41,6 +42,7 @@ class BlockSpec:
     reasons: list[str] = field(default_factory=list)
     add_nodes: list[int] = field(default_factory=list, repr=False)  # the residual adds (node indices)
     n_inputs: int = 1  # tensor inputs of the call
+    kind: str = "block"  # "block" (the call adds onto its stream) or "branch" (its parent adds it: branch_blocks.py)
 
     @property
     def removable(self) -> bool:
@@ -109,7 +111,10 @@ def find_blocks(graph: TracedGraph, modules: dict[str, nn.Module] | None = None)
                 not (block.output_is_tensor and block.n_inputs == 1):
             block.reasons.append("it sits outside a ModuleList, Sequential or ModuleDict and takes or returns "
                                  "more than one tensor: the export could not take it out")
-    return sorted(blocks + stay, key=lambda b: next(c.start for c in graph.calls if c.path == b.path))
+    branches = find_branches(graph, modules, blocks + stay,
+                             lambda call, spec: _leaks(graph, call, spec, versions, consumers))
+    starts = {c.path: c.start for c in reversed([*graph.calls, *_leaf_calls(graph)])}  # each path's first call
+    return sorted(blocks + stay + branches, key=lambda b: starts[b.path])
 
 
 def _parent(path: str) -> str:
@@ -298,3 +303,81 @@ def _shared_parameter(modules: dict[str, nn.Module], path: str) -> str | None:
 def is_container_child(modules: dict[str, nn.Module], path: str) -> bool:
     """Whether the module at ``path`` sits in a ``ModuleList``, ``Sequential`` or ``ModuleDict``."""
     return isinstance(modules.get(_parent(path)), CONTAINERS)
+
+
+# -- inline residual branches: x = x + self.f(x) written in the parent's forward -----------------
+BRANCH = "branch"
+
+
+def _readers(graph: TracedGraph) -> dict[int, list[int]]:
+    """Per tensor handle, the nodes that read it (model outputs as ``len(nodes)``)."""
+    readers: dict[int, list[int]] = {}
+    for node in graph.nodes:
+        for ref in node.input_refs():
+            readers.setdefault(ref.handle, []).append(node.index)
+    for ref in graph.outputs:
+        readers.setdefault(ref.handle, []).append(len(graph.nodes))
+    return readers
+
+
+def _leaf_calls(graph: TracedGraph) -> list[ModuleCall]:
+    """Each leaf module's call as a ``ModuleCall`` of one node (the trace records only the others)."""
+    return [ModuleCall(node.name, node.index, [r for r in node.input_refs() if r.param is None], node.index + 1,
+                       node.output_refs(), isinstance(node.outputs, TensorRef))
+            for node in graph.nodes if node.kind == "module" and node.name]
+
+
+def _writes(graph: TracedGraph, handle: int, start: int, end: int) -> bool:
+    """Whether a node in ``[start, end)`` writes ``handle`` (in place)."""
+    return any(ref.handle == handle for node in graph.nodes[start:end] for ref in node.output_refs())
+
+
+def _inline_add(graph: TracedGraph, call: ModuleCall, readers: dict[int, list[int]]) -> int | None:
+    """The node of the add ``x + f(x)`` that is the only reader of the call's output, with ``x``
+    the call's one tensor input, unchanged since the call; None if the call is no branch."""
+    if len(call.inputs) != 1 or len(call.outputs) != 1 or not call.output_is_tensor:
+        return None
+    x, out = call.inputs[0], call.outputs[0]
+    if not (x.is_float and out.is_float) or x.shape != out.shape or x.handle == out.handle:
+        return None
+    users = [i for i in readers.get(out.handle, []) if i >= call.end]
+    if len(users) != 1 or users[0] >= len(graph.nodes):
+        return None
+    add = graph.nodes[users[0]]
+    operands: list[TensorRef] = [r for r in add.input_refs() if r.is_float]
+    if add.name not in ADDS or len(operands) != 2 or {r.handle for r in operands} != {x.handle, out.handle}:
+        return None
+    if _writes(graph, x.handle, call.start, add.index) or _writes(graph, out.handle, call.end, add.index):
+        return None  # the stream or the branch changed in place before the add: not x + f(x)
+    return add.index
+
+
+def find_branches(graph: TracedGraph, modules: dict[str, nn.Module], blocks: list[BlockSpec],
+                  leaks: Callable[[ModuleCall, BlockSpec], list[str]]) -> list[BlockSpec]:
+    """The inline residual branches of a traced model: calls whose output only feeds an add with
+    their input, outside every block in ``blocks`` and outside other branches. ``leaks(call,
+    spec)`` gives the reasons a branch must stay (what it computes is used outside it, it writes
+    its input), as for blocks."""
+    readers = _readers(graph)
+    calls = sorted([*graph.calls, *_leaf_calls(graph)], key=lambda c: (c.start, -c.end))
+    counts: dict[str, int] = {}
+    for call in calls:
+        counts[call.path] = counts.get(call.path, 0) + 1
+    spans = [(c.start, c.end) for b in blocks for c in graph.calls if c.path == b.path]
+    found: list[tuple[ModuleCall, BlockSpec]] = []
+    for call in calls:
+        if not call.path or counts[call.path] > 1 or call.end <= call.start or call.path not in modules:
+            continue
+        if next(modules[call.path].parameters(), None) is None:
+            continue  # nothing to save: a branch holds at least one parameter
+        if any(s <= call.start and call.end <= e for s, e in spans):
+            continue  # inside a block: the block is the unit
+        add = _inline_add(graph, call, readers)
+        if add is None or any(s <= add < e for s, e in spans):
+            continue
+        scope = graph.nodes[add].scope or "the model"
+        spec = BlockSpec(call.path, 0, 0, 1, f"y = x + f(x), the add inline in {scope!r}", True,
+                         add_nodes=[add], kind=BRANCH)
+        spec.reasons += leaks(call, spec)
+        found.append((call, spec))
+    return [s for c, s in found if not any(o.start <= c.start and c.end <= o.end and o is not c for o, _ in found)]

@@ -25,7 +25,7 @@ def evaluate_all(mutator: Any, eval_fn: Any, candidates: list[dict[Any, Any]], e
     """The score of every set of choices in ``candidates``, in order."""
     mutator = _channel_mutator(mutator)
     if executor is None:
-        units = {u.name: u for u in [*mutator.mutable_units, *getattr(mutator, "removable_blocks", [])]}
+        units = {u.name: u for u in [*mutator.mutable_units, *getattr(mutator, "block_units", [])]}  # blocks too
         state = WorkerState(mutator.model, units, eval_fn)
         scores = []
         for choices in candidates:

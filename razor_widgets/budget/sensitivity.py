@@ -1,12 +1,12 @@
 """The sensitivity budget: keep X % of MACs (params, FLOPs) with the least predicted loss of score.
 
 The predicted loss of a set of choices is the sum over units of each unit's drop below the
-baseline read off its sensitivity curve at the fraction it keeps (linear between the scanned
-ratios, see ``Sensitivity.predicted_drop``): drops are assumed to add up, the first-order
-assumption every per-layer sensitivity method makes. The search is greedy: from every unit
-full, it lowers one unit by one step at a time, always the step that costs the least predicted
-drop per unit of the metric it saves, until the budget is met. Counts are exact what-if counts
-at every step (no forward pass); units the scan did not cover stay full.
+baseline read off its sensitivity curve at the fraction it keeps (``Sensitivity.predicted_drop``);
+drops are assumed to add up (first order). Greedy: from every unit full, one unit goes one step
+down at a time, the step of least predicted drop per unit of metric saved, until the budget is
+met; when a block was dropped, width steps then go back up (most drop won back per metric first)
+while the budget holds, so its coarse step does not leave the rest cut for nothing. Counts are exact
+what-if counts (no forward pass); units the scan did not cover stay full.
 """
 from __future__ import annotations
 
@@ -62,6 +62,8 @@ def fit_sensitivity_budget(mutator: Any, keep: float, metric: str | Metric, sens
             current = mutator.resources()
             for name in neighbours[best]:
                 saving.pop(name, None)
+        if any(isinstance(u, BlockMutable) and level.get(u.name) for u, _ in scanned):
+            _refill(mutator, setter, metric, ladders, level, limit)  # a dropped block's coarse step: fill the slack
         choices = {**full, **{name: ladders[name][i].choice for name, i in level.items()}}
     finally:
         for mutable, state in saved:
@@ -128,3 +130,27 @@ def _best_step(mutator: Any, metric: str | Metric, ladders: dict[Any, list[Step]
         if best_key is None or key < best_key:
             best, best_key = name, key
     return best
+
+
+def _refill(mutator: Any, setter: Any, metric: str | Metric, ladders: dict[Any, list[Step]],
+            level: dict[Any, int], limit: float) -> None:
+    """Take width steps back up while the budget holds: each time the step that wins back the most
+    predicted drop per unit of metric it adds (the mutator is at ``level``'s choices)."""
+    blocks = {b.name for b in getattr(mutator, "block_units", [])}
+    while True:
+        value = metric_value(mutator.resources(), metric)
+        best, best_key = None, None
+        for name, i in level.items():
+            if i == 0 or name in blocks:  # a dropped block stays dropped: widths fill the slack
+                continue
+            after = metric_value(mutator.resources(choices={name: ladders[name][i - 1].choice}), metric)
+            won = ladders[name][i].drop - ladders[name][i - 1].drop
+            if after > limit or won <= 0:  # a step that wins nothing back stays taken
+                continue
+            key = (won / max(after - value, 1e-12), won)
+            if best_key is None or key > best_key:
+                best, best_key = name, key
+        if best is None:
+            return
+        level[best] -= 1
+        setter.set_choices({best: ladders[best][level[best]].choice})

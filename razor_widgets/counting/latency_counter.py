@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .latency_blocks import choice_owner, combine_without, dropped_share
 from .latency_table import Latency, LatencyTable
 from .live_counter import ResourceCounter
 
@@ -141,16 +142,12 @@ class LatencyCounter:
     def ms(self) -> float:
         """Predicted ms at the current choices."""
         self.update()
-        t = self.table
-        return t.combine(self._ms, self._el)
+        gone_ms, gone_el = dropped_share(self)  # dropped blocks' layers and ops (latency_blocks.py)
+        return combine_without(self.table, self._ms, self._el, gone_ms, gone_el)
 
     def latency(self) -> Latency:
-        """The prediction as a :class:`Latency` (with the full model's, the batch, threads, device).
-        ``ValueError`` while a block is dropped: the table has no figure for depth yet (no guess)."""
-        dropped = [block.path for block in self.counter._blocks if block.dropped]
-        if dropped:
-            raise ValueError(f"latency is not predicted while blocks are dropped ({', '.join(dropped)}): the "
-                             "latency table times layers at kept channel counts, not the model without a block")
+        """The prediction as a :class:`Latency` (with the full model's, the batch, threads, device);
+        a dropped block's table entries leave the sum."""
         t = self.table
         return Latency(self.ms(), self.original_ms, t.batch_size, t.threads, t.device, t.noise)
 
@@ -175,7 +172,7 @@ def mutator_latency(mutator: Any, choices: dict | None = None) -> Latency:
         return counter.latency()
     if not isinstance(choices, dict):
         raise TypeError(f"choices must be a dict of unit name to choice, got {type(choices).__name__}")
-    saved = [(u.mutable_channel, u.mutable_channel.snapshot()) for u in (mutator.unit(key) for key in choices)]
+    saved = [(u.mutable_channel, u.mutable_channel.snapshot()) for u in (choice_owner(mutator, key) for key in choices)]
     try:
         mutator.set_choices(choices)
         return counter.latency()

@@ -1,5 +1,6 @@
 """Dropped blocks leave the export: a ``ModuleList`` or ``Sequential`` of layers becomes shorter
-(a ``ModuleDict`` loses the key, a lone block becomes ``nn.Identity``), the block masks' hooks are
+(a ``ModuleDict`` loses the key, a lone block becomes ``nn.Identity``, an inline branch a
+``ZeroBranch``), the block masks' hooks are
 taken off, and a Hugging Face config's layer count and per-layer lists follow the kept layers
 (layers' ``layer_idx`` renumbered). What the config cannot say is warned (``HFConfigWarning``).
 """
@@ -9,6 +10,7 @@ import warnings
 from collections import OrderedDict
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..mutables.block_mutable import BlockMaskHook
@@ -27,12 +29,26 @@ def strip_block_hooks(model: nn.Module) -> None:
                 module._forward_hooks_always_called.pop(key, None)
 
 
-def remove_blocks(static: nn.Module, paths: list[str]) -> dict[str, list[int]]:
-    """Take the modules at ``paths`` out of ``static``; returns, per shortened ``ModuleList`` /
-    ``Sequential``, the positions (in the original) of the children it keeps."""
+class ZeroBranch(nn.Module):
+    """What a dropped inline residual branch becomes in the export: zeros of its input's shape
+    (its parent still adds it: ``x + 0`` is ``x``)."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Zeros like the one tensor argument (other arguments of the call are ignored)."""
+        tensor = next(v for v in (*args, *kwargs.values()) if isinstance(v, torch.Tensor))
+        return torch.zeros_like(tensor)
+
+
+def remove_blocks(static: nn.Module, paths: list[str], branches: tuple[str, ...] = ()) -> dict[str, list[int]]:
+    """Take the modules at ``paths`` out of ``static`` (those in ``branches`` become
+    ``ZeroBranch``); returns, per shortened ``ModuleList`` / ``Sequential``, the positions (in the
+    original) of the children it keeps."""
     strip_block_hooks(static)
+    for path in branches:
+        parent, _, key = path.rpartition(".")
+        setattr(static.get_submodule(parent) if parent else static, key, ZeroBranch())
     by_parent: dict[str, set[str]] = {}
-    for path in paths:
+    for path in (p for p in paths if p not in branches):
         parent, _, key = path.rpartition(".")
         by_parent.setdefault(parent, set()).add(key)
     kept: dict[str, list[int]] = {}
@@ -102,8 +118,9 @@ def _warn(model: nn.Module, why: str) -> None:
 
 def remove_dropped(static: nn.Module, mutator: Any) -> None:
     """Take ``mutator``'s dropped blocks out of its export ``static`` and let the HF configs follow."""
-    paths = mutator.dropped_paths()
+    branches = tuple(mutator.dropped_branches()) if hasattr(mutator, "dropped_branches") else ()
+    paths = [p for p in mutator.dropped_paths() if p not in branches]
     lengths = {p.rpartition(".")[0]: len(static.get_submodule(p.rpartition(".")[0])) for p in paths
                if isinstance(static.get_submodule(p.rpartition(".")[0]), (nn.ModuleList, nn.Sequential))}
-    kept = remove_blocks(static, paths)
+    kept = remove_blocks(static, paths, branches)
     follow_layer_counts(static, kept, lengths)

@@ -51,6 +51,8 @@ def _measure(block: Any, sums: dict[str, float], counts: dict[str, int]) -> Any:
     def hook(module: Any, args: tuple, kwargs: dict, out: Any) -> None:
         x = tensor_leaves((args, kwargs))[block.input_index]
         y = tensor_leaves(out)[block.output_index]
+        if getattr(block, "kind", "block") == "branch":  # the parent adds the branch: the stream after is x + f(x)
+            y = x + y
         cos = F.cosine_similarity(x.reshape(len(x), -1).double(), y.reshape(len(y), -1).double(), dim=1)
         sums[block.name] += float((1.0 - cos).sum())
         counts[block.name] += len(x)

@@ -12,6 +12,7 @@ from ..registry import MODELS
 from .base import BaseMutable
 
 KEEP, DROP = "keep", "drop"
+KINDS = ("block", "branch")  # a branch: its parent adds its output to its input (dropped: it outputs zeros)
 BLOCK_PREFIX = "block:"
 
 
@@ -22,9 +23,11 @@ class BlockMutable(BaseMutable):
 
     def __init__(self, path: str, input_index: int = 0, output_index: int = 0, form: str = "",
                  fixed_reasons: list[str] | None = None, output_is_tensor: bool = True,
-                 alias: str | None = None, init_cfg: dict | None = None) -> None:
+                 alias: str | None = None, init_cfg: dict | None = None, kind: str = "block") -> None:
         super().__init__(alias=alias, init_cfg=init_cfg)
-        self.__dict__.update(path=path, name=BLOCK_PREFIX + path, input_index=int(input_index),
+        if kind not in KINDS:
+            raise ValueError(f"block {path!r}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        self.__dict__.update(path=path, name=BLOCK_PREFIX + path, input_index=int(input_index), kind=kind,
                              output_index=int(output_index), form=form, output_is_tensor=output_is_tensor,
                              fixed_reasons=list(fixed_reasons or []), _current_choice=KEEP, version=0,
                              _listeners=[])
@@ -118,6 +121,8 @@ class BlockMutable(BaseMutable):
         cfg: dict[str, Any] = {"type": type(self).__name__, "path": self.path, "form": self.form,
                                "input_index": self.input_index, "output_index": self.output_index,
                                "output_is_tensor": self.output_is_tensor, "choice": self.current_choice}
+        if self.kind != "block":
+            cfg["kind"] = self.kind
         if self.fixed_reasons:
             cfg["fixed_reasons"] = list(self.fixed_reasons)
         return cfg
@@ -128,7 +133,8 @@ class BlockMutable(BaseMutable):
 
 
 class BlockMaskHook:
-    """The forward hook that masks a dropped block: its stream output becomes its stream input.
+    """The forward hook that masks a dropped block: its stream output becomes its stream input (a
+    branch's output becomes zeros).
     A copy of the model masks with a copy of the block (the export takes these hooks off)."""
 
     def __init__(self, mutable: BlockMutable | None) -> None:
@@ -139,6 +145,8 @@ class BlockMaskHook:
         block = self.mutable
         if block is None or not block.dropped:
             return None
+        if block.kind == "branch":  # x + f(x) is added outside: f's contribution becomes zero
+            return torch.zeros_like(out)
         tensors = [x for x in tensor_leaves((args, kwargs))]
         return _replace_tensor_leaf(out, block.output_index, tensors[block.input_index])
 

@@ -25,7 +25,7 @@ class BlockChoices:
         modules = dict(model.named_modules())
         for spec in find_blocks(graph, modules):
             self._add_block(modules, BlockMutable(spec.path, spec.input_index, spec.output_index, spec.form,
-                                                  spec.reasons, spec.output_is_tensor))
+                                                  spec.reasons, spec.output_is_tensor, kind=spec.kind))
 
     def _blocks_from_config(self, model: nn.Module, configured: dict[str, Any]) -> None:
         """The blocks a config template lists (a ``Config`` parse: no trace), checked against the model."""
@@ -38,7 +38,7 @@ class BlockChoices:
                                  f"(make it with config_template())")
             self._add_block(modules, BlockMutable(cfg["path"], cfg.get("input_index", 0), cfg.get("output_index", 0),
                                                   cfg.get("form", ""), cfg.get("fixed_reasons"),
-                                                  cfg.get("output_is_tensor", True)))
+                                                  cfg.get("output_is_tensor", True), kind=cfg.get("kind", "block")))
 
     def _add_block(self, modules: dict[str, nn.Module], block: BlockMutable) -> None:
         self._blocks.append(block)
@@ -90,5 +90,9 @@ class BlockChoices:
                 if isinstance(cfg, dict) and "choice" in cfg and self.block(name).is_mutable}
 
     def dropped_paths(self) -> list[str]:
-        """The module paths of the dropped blocks."""
+        """The module paths of the dropped blocks (branches included)."""
         return [b.path for b in self.removable_blocks if b.dropped]
+
+    def dropped_branches(self) -> list[str]:
+        """The module paths of the dropped inline branches (the export puts zeros in their place)."""
+        return [b.path for b in self.removable_blocks if b.dropped and b.kind == "branch"]

@@ -80,7 +80,7 @@ class ScanPayload:
 
         self.token = uuid.uuid4().hex
         self.eval_fn = eval_fn if in_process else None
-        units = {u.name: u for u in [*mutator.mutable_units, *getattr(mutator, "removable_blocks", [])]}
+        units = {u.name: u for u in [*mutator.mutable_units, *getattr(mutator, "block_units", [])]}
         state = {"model": mutator.model, "units": units, "eval_fn": None if in_process else eval_fn,
                  "main_pid": os.getpid()}
         self.blob = cloudpickle.dumps(state)

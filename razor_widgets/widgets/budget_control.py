@@ -26,6 +26,9 @@ class BudgetControl:
         self.sensitivity = None
         self.eval_fn: Callable | None = None
         self.scores: Callable[[BudgetFit], str] | None = None  # the verdict's score part (the Quality section)
+        self.block_scores: Callable[[], dict] | None = None  # depth in uniform / L1 / global: enable_depth()
+        self._block_cache: dict | None = None
+        self.depth_note = widgets.HTML()
         self.percent = widgets.BoundedFloatText(value=50.0, min=0.1, max=100.0, step=1.0, description="keep %",
                                                 style={"description_width": "50px"},
                                                 layout=widgets.Layout(width="130px"))
@@ -39,7 +42,7 @@ class BudgetControl:
                                                                                          display="none"))
         self.button.on_click(lambda _: self._clicked())
         self.widget = widgets.VBox([widgets.HBox([self.percent, self.metric, self.mode, self.button, self.progress]),
-                                    self.result])
+                                    self.result, self.depth_note])
 
     def fit(self) -> BudgetFit:
         """The ``fit_budget`` result for the control's percent, metric and mode (nothing is applied)."""
@@ -49,7 +52,20 @@ class BudgetControl:
                               sensitivity=self.sensitivity)
         if self.mode.value == MEASURED_LABEL:
             return self._fit_measured()
-        return fit_budget(self.mutator, self.percent.value / 100.0, metric, MODE_LABELS[self.mode.value])
+        depth = {"block_scores": self._depth_scores()} if self.block_scores is not None and metric != "latency" else {}
+        return fit_budget(self.mutator, self.percent.value / 100.0, metric, MODE_LABELS[self.mode.value], **depth)
+
+    def enable_depth(self, block_scores: Callable[[], dict] | None, note: str) -> None:
+        """Let uniform / L1 / global drop blocks too: ``block_scores()`` gives ``{block name:
+        importance}`` (called once, at the first fit that needs it); ``note`` says so (or, with
+        ``block_scores=None``, why they cannot)."""
+        self.block_scores, self._block_cache = block_scores, None
+        self.depth_note.value = note
+
+    def _depth_scores(self) -> dict:
+        if self._block_cache is None:
+            self._block_cache = self.block_scores()
+        return self._block_cache
 
     def _metric(self) -> str:
         return "latency" if self.metric.value == LATENCY_LABEL else METRIC_LABELS[self.metric.value]

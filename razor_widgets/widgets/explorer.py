@@ -22,7 +22,7 @@ from ..export.export_check import ExportError
 from ..export.plans import PlanError, plan_json, write_plan
 from ..mutators.channel_mutator import ChannelMutator
 from ..pruning_session import ModuleGroup, PruningSession
-from .block_toggles import BlockToggles
+from .block_toggles import BlockToggles, depth_budget, place_rows
 from .counters import ResourceCounters
 from .graph_view import GraphView
 from .history import ChoiceHistory
@@ -106,10 +106,11 @@ class PruningExplorer:
             section = self.add_section(f"Searchable ops ({len(self.dropdowns)} search groups)", self.modules.widget)
             section.selected_index = 0
             self._show_chosen_path()
-        self.blocks = BlockToggles(self.mutator, self._on_block)  # depth choices (block_toggles.py)
-        if self.mutator.block_units:
-            self.add_section(self.blocks.title, self.blocks.widget).selected_index = 0
+        self.blocks = BlockToggles(self.mutator, self._on_block)  # depth choices, in their stages' sections
+        place_rows(self.panel, self.blocks)
+        self.panel.widget.children = (self.blocks.summary, *self.panel.widget.children)
         self.quality = quality_section(self, eval_fn, calibration)  # the Quality section (quality_panel.py)
+        depth_budget(self.mutator, self.budget, calibration)  # uniform / L1 / global drop blocks given data
         self.plan_history = PlanHistoryView(self)  # the plans tried: explorer.history.plans (plan_history_view.py)
         history = widgets.Accordion([self.plan_history.widget], titles=("Plan history",), selected_index=0)
         self.widget.children = (*self.widget.children, history)  # below the other sections
@@ -239,6 +240,7 @@ class PruningExplorer:
             self.blocks.show(self.mutator.current_choices)
             return
         self.counters.update(self.resources())
+        self.latency.update()
         self.history.record_one(name, choice, key=name)
         self._say("")
         self._changed()

@@ -54,8 +54,6 @@ class LatencyPanel:
         """Show the predicted latency at the current choices (or that there is no table yet)."""
         if getattr(self.mutator, "latency_table", None) is None:
             self.text = f"Latency {NOT_MEASURED}"
-        elif any(block.dropped for block in getattr(self.mutator, "block_units", [])):
-            self.text = "Latency not predicted while a block is dropped (the table times widths only)"
         else:
             lat = self.mutator.latency()
             self.text = (f"Latency {lat.ms:.2f} ms of {lat.original_ms:.2f} ms ({lat.percent:.1f} %) · batch "

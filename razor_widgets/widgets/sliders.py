@@ -107,6 +107,7 @@ class UnitSliders(QuietPanel):
         self.kept: dict[Any, widgets.Label] = {}
         self.rows: dict[Any, widgets.HBox] = {}
         self.sections: dict[str, widgets.Accordion] = {}
+        self.extra_rows: dict[Any, tuple[widgets.HBox, str]] = {}  # other rows in the sections (blocks): text
         for group, members in group_units(units).items():
             rows = []
             for unit in members:
@@ -180,6 +181,8 @@ class UnitSliders(QuietPanel):
             visible = not needle or needle in str(name).lower() or needle in self.sliders[name].description.lower()
             row.layout.display = None if visible else "none"
             shown += visible
+        for row, words in self.extra_rows.values():
+            row.layout.display = None if not needle or needle in words.lower() else "none"
         for section in self.sections.values():
             rows = section.children[0].children
             visible = [r for r in rows if r.layout.display != "none"]
