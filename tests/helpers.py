@@ -162,14 +162,14 @@ def _close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
 
 
 def oracle_applies(mutator: ChannelMutator, original: nn.Module) -> bool:
-    """The zeroing oracle does not apply where a LayerNorm or GroupNorm normalises over pruned
-    channels (zeroing them changes its statistics; the engine normalises over the kept ones), nor
+    """The zeroing oracle does not apply where a LayerNorm, GroupNorm or local response norm
+    normalises over pruned channels (zeroing them changes its statistics; the engine normalises over the kept ones), nor
     where a conv with its own forward reads pruned inputs (a weight standardised over them)."""
     modules = dict(original.named_modules())
     if any(conv_with_own_forward(modules.get(c.name)) for unit in mutator.mutable_units for c in unit.input_related):
         return False  # a conv computing its weight in its own forward (standardised over its kept inputs)
-    return not any(isinstance(modules.get(c.name), (nn.LayerNorm, nn.GroupNorm))
-                   for unit in mutator.mutable_units for c in unit.channels)
+    across = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.CrossMapLRN2d)  # over several channels
+    return not any(isinstance(modules.get(c.name), across) for unit in mutator.mutable_units for c in unit.channels)
 
 
 def conv_with_own_forward(module: nn.Module | None) -> bool:

@@ -149,7 +149,13 @@ def channel_from_cfg(ch: dict, is_output: bool, modules: dict, params: dict, uni
     else:
         if name not in modules:
             raise KeyError(f"unit {unit!r}: the model has no layer {name!r}")
-        size = side_size(modules[name], is_output)
+        try:
+            size = side_size(modules[name], is_output)
+        except TypeError:  # a layer holding no channel count (a local response norm): the range says it
+            if "end" not in ch:
+                raise ValueError(f"unit {unit!r}: {name!r} holds no channel count; give its channels an 'end'") \
+                    from None
+            size = int(ch["end"])
     start, end, expand = int(ch.get("start", 0)), int(ch.get("end", size)), int(ch.get("expand_ratio", 1))
     side = f"dim {param_dim}" if param_dim is not None else ("output" if is_output else "input")
     if not 0 <= start < end <= size or expand < 1:
@@ -166,3 +172,15 @@ def side_size(module: nn.Module, is_output: bool) -> int:
     if kind is None:
         raise TypeError(f"cannot tell the channel count of {type(module).__name__}")
     return kind.channels(module, is_output)
+
+
+def side_sizes(units: list, name: str) -> dict[bool, int]:
+    """``{is_output: channels}`` of layer ``name`` from the units' channel ranges (the traced
+    slots' sizes): for a layer that holds no channel count of its own (a local response norm)."""
+    sizes: dict[bool, int] = {}
+    for unit in units:
+        for channel in unit.channels:
+            if channel.name == name and channel.param_dim is None:
+                side = channel.is_output_channel
+                sizes[side] = max(sizes.get(side, 0), channel.end)
+    return sizes

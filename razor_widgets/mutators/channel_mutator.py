@@ -40,6 +40,7 @@ from .channel_config import (
     output_positions_cfg,
     outputs_from_cfg,
     plain,
+    side_sizes,
 )
 from .param_owners import convert_param_owners
 from .prepared_mark import PREPARED_MARK, PreparedMark, is_prepared
@@ -104,7 +105,7 @@ class ChannelMutator(BlockChoices, BaseMutator):
                              f"{', '.join(TRACER_TYPES)}, 'Config' or 'Predefined'")
         assign_roles(units, dict(supernet.named_modules()))  # what each unit is (unit_labels.py)
         if parse_type != "Predefined":
-            self._convert_layers(supernet, [u for u in units if u.is_mutable])
+            self._convert_layers(supernet, [u for u in units if u.is_mutable], units)
             for unit in units:
                 if unit.is_mutable:
                     unit.prepare_for_pruning(supernet)
@@ -215,7 +216,10 @@ class ChannelMutator(BlockChoices, BaseMutator):
         return list(units.values())
 
     @staticmethod
-    def _convert_layers(model: nn.Module, units: list[MutableChannelUnit]) -> None:
+    def _convert_layers(model: nn.Module, units: list[MutableChannelUnit],
+                        all_units: list[MutableChannelUnit] | None = None) -> None:
+        """Swap every layer the mutable ``units`` touch for its dynamic op (a layer that holds no
+        channel count gets it from the channel ranges of ``all_units``, fixed ones included)."""
         modules = dict(model.named_modules())
         names = {c.name for u in units for c in u.channels if c.param_dim is None}
         converted: dict[str, nn.Module] = {}
@@ -227,7 +231,8 @@ class ChannelMutator(BlockChoices, BaseMutator):
                     converted[name] = module
                     continue
                 raise TypeError(f"layer {name!r} ({type(module).__name__}) has no dynamic op")
-            new = dynamic_cls.convert_from(module)
+            sizes = side_sizes(all_units or units, name) if dynamic_cls.sides_from_units else None
+            new = dynamic_cls.convert_from(module) if sizes is None else dynamic_cls.convert_from(module, sizes)
             set_submodule(model, name, new)
             converted[name] = new
             for child in new.dynamic_children:  # made dynamic with their parent (MHA's out_proj)
