@@ -85,8 +85,13 @@ def zeroed_model(original: nn.Module, mutator) -> nn.Module:
     model = copy.deepcopy(original)
     modules = dict(model.named_modules())
     masks: dict[str, torch.Tensor] = {}
+    second: dict[str, torch.Tensor] = {}  # a bilinear layer's second input (its weight's dim 2)
     for unit in mutator.mutable_units:
         for channel in unit.input_related:
+            if channel.param_dim == 2 and isinstance(modules.get(channel.owner_name), nn.Bilinear):
+                size = modules[channel.owner_name].in2_features
+                mask = second.setdefault(channel.owner_name, torch.ones(size, dtype=torch.bool))
+                mask[channel.start:channel.end] = unit.channel_mask(channel)
             if channel.param_dim is not None:
                 continue
             module = modules[channel.name]
@@ -103,6 +108,8 @@ def zeroed_model(original: nn.Module, mutator) -> nn.Module:
                     module.in_proj_bias.mul_(rows)
         _zero_weight_columns(module, mask)
         module.register_forward_pre_hook(_zero_hook(mask))
+    for name, mask in second.items():
+        modules[name].register_forward_pre_hook(_zero_hook(mask, arg=1))
     return model
 
 
@@ -118,20 +125,21 @@ def _zero_weight_columns(module: nn.Module, mask: torch.Tensor) -> None:
 
 
 def _size_in(module: nn.Module) -> int:
-    for attr in ("in_channels", "in_features", "num_features", "num_channels", "embed_dim", "num_parameters"):
+    for attr in ("in_channels", "in_features", "in1_features", "num_features", "num_channels", "embed_dim",
+                 "num_parameters"):
         if hasattr(module, attr):
             return int(getattr(module, attr))
     return int(module.normalized_shape[-1])
 
 
-def _zero_hook(mask: torch.Tensor):
+def _zero_hook(mask: torch.Tensor, arg: int = 0):
     def hook(module, args):
-        x = args[0]
+        x = args[arg]
         dim = _input_dim(module, x)
         shape = [1] * x.dim()
         shape[dim] = -1
         zeroed = x * mask.view(shape).to(x.dtype)
-        return (zeroed, *args[1:])
+        return (*args[:arg], zeroed, *args[arg + 1:])
 
     return hook
 

@@ -76,7 +76,6 @@ SOFTMAX = "normalises over the channels: every output depends on every channel, 
 RANDOM = ("draws random sampling offsets per channel: with fewer channels every channel gets "
           "other offsets, so the export cannot compute what the masked model computes")
 DISTANCE = "reduces over the channels (a similarity or a distance between two tensors); no channel rule"
-NO_KIND = "no layer kind yet (not finished in issue 26)"
 LOSS = "a loss: it reduces the channels against targets of the original shape; no channel rule"
 _pair_loss = {name: fixed(LOSS, "2d", getattr(nn, name), lambda m, y: m(y, _target(y)))
               for name in ("L1Loss", "MSELoss", "SmoothL1Loss", "HuberLoss", "BCEWithLogitsLoss",
@@ -159,8 +158,7 @@ AUDIT: dict[str, Entry] = {
         note="each channel becomes its kernel positions (channel-major)"),
     "CosineSimilarity": fixed(DISTANCE, "2d", lambda: nn.CosineSimilarity(1), lambda m, y: m(y, y.flip(0))),
     "PairwiseDistance": fixed(DISTANCE, "seq", nn.PairwiseDistance, lambda m, y: m(y, y.flip(0))),
-    "Bilinear": fixed("two input sides in one weight; " + NO_KIND, "seq", lambda: nn.Bilinear(C, C, C),
-                      lambda m, y: m(y, y.flip(0))),
+    "Bilinear": kind("seq", lambda: nn.Bilinear(C, C, C), lambda m, y: m(y, y.flip(0))),
     "EmbeddingBag": kind("ids", lambda: nn.EmbeddingBag(10, C), lambda m, y: m(y)),
     "RNN": kind("seq", lambda: nn.RNN(C, C, batch_first=True), lambda m, y: m(y)[0]),
     "LSTM": kind("seq", lambda: nn.LSTM(C, C, batch_first=True), lambda m, y: m(y)[0]),

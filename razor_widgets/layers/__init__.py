@@ -15,6 +15,7 @@ from .batch_norm import (
     DynamicInstanceNorm2d,
     DynamicInstanceNorm3d,
 )
+from .bilinear import BILINEAR, DynamicBilinear
 from .channel_mean import CHANNEL_MEAN, DynamicChannelMean
 from .conv import CONV, DynamicConv1d, DynamicConv2d, DynamicConv3d
 from .conv_transpose import CONV_TRANSPOSE, DynamicConvTranspose1d, DynamicConvTranspose2d, DynamicConvTranspose3d
@@ -47,6 +48,7 @@ for _kind in (CONV, CONV_TRANSPOSE, LINEAR, BATCH_NORM, LAYER_NORM, GROUP_NORM, 
 register_kind(PRELU)
 register_kind(RECURRENT)
 register_kind(LOCAL_RESPONSE_NORM)
+register_kind(BILINEAR)
 
 __all__ = [
     "KINDS", "LAYER_KINDS", "LayerKindRegistry", "FunctionOwner", "LayerGeometry", "LayerKind", "Term", "register_kind",
@@ -59,5 +61,5 @@ __all__ = [
     "DynamicMultiheadAttention", "DynamicMultiheadAttentionMixin", "DynamicChannelMean",
     "DynamicTransposedLinear", "DynamicFusedExperts", "DynamicOwnedLinear", "DynamicRMSNorm",
     "DynamicPReLU",
-    "DynamicLocalResponseNorm", "DynamicCrossMapLRN2d",
+    "DynamicLocalResponseNorm", "DynamicCrossMapLRN2d", "DynamicBilinear",
 ]
