@@ -28,6 +28,7 @@ class UnitSpec:
     order: int = 0
     roots: list[int] = field(default_factory=list)  # the unit's elements, one per channel of a block
     divisor: int = 1  # kept channels per block must be a multiple (a kernel's alignment)
+    min_kept: int = 1  # kept channels per block at least (a weight standardised over them)
     traits: UnitTraits = field(default_factory=UnitTraits)  # attention heads, residual joins
 
     @property

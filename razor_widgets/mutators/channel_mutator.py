@@ -143,13 +143,16 @@ class ChannelMutator(BlockChoices, BaseMutator):
         self._output_positions = output_positions(analysis, units)
         return units
 
-    def _new_unit(self, num_channels: int, unit_cfg: dict | None, divisor: int = 1) -> MutableChannelUnit:
+    def _new_unit(self, num_channels: int, unit_cfg: dict | None, divisor: int = 1,
+                  min_kept: int = 1) -> MutableChannelUnit:
         args = dict(self.channel_unit_cfg.get("default_args", {}))
         if isinstance(unit_cfg, dict):
             args.update(unit_cfg.get("init_args", {}))
         if divisor > 1 and "divisor" in inspect.signature(self.unit_class).parameters:
             args["divisor"] = math.lcm(int(args.get("divisor", 1)), divisor)  # a kernel's alignment
             args["min_value"] = max(int(args.get("min_value", 1)), args["divisor"])
+        if min_kept > 1 and "min_value" in inspect.signature(self.unit_class).parameters:
+            args["min_value"] = max(int(args.get("min_value", 1)), min_kept)  # statistics over the kept ones
         declared = args.pop("num_channels", num_channels)
         if declared != num_channels:
             raise ValueError(f"the config gives {declared} channels for a unit of {num_channels}")
@@ -157,7 +160,7 @@ class ChannelMutator(BlockChoices, BaseMutator):
 
     def _unit_from_spec(self, modules: dict[str, nn.Module], spec: UnitSpec,
                         unit_cfg: dict | None) -> MutableChannelUnit:
-        unit = self._new_unit(spec.num_channels, unit_cfg, spec.divisor)
+        unit = self._new_unit(spec.num_channels, unit_cfg, spec.divisor, spec.min_kept)
         unit.name, unit.repeats, unit.traits = spec.name, spec.repeats, spec.traits  # traits: what it is
         unit.fixed_reasons = list(spec.fixed_reasons)
         for channel in spec.output_related + spec.input_related:
