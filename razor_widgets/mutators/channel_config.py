@@ -75,6 +75,9 @@ def output_positions(analysis: ChannelAnalysis, units: list[MutableChannelUnit]
     unit_of, pos_of = _unit_positions(analysis)
     out = {}
     for path, dims in analysis.free_outputs.items():
+        if dims is None:  # an output the check cannot cut (``model_outputs.NotNarrowed``)
+            out[path] = None
+            continue
         out[path] = {}
         for dim, line in dims.items():
             found = analysis.roots[line.clamp(min=0).numpy()]
@@ -86,17 +89,17 @@ def output_positions(analysis: ChannelAnalysis, units: list[MutableChannelUnit]
 def kept_output_positions(positions: dict[tuple, dict[int, list[tuple[MutableChannelUnit | None, int]]]]
                           ) -> dict[tuple, dict[int, torch.Tensor]]:
     """Output path -> dim -> the positions kept at the units' current choices."""
-    return {path: {dim: torch.tensor([i for i, (unit, pos) in enumerate(where)
-                                      if unit is None or bool(unit.current_mask[pos])], dtype=torch.long)
-                   for dim, where in dims.items()}
+    return {path: None if dims is None else {
+        dim: torch.tensor([i for i, (unit, pos) in enumerate(where) if unit is None or bool(unit.current_mask[pos])],
+                          dtype=torch.long) for dim, where in dims.items()}
             for path, dims in positions.items()}
 
 
 def output_positions_cfg(positions: dict, units: dict) -> list[dict]:
     """The outputs that follow the pruned model, as config data (``parse_cfg['free_outputs']``)."""
-    return [{"path": list(path), "dims": [[dim, [[u.name if u is not None and u.name in units else None, pos]
-                                                 for u, pos in where]] for dim, where in dims.items()]}
-            for path, dims in positions.items()]
+    return [{"path": list(path), "dims": None if dims is None else [
+        [dim, [[u.name if u is not None and u.name in units else None, pos] for u, pos in where]]
+        for dim, where in dims.items()]} for path, dims in positions.items()]
 
 
 def outputs_from_cfg(cfg: list, units: list[MutableChannelUnit]
@@ -105,6 +108,9 @@ def outputs_from_cfg(cfg: list, units: list[MutableChannelUnit]
     by_name = {u.name: u for u in units}
     out = {}
     for entry in cfg:
+        if entry["dims"] is None:  # an output the check cannot cut
+            out[tuple(entry["path"])] = None
+            continue
         dims = {}
         for dim, where in entry["dims"]:
             unknown = [name for name, _ in where if name is not None and name not in by_name]
