@@ -5,7 +5,7 @@ features. The output side and the first input side are the layer's own sides (``
 ``in1_features``); the second input side is a parameter slot of the weight along dim 2 (a
 reader like any other: it may hold another unit than the first side, or the same one). The masked
 layer reads its weight masked on all three dims (pruned inputs ignored, pruned outputs zero);
-the export keeps the kept rows and columns and the static copy slices dim 2. MACs: ``rows *
+the export keeps the kept entries of all three dims. MACs: ``rows *
 kept_out * kept_in1 * kept_in2`` (every weight entry once per row: docs/counting.md).
 """
 from __future__ import annotations
@@ -120,16 +120,14 @@ class DynamicBilinearMixin(DynamicChannelMixin):
         return F.bilinear(input1, input2, weight, bias)
 
     def to_static_op(self) -> nn.Module:
-        """A plain ``nn.Bilinear`` of the kept outputs and first inputs (the static copy slices the
-        weight's dim 2, the second input, as a parameter slot)."""
+        """A plain ``nn.Bilinear`` of the kept outputs, first and second inputs."""
         w, b = raw(self, "weight"), raw(self, "bias")
         out_idx = index_of(self.mask("out_channels"), self.out_features)
         in_idx = index_of(self.mask("in_channels"), self.in1_features)
-        second = self.second_input_mask()
-        weight = kept_rows(kept_rows(w, out_idx), in_idx, 1)
+        in2_idx = index_of(self.second_input_mask(), self.in2_features)
+        weight = kept_rows(kept_rows(kept_rows(w, out_idx), in_idx, 1), in2_idx, 2)
         static = self._static_copy({"weight": weight, "bias": kept_rows(b, out_idx)}, {},
-                                   in1_features=len(in_idx), out_features=len(out_idx),
-                                   in2_features=self.in2_features if second is None else int(second.sum()))
+                                   in1_features=len(in_idx), out_features=len(out_idx), in2_features=len(in2_idx))
         static.__dict__.pop("_second_input", None)
         return static
 

@@ -196,9 +196,8 @@ class DynamicRecurrentMixin(DynamicChannelMixin):
         cell = index_of(self.cell_mask(), self.hidden_size) if getattr(self, "proj_size", 0) else kept_out
         return kept_in, kept_out, cell
 
-    def _kept_weights(self, slot_columns: bool = True) -> dict[str, torch.Tensor | None]:
-        """Every parameter at its kept rows (gate blocks of the kept cell positions) and columns
-        (``slot_columns=False``: ``CELL_SLOT``'s columns all kept: the static copy cuts them)."""
+    def _kept_weights(self) -> dict[str, torch.Tensor | None]:
+        """Every parameter at its kept rows (gate blocks of the kept cell positions) and columns."""
         kept_in, kept_out, cell = self._kept()
         g, h, d = gates(self), self.hidden_size, directions(self)
         rows = torch.cat([cell + k * h for k in range(g)])
@@ -210,8 +209,7 @@ class DynamicRecurrentMixin(DynamicChannelMixin):
                 continue
             kind, layer = _param_kind(name)
             if kind == "weight_hr":
-                t = p.index_select(0, kept_out.to(p.device))
-                kept[name] = t if name == CELL_SLOT and not slot_columns else t.index_select(1, cell.to(p.device))
+                kept[name] = p.index_select(0, kept_out.to(p.device)).index_select(1, cell.to(p.device))
                 continue
             t = p.index_select(0, rows.to(p.device))
             if kind == "weight_ih":
@@ -263,9 +261,8 @@ class DynamicRecurrentMixin(DynamicChannelMixin):
                                                                  (size, self.hidden_size)[i]))
 
     def to_static_op(self) -> nn.Module:
-        """A plain layer of the kept input and hidden sizes (``CELL_SLOT``'s columns are cut by the
-        static copy, as a parameter slot)."""
-        new = self._static_copy(self._kept_weights(slot_columns=False), {}, **self._sizes())
+        """A plain layer of the kept input, hidden (cell) and projection sizes."""
+        new = self._static_copy(self._kept_weights(), {}, **self._sizes())
         new.__dict__.pop("_cell_channels", None)
         if hasattr(new, "_init_flat_weights"):
             new._init_flat_weights()
