@@ -85,3 +85,11 @@ def test_a_config_parse_gives_the_lrn_its_channel_count():
     assert twin.lrn2.mutable_attrs["channels"].num_channels == 10
     with torch.no_grad():
         assert torch.equal(twin(x), model(x))
+
+
+def test_a_dynamic_lrn_built_directly_is_told_its_channel_count():
+    """A searchable model may build the dynamic op itself: it takes ``num_channels``."""
+    layer = DynamicLocalResponseNorm(3, num_channels=8)
+    assert layer.mutable_attrs["channels"].num_channels == 8
+    x = torch.randn(1, 8, 2, 2)
+    assert torch.equal(layer(x), nn.LocalResponseNorm(3)(x))

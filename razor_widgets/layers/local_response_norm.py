@@ -56,6 +56,11 @@ class DynamicLocalResponseNormMixin(DynamicChannelMixin):
     container_names = {"in_channels": "channels", "out_channels": "channels"}
     sides_from_units = True  # the mutator gives the channel count (the module holds none)
 
+    def __init__(self, *args: Any, num_channels: int = 0, **kwargs: Any) -> None:
+        """The module's own arguments, and the number of channels it will normalise."""
+        self.__dict__["_side_sizes"] = {True: int(num_channels)}
+        super().__init__(*args, **kwargs)
+
     def _channel_counts(self) -> dict[str, int]:
         sizes = self.__dict__.get("_side_sizes") or {}
         return {"channels": int(sizes.get(True, sizes.get(False, 0)))}
