@@ -85,8 +85,13 @@ def zeroed_model(original: nn.Module, mutator) -> nn.Module:
     model = copy.deepcopy(original)
     modules = dict(model.named_modules())
     masks: dict[str, torch.Tensor] = {}
+    second: dict[str, torch.Tensor] = {}  # a bilinear layer's second input (its weight's dim 2)
     for unit in mutator.mutable_units:
         for channel in unit.input_related:
+            if channel.param_dim == 2 and isinstance(modules.get(channel.owner_name), nn.Bilinear):
+                size = modules[channel.owner_name].in2_features
+                mask = second.setdefault(channel.owner_name, torch.ones(size, dtype=torch.bool))
+                mask[channel.start:channel.end] = unit.channel_mask(channel)
             if channel.param_dim is not None:
                 continue
             module = modules[channel.name]
@@ -103,6 +108,8 @@ def zeroed_model(original: nn.Module, mutator) -> nn.Module:
                     module.in_proj_bias.mul_(rows)
         _zero_weight_columns(module, mask)
         module.register_forward_pre_hook(_zero_hook(mask))
+    for name, mask in second.items():
+        modules[name].register_forward_pre_hook(_zero_hook(mask, arg=1))
     return model
 
 
@@ -118,20 +125,21 @@ def _zero_weight_columns(module: nn.Module, mask: torch.Tensor) -> None:
 
 
 def _size_in(module: nn.Module) -> int:
-    for attr in ("in_channels", "in_features", "num_features", "num_channels", "embed_dim", "num_parameters"):
+    for attr in ("in_channels", "in_features", "in1_features", "num_features", "num_channels", "embed_dim",
+                 "num_parameters"):
         if hasattr(module, attr):
             return int(getattr(module, attr))
     return int(module.normalized_shape[-1])
 
 
-def _zero_hook(mask: torch.Tensor):
+def _zero_hook(mask: torch.Tensor, arg: int = 0):
     def hook(module, args):
-        x = args[0]
+        x = args[arg]
         dim = _input_dim(module, x)
         shape = [1] * x.dim()
         shape[dim] = -1
         zeroed = x * mask.view(shape).to(x.dtype)
-        return (zeroed, *args[1:])
+        return (*args[:arg], zeroed, *args[arg + 1:])
 
     return hook
 
@@ -162,14 +170,14 @@ def _close(got: torch.Tensor, want: torch.Tensor, what: str) -> None:
 
 
 def oracle_applies(mutator: ChannelMutator, original: nn.Module) -> bool:
-    """The zeroing oracle does not apply where a LayerNorm or GroupNorm normalises over pruned
-    channels (zeroing them changes its statistics; the engine normalises over the kept ones), nor
+    """The zeroing oracle does not apply where a LayerNorm, GroupNorm or local response norm
+    normalises over pruned channels (zeroing them changes its statistics; the engine normalises over the kept ones), nor
     where a conv with its own forward reads pruned inputs (a weight standardised over them)."""
     modules = dict(original.named_modules())
     if any(conv_with_own_forward(modules.get(c.name)) for unit in mutator.mutable_units for c in unit.input_related):
         return False  # a conv computing its weight in its own forward (standardised over its kept inputs)
-    return not any(isinstance(modules.get(c.name), (nn.LayerNorm, nn.GroupNorm))
-                   for unit in mutator.mutable_units for c in unit.channels)
+    across = (nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.CrossMapLRN2d)  # over several channels
+    return not any(isinstance(modules.get(c.name), across) for unit in mutator.mutable_units for c in unit.channels)
 
 
 def conv_with_own_forward(module: nn.Module | None) -> bool:

@@ -106,10 +106,11 @@ def test_activations_next_to_logits_follow_the_pruned_model(build, one_thread):
             else exported.hidden_states[-1]
         assert states.shape[-1] == 32  # the export returns the pruned hidden size
         cut = narrowed_outputs(masked, mutator.kept_output_channels())
-        for path in mutator.analysis.free_outputs:
+        for path in mutator.analysis.free_outputs:  # a cache's keys and values too (".name": an attribute)
             a, b = cut, exported
             for key in path:
-                a, b = a[key], b[key]
+                attr = isinstance(key, str) and key.startswith(".")
+                a, b = (getattr(a, key[1:]), getattr(b, key[1:])) if attr else (a[key], b[key])
             assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
         predicted, counted = mutator.resources(), count_resources(static, inputs)
         assert (predicted.params, predicted.macs) == (counted.params, counted.macs)
@@ -150,7 +151,8 @@ def test_the_user_can_free_every_output_or_pin_an_activation(one_thread):
     assert set(free.analysis.free_outputs) == {("last_hidden_state",), ("pooler_output",)}
     torch.manual_seed(0)
     t5 = _prepare(_t5().eval(), _inputs(True), {"fixed_outputs": ["logits", "encoder_last_hidden_state"]})
-    assert "hidden" not in _kinds(t5) and not t5.analysis.free_outputs
+    assert "hidden" not in _kinds(t5)  # only the cache's keys and values (held, never pinned) follow
+    assert t5.analysis.free_outputs and all(path[0] == "past_key_values" for path in t5.analysis.free_outputs)
 
 
 def test_a_name_the_output_lacks_is_a_clear_error_and_changes_nothing(one_thread):
@@ -206,7 +208,9 @@ def test_a_config_template_keeps_which_outputs_follow(one_thread):
     inputs = _inputs(True)
     traced = _prepare(_t5().eval(), inputs)
     cfg = json.loads(json.dumps(traced.config_template(with_channels=True)))
-    assert [entry["path"] for entry in cfg["parse_cfg"]["free_outputs"]] == [["encoder_last_hidden_state"]]
+    paths = [entry["path"] for entry in cfg["parse_cfg"]["free_outputs"]]
+    assert paths[0] == ["encoder_last_hidden_state"]  # then the cache's keys and values (8: 2 layers, 2 caches)
+    assert len(paths) == 9 and all(path[0] == "past_key_values" for path in paths[1:])
     torch.manual_seed(0)
     model = _t5().eval()
     mutator = MODELS.build(cfg)

@@ -250,13 +250,14 @@ def test_importance_weights_put_the_channel_first():
     assert set(kind_of(bn).output_channel_weights(bn)) == {"weight", "bias"}
 
 
-class WithBilinear(nn.Module):
-    """``nn.Bilinear`` has no layer kind: the channels it touches stay fixed, with a warning."""
+class WithCosine(nn.Module):
+    """``nn.CosineSimilarity`` has no layer kind (nor a rule): the channels it touches stay fixed,
+    with a warning."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.a, self.b = nn.Linear(4, 6), nn.Linear(4, 5)
-        self.mix = nn.Bilinear(6, 5, 3)
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(4, 6)
+        self.mix = nn.CosineSimilarity(dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mix(self.a(x), self.b(x))
@@ -264,8 +265,8 @@ class WithBilinear(nn.Module):
 
 def test_a_layer_without_a_kind_freezes_its_channels_with_a_warning():
     mutator = ChannelMutator()
-    with pytest.warns(UnprunableChannelsWarning, match=r"'bilinear'.*layers: a, b"):
-        mutator.prepare_from_supernet(WithBilinear(), torch.randn(2, 4))
+    with pytest.warns(UnprunableChannelsWarning, match=r"'cosine_similarity'.*layers: a, b"):
+        mutator.prepare_from_supernet(WithCosine(), torch.randn(2, 4))
     fixed = [u for u in mutator.units if any(c.name in ("a", "b") and c.is_output_channel for c in u.channels)]
     assert len(fixed) == 2
     assert all(not u.is_mutable and any("no channel rule" in r for r in u.fixed_reasons) for u in fixed)

@@ -60,9 +60,12 @@ def zeroing_oracle(original: nn.Module, mutator: ChannelMutator) -> nn.Module:
     with torch.no_grad():
         for unit in mutator.mutable_units:
             for channel in unit.channels:
-                module = modules[channel.name]
                 pruned = ~unit.channel_mask(channel)
                 index = torch.arange(channel.start, channel.end)[pruned]
+                if channel.param_dim is not None:  # the cell size of an LSTM with projections
+                    _zero_cells(modules[channel.owner_name], index)
+                    continue
+                module = modules[channel.name]
                 if isinstance(module, nn.Linear):
                     (module.weight[index] if channel.is_output_channel else module.weight[:, index]).zero_()
                     if channel.is_output_channel:
@@ -78,6 +81,14 @@ def zeroing_oracle(original: nn.Module, mutator: ChannelMutator) -> nn.Module:
                     elif channel.is_output_channel:
                         p[torch.cat([index + k * module.hidden_size for k in range(g)])] = 0
     return model
+
+
+def _zero_cells(module: nn.LSTM, index: torch.Tensor) -> None:
+    """Pruned cell positions: their gate rows zeroed in every layer and direction (the cell state
+    stays 0, so the projection reads 0 there)."""
+    for name, p in module.named_parameters():
+        if not name.startswith("weight_hr"):
+            p[torch.cat([index + k * module.hidden_size for k in range(4)])] = 0
 
 
 def check(model: nn.Module, x: torch.Tensor, units: int) -> ChannelMutator:
@@ -126,12 +137,17 @@ def test_a_sequence_classifier_prunes_its_hidden_size(cls, kwargs):
     assert static.rnn.weight_hh_l0.shape == (6 * GATES[cls], 6)
 
 
-def test_an_lstm_with_projections_prunes_the_projection():
+@pytest.mark.parametrize("kwargs", [{}, {"num_layers": 2, "bidirectional": True}])
+def test_an_lstm_with_projections_prunes_the_projection_and_the_cell_size(kwargs):
     torch.manual_seed(0)
-    mutator = check(SequenceClassifier(nn.LSTM, proj_size=6), torch.randn(2, 6, 5), units=2)
+    mutator = check(SequenceClassifier(nn.LSTM, proj_size=6, **kwargs), torch.randn(2, 6, 5), units=3)
+    cell = next(u for u in mutator.mutable_units if u.num_channels == 12)
+    assert [(c.name, c.param_dim) for c in cell.channels] == [("rnn.weight_hr_l0", 1)]
     mutator.set_choices({u.name: 0.5 for u in mutator.mutable_units})
     static = mutator.to_static()
-    assert (static.rnn.hidden_size, static.rnn.proj_size, static.rnn.input_size) == (12, 3, 4)  # the cell size stays
+    assert (static.rnn.hidden_size, static.rnn.proj_size, static.rnn.input_size) == (6, 3, 4)
+    for name, p in static.rnn.named_parameters():  # every layer and direction keeps 6 cells
+        assert p.shape[1 if name.startswith("weight_hr") else 0] == (6 if name.startswith("weight_hr") else 24), name
 
 
 def test_rnn_cells_in_a_loop():

@@ -76,8 +76,6 @@ SOFTMAX = "normalises over the channels: every output depends on every channel, 
 RANDOM = ("draws random sampling offsets per channel: with fewer channels every channel gets "
           "other offsets, so the export cannot compute what the masked model computes")
 DISTANCE = "reduces over the channels (a similarity or a distance between two tensors); no channel rule"
-NO_KIND = "no layer kind yet (not finished in issue 26)"
-LRN = "normalises each channel over its neighbours; " + NO_KIND
 LOSS = "a loss: it reduces the channels against targets of the original shape; no channel rule"
 _pair_loss = {name: fixed(LOSS, "2d", getattr(nn, name), lambda m, y: m(y, _target(y)))
               for name in ("L1Loss", "MSELoss", "SmoothL1Loss", "HuberLoss", "BCEWithLogitsLoss",
@@ -152,16 +150,15 @@ AUDIT: dict[str, Entry] = {
     "PixelUnshuffle": rule("2d", lambda: nn.PixelUnshuffle(2),
         note="each input channel becomes a block of output channels"),
     "GLU": rule("2d", lambda: nn.GLU(1), note="channels `i` and `i + C/2` are pruned together"),
-    "LocalResponseNorm": fixed(LRN, "2d", lambda: nn.LocalResponseNorm(3)),
-    "CrossMapLRN2d": fixed(LRN, "2d", lambda: nn.CrossMapLRN2d(3)),
+    "LocalResponseNorm": kind("2d", lambda: nn.LocalResponseNorm(3)),
+    "CrossMapLRN2d": kind("2d", lambda: nn.CrossMapLRN2d(3)),
     "Fold": rule("cols", lambda: nn.Fold((3, 3), 2), lambda m, y: m(y.transpose(1, 2)),
         note="each block of kernel positions is one channel"),
     "Unfold": rule("2d-last", lambda: nn.Unfold(2), lambda m, y: m(y).transpose(1, 2),
         note="each channel becomes its kernel positions (channel-major)"),
     "CosineSimilarity": fixed(DISTANCE, "2d", lambda: nn.CosineSimilarity(1), lambda m, y: m(y, y.flip(0))),
     "PairwiseDistance": fixed(DISTANCE, "seq", nn.PairwiseDistance, lambda m, y: m(y, y.flip(0))),
-    "Bilinear": fixed("two input sides in one weight; " + NO_KIND, "seq", lambda: nn.Bilinear(C, C, C),
-                      lambda m, y: m(y, y.flip(0))),
+    "Bilinear": kind("seq", lambda: nn.Bilinear(C, C, C), lambda m, y: m(y, y.flip(0))),
     "EmbeddingBag": kind("ids", lambda: nn.EmbeddingBag(10, C), lambda m, y: m(y)),
     "RNN": kind("seq", lambda: nn.RNN(C, C, batch_first=True), lambda m, y: m(y)[0]),
     "LSTM": kind("seq", lambda: nn.LSTM(C, C, batch_first=True), lambda m, y: m(y)[0]),

@@ -127,3 +127,40 @@ def test_the_statistics_are_over_the_kept_inputs(conv):
         assert torch.allclose(net(x), want, atol=1e-5)
         static = mutator.to_static()
         assert static.conv.in_channels == len(kept) and torch.allclose(static(x), want, atol=1e-5)
+
+
+class OneByOne(nn.Module):
+    """A conv into a 1x1 standardised conv (``mean`` / ``std``: one input would give NaN weights)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.proj = MeanStdConv(4, 6, 1)
+        self.wide = ScaledWSConv(6, 5, 3)
+
+    def forward(self, x):
+        return self.wide(F.gelu(self.proj(F.gelu(self.stem(x)))))
+
+
+def test_a_1x1_standardised_conv_keeps_at_least_two_inputs():
+    """The unit its 1x1 standardised conv reads keeps 2 channels at least (a variance of one value
+    is degenerate); a conv with a larger kernel has no such floor."""
+    torch.manual_seed(0)
+    model, x = OneByOne().eval(), torch.randn(2, 3, 6, 6)
+    numbers = dict(type="L1MutableChannelUnit", default_args=dict(choice_mode="number"))
+    mutator = ChannelMutator(channel_unit_cfg=numbers)
+    mutator.prepare_from_supernet(model, example_inputs=x)
+    stem = next(u for u in mutator.mutable_units if any(c.name == "stem" for c in u.output_related))
+    proj = next(u for u in mutator.mutable_units if any(c.name == "proj" for c in u.output_related))
+    assert (stem.min_value, stem.min_choice, proj.min_choice) == (2, 2, 1)
+    with pytest.raises(ValueError, match="at least 2"):
+        mutator.set_choices({stem.name: 1})
+    assert stem.current_choice == 4  # nothing changed
+    mutator.set_choices({stem.name: 2, proj.name: 1})
+    static = mutator.to_static()
+    with torch.no_grad():
+        assert torch.isfinite(static(x)).all()
+    ratio = ChannelMutator(channel_unit_cfg=dict(type="L1MutableChannelUnit"))
+    ratio.prepare_from_supernet(OneByOne().eval(), example_inputs=x)
+    ratio.set_choices({u.name: 0.01 for u in ratio.mutable_units})
+    assert sorted(u.activated_channels for u in ratio.mutable_units) == [1, 2]

@@ -17,7 +17,7 @@ import torch
 
 from ..channels.analysis_result import ChannelAnalysis, UnitSpec, UnprunableChannelsWarning
 from ..channels.context import AnalysisContext
-from ..channels.model_outputs import output_paths, pin_outputs, pinned_outputs
+from ..channels.model_outputs import held_outputs, output_paths, pin_outputs, pinned_outputs
 from ..channels.unit_traits import assign_traits
 from ..layers.embedding import tie_shared_weights
 from ..layers.registry import is_layer_weight
@@ -64,6 +64,7 @@ class ChannelAnalyzer:
             ctx.node = None
             tie_shared_weights(ctx)
             free_outputs = pin_outputs(ctx, self.fixed_outputs)
+            free_outputs.update(held_outputs(ctx))  # an HF cache's keys and values: cut, never pinned
             value_uses = resolve_comparisons(ctx, graph.size_uses)
             roots = ctx.space.resolve()
             ctx.resolve_slices(roots)

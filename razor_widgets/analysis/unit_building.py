@@ -90,6 +90,11 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
         for c in sorted_unique(chain_id[roots[ids[ids >= 0].numpy()]]).tolist():
             if c >= 0:
                 chain_divisor[c] = math.lcm(chain_divisor.get(c, 1), divisor)
+    chain_min: dict[int, int] = {}
+    for ids, kept in ctx.minimums:
+        for c in sorted_unique(chain_id[roots[ids[ids >= 0].numpy()]]).tolist():
+            if c >= 0:
+                chain_min[c] = max(chain_min.get(c, 1), kept)
     # 4. one unit per chain
     units = []
     for c, chain in enumerate(chains):
@@ -107,6 +112,7 @@ def build_units(ctx: AnalysisContext, roots: np.ndarray) -> list[UnitSpec]:
         spec.fixed_reasons.extend(chain_reasons.get(c, []) or _no_layer_reason(spec, ctx.layer_params))
         spec.roots = chain.tolist()
         spec.divisor = chain_divisor.get(c, 1)
+        spec.min_kept = chain_min.get(c, 1)
         units.append(spec)
     units.sort(key=lambda u: u.order)
     return units

@@ -28,6 +28,7 @@ class UnitSpec:
     order: int = 0
     roots: list[int] = field(default_factory=list)  # the unit's elements, one per channel of a block
     divisor: int = 1  # kept channels per block must be a multiple (a kernel's alignment)
+    min_kept: int = 1  # kept channels per block at least (a weight standardised over them)
     traits: UnitTraits = field(default_factory=UnitTraits)  # attention heads, residual joins
 
     @property
@@ -48,7 +49,8 @@ class ChannelAnalysis:
     ``size_attributes``: ``(module, attribute) -> elements`` the attribute counts.
     ``expert_slices``: tensors that are one expert of a 3-D expert parameter (``layers/experts.py``).
     ``free_outputs``: the outputs whose widths follow the pruned model (``model_outputs.py``):
-    output path -> dim -> the elements along it.
+    output path -> dim -> the elements along it (None: a tensor held in an output object, such as
+    a cache, that cannot be cut: the export check reports it).
     """
 
     units: list[UnitSpec]
@@ -57,7 +59,7 @@ class ChannelAnalysis:
     sides: dict[tuple[str, bool, int | None], torch.Tensor]
     size_attributes: dict[tuple[str, str], torch.Tensor]
     expert_slices: dict[int, TensorRef] = field(default_factory=dict)  # ``P[e]`` -> the 3-D parameter ``P``
-    free_outputs: dict[tuple, dict[int, torch.Tensor]] = field(default_factory=dict)  # path -> dim -> elements
+    free_outputs: dict[tuple, dict[int, torch.Tensor] | None] = field(default_factory=dict)  # path -> dim -> elements
 
     def elements(self, ref: TensorRef) -> torch.Tensor | None:
         """The element ids of a traced tensor (a dim of size 1 is broadcast), or None if it was not seen."""

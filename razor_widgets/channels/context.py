@@ -58,6 +58,7 @@ class AnalysisContext:
         self._first_slot: dict[tuple[str, bool], torch.Tensor] = {}
         self.expert_slices: dict[int, TensorRef] = {}  # P[e] of a 3-D expert parameter -> P
         self.divisors: list[tuple[torch.Tensor, int]] = []  # elements whose kept count a kernel aligns
+        self.minimums: list[tuple[torch.Tensor, int]] = []  # elements of which at least n stay kept
         self.layer_params: set[str] = set()  # parameters run as layers (3-D expert weights)
         self.node: Node | None = None
         self.size_attributes: dict[tuple[str, str], torch.Tensor] = {}  # attribute -> elements it counts
@@ -211,6 +212,10 @@ class AnalysisContext:
     def require_divisor(self, ids: torch.Tensor, divisor: int) -> None:
         """The kept count of these channels must be a multiple of ``divisor`` (a kernel's alignment)."""
         self.divisors.append((ids.reshape(-1), divisor))
+
+    def require_min(self, ids: torch.Tensor, kept: int) -> None:
+        """At least ``kept`` of these channels per block must stay (statistics over them need as many)."""
+        self.minimums.append((ids.reshape(-1), kept))
 
     def first_slot(self, name: str, is_output: bool) -> torch.Tensor | None:
         """A layer side's elements as first recorded, or None if the side has no slot."""

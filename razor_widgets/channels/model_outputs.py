@@ -69,13 +69,40 @@ def pin_outputs(ctx: Any, fixed_outputs: Any = None) -> dict[OutputPath, dict[in
     return free
 
 
-def narrowed_outputs(tree: Any, kept: dict[OutputPath, dict[int, torch.Tensor]], path: OutputPath = ()) -> Any:
+@dataclasses.dataclass(frozen=True)
+class NotNarrowed:
+    """Stands, in a narrowed output, for a tensor that could not be cut to the export's channels."""
+
+    shape: tuple[int, ...]
+    reason: str = "its channels vary along several dims: it cannot be cut to the export's"
+
+
+def held_outputs(ctx: Any) -> dict[OutputPath, dict[int, torch.Tensor] | None]:
+    """The tensors held inside output objects that are no containers (an HF cache's keys and
+    values: ``TracedGraph.held``): they never pin channels; like free outputs, the check cuts them
+    along the one dim their channels vary along (None where they vary along several)."""
+    free: dict[OutputPath, dict[int, torch.Tensor] | None] = {}
+    for path, ref in getattr(ctx.graph, "held", []):
+        ids = ctx.ids.get(ref.handle)
+        dims = [] if ids is None else varying_dims(ids)
+        if ids is not None and ids.dim() == len(ref.shape) and len(dims) <= 1:
+            free[path] = {d: ids.movedim(d, 0).reshape(ids.shape[d], -1)[:, 0].clone() for d in dims}
+        elif ids is not None:
+            free[path] = None
+    return free
+
+
+def narrowed_outputs(tree: Any, kept: dict[OutputPath, dict[int, torch.Tensor] | None],
+                     path: OutputPath = ()) -> Any:
     """A copy of the output ``tree`` (containers only, no tensor copied) in which the leaf at
     each path of ``kept`` holds only the positions ``kept[path][dim]`` along each dim: the
-    masked model's free outputs cut to what the export returns."""
+    masked model's free outputs cut to what the export returns (also inside objects that hold
+    them in attributes, ``".name"`` in a path; ``None``: a :class:`NotNarrowed` in its place)."""
     if not any(p[:len(path)] == path for p in kept):
         return tree
     if path in kept and isinstance(tree, torch.Tensor):
+        if kept[path] is None:
+            return NotNarrowed(tuple(tree.shape))
         for dim, index in kept[path].items():
             tree = tree.index_select(dim, index.to(tree.device))
         return tree
@@ -98,6 +125,11 @@ def narrowed_outputs(tree: Any, kept: dict[OutputPath, dict[int, torch.Tensor]],
     if node is not None:  # a registered pytree node: rebuilt from its narrowed children
         children, context = node.flatten_fn(tree)
         return node.unflatten_fn([narrowed_outputs(x, kept, (*path, i)) for i, x in enumerate(children)], context)
+    if hasattr(tree, "__dict__"):  # an object holding them in attributes (an HF cache): a shallow copy
+        new = copy.copy(tree)
+        for k, x in vars(tree).items():
+            object.__setattr__(new, k, narrowed_outputs(x, kept, (*path, f".{k}")))
+        return new
     return tree
 
 

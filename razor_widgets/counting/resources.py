@@ -159,7 +159,22 @@ def _mkldnn_lstm_layer_flop(input_shape, w_ih_shape, w_hh_shape, *args, out_shap
     return 2 * math.prod(input_shape[:-1]) * (math.prod(w_ih_shape) + math.prod(w_hh_shape))
 
 
+def _trilinear_flop(shape1, shape2, shape3, expand1, expand2, expand3, *args, out_shape=None, **kwargs):
+    # nn.Bilinear's kernel: the three inputs broadcast (each with its expand dims inserted), one MAC
+    # per element of the broadcast product (every weight entry once per row); FlopCounterMode has
+    # no formula for it (counts 0)
+    full: list[int] = []
+    for shape, expand in ((shape1, expand1), (shape2, expand2), (shape3, expand3)):
+        dims = list(shape)
+        for dim in sorted(expand):
+            dims.insert(dim, 1)
+        full = list(torch.broadcast_shapes(tuple(full), tuple(dims)))
+    return 2 * math.prod(full)
+
+
 REFERENCE_FLOP_FORMULAS: dict[Any, Any] = {}
+if hasattr(_aten, "_trilinear"):
+    REFERENCE_FLOP_FORMULAS[_aten._trilinear] = _trilinear_flop
 if hasattr(_aten, "mkldnn_rnn_layer"):
     REFERENCE_FLOP_FORMULAS[_aten.mkldnn_rnn_layer] = _mkldnn_lstm_layer_flop
 if hasattr(_aten, "_grouped_mm"):

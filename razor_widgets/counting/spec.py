@@ -295,11 +295,14 @@ def _geometry(builder: _Builder, name: str, module: nn.Module, kind: LayerKind,
     def kept(is_output: bool) -> Side:
         return builder.spec.side(builder.layer_form(name, is_output, kind.channels(module, is_output)))
 
+    def kept_param(attr: str, dim: int, full: int) -> Side:
+        return builder.spec.side(builder.layer_form(f"{name}.{attr}" if name else attr, dim, full))
+
     if node is None:
-        return LayerGeometry(name, module, kept_side=kept)
+        return LayerGeometry(name, module, kept_side=kept, param_dim_side=kept_param)
     out = node.output_refs()[0]
     return LayerGeometry(name, module, tuple(r.shape for r in node.input_refs()), out.shape, kept,
-                         lambda dim: builder.dim_side(out, dim))
+                         lambda dim: builder.dim_side(out, dim), kept_param)
 
 
 def _add_terms(builder: _Builder, layer: str, is_param: bool, terms: list[Term]) -> None:
@@ -453,6 +456,8 @@ def _param_sizes(builder: _Builder, qualname: str, owner_name: str, attr: str,
     """``(factor, sides, div)`` with ``numel = factor * prod(sides) // div`` after export."""
     shape = tuple(param.shape)
     dims = builder.param_dims.get(qualname)
+    if dims and getattr(kind_of(builder.modules.get(owner_name)), "sizes_param_slots", False):
+        dims = None  # a layer with a side on a parameter dim (a bilinear layer): its kind's formula
     if dims:  # class tokens, position embeddings, layer scales: pruned along one dim
         sides = [builder.spec.side(builder.layer_form(qualname, d, shape[d])) if d in dims else shape[d]
                  for d in range(len(shape))]

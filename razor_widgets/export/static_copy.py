@@ -29,6 +29,8 @@ def static_copy(model: nn.Module, param_masks: dict[tuple[str, int], torch.Tenso
         owner_name, _, attr = qualname.rpartition(".")
         owner = static.get_submodule(owner_name) if owner_name else static
         param = getattr(owner, attr)
+        if param.shape[dim] != mask.numel():  # its layer's static op cut it already (a bilinear's second input)
+            continue
         kept = param.detach().index_select(dim, mask.nonzero().squeeze(1).to(param.device))
         setattr(owner, attr, nn.Parameter(kept.clone(), requires_grad=param.requires_grad))
     for (owner_name, attr), positions in size_attributes.items():

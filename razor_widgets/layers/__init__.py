@@ -15,6 +15,7 @@ from .batch_norm import (
     DynamicInstanceNorm2d,
     DynamicInstanceNorm3d,
 )
+from .bilinear import BILINEAR, DynamicBilinear
 from .channel_mean import CHANNEL_MEAN, DynamicChannelMean
 from .conv import CONV, DynamicConv1d, DynamicConv2d, DynamicConv3d
 from .conv_transpose import CONV_TRANSPOSE, DynamicConvTranspose1d, DynamicConvTranspose2d, DynamicConvTranspose3d
@@ -23,6 +24,7 @@ from .experts import FUSED_EXPERTS, DynamicFusedExperts
 from .group_norm import GROUP_NORM, DynamicGroupNorm
 from .layer_norm import LAYER_NORM, DynamicLayerNorm, guard_fused_paths, remove_fused_path_guards
 from .linear import LINEAR, DynamicLinear
+from .local_response_norm import LOCAL_RESPONSE_NORM, DynamicCrossMapLRN2d, DynamicLocalResponseNorm
 from .prelu import PRELU, DynamicPReLU
 from .recurrent import RECURRENT
 from .registry import (
@@ -45,6 +47,8 @@ for _kind in (CONV, CONV_TRANSPOSE, LINEAR, BATCH_NORM, LAYER_NORM, GROUP_NORM, 
     register_kind(_kind)
 register_kind(PRELU)
 register_kind(RECURRENT)
+register_kind(LOCAL_RESPONSE_NORM)
+register_kind(BILINEAR)
 
 __all__ = [
     "KINDS", "LAYER_KINDS", "LayerKindRegistry", "FunctionOwner", "LayerGeometry", "LayerKind", "Term", "register_kind",
@@ -57,4 +61,5 @@ __all__ = [
     "DynamicMultiheadAttention", "DynamicMultiheadAttentionMixin", "DynamicChannelMean",
     "DynamicTransposedLinear", "DynamicFusedExperts", "DynamicOwnedLinear", "DynamicRMSNorm",
     "DynamicPReLU",
+    "DynamicLocalResponseNorm", "DynamicCrossMapLRN2d", "DynamicBilinear",
 ]

@@ -48,6 +48,7 @@ class LayerGeometry:
     output_shape: tuple[int, ...] = ()
     kept_side: Callable[[bool], Side] = field(default=lambda is_output: 1, repr=False)
     output_dim_side: Callable[[int], Side] | None = field(default=None, repr=False)
+    param_dim_side: Callable[[str, int, int], Side] | None = field(default=None, repr=False)
 
     def kept(self, is_output: bool) -> Side:
         """The kept-channel side of the layer's output (``is_output=True``) or input channels."""
@@ -56,6 +57,11 @@ class LayerGeometry:
     def kept_output_dim(self, dim: int) -> Side:
         """The kept size of one dim of the output (its full size where no unit prunes it)."""
         return self.output_shape[dim] if self.output_dim_side is None else self.output_dim_side(dim)
+
+    def kept_param_dim(self, attr: str, dim: int, full: int) -> Side:
+        """The kept size of dim ``dim`` of the layer's parameter ``attr`` where units prune it as a
+        parameter slot (a bilinear layer's second input), ``full`` where none does."""
+        return full if self.param_dim_side is None else self.param_dim_side(attr, dim, full)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ kept inputs, as the export does). The analysis and the counter both read this.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -133,6 +134,8 @@ def derived_layer_rule(ctx: AnalysisContext, node: Node, kinds: tuple[type, ...]
         ctx.slot(layer, True, ids_out)
     if derived.mixes_inputs and not standardised_in_own_forward(node, derived):
         ctx.fix(ids_in, f"the weight of {derived.layer!r} is normalised over its input channels in {ctx.describe()}")
+    elif derived.mixes_inputs and math.prod(weight.shape[2:]) == 1:
+        ctx.require_min(ids_in, 2)  # a 1x1 kernel standardised over one input: a variance of one value
 
 
 def standardised_in_own_forward(node: Node, derived: DerivedWeight) -> bool:

@@ -36,6 +36,7 @@ class DynamicChannelMixin:
     dynamic_children: tuple[str, ...] = ()  # child layers made dynamic with it and exported by it
     layer_kind: Any = None  # the LayerKind owning this op (set by ``layers.register_kind``)
     container_names: dict[str, str] = {"in_channels": "in_channels", "out_channels": "out_channels"}
+    sides_from_units = False  # True: the layer holds no channel count; ``convert_from`` is given it
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.static_class.__init__(self, *args, **kwargs)
@@ -71,14 +72,18 @@ class DynamicChannelMixin:
 
     # -- conversion -----------------------------------------------------------------------
     @classmethod
-    def convert_from(cls, module: nn.Module) -> nn.Module:
-        """A dynamic op sharing ``module``'s parameters, buffers, hooks and train/eval mode."""
+    def convert_from(cls, module: nn.Module, side_sizes: dict[bool, int] | None = None) -> nn.Module:
+        """A dynamic op sharing ``module``'s parameters, buffers, hooks and train/eval mode.
+        ``side_sizes``: ``{is_output: channels}`` for a layer that holds no channel count
+        (``sides_from_units``: the mutator reads them from the units' channel ranges)."""
         dynamic_cls = cls if type(module) is cls.static_class else _dynamic_subclass(cls, type(module))
         new = dynamic_cls.__new__(dynamic_cls)
         new.__dict__.update(module.__dict__)
         for key in _MODULE_DICTS:
             if key in module.__dict__:
                 new.__dict__[key] = OrderedDict(module.__dict__[key])
+        if side_sizes is not None:
+            new.__dict__["_side_sizes"] = dict(side_sizes)
         new._init_mutable_attrs()
         return new
 
@@ -91,6 +96,7 @@ class DynamicChannelMixin:
             if key in self.__dict__:
                 new.__dict__[key] = OrderedDict(self.__dict__[key])
         new._modules.pop("mutable_attrs", None)
+        new.__dict__.pop("_side_sizes", None)
         for name, value in params.items():
             old = self._parameters[name]
             new._parameters[name] = None if value is None else nn.Parameter(

@@ -3,10 +3,11 @@
 
 Channels: the input's last dim is read (the input size); the output's last dim is the hidden
 size (``proj_size`` with projections; twice, once per direction, when bidirectional), the states'
-last dim too; the hidden size of an LSTM with projections (its cell size) stays fixed. The gates
-(4 for an LSTM, 3 for a GRU) keep the same hidden positions. A pruned layer runs as its export
-runs: on the kept inputs with the kept weights, its outputs put back at their places (zeros at
-the pruned ones). MACs: every step's input and hidden matmuls (docs/counting.md).
+last dim too; an LSTM's cell size under projections is a unit of its own (a parameter slot:
+``weight_hr_l0``'s columns, the same positions in every layer and direction). The gates keep the
+same hidden positions. A pruned layer runs as its export runs: on the kept inputs with the kept
+weights, its outputs put back at their places (zeros at the pruned ones). MACs: every step's
+input and hidden matmuls (docs/counting.md).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 CELLS = (nn.RNNCell, nn.LSTMCell, nn.GRUCell)
 CELL_GATES = {nn.RNNCell: 1, nn.LSTMCell: 4, nn.GRUCell: 3}
+CELL_SLOT = "weight_hr_l0"  # an LSTM with projections: its cell positions are this weight's columns
 
 
 def gates(module: nn.Module) -> int:
@@ -65,9 +67,10 @@ def recurrent_rule(ctx: AnalysisContext, node: Node) -> None:
     ctx.slot(node.name, False, ids_in)
     ctx.slot(node.name, True, ids_out)
     proj = getattr(m, "proj_size", 0)
-    cell = ctx.fresh_layer_output(f"{node.name}.<cell>", m.hidden_size) if proj else ids_out
-    if proj:
-        ctx.fix(cell, f"the cell size of {ctx.describe()}, an LSTM with projections, is not pruned")
+    cell = ctx.fresh_layer_output(f"{node.name}.{CELL_SLOT}", m.hidden_size) if proj else ids_out
+    if proj:  # the cell size: read and written inside the layer (and its cell state)
+        ctx.slot(f"{node.name}.{CELL_SLOT}", True, cell, param_dim=1)
+        ctx.layer_params.add(f"{node.name}.{CELL_SLOT}")
     if not isinstance(m, CELLS):
         ctx.write(node.output_refs()[0], -1, ids_out.repeat(directions(m)))
     given, returned = _states(m, node)
@@ -90,6 +93,8 @@ class RecurrentKind(LayerKind):
 
     name = "recurrent"
     module_types = (nn.RNN, nn.LSTM, nn.GRU, *CELLS)
+    masks_param_slots = True  # the cell size of an LSTM with projections (``CELL_SLOT``)
+    sizes_param_slots = True
 
     def module_rule(self, ctx: AnalysisContext, node: Node) -> None:
         """:func:`recurrent_rule`."""
@@ -100,9 +105,11 @@ class RecurrentKind(LayerKind):
         return int(out_size(module) if is_output else module.input_size)
 
     def _sides(self, geo: LayerGeometry) -> tuple[Any, Any]:
-        """(kept hidden-cell side, kept output side): the cell side is fixed with projections."""
+        """(kept hidden-cell side, kept output side): with projections, the cell side is the
+        parameter slot ``CELL_SLOT``."""
         m = geo.module
-        return (m.hidden_size if getattr(m, "proj_size", 0) else geo.kept(True)), geo.kept(True)
+        proj = getattr(m, "proj_size", 0)
+        return (geo.kept_param_dim(CELL_SLOT, 1, m.hidden_size) if proj else geo.kept(True)), geo.kept(True)
 
     def param_size(self, param: LayerGeometry, attr: str, shape: tuple[int, ...]) -> Term | None:
         """Rows: the gates times the kept hidden size; columns: the kept inputs (layer 0), the kept
@@ -164,11 +171,29 @@ class DynamicRecurrentMixin(DynamicChannelMixin):
     def _channel_counts(self) -> dict[str, int]:
         return {"in_channels": self.input_size, "out_channels": out_size(self)}
 
+    def _init_mutable_attrs(self, *args: Any) -> None:
+        super()._init_mutable_attrs(*args)
+        self.__dict__["_cell_channels"] = []
+
+    def add_param_channel(self, attr: str, dim: int, unit: Any, channel: Any) -> None:
+        """Let ``channel`` of ``unit`` mask the cell positions (``CELL_SLOT``'s columns)."""
+        if (attr, dim) != (CELL_SLOT, 1) or not getattr(self, "proj_size", 0):
+            raise ValueError(f"a recurrent layer's parameter slot is {CELL_SLOT} dim 1, not {attr!r} dim {dim}")
+        self.__dict__["_cell_channels"].append((unit, channel))
+
+    def cell_mask(self) -> torch.Tensor | None:
+        """The kept cell positions of an LSTM with projections, or None while all are kept."""
+        channels = self.__dict__.get("_cell_channels") or []
+        mask = torch.ones(self.hidden_size, dtype=torch.bool)
+        for unit, channel in channels:
+            mask[channel.start:channel.end] = unit.channel_mask(channel)
+        return None if bool(mask.all()) else mask
+
     def _kept(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(kept inputs, kept outputs, kept cell positions)."""
         kept_in = index_of(self.mask("in_channels"), self.input_size)
         kept_out = index_of(self.mask("out_channels"), out_size(self))
-        cell = torch.arange(self.hidden_size) if getattr(self, "proj_size", 0) else kept_out
+        cell = index_of(self.cell_mask(), self.hidden_size) if getattr(self, "proj_size", 0) else kept_out
         return kept_in, kept_out, cell
 
     def _kept_weights(self) -> dict[str, torch.Tensor | None]:
@@ -219,7 +244,7 @@ class DynamicRecurrentMixin(DynamicChannelMixin):
 
     def forward(self, input: Any, hx: Any = None) -> Any:  # noqa: A002 (torch's argument name)
         """The original forward at full masks; else the kept layer's, its outputs put back."""
-        if self.mask("in_channels") is None and self.mask("out_channels") is None:
+        if self.mask("in_channels") is None and self.mask("out_channels") is None and self.cell_mask() is None:
             return super().forward(input, hx)
         kept_in, kept_out, cell = self._kept()
         x = input.index_select(-1, kept_in.to(input.device))
@@ -236,8 +261,9 @@ class DynamicRecurrentMixin(DynamicChannelMixin):
                                                                  (size, self.hidden_size)[i]))
 
     def to_static_op(self) -> nn.Module:
-        """A plain layer of the kept input and hidden sizes."""
+        """A plain layer of the kept input, hidden (cell) and projection sizes."""
         new = self._static_copy(self._kept_weights(), {}, **self._sizes())
+        new.__dict__.pop("_cell_channels", None)
         if hasattr(new, "_init_flat_weights"):
             new._init_flat_weights()
         return new

@@ -232,6 +232,9 @@ class SequentialMutableChannelUnit(MutableChannelUnit):
                 raise ValueError(
                     f"unit {name!r}: {choice} channels is not a valid choice; "
                     f"choose a multiple of {self.repeats * self.divisor} in [1, {self.num_channels}]")
+            least = min(self.min_value, self.base_channels) * self.repeats
+            if choice < least:
+                raise ValueError(f"unit {name!r}: {choice} channels is not a valid choice; it keeps at least {least}")
             return choice
         choice = float(choice)
         if not 0.0 < choice <= 1.0:

@@ -75,6 +75,9 @@ def output_positions(analysis: ChannelAnalysis, units: list[MutableChannelUnit]
     unit_of, pos_of = _unit_positions(analysis)
     out = {}
     for path, dims in analysis.free_outputs.items():
+        if dims is None:  # an output the check cannot cut (``model_outputs.NotNarrowed``)
+            out[path] = None
+            continue
         out[path] = {}
         for dim, line in dims.items():
             found = analysis.roots[line.clamp(min=0).numpy()]
@@ -86,17 +89,17 @@ def output_positions(analysis: ChannelAnalysis, units: list[MutableChannelUnit]
 def kept_output_positions(positions: dict[tuple, dict[int, list[tuple[MutableChannelUnit | None, int]]]]
                           ) -> dict[tuple, dict[int, torch.Tensor]]:
     """Output path -> dim -> the positions kept at the units' current choices."""
-    return {path: {dim: torch.tensor([i for i, (unit, pos) in enumerate(where)
-                                      if unit is None or bool(unit.current_mask[pos])], dtype=torch.long)
-                   for dim, where in dims.items()}
+    return {path: None if dims is None else {
+        dim: torch.tensor([i for i, (unit, pos) in enumerate(where) if unit is None or bool(unit.current_mask[pos])],
+                          dtype=torch.long) for dim, where in dims.items()}
             for path, dims in positions.items()}
 
 
 def output_positions_cfg(positions: dict, units: dict) -> list[dict]:
     """The outputs that follow the pruned model, as config data (``parse_cfg['free_outputs']``)."""
-    return [{"path": list(path), "dims": [[dim, [[u.name if u is not None and u.name in units else None, pos]
-                                                 for u, pos in where]] for dim, where in dims.items()]}
-            for path, dims in positions.items()]
+    return [{"path": list(path), "dims": None if dims is None else [
+        [dim, [[u.name if u is not None and u.name in units else None, pos] for u, pos in where]]
+        for dim, where in dims.items()]} for path, dims in positions.items()]
 
 
 def outputs_from_cfg(cfg: list, units: list[MutableChannelUnit]
@@ -105,6 +108,9 @@ def outputs_from_cfg(cfg: list, units: list[MutableChannelUnit]
     by_name = {u.name: u for u in units}
     out = {}
     for entry in cfg:
+        if entry["dims"] is None:  # an output the check cannot cut
+            out[tuple(entry["path"])] = None
+            continue
         dims = {}
         for dim, where in entry["dims"]:
             unknown = [name for name, _ in where if name is not None and name not in by_name]
@@ -149,7 +155,13 @@ def channel_from_cfg(ch: dict, is_output: bool, modules: dict, params: dict, uni
     else:
         if name not in modules:
             raise KeyError(f"unit {unit!r}: the model has no layer {name!r}")
-        size = side_size(modules[name], is_output)
+        try:
+            size = side_size(modules[name], is_output)
+        except TypeError:  # a layer holding no channel count (a local response norm): the range says it
+            if "end" not in ch:
+                raise ValueError(f"unit {unit!r}: {name!r} holds no channel count; give its channels an 'end'") \
+                    from None
+            size = int(ch["end"])
     start, end, expand = int(ch.get("start", 0)), int(ch.get("end", size)), int(ch.get("expand_ratio", 1))
     side = f"dim {param_dim}" if param_dim is not None else ("output" if is_output else "input")
     if not 0 <= start < end <= size or expand < 1:
@@ -166,3 +178,15 @@ def side_size(module: nn.Module, is_output: bool) -> int:
     if kind is None:
         raise TypeError(f"cannot tell the channel count of {type(module).__name__}")
     return kind.channels(module, is_output)
+
+
+def side_sizes(units: list, name: str) -> dict[bool, int]:
+    """``{is_output: channels}`` of layer ``name`` from the units' channel ranges (the traced
+    slots' sizes): for a layer that holds no channel count of its own (a local response norm)."""
+    sizes: dict[bool, int] = {}
+    for unit in units:
+        for channel in unit.channels:
+            if channel.name == name and channel.param_dim is None:
+                side = channel.is_output_channel
+                sizes[side] = max(sizes.get(side, 0), channel.end)
+    return sizes

@@ -40,6 +40,7 @@ from .channel_config import (
     output_positions_cfg,
     outputs_from_cfg,
     plain,
+    side_sizes,
 )
 from .param_owners import convert_param_owners
 from .prepared_mark import PREPARED_MARK, PreparedMark, is_prepared
@@ -104,7 +105,7 @@ class ChannelMutator(BlockChoices, BaseMutator):
                              f"{', '.join(TRACER_TYPES)}, 'Config' or 'Predefined'")
         assign_roles(units, dict(supernet.named_modules()))  # what each unit is (unit_labels.py)
         if parse_type != "Predefined":
-            self._convert_layers(supernet, [u for u in units if u.is_mutable])
+            self._convert_layers(supernet, [u for u in units if u.is_mutable], units)
             for unit in units:
                 if unit.is_mutable:
                     unit.prepare_for_pruning(supernet)
@@ -142,13 +143,16 @@ class ChannelMutator(BlockChoices, BaseMutator):
         self._output_positions = output_positions(analysis, units)
         return units
 
-    def _new_unit(self, num_channels: int, unit_cfg: dict | None, divisor: int = 1) -> MutableChannelUnit:
+    def _new_unit(self, num_channels: int, unit_cfg: dict | None, divisor: int = 1,
+                  min_kept: int = 1) -> MutableChannelUnit:
         args = dict(self.channel_unit_cfg.get("default_args", {}))
         if isinstance(unit_cfg, dict):
             args.update(unit_cfg.get("init_args", {}))
         if divisor > 1 and "divisor" in inspect.signature(self.unit_class).parameters:
             args["divisor"] = math.lcm(int(args.get("divisor", 1)), divisor)  # a kernel's alignment
             args["min_value"] = max(int(args.get("min_value", 1)), args["divisor"])
+        if min_kept > 1 and "min_value" in inspect.signature(self.unit_class).parameters:
+            args["min_value"] = max(int(args.get("min_value", 1)), min_kept)  # statistics over the kept ones
         declared = args.pop("num_channels", num_channels)
         if declared != num_channels:
             raise ValueError(f"the config gives {declared} channels for a unit of {num_channels}")
@@ -156,7 +160,7 @@ class ChannelMutator(BlockChoices, BaseMutator):
 
     def _unit_from_spec(self, modules: dict[str, nn.Module], spec: UnitSpec,
                         unit_cfg: dict | None) -> MutableChannelUnit:
-        unit = self._new_unit(spec.num_channels, unit_cfg, spec.divisor)
+        unit = self._new_unit(spec.num_channels, unit_cfg, spec.divisor, spec.min_kept)
         unit.name, unit.repeats, unit.traits = spec.name, spec.repeats, spec.traits  # traits: what it is
         unit.fixed_reasons = list(spec.fixed_reasons)
         for channel in spec.output_related + spec.input_related:
@@ -215,7 +219,10 @@ class ChannelMutator(BlockChoices, BaseMutator):
         return list(units.values())
 
     @staticmethod
-    def _convert_layers(model: nn.Module, units: list[MutableChannelUnit]) -> None:
+    def _convert_layers(model: nn.Module, units: list[MutableChannelUnit],
+                        all_units: list[MutableChannelUnit] | None = None) -> None:
+        """Swap every layer the mutable ``units`` touch for its dynamic op (a layer that holds no
+        channel count gets it from the channel ranges of ``all_units``, fixed ones included)."""
         modules = dict(model.named_modules())
         names = {c.name for u in units for c in u.channels if c.param_dim is None}
         converted: dict[str, nn.Module] = {}
@@ -227,7 +234,8 @@ class ChannelMutator(BlockChoices, BaseMutator):
                     converted[name] = module
                     continue
                 raise TypeError(f"layer {name!r} ({type(module).__name__}) has no dynamic op")
-            new = dynamic_cls.convert_from(module)
+            sizes = side_sizes(all_units or units, name) if dynamic_cls.sides_from_units else None
+            new = dynamic_cls.convert_from(module) if sizes is None else dynamic_cls.convert_from(module, sizes)
             set_submodule(model, name, new)
             converted[name] = new
             for child in new.dynamic_children:  # made dynamic with their parent (MHA's out_proj)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..layers import kind_of
-from ..layers.dynamic_ops import set_submodule
+from ..layers.dynamic_ops import DynamicChannelMixin, set_submodule
 from ..mutables.units import MutableChannelUnit
 
 
@@ -21,6 +21,8 @@ def convert_param_owners(model: nn.Module, units: list[MutableChannelUnit]) -> N
             kind = kind_of(module)
             if channel.param_dim is None or not getattr(kind, "masks_param_slots", False):
                 continue
+            if owner_name not in converted and isinstance(module, DynamicChannelMixin):
+                converted[owner_name] = module  # a layer made dynamic for its own sides already
             if owner_name not in converted:
                 converted[owner_name] = kind.dynamic_op_for(type(module)).convert_from(module)
                 set_submodule(model, owner_name, converted[owner_name])

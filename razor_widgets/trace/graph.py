@@ -79,6 +79,7 @@ class TracedGraph:
     value_reads: list[str] = field(default_factory=list)  # where the forward read a tensor's value
     output_paths: list[tuple] = field(default_factory=list)  # where each output sits in the model's output
     calls: list[ModuleCall] = field(default_factory=list)  # calls of non-leaf modules, in call order
+    held: list[tuple[tuple, TensorRef]] = field(default_factory=list)  # tensors inside unwalkable outputs (a cache)
 
 
 

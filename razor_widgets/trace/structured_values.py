@@ -60,9 +60,37 @@ def output_leaves(tree: Any, path: OutputPath = ()) -> list[tuple[OutputPath, An
     return [(path, tree)]
 
 
+def held_tensors(tree: Any) -> list[tuple[OutputPath, torch.Tensor]]:
+    """The tensors that objects the output walk cannot enter (no value equality, not registered:
+    an HF ``DynamicCache``) hold in their attributes, with paths that go on into them: ``".name"``
+    for an attribute, an int for a list position, a key for a dict entry."""
+    found = []
+    for path, leaf in output_leaves(tree):
+        if not isinstance(leaf, (torch.Tensor, *_PLAIN)) and hasattr(leaf, "__dict__"):
+            found += [((*path, *inner), t) for inner, t in _attribute_tensors(leaf, (), 0)]
+    return found
+
+
+def _attribute_tensors(value: Any, path: OutputPath, depth: int) -> list[tuple[OutputPath, torch.Tensor]]:
+    if isinstance(value, torch.Tensor):
+        return [(path, value)]
+    if depth > MAX_DEPTH or isinstance(value, (nn.Module, type, *_PLAIN)):
+        return []
+    if isinstance(value, (list, tuple)):
+        items = list(enumerate(value))
+    elif isinstance(value, dict):
+        items = list(value.items())
+    elif hasattr(value, "__dict__"):
+        items = [(f".{k}", v) for k, v in vars(value).items()]
+    else:
+        return []
+    return [leaf for key, item in items for leaf in _attribute_tensors(item, (*path, key), depth + 1)]
+
+
 def output_name(path: OutputPath) -> str:
     """``logits``, ``hidden_states[2]``, ``[0]``; ``output`` for a bare tensor."""
     if not path:
         return "output"
     head = path[0] if isinstance(path[0], str) else f"[{path[0]}]"
-    return head + "".join(f"[{k!r}]" if isinstance(k, str) else f"[{k}]" for k in path[1:])
+    return head + "".join(k if isinstance(k, str) and k.startswith(".") else f"[{k!r}]" if isinstance(k, str)
+                          else f"[{k}]" for k in path[1:])

@@ -17,7 +17,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
 from .graph import ModuleCall, Node, TensorRef, TracedGraph, leaves
-from .structured_values import output_leaves
+from .structured_values import held_tensors, output_leaves
 from .trace_hints import with_hint
 from .traced_size import AttrRef, Source, TracedSize
 
@@ -237,8 +237,9 @@ class Tracer:
             )
         unreached = [n for n in modules if n and n not in self._called
                      and not any(n.startswith(c + ".") for c in self._called if self.is_leaf(modules[c]))]
+        held = [(path, self.ref(t)) for path, t in held_tensors(out)]
         return TracedGraph(self.nodes, input_refs, output_refs, modules, unreached, self.values, self.size_uses,
-                           self.value_reads, [path for path, _ in named], self.calls)
+                           self.value_reads, [path for path, _ in named], self.calls, held)
 
 
 def _restore_model(model: nn.Module, modules: dict[str, nn.Module], swapped: list, hooks: list,
