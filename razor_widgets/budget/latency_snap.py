@@ -53,7 +53,7 @@ def _kept(unit: Any) -> int:
     return int(unit.current_mask.sum()) // unit.repeats
 
 
-def _snapped(curve: list[float], k: int, up_when_free: bool, tolerance: float) -> int:
+def _snapped(curve: list[float], k: int, up_when_free: bool, tolerance: float = 1e-9) -> int:
     ends = fast_counts(curve)
     if k in ends or k < 1:
         return k
@@ -69,7 +69,6 @@ def snap_to_fast_counts(mutator: Any, choices: dict | None = None, up_when_free:
     the module docstring). Needs a latency table (``profile_latency``)."""
     units = mutator.mutable_units
     saved = [(u.mutable_channel, u.mutable_channel.snapshot()) for u in units]
-    tolerance = getattr(mutator.latency_table, "noise", 0.0) if getattr(mutator, "latency_table", None) else 0.0
     try:
         if choices:
             mutator.set_choices(choices)
@@ -80,7 +79,7 @@ def snap_to_fast_counts(mutator: Any, choices: dict | None = None, up_when_free:
             curve = unit_latency_curve(mutator, unit)
             divisors[unit.name] = step_divisor(curve)
             k = _kept(unit)
-            target = _snapped(curve, k, up_when_free, tolerance)
+            target = _snapped(curve, k, up_when_free)
             if target != k:
                 mutator.set_choices({unit.name: choice_for_fraction(unit, target / full)})
                 if _kept(unit) != k:

@@ -122,7 +122,8 @@ def fit_context(layers: list[LatencyLayer], points: list[tuple[list[int], dict[s
             groups[layer.context_name].append(layer)
     fitted = 0
     for name, members in groups.items():
-        rows = [(sum(m.alone_ms(kept) for m in members), sum(m.elements(kept) for m in members), times[name])
+        rows = [(sum(m.alone_ms(kept) for m in members), sum(m.stepped_elements(kept) for m in members),
+                 times[name])
                 for kept, times in points if name in times]
         if len(rows) < 2:
             continue

@@ -95,7 +95,15 @@ class LatencyLayer:
         ms = self.alone_ms(kept)
         if self.context_scale == 1.0 and not self.context_per_element:
             return ms
-        return self.context_scale * ms + self.context_per_element * self.elements(kept)
+        return self.context_scale * ms + self.context_per_element * self.stepped_elements(kept)
+
+    def stepped_elements(self, kept: Any) -> float:
+        """Output elements of this layer's calls at its output count rounded up like the times
+        (``snap``): the context's cost per element keeps the steps of the curve."""
+        out = form_value(self.out_form, kept)
+        if self.mode != "in" and self.xs:
+            out = self.snap(out, self.ys if self.mode == "grid" else self.xs)
+        return self.calls * self.out_elements * out
 
     def snap(self, value: float, axis: list[float]) -> float:
         """``value`` rounded up to the next multiple of ``align`` (at most the axis's largest count)."""
@@ -137,14 +145,14 @@ class LatencyLayer:
         wy = weights(self.out_form.const, co, bases[uo], self.ys)
         t, calls = self.table, self.calls * self.context_scale
         per = self.context_per_element * self.calls * self.out_elements
-        c_out, const_out = co, self.out_form.const
+        outs = [self.snap(self.out_form.const + co * k, self.ys) for k in range(bases[uo] + 1)]
 
         def ms(kept: Any) -> float:
             i0, i1, a = wx[kept[ui]]
             j0, j1, b = wy[kept[uo]]
             r0 = t[i0][j0] + (t[i0][j1] - t[i0][j0]) * b
             r1 = t[i1][j0] + (t[i1][j1] - t[i1][j0]) * b
-            return calls * max(0.0, r0 + (r1 - r0) * a) + per * (const_out + c_out * kept[uo])
+            return calls * max(0.0, r0 + (r1 - r0) * a) + per * outs[kept[uo]]
         return ms
 
     def elements(self, kept: Any) -> int:
