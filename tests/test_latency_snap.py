@@ -60,20 +60,39 @@ def test_snap_moves_counts_to_step_ends_and_leaves_the_choices(profiled):
     assert down.ms_after <= snapped.ms_after * (1 + 1e-9)
 
 
-def test_latency_budget_by_sensitivity_spares_the_sensitive_unit(profiled):
+@pytest.fixture
+def wide(one_thread, tmp_path) -> ChannelMutator:
+    """Two 3x3 convs of 64 channels at 32x32: each unit's channels cost clearly more than the noise."""
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(64, 8, 1)).eval()
+    mutator = ChannelMutator()
+    mutator.prepare_from_supernet(model, torch.randn(1, 3, 32, 32))
+    profile_latency(mutator, threads=1, cache_dir=tmp_path, warmup=2, repeats=5, align=16)
+    return mutator
+
+
+def test_latency_budget_by_sensitivity_spares_the_sensitive_unit(wide):
+    profiled = wide
     names = [u.name for u in profiled.mutable_units]
     ratios = (0.25, 0.5, 0.75)
-    sens = Sensitivity(0.9, {names[0]: {r: 0.9 for r in ratios},  # unit 0 costs nothing to prune, unit 1 a lot
-                             names[1]: {r: 0.1 + 0.8 * r for r in ratios}})
+
+    def scan(sensitive: str) -> Sensitivity:  # the other unit costs nothing to prune
+        return Sensitivity(0.9, {n: {r: 0.1 + 0.8 * r if n == sensitive else 0.9 for r in ratios} for n in names})
     before = profiled.current_choices
     full = profiled.latency().ms
-    fit = fit_budget(profiled, 0.85, metric="latency", mode="sensitivity", sensitivity=sens)
-    assert fit.mode == "sensitivity" and profiled.current_choices == before
-    assert fit.met and fit.latency.ms <= 0.85 * full
-    assert profiled.latency(choices=fit.choices).ms == pytest.approx(fit.latency.ms)
-    fractions = _fractions(profiled, fit.choices)
-    assert fractions[names[0]] < fractions[names[1]], fractions
-    by_ms = fit_budget(profiled, 1.0, metric="latency", mode="sensitivity", sensitivity=sens, max_ms=0.85 * full)
+    fits = {}
+    for sensitive in names:
+        fit = fit_budget(profiled, 0.7, metric="latency", mode="sensitivity", sensitivity=scan(sensitive))
+        assert fit.mode == "sensitivity" and profiled.current_choices == before
+        assert fit.met and fit.latency.ms <= 0.7 * full
+        assert profiled.latency(choices=fit.choices).ms == pytest.approx(fit.latency.ms)
+        fits[sensitive] = _fractions(profiled, fit.choices)
+    for sensitive in names:  # each unit keeps more where it is the sensitive one
+        other = next(n for n in names if n != sensitive)
+        assert fits[sensitive][sensitive] >= fits[other][sensitive], fits
+    assert fits[names[0]] != fits[names[1]]
+    by_ms = fit_budget(profiled, 1.0, metric="latency", mode="sensitivity", sensitivity=scan(names[1]),
+                       max_ms=0.85 * full)
     assert by_ms.met and by_ms.max_ms == pytest.approx(0.85 * full)
 
 
