@@ -98,5 +98,10 @@ def test_step_curve_shows_for_the_selected_unit(small):
     unit = small.mutator.unit(name)
     kept = int(unit.current_mask.sum()) // unit.repeats
     assert kept < 32 and f"now {kept}: {steps.curve[kept]:.2f} ms" in steps.caption.value
+    steps.measure(wait=True)  # "Measure steps": the unit's layers timed at its top counts, in a thread
+    measured = steps.measured[name]
+    assert measured.counts == list(range(1, 33)) and len(measured.ms) == 32
+    assert f"measured: divisor {measured.divisor} removes its cliffs" in steps.caption.value
+    assert steps.measure_button.description == "Measure steps" and not steps.measure_button.disabled
     small.select_unit(None)
-    assert steps.image.layout.display == "none"
+    assert steps.image.layout.display == "none" and steps.measure_button.layout.display == "none"

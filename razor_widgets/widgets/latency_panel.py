@@ -43,7 +43,7 @@ class LatencyPanel:
         self.progress_text = widgets.HTML()
         self.row = widgets.HBox([self.label, self.batch, self.threads, self.button, self.progress,
                                  self.progress_text], layout=widgets.Layout(align_items="center"))
-        self.steps = UnitStepPlot(mutator)  # the selected unit's step curve (explorer.select_unit)
+        self.steps = UnitStepPlot(mutator, measure_kwargs=self.profile_kwargs)  # the selected unit's step curve
         self.widget = widgets.VBox([self.row, self.steps.widget])
         self.text = ""
         self.error: str | None = None
