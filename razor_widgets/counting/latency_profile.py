@@ -4,8 +4,8 @@
 that one layer (its dynamic op's ``to_static_op()``), and times it on inputs of the traced shapes at
 the batch size, threads, device and dtype asked for. Timings go to an on-disk cache keyed by that
 setting and the layer geometry, so identical layers are measured once and an interrupted profile
-resumes where it stopped. Then two exports of the whole model (full, and 40 % uniform) are timed to
-measure the rest. Docs: docs/latency.md.
+resumes where it stopped. Then eight whole exports are timed, whole and layer by layer in context,
+to fit each layer and the rest (``latency_context``). Docs: docs/latency.md.
 """
 from __future__ import annotations
 
@@ -382,7 +382,7 @@ def profile_latency(mutator: Any, batch_size: int = 1, threads: int | None = Non
     Each pruned layer is exported at multiples of ``align`` channels on each changing side (at most
     ``GRID_POINTS`` per side, ``LINE_POINTS`` for one side) and timed (warm-up,
     ``repeats`` samples, median after outlier rejection); counts in between cost the next step's
-    (``align``: the back end's channel step, 16 for fp32 on AVX-512). Two whole exports calibrate
+    (``align``: the back end's channel step, 16 for fp32 on AVX-512). Eight whole exports calibrate
     the sum (``rest``: see ``LatencyTable.fit_rest``). ``clock="cpu"`` (threads=1 on a CPU) times
     CPU time instead of wall time (a busy machine). Timings are cached on disk by machine,
     torch version, device, threads, dtype, batch and layer geometry. ``progress`` is called after
