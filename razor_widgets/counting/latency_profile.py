@@ -300,8 +300,9 @@ def _time_export(prof: _Profiler, names: set[str], overhead_ms: float) -> tuple[
             hit = measure_latency(run, prof.mutator.example_inputs, prof.batch_size, prof.threads, prof.device,
                                   prof.dtype, prof.warmup, prof.repeats, max_seconds=10.0, clock=prof.clock).as_dict()
             prof.cache.put(key, hit, save_every=1)
-        if ctx is None:  # eager, hooked: the compiled graph has no modules to hook
-            times = context_times(static, lambda: static(*args, **kwargs), names, CONTEXT_FORWARDS, overhead_ms)
+        if ctx is None:  # eager, hooked (no names: nothing to time in context)
+            times = context_times(static, lambda: static(*args, **kwargs), names, CONTEXT_FORWARDS,
+                                  overhead_ms) if names else {}
             ctx = {"median_ms": hit["median_ms"], "layers": times}
             prof.cache.put(key + ":context", ctx, save_every=1)
         prof.measured += 1
@@ -314,8 +315,9 @@ def _calibrate(prof: _Profiler, table: LatencyTable, tick: Callable[[str, bool],
     """Time whole exports at the ``CALIBRATION`` fractions and at ``RANDOM_CALIBRATION`` fixed
     pseudo-random choice sets, each layer in them (``latency_context``), fit every layer's time
     in context to its time alone, then the layers' sum to the whole."""
-    names = {layer.context_name for layer in table.layers if layer.context_name}
-    overhead = hook_overhead_ms() if prof.backend == "eager" else 0.0
+    eager = prof.backend == "eager"  # a compiled graph has no modules to hook: its layers stay as timed alone
+    names = {layer.context_name for layer in table.layers if layer.context_name} if eager else set()
+    overhead = hook_overhead_ms() if eager else 0.0
     runs = []
     for point in CALIBRATION + tuple(-1 - i for i in range(RANDOM_CALIBRATION)):
         kept = _calibration_kept(prof, point)
