@@ -21,6 +21,7 @@ Run:  python3 benchmarks/bench_latency.py [--models resnet50 mobilenet_v2 vit_b_
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -32,11 +33,15 @@ import torch
 import torchvision
 
 from razor_widgets import ChannelMutator, measure_latency, profile_latency
-from razor_widgets.budget.unit_choices import choice_for_fraction
+from razor_widgets.budget import choice_for_fraction
+from razor_widgets.counting.latency_cache import allocator_setting
 
 from common import model_names, quiet, versions
 
 DEFAULT_MODELS = ["resnet50", "mobilenet_v2", "vit_b_16"]
+# glibc keeps freed memory instead of giving big blocks back to the OS (and faulting them in again,
+# page by page, on the next forward): a forward's time then no longer depends on the allocator's history
+STEADY_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
 TARGET_ERROR = 10.0
 TARGET_BUILD_S = 60.0
 
@@ -130,7 +135,8 @@ def bench(name: str, batch: int, args: argparse.Namespace) -> Result:
 def report(results: list[Result], args: argparse.Namespace) -> bool:
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else \
         f"cpu {torch.backends.cpu.get_cpu_capability()}"
-    print(f"\n# bench_latency: {versions()}; threads {args.threads}; {device}; clock {args.clock}")
+    alloc = ", ".join(f"{k}={v}" for k, v in allocator_setting().items()) or "default"
+    print(f"\n# bench_latency: {versions()}; threads {args.threads}; {device}; clock {args.clock}; allocator {alloc}")
     print("| model | batch | table build s | timings | layer noise | rest | uniform 25/50/75 % error | "
           "random: median abs error | max abs error | slider move + resources() µs | + latency() µs |")
     print("|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|")
@@ -167,7 +173,11 @@ def main() -> int:
     parser.add_argument("--layer-warmup", type=int, default=5, help="warm-up runs of each layer timing")
     parser.add_argument("--cache", default=None, help="latency cache folder (default: a fresh one)")
     parser.add_argument("--quick", action="store_true", help="resnet50 only, batch 1, 5 random sets")
+    parser.add_argument("--allocator", default="as-is", choices=["as-is", "steady"],
+                        help="steady: rerun with glibc malloc keeping freed memory, STEADY_ALLOCATOR")
     args = parser.parse_args()
+    if args.allocator == "steady" and any(os.environ.get(k) != v for k, v in STEADY_ALLOCATOR.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **STEADY_ALLOCATOR})
     models = model_names(parser, args.models)
     if args.quick:
         models, args.batch, args.sets, args.repeats = ["resnet50"], [1], 5, 5

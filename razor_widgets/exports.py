@@ -8,8 +8,10 @@ from .algorithms import BaseAlgorithm, IteAlgorithm, PruneStep
 from .analysis.block_units import BlockSpec, find_blocks
 from .analysis.unit_labels import UnitRole, describe_unit, unit_label, unit_role
 from .budget.latency_fit import LatencyBudgetFit, fit_latency_budget
+from .budget.latency_snap import SnappedCounts, fast_counts, snap_to_fast_counts, step_divisor
 from .budget.uniform_plan import nearest_uniform_plan
 from .channels.analysis_result import UnprunableChannelsWarning
+from .counting.latency_counter import unit_latency_curve
 from .counting.latency_profile import LatencyProfileStopped, ProfileProgress, profile_latency
 from .counting.latency_steps import StepCurve, suggest_divisor, unit_step_curve
 from .counting.latency_table import Latency, LatencyTable

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_pages import UNIT_SLIDER, click, press, voila_server, wait_for, write_notebook
+from browser_pages import UNIT_SLIDER, click, press, voila_server, wait_for, wait_text, write_notebook
 
 pytestmark = pytest.mark.browser  # a real browser: not in the fast tier (README, "Tests")
 
@@ -86,3 +86,53 @@ def test_profile_progress_then_the_counter_follows_a_slider(page) -> None:
     assert smaller[0] < full[0] and smaller[1] == full[1]
     click(page, "Reset to full")
     wait_for(page, lambda: (s := shown(page)) and s[2] == 100.0, "the full latency again")
+
+
+def result_text(page) -> str:
+    return page.locator(".widget-label:has-text('(asked '):visible").first.inner_text()
+
+
+def test_at_most_n_ms_budget_then_snap_to_fast_counts(page) -> None:
+    """After the profile (the test above): a person picks Latency, types a bound in ms, fits;
+    then ticks "snap to fast counts" and fits again."""
+    full = wait_for(page, lambda: shown(page), "milliseconds in the Latency counter")
+    page.locator("select:has(option:text-is('Latency')):visible").first.select_option("Latency")
+    bound = round(0.7 * full[1], 2)
+    box = page.locator(".widget-text:has(label:text-is('or ≤ ms')) input:visible").first
+    box.fill(str(bound))
+    box.press("Enter")
+    click(page, "Fit budget")
+    text = wait_for(page, lambda: (t := result_text(page)) and f"asked {bound:.2f} ms" in t and t,
+                    "the budget's verdict in ms")
+    assert "met" in text and "not reachable" not in text
+    now = wait_for(page, lambda: (s := shown(page)) and s[2] < 100.0 and s, "the counter after the budget")
+    assert now[0] <= bound
+    page.locator(".widget-checkbox:has-text('snap to fast counts') input:visible").first.check()
+    click(page, "Fit budget")
+    snapped = wait_for(page, lambda: (t := result_text(page)) and "fast counts" in t and t, "the snapped budget")
+    assert re.search(r"snapped \d+ units to fast counts", snapped) and f"asked {bound:.2f} ms" in snapped
+    after = wait_for(page, lambda: shown(page), "the counter after the snapped budget")
+    assert after[0] <= bound
+    click(page, "Reset to full")
+    wait_for(page, lambda: (s := shown(page)) and s[2] == 100.0, "the full latency again")
+
+
+def test_the_step_curve_shows_for_a_selected_unit(page) -> None:
+    selector = page.locator(".widget-dropdown:has(> label:text-is('highlight')) select")
+    selector.select_option(index=1)
+    caption = page.locator(".widget-html:has-text('Latency steps of'):visible").first
+    text = wait_text(caption, lambda t: "fast counts are multiples of" in t, "the unit's step curve caption")
+    assert re.search(r"now \d+: [\d.]+ ms", text)
+    steps_box = ".widget-vbox:has(> .widget-hbox > .widget-html:has-text('Latency steps of'))"
+    plot = page.locator(f"{steps_box} > img.widget-image").first
+    wait_for(page, lambda: plot.count() and plot.bounding_box() and plot.bounding_box()["height"] > 50,
+             "the step curve's image")
+    handle = page.locator(f"{UNIT_SLIDER} .noUi-handle").first
+    press(page, handle, "Home")  # the plot follows the slider (debounced)
+    wait_text(caption, lambda t: t != text and "now " in t, "the curve redrawn at the new count")
+    click(page, "Measure steps")  # the unit's layers timed at its top counts: the divisor that removes cliffs
+    wait_text(caption, lambda t: re.search(r"measured: divisor \d+ removes its cliffs", t), "the measured steps",
+              timeout=180)
+    selector.select_option(index=0)
+    wait_for(page, lambda: page.locator(".widget-html:has-text('Latency steps of'):visible").count() == 0,
+             "the step curve hidden with no unit selected")

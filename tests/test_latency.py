@@ -255,7 +255,11 @@ def test_latency_budget_in_ms_and_bad_input(profiled):
     with pytest.raises(ValueError, match="not both"):
         fit_latency_budget(profiled, keep=0.5, max_ms=1.0)
     with pytest.raises(ValueError, match="metric='latency'"):
-        fit_budget(profiled, 0.5, metric="latency", mode="sensitivity")
+        fit_budget(profiled, 0.5, metric="latency", mode="measured")
+    with pytest.raises(ValueError, match="max_ms= is for metric='latency'"):
+        fit_budget(profiled, 0.5, metric="macs", max_ms=3.0)
+    by_ms = fit_budget(profiled, 1.0, metric="latency", max_ms=full * keep)
+    assert by_ms.met and by_ms.max_ms == pytest.approx(full * keep)
 
 
 class Wide(nn.Module):

@@ -60,3 +60,48 @@ def test_stop_keeps_the_old_state_and_a_second_profile_resumes(small):
     del small.latency._show_progress
     small.latency.start(wait=True)
     assert small.mutator.latency_table.cached >= 3 and "not measured" not in small.latency.text
+
+
+def test_budget_at_most_n_ms_and_snap_to_fast_counts(small):
+    budget = small.budget
+    assert budget.max_ms.layout.display == "none" and budget.snap.layout.display == "none"
+    small.latency.start(wait=True)
+    assert budget.max_ms.layout.display == "" and budget.snap.layout.display == ""
+    full = small.mutator.latency().ms
+    budget.metric.value = "Latency"
+    budget.max_ms.value = round(0.8 * full, 4)
+    fit = budget.run()
+    assert fit.met and fit.max_ms == pytest.approx(budget.max_ms.value)
+    assert small.mutator.latency().ms <= budget.max_ms.value
+    assert f"(asked {fit.max_ms:.2f} ms, uniform): met" in budget.result.value
+    budget.snap.value = True
+    snapped = budget.run()
+    assert snapped.met and budget.snapped is not None and "fast counts" in budget.result.value
+    assert small.mutator.latency().ms == pytest.approx(snapped.latency.ms)
+    for name, (_, after) in budget.snapped.moved.items():
+        full_count = small.mutator.unit(name).num_channels
+        assert after % budget.snapped.divisors[name] == 0 or after == full_count
+
+
+def test_step_curve_shows_for_the_selected_unit(small):
+    name = small.mutator.mutable_units[0].name
+    steps = small.latency.steps
+    steps.debouncer.delay = 0
+    small.select_unit(name)
+    assert "Profile latency first" in steps.caption.value
+    small.latency.start(wait=True)
+    small.select_unit(None)
+    small.select_unit(name)
+    assert steps.image.layout.display == "" and steps.image.value[:4] == b"\x89PNG"
+    assert f"multiples of {steps.divisor}" in steps.caption.value and len(steps.curve) == 33
+    small.sliders[name].value = small.sliders[name].min  # the plot follows the slider (debounced: at once here)
+    unit = small.mutator.unit(name)
+    kept = int(unit.current_mask.sum()) // unit.repeats
+    assert kept < 32 and f"now {kept}: {steps.curve[kept]:.2f} ms" in steps.caption.value
+    steps.measure(wait=True)  # "Measure steps": the unit's layers timed at its top counts, in a thread
+    measured = steps.measured[name]
+    assert measured.counts == list(range(1, 33)) and len(measured.ms) == 32
+    assert f"measured: divisor {measured.divisor} removes its cliffs" in steps.caption.value
+    assert steps.measure_button.description == "Measure steps" and not steps.measure_button.disabled
+    small.select_unit(None)
+    assert steps.image.layout.display == "none" and steps.measure_button.layout.display == "none"

@@ -24,6 +24,7 @@ from ..mutables.units import L1MutableChannelUnit, MutableChannelUnit
 from .block_budget import with_blocks
 from .global_rank import global_spread, ranked_spread
 from .latency_fit import LATENCY_MODES, fit_latency_budget
+from .latency_sensitivity import fit_latency_sensitivity_budget
 from .measured import MeasuredCandidate, fit_measured
 from .metrics import MEMORY_METRICS, Metric, metric_of, metric_value, original_value
 from .sensitivity import fit_sensitivity_budget
@@ -67,7 +68,7 @@ def fit_budget(mutator: Any, keep: float, metric: str = "macs", mode: str = "uni
                sensitivity: Any = None, eval_fn: Any = None, executor: Any = None, calibration: Any = None,
                steps: int | None = None, progress: Any = False,
                block_scores: dict[str, float] | None = None, seq_len: int | None = None,
-               batch: int = 1) -> BudgetFit:
+               batch: int = 1, max_ms: float | None = None) -> BudgetFit:
     """Choices that keep at most ``keep`` (a fraction in (0, 1]) of the original ``metric``,
     as close to it as the units' choices allow. Where even the smallest choices use more, those
     are returned and ``met`` is False. The mutator's choices do not change.
@@ -81,11 +82,18 @@ def fit_budget(mutator: Any, keep: float, metric: str = "macs", mode: str = "uni
     ``uniform``, ``global`` and ``l1`` also drop blocks, the least important first, as many as the
     fraction the level cuts from the channels (``block_budget.py``).
     ``metric="memory"`` (weights + KV cache, bytes) needs ``seq_len`` and takes ``batch``.
-    ``metric="latency"`` needs ``profile_latency(mutator)`` first (``latency_fit.py``)."""
+    ``metric="latency"`` needs ``profile_latency(mutator)`` first (``latency_fit.py``); ``max_ms``
+    (latency only) bounds it in ms instead of ``keep``; ``mode="sensitivity"`` there too."""
     if metric == "latency":  # budgets in ms (latency_fit.py): needs profile_latency(mutator) first
+        if mode == "sensitivity":
+            return fit_latency_sensitivity_budget(mutator, sensitivity, None if max_ms else keep, max_ms)
         if mode not in LATENCY_MODES or sensitivity is not None:
-            raise ValueError(f"metric='latency' works with mode {' or '.join(LATENCY_MODES)}, got {mode!r}")
-        return fit_latency_budget(mutator, keep, mode=mode, spread=_spread(mutator.mutable_units, mode))
+            raise ValueError(f"metric='latency' works with mode {' or '.join(LATENCY_MODES)} or sensitivity, "
+                             f"got {mode!r}")
+        return fit_latency_budget(mutator, None if max_ms else keep, max_ms=max_ms, mode=mode,
+                                  spread=_spread(mutator.mutable_units, mode))
+    if max_ms is not None:
+        raise ValueError(f"max_ms= is for metric='latency', not {metric!r}")
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     fitted = dict(seq_len=seq_len, batch=batch) if metric == "memory" else {}

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["LatencyCache", "machine_key", "default_cache_dir"]
+__all__ = ["LatencyCache", "machine_key", "default_cache_dir", "allocator_setting"]
 
 FORMAT = "razor_widgets.latency/1"
 
@@ -37,13 +37,24 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+ALLOCATOR_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX",
+                 "GLIBC_TUNABLES", "LD_PRELOAD", "THP_MEM_ALLOC_ENABLE")
+
+
+def allocator_setting() -> dict[str, str]:
+    """The environment that changes how memory is allocated (glibc's malloc settings, a preloaded
+    allocator, PyTorch's huge pages): big activations' page faults, a large share of a forward's time."""
+    return {k: os.environ[k] for k in ALLOCATOR_ENV if os.environ.get(k)}
+
+
 def machine_key(device: str, threads: int, dtype: torch.dtype, clock: str = "wall") -> dict[str, Any]:
-    """What a timing depends on besides the layer: machine, torch version, device, threads, dtype
-    (and the clock: wall time, or one thread's CPU time)."""
+    """What a timing depends on besides the layer: machine, torch version, device, threads, dtype,
+    the clock (wall time, or one thread's CPU time) and the allocator's settings."""
     dev = torch.device(device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
     return {"host": platform.node(), "machine": name, "cpus": os.cpu_count(), "torch": torch.__version__,
-            "device": str(dev), "threads": int(threads), "dtype": str(dtype), "clock": clock}
+            "device": str(dev), "threads": int(threads), "dtype": str(dtype), "clock": clock,
+            "allocator": allocator_setting()}
 
 
 class LatencyCache:

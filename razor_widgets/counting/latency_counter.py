@@ -14,7 +14,7 @@ from .latency_blocks import choice_owner, combine_without, dropped_share
 from .latency_table import Latency, LatencyTable
 from .live_counter import ResourceCounter
 
-__all__ = ["LatencyCounter", "mutator_latency"]
+__all__ = ["LatencyCounter", "mutator_latency", "unit_latency_curve"]
 
 
 class LatencyCounter:
@@ -179,3 +179,24 @@ def mutator_latency(mutator: Any, choices: dict | None = None) -> Latency:
     finally:
         for mutable, state in saved:
             mutable.restore(state)
+
+
+def unit_latency_curve(mutator: Any, unit: Any) -> list[float]:
+    """Predicted ms of the model at each kept count ``0..full`` (per block) of ``unit`` (a name or a
+    unit), the other units as they are now: a lookup per count (the unit's layers only)."""
+    counter = latency_counter(mutator)
+    counter.update()
+    counter._end_drag()
+    names = [u.name for u in counter.counter.units]
+    u = names.index(unit if isinstance(unit, str) else unit.name)
+    kept, fast, rows = list(counter._kept), counter._fast, counter._shared[u]
+    curve = counter._curves[u]
+    rest_ms = counter._ms - sum(counter._layer_ms[i] for i in rows) - (curve[0][kept[u]] if curve else 0.0)
+    rest_el = counter._el - sum(counter._layer_el[i] for i in rows) - (curve[1][kept[u]] if curve else 0)
+    out = []
+    for k in range(len(counter._curves_base[u])):
+        kept[u] = k
+        ms = rest_ms + sum(fast[i][0](kept) for i in rows) + (curve[0][k] if curve else 0.0)
+        el = rest_el + sum(fast[i][1](kept) for i in rows) + (curve[1][k] if curve else 0)
+        out.append(counter.table.combine(ms, el))
+    return out

@@ -64,7 +64,8 @@ def _op_layer(prof: Any, node: Node, forms: dict[int, Form]) -> tuple[LatencyLay
     geometry = entry_key("op", node.name if node.kind != "module" else repr(node.target), shapes, others,
                          prof.backend)
     layer = LatencyLayer(f"{node.scope or 'model'}:{node.name}#{node.index}", geometry, "out", _form(0),
-                         changing[0], 1, 0, align=prof.align, extra_units=tuple(units))
+                         changing[0], 1, 0, align=prof.align, extra_units=tuple(units),
+                         context_name=node.name if node.kind == "module" else "")
     return layer, dims
 
 

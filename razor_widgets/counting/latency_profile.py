@@ -4,8 +4,8 @@
 that one layer (its dynamic op's ``to_static_op()``), and times it on inputs of the traced shapes at
 the batch size, threads, device and dtype asked for. Timings go to an on-disk cache keyed by that
 setting and the layer geometry, so identical layers are measured once and an interrupted profile
-resumes where it stopped. Then two exports of the whole model (full, and 40 % uniform) are timed to
-measure the rest. Docs: docs/latency.md.
+resumes where it stopped. Then eight whole exports are timed, whole and layer by layer in context,
+to fit each layer and the rest (``latency_context``). Docs: docs/latency.md.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from torch import nn
 
 from ..layers.dynamic_ops import DynamicChannelMixin
 from .latency_cache import LatencyCache, entry_key, machine_key
+from .latency_context import context_times, fit_context, hook_overhead_ms
 from .latency_ops import op_items
 from .latency_table import REST_MODELS, LatencyLayer, LatencyTable, form_value
 from .latency_timing import CLOCKS, batched_inputs, fixed_threads, measure_latency, time_call
@@ -32,7 +33,8 @@ __all__ = ["profile_latency", "ProfileProgress", "LatencyProfileStopped", "GRID_
 GRID_POINTS = 6  # counts per side of a layer whose two sides change (a 6 x 6 grid)
 LINE_POINTS = 12  # counts of a layer with one changing side
 CALIBRATION = (1.0, 0.7, 0.4, 0.2)  # uniform fractions whose whole exports calibrate the layers' sum
-RANDOM_CALIBRATION = 2  # and this many fixed pseudo-random choice sets (each unit any count)
+RANDOM_CALIBRATION = 4  # and this many fixed pseudo-random choice sets (each unit any count)
+CONTEXT_FORWARDS = 3  # hooked forwards of each calibration export (its layers timed in context)
 BACKENDS = ("eager", "compile")
 
 
@@ -177,7 +179,7 @@ class _Profiler:
             geometry = entry_key(repr(module.to_static_op()), type(module).__name__, call.args,
                                  sorted(call.kwargs.items()), mode, self.backend)
             layer = LatencyLayer(name, geometry, mode, in_form, out_form, call.calls,
-                                 call.out_elements // full_out, align=self.align)
+                                 call.out_elements // full_out, align=self.align, context_name=name)
             out.append((layer, module, call))
         return out
 
@@ -273,43 +275,67 @@ def _measure_layer(prof: _Profiler, layer: LatencyLayer, build: Callable[[list[i
         raise RuntimeError(f"layer {layer.name!r}: its grid of kept counts is not rectangular")
 
 
-def _calibrate(prof: _Profiler, table: LatencyTable) -> None:
-    """Time whole exports at the ``CALIBRATION`` fractions and at ``RANDOM_CALIBRATION`` fixed
-    pseudo-random choice sets, and fit the layers' sum to them."""
-    points = []
-    everything = set(range(len(prof.units)))
-    for fraction in CALIBRATION + tuple(-1 - i for i in range(RANDOM_CALIBRATION)):
-        if fraction > 0:
-            kept = prof.set_kept(everything, fraction)
-        else:  # a fixed pseudo-random choice set (its own seed: never the caller's random sets)
-            rng = random.Random(7919 * -fraction)
-            for u, base in enumerate(prof.bases):
-                prof.units[u]._set_kept(rng.randint(1, base))
-            kept = prof.kept()
-        static = prof.mutator.to_static(check=False)
-        inputs = batched_inputs(prof.mutator.example_inputs, prof.batch_size)
-        key = entry_key("model", repr(static), [tuple(t.shape) for t in inputs[0] if isinstance(t, torch.Tensor)],
-                        prof.batch_size, prof.backend)
-        hit = prof.cache.get(key)
+def _calibration_kept(prof: _Profiler, point: float) -> list[int]:
+    """Set every unit for a calibration point (a uniform fraction, or -1, -2, ...: a fixed
+    pseudo-random choice set with a seed of its own, never the caller's random sets)."""
+    if point > 0:
+        return prof.set_kept(set(range(len(prof.units))), point)
+    rng = random.Random(7919 * -point)
+    for u, base in enumerate(prof.bases):
+        prof.units[u]._set_kept(rng.randint(1, base))
+    return prof.kept()
+
+
+def _time_export(prof: _Profiler, names: set[str], overhead_ms: float) -> tuple[dict, dict]:
+    """The whole export at the current choices, timed (cached) and its layers timed in context."""
+    static = prof.mutator.to_static(check=False)
+    args, kwargs = batched_inputs(prof.mutator.example_inputs, prof.batch_size, prof.device, prof.dtype)
+    key = entry_key("model", repr(static), [tuple(t.shape) for t in args if isinstance(t, torch.Tensor)],
+                    prof.batch_size, prof.backend)
+    hit, ctx = prof.cache.get(key), prof.cache.get(key + ":context")
+    if hit is None or ctx is None:
+        static = static.to(device=prof.device, dtype=prof.dtype).eval()
         if hit is None:
-            if prof.backend == "compile":
-                static = torch.compile(static)
-            timing = measure_latency(static, prof.mutator.example_inputs, prof.batch_size, prof.threads,
-                                     prof.device, prof.dtype, prof.warmup, prof.repeats, max_seconds=20.0,
-                                     clock=prof.clock)
-            hit = timing.as_dict()
+            run = torch.compile(static) if prof.backend == "compile" else static
+            hit = measure_latency(run, prof.mutator.example_inputs, prof.batch_size, prof.threads, prof.device,
+                                  prof.dtype, prof.warmup, prof.repeats, max_seconds=10.0, clock=prof.clock).as_dict()
             prof.cache.put(key, hit, save_every=1)
-            prof.measured += 1
-        else:
-            prof.cached += 1
+        if ctx is None:  # eager, hooked (no names: nothing to time in context)
+            times = context_times(static, lambda: static(*args, **kwargs), names, CONTEXT_FORWARDS,
+                                  overhead_ms) if names else {}
+            ctx = {"median_ms": hit["median_ms"], "layers": times}
+            prof.cache.put(key + ":context", ctx, save_every=1)
+        prof.measured += 1
+    else:
+        prof.cached += 1
+    return hit, ctx["layers"]
+
+
+def _calibrate(prof: _Profiler, table: LatencyTable, tick: Callable[[str, bool], None] | None = None) -> None:
+    """Time whole exports at the ``CALIBRATION`` fractions and at ``RANDOM_CALIBRATION`` fixed
+    pseudo-random choice sets, each layer in them (``latency_context``), fit every layer's time
+    in context to its time alone, then the layers' sum to the whole."""
+    eager = prof.backend == "eager"  # a compiled graph has no modules to hook: its layers stay as timed alone
+    names = {layer.context_name for layer in table.layers if layer.context_name} if eager else set()
+    overhead = hook_overhead_ms() if eager else 0.0
+    runs = []
+    for point in CALIBRATION + tuple(-1 - i for i in range(RANDOM_CALIBRATION)):
+        kept = _calibration_kept(prof, point)
+        hit, times = _time_export(prof, names, overhead)
+        runs.append((point, kept, hit, times))
+        if tick is not None:
+            tick("the whole model", False)
+    fit_context(table.layers, [(kept, times) for _, kept, _, times in runs])
+    points = []
+    for point, kept, hit, _ in runs:
         ms, elements = table.layer_sum(kept)
         points.append((hit["median_ms"], ms, elements))
         noise = (hit["p90_ms"] - hit["p10_ms"]) / 2 / hit["median_ms"]
         table.model_noise = max(table.model_noise, noise)
-        share = fraction if fraction > 0 else sum(k / b for k, b in zip(kept, prof.bases)) / max(1, len(prof.bases))
-        table.calibration.append({"kind": "uniform" if fraction > 0 else "random", "fraction": share,
+        share = point if point > 0 else sum(k / b for k, b in zip(kept, prof.bases)) / max(1, len(prof.bases))
+        table.calibration.append({"kind": "uniform" if point > 0 else "random", "fraction": share,
                                   "measured_ms": hit["median_ms"], "layers_ms": ms, "elements": elements})
-    prof.set_kept(everything, 1.0)
+    prof.set_kept(set(range(len(prof.units))), 1.0)
     table.fit_rest(points, prof.rest)
 
 
@@ -358,7 +384,7 @@ def profile_latency(mutator: Any, batch_size: int = 1, threads: int | None = Non
     Each pruned layer is exported at multiples of ``align`` channels on each changing side (at most
     ``GRID_POINTS`` per side, ``LINE_POINTS`` for one side) and timed (warm-up,
     ``repeats`` samples, median after outlier rejection); counts in between cost the next step's
-    (``align``: the back end's channel step, 16 for fp32 on AVX-512). Two whole exports calibrate
+    (``align``: the back end's channel step, 16 for fp32 on AVX-512). Eight whole exports calibrate
     the sum (``rest``: see ``LatencyTable.fit_rest``). ``clock="cpu"`` (threads=1 on a CPU) times
     CPU time instead of wall time (a busy machine). Timings are cached on disk by machine,
     torch version, device, threads, dtype, batch and layer geometry. ``progress`` is called after
@@ -397,7 +423,7 @@ def profile_latency(mutator: Any, batch_size: int = 1, threads: int | None = Non
                                                 "run profile_latency again to resume")
             for layer, build in layers:
                 _measure_layer(prof, layer, build, tick)
-            _calibrate(prof, table)
+            _calibrate(prof, table, tick)
             if progress is not None:
                 progress(ProfileProgress(total, total, time.perf_counter() - started, "the whole model"))
     finally:

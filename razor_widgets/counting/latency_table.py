@@ -67,6 +67,9 @@ class LatencyLayer:
     noise: float = 0.0
     align: int = 1  # counts between steps of ``align`` cost what the next step costs
     extra_units: tuple[int, ...] = ()  # units that change an op's other tensors (set with the axis's)
+    context_name: str = ""  # the module timed in context (latency_context), "" for none
+    context_scale: float = 1.0  # in context: context_scale * alone + context_per_element * elements
+    context_per_element: float = 0.0
 
     @property
     def units(self) -> set[int]:
@@ -81,10 +84,26 @@ class LatencyLayer:
             return form_value(self.in_form, kept), 0
         return form_value(self.out_form, kept), 0
 
-    def ms(self, kept: Any) -> float:
-        """Predicted ms of this layer's calls at the units' kept channels."""
+    def alone_ms(self, kept: Any) -> float:
+        """Measured (interpolated) ms of this layer's calls timed alone at the units' kept channels."""
         x, y = self.axes(kept)
         return self.calls * interpolate(self.xs, self.ys, self.table, self.snap(x, self.xs), self.snap(y, self.ys))
+
+    def ms(self, kept: Any) -> float:
+        """Predicted ms of this layer's calls inside the model at the units' kept channels (alone,
+        fitted to its time in context: see ``latency_context``)."""
+        ms = self.alone_ms(kept)
+        if self.context_scale == 1.0 and not self.context_per_element:
+            return ms
+        return self.context_scale * ms + self.context_per_element * self.stepped_elements(kept)
+
+    def stepped_elements(self, kept: Any) -> float:
+        """Output elements of this layer's calls at its output count rounded up like the times
+        (``snap``): the context's cost per element keeps the steps of the curve."""
+        out = form_value(self.out_form, kept)
+        if self.mode != "in" and self.xs:
+            out = self.snap(out, self.ys if self.mode == "grid" else self.xs)
+        return self.calls * self.out_elements * out
 
     def snap(self, value: float, axis: list[float]) -> float:
         """``value`` rounded up to the next multiple of ``align`` (at most the axis's largest count)."""
@@ -98,9 +117,13 @@ class LatencyLayer:
         ms, elements = self.ms, self.elements
         axis = self.in_form if self.mode == "in" else self.out_form
         if self.mode != "grid" and len(axis.coefs) == 1 and set(self.extra_units) <= {axis.coefs[0][0]}:
-            (u, c), const = axis.coefs[0], axis.const
-            curve = [self.calls * interpolate(self.xs, self.ys, self.table, self.snap(const + c * k, self.xs), 0)
-                     for k in range(bases[u] + 1)]
+            u = axis.coefs[0][0]
+            kept_u = list(bases)
+            curve = []
+            for k in range(bases[u] + 1):
+                kept_u[u] = k
+                curve.append(self.ms(kept_u))
+
             def ms(kept: Any) -> float:
                 return curve[kept[u]]
         elif self.mode == "grid" and len(self.in_form.coefs) == 1 and len(self.out_form.coefs) == 1:
@@ -120,14 +143,16 @@ class LatencyLayer:
             return [_axis_weights(axis, self.snap(form_const + c * k, axis)) for k in range(base + 1)]
         wx = weights(self.in_form.const, ci, bases[ui], self.xs)
         wy = weights(self.out_form.const, co, bases[uo], self.ys)
-        t, calls = self.table, self.calls
+        t, calls = self.table, self.calls * self.context_scale
+        per = self.context_per_element * self.calls * self.out_elements
+        outs = [self.snap(self.out_form.const + co * k, self.ys) for k in range(bases[uo] + 1)]
 
         def ms(kept: Any) -> float:
             i0, i1, a = wx[kept[ui]]
             j0, j1, b = wy[kept[uo]]
             r0 = t[i0][j0] + (t[i0][j1] - t[i0][j0]) * b
             r1 = t[i1][j0] + (t[i1][j1] - t[i1][j0]) * b
-            return calls * max(0.0, r0 + (r1 - r0) * a)
+            return calls * max(0.0, r0 + (r1 - r0) * a) + per * outs[kept[uo]]
         return ms
 
     def elements(self, kept: Any) -> int:

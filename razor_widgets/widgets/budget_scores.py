@@ -33,10 +33,12 @@ def budget_verdict(panel: Any, fit: Any) -> str:
     with restored_choices(mutator):
         for candidate in fit.candidates:
             macs = mutator.resources(choices=candidate.choices).macs_percent
-            panel.points.append(ScorePoint(macs, candidate.score, "candidate", candidate.name))
+            panel.points.append(ScorePoint(macs, candidate.score, "candidate", candidate.name,
+                                           panel._latency_ms(candidate.choices)))
     if fit.candidates:
         parts.append(f"best of {len(fit.candidates)} measured candidates")
-    panel.points.append(ScorePoint(fit.resources.macs_percent, measured, "budget", fit.mode))
+    panel.points.append(ScorePoint(fit.resources.macs_percent, measured, "budget", fit.mode,
+                                   panel._latency_ms(fit.choices)))
     panel.last_score = measured
     panel.redraw_pareto()
     return ", ".join(parts)

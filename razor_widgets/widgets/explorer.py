@@ -367,6 +367,7 @@ class PruningExplorer:
         if self.unit_selector.value != name:
             self.unit_selector.value = name  # comes back here through the observer
             return self.graph_view.highlighted_nodes
+        self.latency.steps.show(None if name == NO_UNIT else name)  # its latency step curve (debounced)
         return self.graph_view.highlight(None if name == NO_UNIT else name)
 
     def select_layer(self, node: str) -> Any:

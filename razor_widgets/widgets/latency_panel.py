@@ -18,6 +18,7 @@ import ipywidgets as widgets
 import torch
 
 from ..counting.latency_profile import LatencyProfileStopped, ProfileProgress, profile_latency
+from .latency_steps_view import UnitStepPlot
 
 NOT_MEASURED = "not measured yet: Profile latency times this model's layers on this machine"
 
@@ -40,8 +41,10 @@ class LatencyPanel:
         self.button.on_click(lambda _: self.toggle())
         self.progress = widgets.FloatProgress(value=0.0, min=0.0, max=1.0, layout=widgets.Layout(display="none"))
         self.progress_text = widgets.HTML()
-        self.widget = widgets.HBox([self.label, self.batch, self.threads, self.button, self.progress,
-                                    self.progress_text], layout=widgets.Layout(align_items="center"))
+        self.row = widgets.HBox([self.label, self.batch, self.threads, self.button, self.progress,
+                                 self.progress_text], layout=widgets.Layout(align_items="center"))
+        self.steps = UnitStepPlot(mutator, measure_kwargs=self.profile_kwargs)  # the selected unit's step curve
+        self.widget = widgets.VBox([self.row, self.steps.widget])
         self.text = ""
         self.error: str | None = None
         self._thread: threading.Thread | None = None
@@ -61,6 +64,7 @@ class LatencyPanel:
                          f"noise ±{100 * lat.noise:.1f} %")
         head, _, rest = self.text.partition(" ")
         self.label.value = f"<b>{head}</b> {html.escape(rest)}"
+        self.steps.refresh()
 
     # -- profiling (a thread on a copy of the mutator) ------------------------------------------
     @property

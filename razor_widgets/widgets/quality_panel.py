@@ -59,6 +59,7 @@ class QualityPanel:
                                              indent=False, disabled=True, layout=widgets.Layout(width="260px"))
         self.curves = widgets.Image(format="png", layout=widgets.Layout(max_width="none"))
         self.pareto = widgets.Image(format="png", layout=widgets.Layout(max_width="none"))
+        self.latency_plot = widgets.Image(format="png", layout=widgets.Layout(max_width="none", display="none"))
         self.evaluate_button.on_click(lambda _: self._guarded(self.evaluate))
         self.scan_button.on_click(lambda _: self._guarded(lambda: self.scan(self._typed_ratios())))
         self.colour_graph.observe(lambda change: self._show_colours(change["new"]), "value")
@@ -66,7 +67,7 @@ class QualityPanel:
             widgets.HBox([self.evaluate_button, self.live, self.score]),
             widgets.HBox([self.ratios, self.scan_button, self.progress, self.colour_graph]),
             self.message,
-            widgets.HBox([self.pareto, self.curves], layout=widgets.Layout(flex_flow="row wrap")),
+            widgets.HBox([self.pareto, self.latency_plot, self.curves], layout=widgets.Layout(flex_flow="row wrap")),
         ])
 
     def _guarded(self, action: Callable[[], Any]) -> None:
@@ -111,12 +112,22 @@ class QualityPanel:
         self._show_score(score, baseline)
         return score
 
-    def _record(self, score: float, source: str, macs_percent: float | None = None, label: str = "") -> None:
+    def _record(self, score: float, source: str, macs_percent: float | None = None, label: str = "",
+                choices: dict | None = None) -> None:
         if macs_percent is None:
             macs_percent = self._resources().macs_percent
-        self.points.append(ScorePoint(float(macs_percent), score, source, label))
+        self.points.append(ScorePoint(float(macs_percent), score, source, label, self._latency_ms(choices)))
         self.last_score = score
         self.redraw_pareto()
+
+    def _latency_ms(self, choices: dict | None = None) -> float | None:
+        """Predicted ms of the choices (a lookup), None without a latency table or with a block dropped."""
+        if getattr(self.mutator, "latency_table", None) is None:
+            return None
+        try:
+            return self.mutator.latency(choices=choices).ms
+        except (RuntimeError, ValueError):
+            return None
 
     def _show_score(self, score: float, baseline: float, live: bool = False) -> None:
         delta = score - baseline
@@ -127,7 +138,11 @@ class QualityPanel:
     def redraw_pareto(self) -> None:
         """Draw the score-vs-MACs plot: every scored choice set, the Pareto front and the baseline."""
         with self._draw_lock:
-            self.pareto.value = score_vs_macs_png(list(self.points), self.baseline)
+            points = list(self.points)
+            self.pareto.value = score_vs_macs_png(points, self.baseline)
+            if any(p.latency_ms is not None for p in points):  # beside it: score against predicted latency
+                self.latency_plot.value = score_vs_macs_png(points, self.baseline, x="latency_ms")
+                self.latency_plot.layout.display = ""
 
     # -- live scores ----------------------------------------------------------------------
     def choices_changed(self) -> None:
@@ -139,7 +154,7 @@ class QualityPanel:
         if error is not None:
             self._say(f"live score: {error}", error=True)
             return
-        self._record(score, "live", self.mutator.resources(choices=choices).macs_percent)
+        self._record(score, "live", self.mutator.resources(choices=choices).macs_percent, choices=choices)
         if self.baseline is not None:
             self._show_score(score, self.baseline, live=True)
 
@@ -179,7 +194,8 @@ class QualityPanel:
                 for ratio, score in row.items():
                     choice = choice_for_fraction(self.mutator.unit(unit), ratio)
                     res = self.mutator.resources(choices={unit: choice})
-                    self.points.append(ScorePoint(res.macs_percent, score, "scan", f"{unit} @ {ratio:g}"))
+                    self.points.append(ScorePoint(res.macs_percent, score, "scan", f"{unit} @ {ratio:g}",
+                                                  self._latency_ms({unit: choice})))
         self.redraw_pareto()
 
     def _show_colours(self, on: bool) -> None:

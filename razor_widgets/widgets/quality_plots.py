@@ -1,4 +1,4 @@
-"""The Quality section's figures: score against MACs with the Pareto front, and scan curves."""
+"""The Quality section's figures: score against MACs (or latency) with the Pareto front, and scan curves."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,34 +20,37 @@ class ScorePoint:
     score: float
     source: str  # "evaluated", "live", "scan", "candidate" (of a measured budget) or "budget"
     label: str = ""
+    latency_ms: float | None = None  # predicted latency (a latency table existed when it was scored)
 
 
-def pareto_front(points: list[ScorePoint]) -> list[ScorePoint]:
-    """The points no other point beats on both counts (fewer or equal MACs and a higher score),
-    by MACs ascending."""
+def pareto_front(points: list[ScorePoint], x: str = "macs_percent") -> list[ScorePoint]:
+    """The points no other point beats on both counts (fewer or equal MACs, or ``x``, and a
+    higher score), by ``x`` ascending."""
     front: list[ScorePoint] = []
-    for point in sorted(points, key=lambda p: (p.macs_percent, -p.score)):
+    for point in sorted(points, key=lambda p: (getattr(p, x), -p.score)):
         if not front or point.score > front[-1].score:
             front.append(point)
     return front
 
 
-def score_vs_macs_png(points: list[ScorePoint], baseline: float | None) -> bytes:
-    """Every evaluated choice set as a dot, the Pareto front as a line, the baseline dashed."""
+def score_vs_macs_png(points: list[ScorePoint], baseline: float | None, x: str = "macs_percent") -> bytes:
+    """Every evaluated choice set as a dot, the Pareto front as a line, the baseline dashed;
+    ``x="latency_ms"``: against predicted latency (points without one are left out)."""
+    points = [p for p in points if getattr(p, x) is not None]
     fig, canvas = new_figure(5.2, 3.2)
     ax = fig.add_subplot()
     for source, (colour, marker, size) in SOURCES.items():
         chosen = [p for p in points if p.source == source]
         if chosen:
-            ax.scatter([p.macs_percent for p in chosen], [p.score for p in chosen], c=colour, marker=marker,
+            ax.scatter([getattr(p, x) for p in chosen], [p.score for p in chosen], c=colour, marker=marker,
                        s=size, label=f"{source} ({len(chosen)})", zorder=2)
-    front = pareto_front(points)
+    front = pareto_front(points, x)
     if len(front) > 1:
-        ax.step([p.macs_percent for p in front], [p.score for p in front], where="post", color="#d2691e",
+        ax.step([getattr(p, x) for p in front], [p.score for p in front], where="post", color="#d2691e",
                 linewidth=1.2, label="Pareto front", zorder=3)
     if baseline is not None:
         ax.axhline(baseline, color="black", linestyle="--", linewidth=0.8, label="baseline")
-    ax.set_xlabel("MACs, % of the original")
+    ax.set_xlabel("MACs, % of the original" if x == "macs_percent" else "predicted latency, ms")
     ax.set_ylabel("score")
     if points or baseline is not None:
         ax.legend(fontsize=7, loc="lower right")
