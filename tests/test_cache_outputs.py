@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from razor_widgets import ChannelMutator, UncheckedExportWarning
+from razor_widgets import ChannelMutator, ExportError, UncheckedExportWarning
 from razor_widgets.channels.model_outputs import narrowed_outputs
+from razor_widgets.export.export_check import verify_export
 from razor_widgets.export.output_comparison import compare_outputs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -97,3 +98,19 @@ def test_a_held_state_is_cut_or_reported(split):
         assert len(unchecked) == 1 and "['past_key_values'].state (a tensor of shape (2, 2, 4)" in unchecked[0]
     else:
         assert unchecked == []
+
+
+def test_with_a_dropped_block_the_cache_is_reported_and_the_logits_still_compared():
+    """A dropped decoder layer's entries stay in the masked model's cache: the cache is named as
+    not compared (why), every other output is compared (a wrong head is still found)."""
+    mutator, x = prepared()
+    block = mutator.removable_blocks[0]
+    mutator.set_choices({block.name: "drop"})
+    with pytest.warns(UncheckedExportWarning, match=r"past_key_values.*dropped block"):
+        static = mutator.to_static()
+    assert len(static.model.layers) == 1
+    with torch.no_grad():
+        static.lm_head.weight += 1
+    with pytest.raises(ExportError, match="logits"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UncheckedExportWarning)
+        verify_export(mutator, static)

@@ -73,8 +73,38 @@ def pin_outputs(ctx: Any, fixed_outputs: Any = None) -> dict[OutputPath, dict[in
 class NotNarrowed:
     """Stands, in a narrowed output, for a tensor that could not be cut to the export's channels."""
 
-    shape: tuple[int, ...]
+    shape: tuple[int, ...] | None  # None: not a tensor (a whole object left out, e.g. a cache)
     reason: str = "its channels vary along several dims: it cannot be cut to the export's"
+
+
+def held_roots(kept: dict[OutputPath, Any]) -> list[OutputPath]:
+    """The output paths of the objects that hold tensors in attributes (an HF cache): each path
+    of ``kept`` cut before its first attribute step (``".name"``)."""
+    roots = []
+    for path in kept:
+        step = next((i for i, k in enumerate(path) if isinstance(k, str) and k.startswith(".")), None)
+        if step is not None and path[:step] not in roots:
+            roots.append(path[:step])
+    return roots
+
+
+def left_out(tree: Any, path: OutputPath, reason: str) -> Any:
+    """A copy of the output ``tree`` (containers only) with the value at ``path`` replaced by a
+    :class:`NotNarrowed` saying ``reason``; ``tree`` itself where the path is not found."""
+    if not path:
+        return NotNarrowed(None, reason)
+    key, rest = path[0], path[1:]
+    if isinstance(tree, dict) and key in tree:
+        new = copy.copy(tree)
+        new[key] = left_out(tree[key], rest, reason)
+        return new
+    if isinstance(tree, (list, tuple)) and isinstance(key, int) and 0 <= key < len(tree):
+        items = list(tree)
+        items[key] = left_out(tree[key], rest, reason)
+        if isinstance(tree, list):
+            return items
+        return type(tree)(*items) if hasattr(tree, "_fields") else tuple(items)
+    return tree
 
 
 def held_outputs(ctx: Any) -> dict[OutputPath, dict[int, torch.Tensor] | None]:
@@ -148,6 +178,6 @@ def dataclasses_as_dicts(tree: Any) -> Any:
         for k, x in tree.items():
             new[k] = dataclasses_as_dicts(x)
         return new
-    if dataclasses.is_dataclass(tree) and not isinstance(tree, type):
+    if dataclasses.is_dataclass(tree) and not isinstance(tree, (type, NotNarrowed)):
         return {f.name: dataclasses_as_dicts(getattr(tree, f.name)) for f in dataclasses.fields(tree)}
     return tree

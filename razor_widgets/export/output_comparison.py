@@ -40,7 +40,8 @@ def _where(path: str) -> str:
 
 def _compare(a: Any, b: Any, path: str, rtol: float, skipped: list[str], depth: int) -> str | None:
     if isinstance(a, NotNarrowed):
-        skipped.append(f"{_where(path)} (a tensor of shape {a.shape}: {a.reason})")
+        what = "a tensor of shape " + str(a.shape) + ": " if a.shape is not None else ""
+        skipped.append(f"{_where(path)} ({what}{a.reason})")
         return None
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         problem = compare_leaf(a, b, rtol)
