@@ -84,6 +84,9 @@ def test_an_untraceable_model_shows_its_error_and_a_lost_tab_is_culled(browser, 
         page.goto(dashboard.url, wait_until="commit")
         error = page.locator(".razor-dashboard-error")
         error.wait_for(timeout=180_000)
+        # the class and the text arrive as two widget updates: wait for the text too
+        page.wait_for_function("el => el.innerText.includes('Cannot explore')", arg=error.element_handle(),
+                               timeout=30_000)
         text = error.inner_text()
         assert "Cannot explore helpers:PathDependsOnInput" in text and "TraceError" in text
         assert "depends on the input's values" in text
