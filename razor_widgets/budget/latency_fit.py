@@ -40,6 +40,16 @@ class LatencyBudgetFit:
         return self.latency.ms <= self.max_ms
 
 
+def check_latency_bound(keep: float | None, max_ms: float | None) -> None:
+    """ValueError unless exactly one bound is given: ``keep`` in (0, 1] or ``max_ms`` > 0."""
+    if (keep is None) == (max_ms is None):
+        raise ValueError("give keep (a fraction of the full model's latency) or max_ms, not both")
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0):
+        raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}")
+    if max_ms is not None and (isinstance(max_ms, bool) or not isinstance(max_ms, (int, float)) or max_ms <= 0):
+        raise ValueError(f"max_ms must be a positive number, got {max_ms!r}")
+
+
 def fit_latency_budget(mutator: Any, keep: float | None = None, max_ms: float | None = None,
                        mode: str = "uniform", spread: Callable[[float], dict] | None = None) -> LatencyBudgetFit:
     """Choices whose predicted latency is at most ``keep`` of the full model's, or at most
@@ -49,12 +59,7 @@ def fit_latency_budget(mutator: Any, keep: float | None = None, max_ms: float | 
     at a level in [0, 1] (``fit_budget`` passes its ``uniform`` or ``l1`` spread; default uniform)."""
     if mode not in LATENCY_MODES:
         raise ValueError(f"a latency budget's mode must be one of {', '.join(LATENCY_MODES)}, got {mode!r}")
-    if (keep is None) == (max_ms is None):
-        raise ValueError("give keep (a fraction of the full model's latency) or max_ms, not both")
-    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0):
-        raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}")
-    if max_ms is not None and (isinstance(max_ms, bool) or not isinstance(max_ms, (int, float)) or max_ms <= 0):
-        raise ValueError(f"max_ms must be a positive number, got {max_ms!r}")
+    check_latency_bound(keep, max_ms)
     if spread is None:
         if mode != "uniform":
             raise ValueError(f"mode={mode!r} needs its spread: use fit_budget(mutator, keep, metric='latency', "

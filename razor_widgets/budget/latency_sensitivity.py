@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..mutables.block_mutable import BlockMutable
-from .latency_fit import LatencyBudgetFit
+from .latency_fit import LatencyBudgetFit, check_latency_bound
 from .sensitivity import Step, _ladder, _scanned_units
 
 __all__ = ["fit_latency_sensitivity_budget", "LOOKAHEAD"]
@@ -34,12 +34,7 @@ def fit_latency_sensitivity_budget(mutator: Any, sensitivity: Any, keep: float |
     """Choices whose predicted latency is at most ``keep`` of the full model's (or ``max_ms``) with
     the least predicted loss of score (see the module docstring); ``met`` is False where even
     lowering every scanned unit to its smallest choice is slower."""
-    if (keep is None) == (max_ms is None):
-        raise ValueError("give keep (a fraction of the full model's latency) or max_ms, not both")
-    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0):
-        raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}")
-    if max_ms is not None and (isinstance(max_ms, bool) or not isinstance(max_ms, (int, float)) or max_ms <= 0):
-        raise ValueError(f"max_ms must be a positive number, got {max_ms!r}")
+    check_latency_bound(keep, max_ms)
     scanned = [(u, key) for u, key in _scanned_units(mutator, sensitivity) if not isinstance(u, BlockMutable)]
     if not scanned:
         raise ValueError("the sensitivity table covers no channel unit of this mutator (latency: widths only)")
