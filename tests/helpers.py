@@ -50,6 +50,17 @@ def make_nontrivial(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+def with_bn_statistics(model: nn.Module) -> nn.Module:
+    """``model`` with its BatchNorm2d running statistics drawn at random (mean in [-0.2, 0.2], var in
+    [0.5, 1.5]; torch's global generator), so that eval-mode outputs depend on them."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
 def prepare(model: nn.Module, x: torch.Tensor, unit: str = "SequentialMutableChannelUnit",
             **unit_args) -> tuple[ChannelMutator, nn.Module]:
     """Prepare ``model`` (in place) and return the mutator and an unprepared copy."""

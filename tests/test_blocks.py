@@ -15,6 +15,7 @@ from razor_widgets import MODELS, ChannelMutator, count_resources
 from razor_widgets.export.plans import apply_plan, plan_of
 
 from block_net import BlockNet, Residual
+from helpers import prepare, with_bn_statistics
 
 REMOVABLE = ["convs.0", "convs.2", "layers.0", "layers.1", "layers.2", "layers.3", "layers.4", "alone"]
 MUST_STAY = {"convs.1": "shortcut is not the identity", "leaky": "also feeds", "twice": "called 2 times"}
@@ -23,22 +24,13 @@ MUST_STAY = {"convs.1": "shortcut is not the identity", "leaky": "also feeds", "
 def _model(seed: int = 0) -> BlockNet:
     torch.manual_seed(seed)
     model = BlockNet().eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    return model
+    return with_bn_statistics(model)
 
 
 @pytest.fixture
 def prepared():
     model, x = _model(), torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(1))
-    original = copy.deepcopy(model)
-    mutator = ChannelMutator()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mutator.prepare_from_supernet(model, x)
+    mutator, original = prepare(model, x)
     return mutator, model, original, x
 
 

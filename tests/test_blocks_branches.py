@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from razor_widgets import MODELS, ChannelMutator, block_importance, count_resources
+from razor_widgets import MODELS, block_importance, count_resources
 from razor_widgets.export.block_removal import ZeroBranch
+
+from helpers import prepare, with_bn_statistics
 
 
 class Scaled(nn.Module):
@@ -55,22 +57,13 @@ class Inline(nn.Module):
 def _model() -> Inline:
     torch.manual_seed(0)
     model = Inline().eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    return model
+    return with_bn_statistics(model)
 
 
 @pytest.fixture
 def prepared():
     model, x = _model(), torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    original = copy.deepcopy(model)
-    mutator = ChannelMutator()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mutator.prepare_from_supernet(model, x)
+    mutator, original = prepare(model, x)
     return mutator, model, original, x
 
 

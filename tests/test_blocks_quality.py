@@ -3,15 +3,13 @@ stream before and after), blocks in the sensitivity scan (one "ratio": dropped) 
 budget modes, trading depth against width."""
 from __future__ import annotations
 
-import copy
-import warnings
-
 import pytest
 import torch
 
-from razor_widgets import ChannelMutator, block_importance, fit_budget, sensitivity_scan
+from razor_widgets import block_importance, fit_budget, sensitivity_scan
 
 from block_net import BlockNet
+from helpers import prepare
 
 
 @pytest.fixture
@@ -22,11 +20,7 @@ def prepared():
         model.layers[0].f[2].weight.mul_(1e-4)
         model.layers[0].f[2].bias.zero_()
     x = torch.randn(4, 3, 6, 6, generator=torch.Generator().manual_seed(1))
-    original = copy.deepcopy(model)
-    mutator = ChannelMutator()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        mutator.prepare_from_supernet(model, x)
+    mutator, original = prepare(model, x)
     return mutator, model, original, x
 
 
