@@ -76,7 +76,8 @@ def restore_undo_and_compare(page) -> None:
     assert first != second
     page.locator(f"{ROW} button:has-text('Restore #1')").click()
     wait_for(page, lambda: counters(page) == first, "plan #1's counts restored")
-    assert "restored plan #1" in page.inner_text("body")
+    # the counters and the status line arrive as separate widget updates: wait for the line too
+    wait_for(page, lambda: "restored plan #1" in page.inner_text("body"), "the status line 'restored plan #1'")
     click(page, "Undo")  # restoring was one step
     wait_for(page, lambda: counters(page) == second, "plan #2's counts after one Undo")
     fills = page.evaluate("() => [...document.querySelectorAll('.rw-node')].map(n => n.getAttribute('fill'))")
